@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs, idempotently, every Debian 12 package Orrery builds, tests or demos with.
+# Usage: scripts/install-deps.sh [base|bench|all]   (default: base)
+set -euo pipefail
+
+BASE_PKGS=(
+  build-essential cmake ninja-build pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libdnnl-dev ocl-icd-opencl-dev
+  libopenmpi-dev openmpi-bin
+  libboost-system-dev libboost-filesystem-dev
+  libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
+  zlib1g-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev
+  dataset-fashion-mnist
+)
+BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox )
+
+want=("${BASE_PKGS[@]}")
+case "${1:-base}" in
+  base) ;;
+  bench|all) want+=("${BENCH_PKGS[@]}") ;;
+  *) echo "install-deps.sh: unknown set '$1' (expected base, bench or all)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
