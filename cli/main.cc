@@ -1,3 +1,38 @@
-// The orrery executable: turns flags into the chosen role's object graph.
+// The orrery executable: parses flags and environment into the chosen role's object graph and runs
+// it. Exit codes: 0 success, 1 the command failed (one line on stderr says why), 2 bad usage.
+#include <glog/logging.h>
+
+#include <cstdio>
+#include <fstream>
 #include <iostream>
-int main() { std::cout << "orrery\n"; return 0; }
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  FLAGS_minloglevel = google::GLOG_WARNING;
+
+  CLI::App app{"Orrery: distributed asynchronous training of neural networks (parameter servers over gRPC)."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  orrery::cli::Commands commands;
+  orrery::cli::AddTrainCommand(app, commands);
+  orrery::cli::AddDistributedCommands(app, commands);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string what = e.what();
+    if (what.empty()) what = e.get_name();
+    std::fprintf(stderr, "orrery: %s (see orrery --help)\n", what.c_str());
+    return 2;
+  }
+  return commands.Run();
+}

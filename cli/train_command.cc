@@ -1,0 +1,48 @@
+// `orrery train`: single-process training on Fashion-MNIST.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "learner/trainer.h"
+
+namespace orrery::cli {
+
+void AddTrainCommand(CLI::App& app, Commands& commands) {
+  auto opts = std::make_shared<learner::TrainOptions>();
+  auto metrics_out = std::make_shared<std::string>();
+  CLI::App* train = app.add_subcommand("train", "Train a model in this process (SGD with momentum) and report test accuracy");
+  train->add_option("--model", opts->model_path, "Model spec YAML (see examples/models/)")->required();
+  train->add_option("--data", opts->data_dir, "Directory of Fashion-MNIST IDX files (.gz or plain)")->capture_default_str();
+  train->add_option("--epochs", opts->epochs, "Epochs to train (fractions allowed)")->capture_default_str();
+  train->add_option("--batch", opts->batch, "Minibatch size")->capture_default_str();
+  train->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
+  train->add_option("--momentum", opts->momentum, "Momentum coefficient in [0, 1)")->capture_default_str();
+  train->add_option("--threads", opts->threads, "Compute threads (0 = all cores)")->capture_default_str();
+  train->add_option("--seed", opts->seed, "Seed for initialisation and shuffling")->capture_default_str();
+  train->add_option("--limit-train", opts->limit_train, "Use only the first N training images (0 = all)")->capture_default_str();
+  train->add_option("--limit-test", opts->limit_test, "Use only the first N test images (0 = all)")->capture_default_str();
+  train->add_option("--metrics-out", *metrics_out, "Write metrics JSON here");
+  train->add_flag("--quiet", [opts](int64_t) { opts->progress = false; }, "No progress output");
+  train->callback([&commands, opts, metrics_out] { commands.Set([opts, metrics_out] {
+    absl::StatusOr<learner::TrainReport> report = learner::Train(*opts);
+    if (!report.ok()) {
+      std::fprintf(stderr, "orrery train: %s\n", std::string(report.status().message()).c_str());
+      return 1;
+    }
+    std::printf("test_accuracy %.4f  train_loss %.4f  images/s %.0f  wall %.1fs\n",
+                report->test_accuracy, report->train_loss, report->images_per_second,
+                report->wall_seconds);
+    if (!metrics_out->empty()) {
+      std::ofstream out(*metrics_out);
+      out << learner::TrainReportJson(*report, *opts);
+      if (!out) {
+        std::fprintf(stderr, "orrery train: cannot write metrics to %s\n", metrics_out->c_str());
+        return 1;
+      }
+    }
+    return 0;
+  }); });
+}
+
+}  // namespace orrery::cli
