@@ -1,0 +1,95 @@
+// A training job spec: the YAML a user writes (examples/jobs/*.yaml), parsed and validated into a
+// plain struct that `orrery run`, the scheduler daemon and every backend read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "scheduler/restart_policy.h"
+
+namespace orrery::scheduler {
+
+inline constexpr char kDefaultDataDir[] = "/usr/share/datasets/fashion-mnist";
+
+enum class ProtocolKind { kHardSync, kSoftSync, kAsync, kSsp };
+
+// `hardsync`, `softsync:n` (n >= 1), `async`, `ssp:s` (s >= 0).
+struct Protocol {
+  ProtocolKind kind = ProtocolKind::kHardSync;
+  int softsync_n = 0;       // kSoftSync only
+  int ssp_staleness = 0;    // kSsp only
+};
+
+// Parses "hardsync", "softsync:4", "async", "ssp:2". The error names no key; callers add it.
+absl::StatusOr<Protocol> ParseProtocol(const std::string& text);
+// The canonical text ParseProtocol accepts ("softsync:4"), as servers take it on the command line.
+std::string ProtocolToString(const Protocol& protocol);
+
+enum class LrStaleness { kNone, kInverse };  // α₀, or α₀ / max(1, τ) per gradient
+const char* LrStalenessName(LrStaleness rule);  // "none", "inverse"
+
+struct LearningRate {
+  double base = 0.05;  // α₀ > 0
+  LrStaleness staleness = LrStaleness::kNone;
+  double momentum = 0.0;  // server-side, in [0, 1)
+};
+
+struct SlowLearner {
+  int learner = 0;     // index in [0, learners)
+  double factor = 1;   // >= 1: the learner's steps take `factor` times as long
+};
+
+enum class BackendKind { kLocal, kMpi, kSlurm, kKubernetes };
+const char* BackendKindName(BackendKind kind);  // "local", "mpi", "slurm", "kubernetes"
+
+struct CheckpointSpec {
+  std::string dir;  // resolved like `model` (relative to the job file's directory)
+  absl::Duration every = absl::ZeroDuration();  // > 0
+};
+
+enum class NumberFormat { kFp32, kFixed16 };
+const char* NumberFormatName(NumberFormat format);  // "fp32", "fixed16"
+
+// Reserved for the 16-bit fixed-point work; parsed and validated now so specs stay stable.
+struct PrecisionSpec {
+  NumberFormat wire = NumberFormat::kFp32;
+  NumberFormat weights = NumberFormat::kFp32;
+  NumberFormat compute = NumberFormat::kFp32;
+};
+
+// Every field is validated; defaults are those shown. Paths are absolute after parsing.
+struct JobSpec {
+  std::string name;        // required; [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters
+  std::string model_path;  // required key `model`; the file exists
+  std::string data_dir = kDefaultDataDir;  // key `data`; existence is not checked here
+  int servers = 1;         // S >= 1
+  int learners = 1;        // L >= 1
+  Protocol protocol;       // default hardsync
+  LearningRate lr;
+  int batch = 64;          // per learner, >= 1
+  double epochs = 1;       // > 0; fractions allowed (0.5 = half a pass over the training set)
+  uint64_t seed = 1;
+  std::optional<double> target_accuracy;  // in (0, 1]
+  std::vector<SlowLearner> slow_learners; // distinct learner indices
+  std::optional<int64_t> limit_train;     // >= learners: every learner gets a non-empty slice
+  std::optional<absl::Duration> eval_every;  // key `eval_every_seconds`, > 0
+  BackendKind backend = BackendKind::kLocal;
+  RestartPolicy restart;   // key `restart`: {max_restarts, backoff_seconds, max_backoff_seconds}
+  std::optional<CheckpointSpec> checkpoint;  // key `checkpoint`: {dir, every_seconds}
+  PrecisionSpec precision;  // key `precision`: {wire, weights, compute}
+};
+
+// Parses a job spec from YAML text. Relative paths (model, data, checkpoint.dir) are resolved
+// against `base_dir` first and the current directory second; `model` must name an existing file.
+// Errors are INVALID_ARGUMENT naming the key: "lr.staleness: expected none or inverse, got
+// 'inversee'". Unknown and duplicate keys are errors. Reads the filesystem only to find `model`.
+absl::StatusOr<JobSpec> ParseJobSpec(const std::string& yaml, const std::string& base_dir);
+
+// Reads and parses the file at `path`; relative paths in it are resolved against its directory.
+// Errors are prefixed with `path`.
+absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path);
+
+}  // namespace orrery::scheduler

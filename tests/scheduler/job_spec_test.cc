@@ -1,0 +1,255 @@
+#include "scheduler/job_spec.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace orrery::scheduler {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+class JobSpecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           absl::StrCat("job_spec_test_", ::getpid(), "_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "models");
+    Write(dir_ / "models" / "mlp.yaml", "name: mlp\n");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  static void Write(const fs::path& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+  }
+
+  absl::StatusOr<JobSpec> Parse(const std::string& extra) {
+    return ParseJobSpec(absl::StrCat("name: demo\nmodel: models/mlp.yaml\n", extra), dir_.string());
+  }
+
+  // The error message of parsing the minimal spec plus `extra`; "" if it parsed.
+  std::string Error(const std::string& extra) {
+    absl::StatusOr<JobSpec> spec = Parse(extra);
+    if (spec.ok()) return "";
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << spec.status();
+    return std::string(spec.status().message());
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(JobSpecTest, ParsesEveryKey) {
+  absl::StatusOr<JobSpec> spec = Parse(R"(
+data: /tmp/fmnist
+servers: 2
+learners: 4
+protocol: softsync:4
+lr: {base: 0.1, staleness: inverse, momentum: 0.5}
+batch: 32
+epochs: 2.5
+seed: 7
+target_accuracy: 0.89
+slow_learners:
+  - {learner: 3, factor: 3}
+limit_train: 1000
+eval_every_seconds: 5
+backend: slurm
+restart: {max_restarts: 3, backoff_seconds: 0.5, max_backoff_seconds: 4}
+checkpoint: {dir: ckpt, every_seconds: 30}
+precision: {wire: fixed16, weights: fp32, compute: fixed16}
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "demo");
+  EXPECT_EQ(spec->model_path, (dir_ / "models" / "mlp.yaml").string());
+  EXPECT_EQ(spec->data_dir, "/tmp/fmnist");
+  EXPECT_EQ(spec->servers, 2);
+  EXPECT_EQ(spec->learners, 4);
+  EXPECT_EQ(spec->protocol.kind, ProtocolKind::kSoftSync);
+  EXPECT_EQ(spec->protocol.softsync_n, 4);
+  EXPECT_DOUBLE_EQ(spec->lr.base, 0.1);
+  EXPECT_EQ(spec->lr.staleness, LrStaleness::kInverse);
+  EXPECT_DOUBLE_EQ(spec->lr.momentum, 0.5);
+  EXPECT_EQ(spec->batch, 32);
+  EXPECT_DOUBLE_EQ(spec->epochs, 2.5);
+  EXPECT_EQ(spec->seed, 7u);
+  EXPECT_DOUBLE_EQ(spec->target_accuracy.value(), 0.89);
+  ASSERT_EQ(spec->slow_learners.size(), 1u);
+  EXPECT_EQ(spec->slow_learners[0].learner, 3);
+  EXPECT_DOUBLE_EQ(spec->slow_learners[0].factor, 3.0);
+  EXPECT_EQ(spec->limit_train.value(), 1000);
+  EXPECT_EQ(spec->eval_every.value(), absl::Seconds(5));
+  EXPECT_EQ(spec->backend, BackendKind::kSlurm);
+  EXPECT_EQ(spec->restart.max_restarts, 3);
+  EXPECT_EQ(spec->restart.backoff, absl::Milliseconds(500));
+  EXPECT_EQ(spec->restart.max_backoff, absl::Seconds(4));
+  ASSERT_TRUE(spec->checkpoint.has_value());
+  EXPECT_EQ(spec->checkpoint->dir, (dir_ / "ckpt").string());
+  EXPECT_EQ(spec->checkpoint->every, absl::Seconds(30));
+  EXPECT_EQ(spec->precision.wire, NumberFormat::kFixed16);
+  EXPECT_EQ(spec->precision.weights, NumberFormat::kFp32);
+  EXPECT_EQ(spec->precision.compute, NumberFormat::kFixed16);
+}
+
+TEST_F(JobSpecTest, OptionalKeysTakeDefaults) {
+  absl::StatusOr<JobSpec> spec = Parse("");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->data_dir, kDefaultDataDir);
+  EXPECT_EQ(spec->servers, 1);
+  EXPECT_EQ(spec->learners, 1);
+  EXPECT_EQ(spec->protocol.kind, ProtocolKind::kHardSync);
+  EXPECT_EQ(spec->lr.staleness, LrStaleness::kNone);
+  EXPECT_EQ(spec->backend, BackendKind::kLocal);
+  EXPECT_EQ(spec->restart.max_restarts, 0);
+  EXPECT_FALSE(spec->target_accuracy.has_value());
+  EXPECT_FALSE(spec->limit_train.has_value());
+  EXPECT_FALSE(spec->eval_every.has_value());
+  EXPECT_FALSE(spec->checkpoint.has_value());
+  EXPECT_TRUE(spec->slow_learners.empty());
+}
+
+TEST_F(JobSpecTest, StalenessTypoIsNamedWithTheKey) {
+  EXPECT_EQ(Error("lr: {staleness: inversee}"), "lr.staleness: expected none or inverse, got 'inversee'");
+}
+
+TEST_F(JobSpecTest, UnknownKeysAreRejectedWithTheirPath) {
+  EXPECT_THAT(Error("epoch: 3"), StartsWith("epoch: unknown key (expected one of: name, model,"));
+  EXPECT_THAT(Error("lr: {rate: 0.1}"), StartsWith("lr.rate: unknown key (expected one of: base, staleness, momentum)"));
+  EXPECT_THAT(Error("slow_learners: [{learner: 0, factor: 2, speed: 1}]"), StartsWith("slow_learners[0].speed: unknown key"));
+  EXPECT_THAT(Error("checkpoint: {dir: c, every_seconds: 1, keep: 3}"), StartsWith("checkpoint.keep: unknown key"));
+}
+
+TEST_F(JobSpecTest, DuplicateKeysAreRejected) { EXPECT_EQ(Error("servers: 1\nservers: 2"), "servers: duplicate key"); }
+
+TEST_F(JobSpecTest, BadValuesAreRejectedWithTheKeyNamed) {
+  EXPECT_EQ(Error("servers: 0"), "servers: expected an integer >= 1, got '0'");
+  EXPECT_EQ(Error("learners: two"), "learners: expected an integer >= 1, got 'two'");
+  EXPECT_EQ(Error("learners: 99999999999"), "learners: expected an integer >= 1, got 99999999999 (too large)");
+  EXPECT_EQ(Error("batch: 1.5"), "batch: expected an integer >= 1, got '1.5'");
+  EXPECT_EQ(Error("batch: [1, 2]"), "batch: expected a single value, got a list or mapping");
+  EXPECT_EQ(Error("batch:"), "batch: missing value");
+  EXPECT_EQ(Error("epochs: 0"), "epochs: expected a number > 0, got '0'");
+  EXPECT_EQ(Error("epochs: .nan"), "epochs: expected a number > 0, got '.nan'");
+  EXPECT_EQ(Error("seed: -1"), "seed: expected an integer in [0, 2^64), got '-1'");
+  EXPECT_EQ(Error("lr: {base: 0}"), "lr.base: expected a number > 0, got '0'");
+  EXPECT_EQ(Error("lr: {momentum: 1}"), "lr.momentum: expected a number in [0, 1), got '1'");
+  EXPECT_EQ(Error("lr: 0.1"), "lr: expected a mapping of keys");
+  EXPECT_EQ(Error("target_accuracy: 89"), "target_accuracy: expected a fraction in (0, 1], got '89'");
+  EXPECT_EQ(Error("limit_train: 0"), "limit_train: expected an integer >= 1, got '0'");
+  EXPECT_EQ(Error("eval_every_seconds: -2"), "eval_every_seconds: expected a number of seconds > 0, got '-2'");
+  EXPECT_EQ(Error("backend: yarn"), "backend: expected one of local, mpi, slurm, kubernetes, got 'yarn'");
+  EXPECT_EQ(Error("precision: {wire: fp16}"), "precision.wire: expected fp32 or fixed16, got 'fp16'");
+  EXPECT_EQ(Error("restart: {max_restarts: -1}"), "restart.max_restarts: expected an integer >= 0, got '-1'");
+  EXPECT_EQ(Error("restart: {backoff_seconds: 10, max_backoff_seconds: 1}"),
+            "restart.max_backoff_seconds: must be >= restart.backoff_seconds");
+  EXPECT_EQ(Error("checkpoint: {dir: c}"), "checkpoint.every_seconds: missing");
+  EXPECT_EQ(Error("checkpoint: {every_seconds: 5}"), "checkpoint.dir: missing");
+}
+
+TEST_F(JobSpecTest, ProtocolForms) {
+  struct Case {
+    std::string text;
+    ProtocolKind kind;
+    int n;
+    int s;
+  };
+  for (const Case& c : {Case{"hardsync", ProtocolKind::kHardSync, 0, 0}, Case{"async", ProtocolKind::kAsync, 0, 0},
+                        Case{"softsync:1", ProtocolKind::kSoftSync, 1, 0},
+                        Case{"softsync:16", ProtocolKind::kSoftSync, 16, 0}, Case{"ssp:0", ProtocolKind::kSsp, 0, 0},
+                        Case{"ssp:3", ProtocolKind::kSsp, 0, 3}}) {
+    absl::StatusOr<Protocol> p = ParseProtocol(c.text);
+    ASSERT_TRUE(p.ok()) << c.text << ": " << p.status();
+    EXPECT_EQ(p->kind, c.kind) << c.text;
+    EXPECT_EQ(p->softsync_n, c.n) << c.text;
+    EXPECT_EQ(p->ssp_staleness, c.s) << c.text;
+    EXPECT_EQ(ProtocolToString(*p), c.text);
+  }
+  for (const std::string bad : {"softsync", "softsync:0", "softsync:-1", "softsync:x", "ssp:-1", "ssp:", "ssp",
+                                "Async", "hardsync:1", ""}) {
+    EXPECT_FALSE(ParseProtocol(bad).ok()) << bad;
+  }
+  EXPECT_EQ(Error("protocol: softsync:0"),
+            "protocol: expected hardsync, softsync:n (n >= 1), async or ssp:s (s >= 0), got 'softsync:0'");
+}
+
+TEST_F(JobSpecTest, SlowLearnersAreCheckedAgainstLearners) {
+  EXPECT_EQ(Error("learners: 4\nslow_learners: [{learner: 4, factor: 3}]"),
+            "slow_learners[0].learner: learner 4 does not exist (learners: 4, indices 0..3)");
+  EXPECT_EQ(Error("learners: 4\nslow_learners: [{learner: 1, factor: 2}, {learner: 1, factor: 3}]"),
+            "slow_learners[1].learner: learner 1 listed twice");
+  EXPECT_EQ(Error("slow_learners: [{learner: 0, factor: 0.5}]"),
+            "slow_learners[0].factor: expected a factor >= 1, got '0.5'");
+  EXPECT_EQ(Error("slow_learners: [{factor: 2}]"), "slow_learners[0].learner: missing");
+  EXPECT_EQ(Error("slow_learners: {learner: 0}"), "slow_learners: expected a list of {learner, factor}");
+}
+
+TEST_F(JobSpecTest, LimitTrainMustGiveEveryLearnerData) {
+  EXPECT_EQ(Error("learners: 8\nlimit_train: 4"),
+            "limit_train: must be >= learners (8) so that every learner gets data, got 4");
+}
+
+TEST_F(JobSpecTest, NameAndModelAreRequiredAndChecked) {
+  EXPECT_EQ(ParseJobSpec("model: models/mlp.yaml\n", dir_.string()).status().message(),
+            "name: missing (every job needs a name)");
+  EXPECT_EQ(ParseJobSpec("name: x\n", dir_.string()).status().message(), "model: missing (path to a model spec YAML)");
+  EXPECT_THAT(std::string(ParseJobSpec("name: 'has space'\nmodel: models/mlp.yaml\n", dir_.string()).status().message()),
+              StartsWith("name: expected letters, digits"));
+  absl::StatusOr<JobSpec> missing = ParseJobSpec("name: x\nmodel: nope.yaml\n", dir_.string());
+  EXPECT_THAT(std::string(missing.status().message()),
+              StartsWith(absl::StrCat("model: file 'nope.yaml' not found (looked for ", (dir_ / "nope.yaml").string())));
+}
+
+TEST_F(JobSpecTest, ModelFallsBackToTheCurrentDirectory) {
+  fs::path other = dir_ / "elsewhere";
+  fs::create_directories(other);
+  fs::path old_cwd = fs::current_path();
+  fs::current_path(dir_);
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("name: x\nmodel: models/mlp.yaml\n", other.string());
+  fs::current_path(old_cwd);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model_path, (dir_ / "models" / "mlp.yaml").string());
+}
+
+TEST_F(JobSpecTest, MalformedYamlIsAnError) {
+  EXPECT_THAT(Error("lr: {base: 0.1"), StartsWith("invalid YAML: "));
+  EXPECT_EQ(ParseJobSpec("- a\n- b\n", dir_.string()).status().message(), "a job spec must be a YAML mapping of keys");
+  EXPECT_EQ(ParseJobSpec("", dir_.string()).status().message(), "empty job spec");
+}
+
+TEST_F(JobSpecTest, LoadResolvesAgainstTheFileAndPrefixesErrors) {
+  fs::path job = dir_ / "job.yaml";
+  Write(job, "name: demo\nmodel: models/mlp.yaml\nservers: 2\n");
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(job.string());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->servers, 2);
+  EXPECT_EQ(spec->model_path, (dir_ / "models" / "mlp.yaml").string());
+
+  Write(job, "name: demo\nmodel: models/mlp.yaml\nservers: many\n");
+  EXPECT_EQ(LoadJobSpec(job.string()).status().message(),
+            absl::StrCat(job.string(), ": servers: expected an integer >= 1, got 'many'"));
+  EXPECT_EQ(LoadJobSpec((dir_ / "none.yaml").string()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(RestartPolicyTest, BacksOffExponentiallyUpToTheCap) {
+  RestartPolicy policy{/*max_restarts=*/4, absl::Seconds(1), absl::Seconds(3)};
+  EXPECT_EQ(NextRestartDelay(policy, 0, true, false), absl::Seconds(1));
+  EXPECT_EQ(NextRestartDelay(policy, 1, true, false), absl::Seconds(2));
+  EXPECT_EQ(NextRestartDelay(policy, 2, true, false), absl::Seconds(3));
+  EXPECT_EQ(NextRestartDelay(policy, 3, true, false), absl::Seconds(3));
+  EXPECT_EQ(NextRestartDelay(policy, 4, true, false), std::nullopt);
+  EXPECT_EQ(NextRestartDelay(policy, 0, /*failed=*/false, false), std::nullopt);
+  EXPECT_EQ(NextRestartDelay(policy, 0, true, /*stop_requested=*/true), std::nullopt);
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
