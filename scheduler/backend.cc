@@ -1,0 +1,63 @@
+#include "scheduler/backend.h"
+
+#include <string.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace orrery::scheduler {
+namespace {
+
+// Calls each listener registered when the event started that is still registered when its turn
+// comes; the shared_ptr copies keep a listener alive if it removes itself while running.
+template <typename Callback, typename Event>
+void Dispatch(const std::map<ListenerId, std::shared_ptr<Callback>>& listeners, const Event& event) {
+  std::vector<std::pair<ListenerId, std::shared_ptr<Callback>>> snapshot(listeners.begin(), listeners.end());
+  for (auto& [id, callback] : snapshot) {
+    if (listeners.count(id) != 0) (*callback)(event);
+  }
+}
+
+}  // namespace
+
+std::string ExitStatus::ToString() const {
+  if (signal != 0) {
+    const char* abbrev = sigabbrev_np(signal);
+    return abbrev != nullptr ? absl::StrCat("killed by signal ", signal, " (SIG", abbrev, ")")
+                             : absl::StrCat("killed by signal ", signal);
+  }
+  return absl::StrCat("exit code ", exit_code);
+}
+
+ListenerId Backend::AddLineListener(LineCallback callback) {
+  ListenerId id = next_listener_++;
+  line_listeners_.emplace(id, std::make_shared<LineCallback>(std::move(callback)));
+  return id;
+}
+
+ListenerId Backend::AddExitListener(ExitCallback callback) {
+  ListenerId id = next_listener_++;
+  exit_listeners_.emplace(id, std::make_shared<ExitCallback>(std::move(callback)));
+  return id;
+}
+
+void Backend::RemoveListener(ListenerId id) {
+  line_listeners_.erase(id);
+  exit_listeners_.erase(id);
+}
+
+void Backend::EmitLine(const OutputLine& line) { Dispatch(line_listeners_, line); }
+
+void Backend::EmitExit(const ProcessExit& exit) { Dispatch(exit_listeners_, exit); }
+
+const char* ProcessStateName(ProcessState state) {
+  switch (state) {
+    case ProcessState::kRunning: return "running";
+    case ProcessState::kRestarting: return "restarting";
+    case ProcessState::kExited: return "exited";
+  }
+  return "?";
+}
+
+}  // namespace orrery::scheduler
