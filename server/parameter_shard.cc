@@ -1,0 +1,447 @@
+#include "server/parameter_shard.h"
+
+#include <cmath>
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "server/tensor_codec.h"
+
+namespace orrery::server {
+namespace {
+
+constexpr int kObserver = -2;
+
+// Compares without an early exit so response time does not reveal how much of a token matched.
+bool TokensEqual(const std::string& a, const std::string& b) {
+  unsigned diff = a.size() == b.size() ? 0u : 1u;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i]) ^
+                                                static_cast<unsigned char>(i < b.size() ? b[i] : 0);
+  return diff == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(ShardConfig config,
+                                                                       Clock* clock) {
+  if (config.num_shards == 0 || config.shard_index >= config.num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat("shard index ", config.shard_index,
+                                                   " is not below the shard count ",
+                                                   config.num_shards));
+  }
+  if (config.job_id.empty()) return absl::InvalidArgumentError("the shard needs a job id");
+  if (!std::isfinite(config.momentum) || config.momentum < 0 || config.momentum >= 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("momentum must be in [0, 1), got ", config.momentum));
+  }
+  if (config.learner_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("the learner timeout must be positive");
+  }
+  ASSIGN_OR_RETURN(ProtocolSpec spec, ParseProtocol(config.protocol, config.num_learners));
+  ASSIGN_OR_RETURN(std::unique_ptr<LearningRateRule> rule,
+                   MakeLearningRateRule(config.staleness_rule, config.lr));
+  std::optional<proto::ModelLayout> layout = config.layout;
+  std::unique_ptr<ParameterShard> shard(
+      new ParameterShard(std::move(config), std::move(spec), std::move(rule), clock));
+  if (layout.has_value()) {
+    absl::MutexLock lock(&shard->mu_);
+    RETURN_IF_ERROR(shard->SetLayoutLocked(*layout));
+  }
+  return shard;
+}
+
+ParameterShard::ParameterShard(ShardConfig config, ProtocolSpec spec,
+                               std::unique_ptr<LearningRateRule> rule, Clock* clock)
+    : config_(std::move(config)),
+      rule_(std::move(rule)),
+      clock_(clock),
+      protocol_(std::move(spec), config_.num_learners) {}
+
+ParameterShard::~ParameterShard() { Shutdown(); }
+
+absl::Status ParameterShard::CheckCredentials(const std::string& job_id,
+                                              const std::string& token) const {
+  if (!config_.token.empty() && !TokensEqual(config_.token, token)) {
+    return absl::UnauthenticatedError(
+        "wrong or missing job token; use the token this job was started with");
+  }
+  if (job_id != config_.job_id) {
+    return absl::PermissionDeniedError(absl::StrCat("request is for job '", job_id,
+                                                    "' but this shard serves job '",
+                                                    config_.job_id, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParameterShard::SetLayoutLocked(const proto::ModelLayout& layout) {
+  if (layout.num_shards() != config_.num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat("layout is cut for ", layout.num_shards(),
+                                                   " shards but this job runs ",
+                                                   config_.num_shards));
+  }
+  ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
+  plan_ = std::make_unique<ShardPlan>(std::move(plan));
+  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum);
+  return absl::OkStatus();
+}
+
+absl::Status ParameterShard::InitializeFromFlat(std::span<const float> flat) {
+  std::vector<Completion> done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (store_ == nullptr) {
+      return absl::FailedPreconditionError("initial weights need the model layout first");
+    }
+    if (store_->initialized()) {
+      return absl::FailedPreconditionError("the shard's weights are already initialised");
+    }
+    RETURN_IF_ERROR(store_->InitializeFromFlat(flat));
+    SettleLocked(&done);
+  }
+  RunCompletions(std::move(done));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<proto::RegisterResponse> ParameterShard::Register(
+    const proto::RegisterRequest& request) {
+  RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  std::vector<Completion> done;
+  proto::RegisterResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    if (plan_ == nullptr) {
+      if (request.layout().tensors_size() == 0) {
+        return absl::FailedPreconditionError(
+            "this shard has no model layout yet; the first Register must carry it");
+      }
+      RETURN_IF_ERROR(SetLayoutLocked(request.layout()));
+      LOG(INFO) << "shard " << config_.shard_index << ": layout set by the first Register: "
+                << plan_->total_elements() << " elements, " << store_->num_chunks()
+                << " chunks here";
+    } else {
+      RETURN_IF_ERROR(CompareLayouts(plan_->layout(), request.layout()));
+    }
+    response.set_shard(config_.shard_index);
+    if (request.learner_id() == kObserver) {
+      response.set_learner_id(kObserver);
+    } else {
+      ASSIGN_OR_RETURN(SyncProtocol::Joined joined,
+                       protocol_.Join(request.learner_id(), clock_->Now()));
+      response.set_learner_id(joined.learner_id);
+      response.set_clock(joined.clock);
+      SettleLocked(&done);
+    }
+    response.set_version(store_->version());
+  }
+  RunCompletions(std::move(done));
+  return response;
+}
+
+absl::StatusOr<proto::InitResponse> ParameterShard::Init(const proto::InitRequest& request) {
+  RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  std::vector<Completion> done;
+  proto::InitResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    if (store_ == nullptr) {
+      return absl::FailedPreconditionError(
+          "this shard has no model layout yet; Register before sending initial weights");
+    }
+    response.set_version(store_->version());
+    if (store_->initialized()) {
+      response.set_accepted(false);
+      return response;
+    }
+    ASSIGN_OR_RETURN(std::vector<float> values, store_->DecodeChunks(request.chunks()));
+    if (!AllFinite(values)) {
+      return absl::InvalidArgumentError("initial weights contain NaN or Inf");
+    }
+    store_->Initialize(std::move(values));
+    response.set_accepted(true);
+    SettleLocked(&done);
+  }
+  RunCompletions(std::move(done));
+  return response;
+}
+
+absl::Status ParameterShard::PushPreconditionsLocked(const proto::PushRequest& request) const {
+  if (store_ == nullptr) {
+    return absl::FailedPreconditionError("this shard has no model layout yet; Register first");
+  }
+  if (!store_->initialized()) {
+    return absl::FailedPreconditionError(
+        "this shard has no initial weights yet; a learner must send Init before pushing");
+  }
+  if (request.learner_id() == kObserver) {
+    return absl::InvalidArgumentError("observers (learner id -2) may pull but not push");
+  }
+  return protocol_.CheckPush(request.learner_id(), request.step());
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushRequest& request) {
+  RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  const ShardStore* store = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Status st = PushPreconditionsLocked(request);
+    if (!st.ok()) {
+      if (!absl::IsAlreadyExists(st)) ++gradients_rejected_;
+      return st;
+    }
+    store = store_.get();  // never replaced once set
+  }
+  // Decode and check the payload without the lock: it reads only the immutable chunk map.
+  absl::StatusOr<std::vector<float>> gradient = store->DecodeChunks(request.chunks());
+  bool finite = gradient.ok() && AllFinite(*gradient);
+
+  std::vector<Completion> done;
+  proto::PushResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Status st = PushPreconditionsLocked(request);  // the world may have moved meanwhile
+    if (st.ok() && !gradient.ok()) st = gradient.status();
+    uint64_t base = store_->version();
+    if (st.ok() && request.chunks_size() > 0) {
+      base = request.chunks(0).base_version();
+      for (const proto::PushChunk& c : request.chunks()) {
+        if (c.base_version() != base) {
+          st = absl::InvalidArgumentError(absl::StrCat(
+              "chunks of one push carry different base versions (", base, " and ",
+              c.base_version(), "); push the gradient of one pull"));
+          break;
+        }
+      }
+      if (st.ok() && base > store_->version()) {
+        st = absl::InvalidArgumentError(absl::StrCat(
+            "base version ", base, " is from the future: this shard is at version ",
+            store_->version()));
+      }
+    }
+    if (st.ok() && !finite) {
+      ++gradients_nonfinite_;
+      st = absl::InvalidArgumentError(absl::StrCat(
+          "gradient of learner ", request.learner_id(), " step ", request.step(),
+          " contains NaN or Inf; the whole push was rejected"));
+      LOG(WARNING) << "shard " << config_.shard_index << ": " << st.message();
+    }
+    if (!st.ok()) {
+      if (!absl::IsAlreadyExists(st)) ++gradients_rejected_;
+      return st;
+    }
+    const uint64_t staleness = store_->version() - base;
+    store_->Accumulate(*gradient, rule_->Rate(staleness));
+    pending_staleness_.push_back(staleness);
+    pending_samples_ += request.samples();
+    protocol_.RecordPush(request.learner_id(), request.step());
+    protocol_.Touch(request.learner_id(), clock_->Now());
+    ++pushes_;
+    if (std::isfinite(request.loss())) {
+      loss_recent_ = have_loss_ ? 0.9 * loss_recent_ + 0.1 * request.loss() : request.loss();
+      have_loss_ = true;
+    }
+    SettleLocked(&done);
+    response.set_version(store_->version());
+  }
+  RunCompletions(std::move(done));
+  return response;
+}
+
+bool ParameterShard::PullReadyLocked(int learner, int64_t clock) const {
+  if (store_ == nullptr || !store_->initialized()) return false;
+  if (learner == kObserver) return true;
+  return protocol_.PullReady(clock);
+}
+
+absl::StatusOr<proto::PullResponse> ParameterShard::BuildPullLocked(proto::Encoding encoding) {
+  proto::PullResponse response;
+  RETURN_IF_ERROR(store_->FillPull(encoding, &response));
+  ++pulls_;
+  return response;
+}
+
+ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, PullDone done) {
+  std::vector<Completion> completions;
+  Ticket ticket = 0;
+  {
+    absl::Status st = CheckCredentials(request.job_id(), request.token());
+    absl::MutexLock lock(&mu_);
+    if (st.ok() && shutting_down_) st = absl::UnavailableError("the shard is shutting down");
+    if (st.ok() && store_ == nullptr) {
+      st = absl::FailedPreconditionError("this shard has no model layout yet; Register first");
+    }
+    const int learner = request.learner_id();
+    if (st.ok() && learner != kObserver) st = protocol_.CheckPull(learner, request.clock());
+    if (!st.ok()) {
+      completions.push_back({std::move(done), st});
+    } else {
+      if (learner != kObserver) {
+        protocol_.Touch(learner, clock_->Now());
+        protocol_.RecordPull(learner, request.clock());
+        SettleLocked(&completions);  // a raised clock may release others or complete a step
+      }
+      if (PullReadyLocked(learner, request.clock())) {
+        completions.push_back({std::move(done), BuildPullLocked(request.encoding())});
+      } else {
+        ticket = next_ticket_++;
+        parked_.emplace(ticket,
+                        Parked{learner, request.clock(), request.encoding(), std::move(done)});
+      }
+    }
+  }
+  RunCompletions(std::move(completions));
+  return ticket;
+}
+
+void ParameterShard::CancelPull(Ticket ticket) {
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = parked_.find(ticket);
+    if (it == parked_.end()) return;
+    completions.push_back(
+        {std::move(it->second.done), absl::CancelledError("the pull was cancelled")});
+    parked_.erase(it);
+  }
+  RunCompletions(std::move(completions));
+}
+
+absl::StatusOr<proto::StatsResponse> ParameterShard::Stats(const proto::StatsRequest& request) {
+  RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  absl::MutexLock lock(&mu_);
+  proto::StatsResponse r;
+  r.set_shard(config_.shard_index);
+  r.set_version(store_ ? store_->version() : 0);
+  r.set_initialized(store_ && store_->initialized());
+  r.set_gradients_applied(gradients_applied_);
+  r.set_gradients_rejected(gradients_rejected_);
+  r.set_gradients_rejected_nonfinite(gradients_nonfinite_);
+  for (uint64_t b : staleness_.histogram()) r.add_staleness_histogram(b);
+  r.set_staleness_max(staleness_.max());
+  r.set_staleness_sum(staleness_.sum());
+  r.set_pushes(pushes_);
+  r.set_pulls(pulls_);
+  r.set_train_loss_recent(loss_recent_);
+  r.set_samples_applied(samples_applied_);
+  r.set_active_learners(protocol_.active_learners());
+  return r;
+}
+
+absl::Status ParameterShard::Leave(const proto::LeaveRequest& request) {
+  RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    if (request.learner_id() == kObserver) return absl::OkStatus();
+    RETURN_IF_ERROR(protocol_.Leave(request.learner_id()));
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (it->second.learner == request.learner_id()) {
+        completions.push_back({std::move(it->second.done),
+                               absl::CancelledError("the learner left the job")});
+        it = parked_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    SettleLocked(&completions);
+  }
+  RunCompletions(std::move(completions));
+  return absl::OkStatus();
+}
+
+int ParameterShard::ExpireSilentLearners() {
+  std::vector<Completion> completions;
+  std::vector<int> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (const auto& [ticket, p] : parked_) protocol_.Touch(p.learner, now);
+    const bool was_started = protocol_.started();
+    dropped = protocol_.ExpireSilent(now, config_.learner_timeout);
+    if (!dropped.empty() || was_started != protocol_.started()) SettleLocked(&completions);
+  }
+  for (int id : dropped) {
+    LOG(WARNING) << "shard " << config_.shard_index << ": dropped learner " << id
+                 << " after more than " << config_.learner_timeout << " of silence";
+  }
+  RunCompletions(std::move(completions));
+  return static_cast<int>(dropped.size());
+}
+
+void ParameterShard::Shutdown() {
+  std::vector<Completion> completions;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (auto& [ticket, p] : parked_) {
+      completions.push_back(
+          {std::move(p.done), absl::UnavailableError("the shard is shutting down")});
+    }
+    parked_.clear();
+  }
+  RunCompletions(std::move(completions));
+}
+
+void ParameterShard::SettleLocked(std::vector<Completion>* out) {
+  if (store_ == nullptr) return;
+  protocol_.AdvanceIdle();
+  if (store_->initialized() && protocol_.UpdateDue()) {
+    const int count = protocol_.pending();
+    store_->ApplyAccumulated(count);
+    for (uint64_t s : pending_staleness_) staleness_.Record(s);
+    gradients_applied_ += static_cast<uint64_t>(count);
+    samples_applied_ += pending_samples_;
+    pending_staleness_.clear();
+    pending_samples_ = 0;
+    protocol_.OnUpdateApplied();
+    protocol_.AdvanceIdle();
+  }
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    Parked& p = it->second;
+    if (p.learner != kObserver && !protocol_.IsActive(p.learner)) {
+      out->push_back({std::move(p.done),
+                      absl::NotFoundError(absl::StrCat("learner ", p.learner,
+                                                       " is no longer registered"))});
+      it = parked_.erase(it);
+    } else if (PullReadyLocked(p.learner, p.clock)) {
+      out->push_back({std::move(p.done), BuildPullLocked(p.encoding)});
+      it = parked_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ParameterShard::RunCompletions(std::vector<Completion> completions) {
+  for (Completion& c : completions) std::move(c.done)(std::move(c.result));
+}
+
+int ParameterShard::parked_pulls() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(parked_.size());
+}
+
+ShardState ParameterShard::DebugState() const {
+  absl::MutexLock lock(&mu_);
+  ShardState s;
+  s.has_layout = store_ != nullptr;
+  if (store_) {
+    s.initialized = store_->initialized();
+    s.version = store_->version();
+    s.weights = store_->weights();
+    s.accumulator = store_->accumulator();
+    s.velocity = store_->velocity();
+  }
+  s.learners = protocol_.learners();
+  s.hardsync_step = protocol_.hardsync_step();
+  s.pending = protocol_.pending();
+  s.pending_staleness = pending_staleness_;
+  s.pending_samples = pending_samples_;
+  s.staleness = staleness_;
+  s.gradients_applied = gradients_applied_;
+  s.samples_applied = samples_applied_;
+  s.pushes = pushes_;
+  return s;
+}
+
+}  // namespace orrery::server

@@ -1,0 +1,157 @@
+// One parameter-server shard's complete behaviour, without any network: credentials, the model
+// layout, validation of every request, the store, the sync protocol, the learning-rate rule and
+// the statistics. The gRPC service is a thin adapter over this class; tests drive it directly.
+//
+// Pulls never block a thread. Pull() either answers at once or parks the request and returns a
+// ticket; a parked pull is answered later by whichever call makes it ready (Push, Register,
+// Leave, Init, ExpireSilentLearners, CancelPull, Shutdown) on that caller's thread, after the
+// shard's lock is released. Every PullDone is called exactly once.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "parameter_server.pb.h"
+#include "server/clock.h"
+#include "server/lr_rule.h"
+#include "server/shard_store.h"
+#include "server/sharding.h"
+#include "server/staleness_stats.h"
+#include "server/sync_protocol.h"
+
+namespace orrery::server {
+
+struct ShardConfig {
+  uint32_t shard_index = 0;
+  uint32_t num_shards = 1;
+  std::string job_id;
+  std::string token;                         // empty: requests need no token
+  std::optional<proto::ModelLayout> layout;  // unset: the first Register defines it
+  std::string protocol = "async";            // hardsync | softsync:N | async | ssp:S
+  int num_learners = 1;                      // λ
+  float lr = 0.01f;                          // α₀
+  std::string staleness_rule = "none";       // none | inverse
+  float momentum = 0.0f;                     // server-side momentum μ (0 = plain SGD)
+  absl::Duration learner_timeout = absl::Seconds(60);
+};
+
+// A snapshot of everything a request may change, for tests that check a rejected request
+// changed nothing. Rejection counters are deliberately left out.
+struct ShardState {
+  bool has_layout = false;
+  bool initialized = false;
+  uint64_t version = 0;
+  std::vector<float> weights;
+  std::vector<float> accumulator;
+  std::vector<float> velocity;
+  std::map<int, SyncProtocol::Learner> learners;
+  int64_t hardsync_step = 0;
+  int pending = 0;
+  std::vector<uint64_t> pending_staleness;
+  uint64_t pending_samples = 0;
+  StalenessStats staleness;
+  uint64_t gradients_applied = 0;
+  uint64_t samples_applied = 0;
+  uint64_t pushes = 0;
+  bool operator==(const ShardState&) const = default;
+};
+
+// Thread-safe: every method may be called from any thread.
+class ParameterShard {
+ public:
+  using PullDone = absl::AnyInvocable<void(absl::StatusOr<proto::PullResponse>) &&>;
+  using Ticket = uint64_t;  // 0: the pull was answered (or refused) before Pull returned
+
+  // `clock` is borrowed and must outlive the shard.
+  static absl::StatusOr<std::unique_ptr<ParameterShard>> Create(ShardConfig config, Clock* clock);
+  ~ParameterShard();
+
+  // Sets the initial weights from the model's flat buffer (all tensors in layout order). Needs a
+  // layout from the config; FAILED_PRECONDITION when weights are already set.
+  absl::Status InitializeFromFlat(std::span<const float> flat);
+
+  absl::StatusOr<proto::RegisterResponse> Register(const proto::RegisterRequest& request);
+  absl::StatusOr<proto::InitResponse> Init(const proto::InitRequest& request);
+  // A rejected push changes nothing but the rejection counters.
+  absl::StatusOr<proto::PushResponse> Push(const proto::PushRequest& request);
+  // `done` runs exactly once: before Pull returns when the answer is immediate (ticket 0),
+  // otherwise later on the thread of the call that released or cancelled the pull.
+  Ticket Pull(const proto::PullRequest& request, PullDone done);
+  // Answers a parked pull with CANCELLED; a no-op when it was already answered.
+  void CancelPull(Ticket ticket);
+  absl::StatusOr<proto::StatsResponse> Stats(const proto::StatsRequest& request);
+  absl::Status Leave(const proto::LeaveRequest& request);
+
+  // Drops learners silent for longer than the learner timeout (a learner waiting in a parked pull
+  // is not silent); returns how many were dropped. Call periodically.
+  int ExpireSilentLearners();
+  // Answers all parked pulls with UNAVAILABLE and refuses new pulls.
+  void Shutdown();
+
+  int parked_pulls() const;
+  ShardState DebugState() const;
+  const ShardConfig& config() const { return config_; }
+
+ private:
+  struct Parked {
+    int learner = 0;
+    int64_t clock = 0;
+    proto::Encoding encoding = proto::FP32;
+    PullDone done;
+  };
+  struct Completion {
+    PullDone done;
+    absl::StatusOr<proto::PullResponse> result;
+  };
+
+  ParameterShard(ShardConfig config, ProtocolSpec spec, std::unique_ptr<LearningRateRule> rule,
+                 Clock* clock);
+
+  absl::Status CheckCredentials(const std::string& job_id, const std::string& token) const;
+  absl::Status SetLayoutLocked(const proto::ModelLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PushPreconditionsLocked(const proto::PushRequest& request) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<proto::PullResponse> BuildPullLocked(proto::Encoding encoding)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool PullReadyLocked(int learner, int64_t clock) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies a due update and collects every parked pull that became ready.
+  void SettleLocked(std::vector<Completion>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void RunCompletions(std::vector<Completion> completions);
+
+  const ShardConfig config_;
+  const std::unique_ptr<LearningRateRule> rule_;
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  // The plan and store are created once (with the layout) and never replaced; the store's
+  // contents are guarded by mu_.
+  std::unique_ptr<ShardPlan> plan_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<ShardStore> store_ ABSL_GUARDED_BY(mu_);
+  SyncProtocol protocol_ ABSL_GUARDED_BY(mu_);
+  std::map<Ticket, Parked> parked_ ABSL_GUARDED_BY(mu_);
+  Ticket next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<uint64_t> pending_staleness_ ABSL_GUARDED_BY(mu_);
+  uint64_t pending_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  StalenessStats staleness_ ABSL_GUARDED_BY(mu_);
+  uint64_t gradients_applied_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t gradients_rejected_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t gradients_nonfinite_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t samples_applied_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pushes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pulls_ ABSL_GUARDED_BY(mu_) = 0;
+  double loss_recent_ ABSL_GUARDED_BY(mu_) = 0;
+  bool have_loss_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace orrery::server

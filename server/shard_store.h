@@ -1,0 +1,71 @@
+// One shard's parameters: the weights of the chunks it owns, the update count (version), the
+// gradient accumulator of the update being collected and the optional momentum buffer.
+//
+// The sign convention is gradient descent: pushed values are dL/dw and an update subtracts them.
+// An update applies u = (1/c)·Σ αᵢ·gᵢ over the c gradients collected, then v ← μ·v + u, w ← w − v
+// (with μ = 0 this is w ← w − u).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "parameter_server.pb.h"
+#include "server/sharding.h"
+
+namespace orrery::server {
+
+// Not thread-safe; ParameterShard locks. `plan` must outlive the store.
+class ShardStore {
+ public:
+  ShardStore(const ShardPlan* plan, uint32_t shard, float momentum);
+
+  uint32_t shard() const { return shard_; }
+  uint64_t version() const { return version_; }
+  bool initialized() const { return initialized_; }
+  size_t num_chunks() const { return owned_.size(); }
+  uint64_t num_elements() const { return weights_.size(); }
+
+  // Decodes `chunks` (each of this shard's chunks exactly once, any order) into one buffer in this
+  // shard's chunk order. INVALID_ARGUMENT naming the chunk for: wrong count, unknown tensor or
+  // chunk, a chunk another shard owns, a duplicate, a wrong element count or payload size, an
+  // unsupported encoding. Changes nothing.
+  template <typename ChunkMsg>
+  absl::StatusOr<std::vector<float>> DecodeChunks(
+      const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
+
+  // Sets the initial weights (`values` in this shard's chunk order). Version stays 0.
+  void Initialize(std::vector<float> values);
+  // Copies this shard's chunks out of the model's flat buffer (all tensors in layout order).
+  absl::Status InitializeFromFlat(std::span<const float> flat);
+
+  // accumulator += scale · gradient (`gradient` in this shard's chunk order).
+  void Accumulate(std::span<const float> gradient, float scale);
+  // Applies the accumulator averaged over `count` gradients and clears it; version += 1.
+  void ApplyAccumulated(int count);
+
+  // Appends every owned chunk, encoded in `encoding`, with the current version.
+  absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out) const;
+
+  const std::vector<float>& weights() const { return weights_; }
+  const std::vector<float>& accumulator() const { return accumulator_; }
+  const std::vector<float>& velocity() const { return velocity_; }
+
+ private:
+  const ShardPlan* plan_;
+  uint32_t shard_;
+  float momentum_;
+  std::vector<int> owned_;            // plan chunk indices, in flat order
+  std::vector<uint64_t> local_offset_;  // per owned chunk, offset in weights_
+  std::vector<int> local_slot_;       // per plan chunk, index in owned_ or -1
+  std::vector<float> weights_;
+  std::vector<float> accumulator_;
+  std::vector<float> velocity_;
+  uint64_t version_ = 0;
+  bool initialized_ = false;
+};
+
+}  // namespace orrery::server

@@ -1,0 +1,39 @@
+// Running statistics of the staleness of applied gradients: histogram, mean, max.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace orrery::server {
+
+// Not thread-safe; the owner locks.
+class StalenessStats {
+ public:
+  // Bucket t counts staleness t; the last bucket counts everything >= its index.
+  static constexpr int kBuckets = 65;
+
+  StalenessStats() : histogram_(kBuckets, 0) {}
+
+  void Record(uint64_t staleness) {
+    ++histogram_[staleness < kBuckets - 1 ? staleness : kBuckets - 1];
+    ++count_;
+    sum_ += static_cast<double>(staleness);
+    if (staleness > max_) max_ = staleness;
+  }
+
+  uint64_t count() const { return count_; }
+  double sum() const { return sum_; }
+  uint64_t max() const { return max_; }
+  double mean() const { return count_ == 0 ? 0.0 : sum_ / static_cast<double>(count_); }
+  const std::vector<uint64_t>& histogram() const { return histogram_; }
+
+  bool operator==(const StalenessStats&) const = default;
+
+ private:
+  std::vector<uint64_t> histogram_;
+  uint64_t count_ = 0;
+  double sum_ = 0;
+  uint64_t max_ = 0;
+};
+
+}  // namespace orrery::server

@@ -1,0 +1,300 @@
+#include "server/parameter_shard.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/server/shard_test_util.h"
+
+namespace orrery::server {
+namespace {
+
+using testing::FakeLearners;
+using testing::SmallConfig;
+
+TEST(HardsyncTest, NeverAppliesFewerThanLambdaGradients) {
+  FakeLearners f(SmallConfig("hardsync", 3));
+  for (int i = 0; i < 3; ++i) f.Register(i);
+  f.Init(1.0f);
+  const int orders[3][3] = {{0, 1, 2}, {2, 0, 1}, {1, 2, 0}};
+  float expected = 1.0f;
+  for (int step = 0; step < 3; ++step) {
+    std::vector<std::shared_ptr<testing::PullSlot>> next;
+    for (int i = 0; i < 3; ++i) {
+      const int l = orders[step][i];
+      auto pulled = f.Pull(l, step);
+      ASSERT_TRUE(pulled->done);
+      ASSERT_EQ(pulled->result->version(), static_cast<uint64_t>(step));
+      ASSERT_TRUE(f.Push(l, step, static_cast<float>(l + 1), step).ok());
+      if (i < 2) {
+        EXPECT_EQ(f.version(), static_cast<uint64_t>(step)) << "applied before all 3 pushed";
+        next.push_back(f.Pull(l, step + 1));
+        EXPECT_FALSE(next.back()->done) << "pull for the next step must wait for the update";
+      }
+    }
+    EXPECT_EQ(f.version(), static_cast<uint64_t>(step + 1));
+    for (auto& p : next) {
+      ASSERT_TRUE(p->done);
+      EXPECT_EQ(p->result->version(), static_cast<uint64_t>(step + 1));
+    }
+    expected -= 0.5f * (1 + 2 + 3) / 3.0f;
+    EXPECT_FLOAT_EQ(f.weight(), expected);
+  }
+  EXPECT_EQ(f.shard().DebugState().gradients_applied, 9u);
+  EXPECT_EQ(f.shard().DebugState().staleness.max(), 0u);
+}
+
+TEST(HardsyncTest, NewLearnerJoinsAtTheCurrentStepAndIsWaitedFor) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());
+  ASSERT_EQ(f.version(), 1u);
+  proto::RegisterRequest r;
+  r.set_job_id("job");
+  r.set_token("secret");
+  r.set_learner_id(-1);
+  *r.mutable_layout() = f.plan().layout();
+  auto joined = f.shard().Register(r);
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(joined->learner_id(), 2);
+  EXPECT_EQ(joined->clock(), 1);
+  ASSERT_TRUE(f.Push(0, 1, 1.0f, 1).ok());
+  ASSERT_TRUE(f.Push(1, 1, 1.0f, 1).ok());
+  EXPECT_EQ(f.version(), 1u) << "the new learner's gradient is still missing";
+  ASSERT_TRUE(f.Push(2, 1, 1.0f, 1).ok());
+  EXPECT_EQ(f.version(), 2u);
+}
+
+TEST(SoftsyncTest, AppliesInGroupsOfExactlyC) {
+  // λ = 6, n = 2: c = 3.
+  FakeLearners f(SmallConfig("softsync:2", 6));
+  for (int i = 0; i < 6; ++i) f.Register(i);
+  f.Init(0.0f);
+  std::vector<int64_t> step(6, 0);
+  const int order[] = {0, 3, 5, 1, 1, 2, 4, 0, 5};
+  float expected = 0.0f;
+  float group_sum = 0.0f;
+  for (int i = 0; i < 9; ++i) {
+    const int l = order[i];
+    const float g = static_cast<float>(i + 1);
+    ASSERT_TRUE(f.Push(l, step[l]++, g, f.version()).ok());
+    group_sum += g;
+    EXPECT_EQ(f.version(), static_cast<uint64_t>((i + 1) / 3)) << "after push " << i + 1;
+    if ((i + 1) % 3 == 0) {
+      expected -= 0.5f * group_sum / 3.0f;
+      group_sum = 0.0f;
+      EXPECT_FLOAT_EQ(f.weight(), expected);
+    }
+  }
+}
+
+TEST(SoftsyncTest, PullsNeverWait) {
+  FakeLearners f(SmallConfig("softsync:1", 4));
+  for (int i = 0; i < 4; ++i) f.Register(i);
+  f.Init(0.0f);
+  EXPECT_TRUE(f.Pull(0, 50)->done);
+}
+
+TEST(AsyncTest, AppliesEveryGradientOnArrival) {
+  FakeLearners f(SmallConfig("async", 4));
+  for (int i = 0; i < 4; ++i) f.Register(i);
+  f.Init(0.0f);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(f.Push(i % 4, i / 4, 1.0f, f.version()).ok());
+    EXPECT_EQ(f.version(), static_cast<uint64_t>(i + 1));
+  }
+}
+
+TEST(SspTest, BlocksExactlyWhenAheadOfTheSlowestByMoreThanS) {
+  FakeLearners f(SmallConfig("ssp:2", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Pull(1, 0)->done);
+  // Learner 0 races ahead while learner 1 stays at clock 0.
+  for (int c = 0; c <= 2; ++c) {
+    auto p = f.Pull(0, c);
+    EXPECT_TRUE(p->done) << "clock " << c << " - 0 <= 2 must not block";
+    ASSERT_TRUE(f.Push(0, c, 1.0f, p->result->version()).ok());
+  }
+  auto blocked = f.Pull(0, 3);
+  EXPECT_FALSE(blocked->done) << "clock 3 - 0 > 2 must block";
+  EXPECT_EQ(f.shard().parked_pulls(), 1);
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());  // the slowest reaches clock 1
+  EXPECT_TRUE(blocked->done) << "3 - 1 <= 2 must release";
+  EXPECT_TRUE(blocked->result.ok());
+  EXPECT_FALSE(f.Pull(0, 4)->done);
+  auto slow = f.Pull(1, 2);  // the slowest announces clock 2 by pulling
+  EXPECT_TRUE(slow->done);
+  EXPECT_EQ(f.shard().parked_pulls(), 0);
+}
+
+TEST(SspTest, ZeroBoundIsBulkSynchronous) {
+  FakeLearners f(SmallConfig("ssp:0", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  auto p = f.Pull(0, 1);
+  EXPECT_FALSE(p->done);
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());
+  EXPECT_TRUE(p->done);
+}
+
+TEST(InverseRuleTest, ScalesEachGradientByItsOwnStaleness) {
+  ShardConfig config = SmallConfig("async", 3);
+  config.staleness_rule = "inverse";
+  config.lr = 0.8f;
+  FakeLearners f(config);
+  for (int i = 0; i < 3; ++i) f.Register(i);
+  f.Init(10.0f);
+  // All three computed on version 0; they land at versions 0, 1, 2.
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());  // τ = 0: 0.8
+  EXPECT_FLOAT_EQ(f.weight(), 10.0f - 0.8f);
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());  // τ = 1: 0.8
+  EXPECT_FLOAT_EQ(f.weight(), 10.0f - 1.6f);
+  ASSERT_TRUE(f.Push(2, 0, 1.0f, 0).ok());  // τ = 2: 0.4
+  EXPECT_FLOAT_EQ(f.weight(), 10.0f - 2.0f);
+  ASSERT_TRUE(f.Push(0, 1, 2.0f, 1).ok());  // τ = 3 - 1 = 2: 0.4 · 2
+  EXPECT_FLOAT_EQ(f.weight(), 10.0f - 2.8f);
+  ShardState s = f.shard().DebugState();
+  EXPECT_EQ(s.staleness.count(), 4u);
+  EXPECT_EQ(s.staleness.max(), 2u);
+  EXPECT_DOUBLE_EQ(s.staleness.mean(), (0 + 1 + 2 + 2) / 4.0);
+  EXPECT_EQ(s.staleness.histogram()[2], 2u);
+}
+
+TEST(InverseRuleTest, AppliesPerGradientInsideASoftsyncGroup) {
+  ShardConfig config = SmallConfig("softsync:1", 2);  // c = 2
+  config.staleness_rule = "inverse";
+  config.lr = 1.0f;
+  FakeLearners f(config);
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());  // version 1
+  ASSERT_TRUE(f.Push(0, 1, 1.0f, 1).ok());  // τ 0
+  ASSERT_TRUE(f.Push(1, 1, 4.0f, 0).ok());  // τ 1 (base 0, version 1): rate 1
+  EXPECT_FLOAT_EQ(f.weight(), -1.0f - (1.0f + 4.0f) / 2);
+}
+
+TEST(MomentumTest, ServerSideMomentumAccumulatesVelocity) {
+  ShardConfig config = SmallConfig("async", 1);
+  config.momentum = 0.5f;
+  config.lr = 1.0f;
+  FakeLearners f(config);
+  f.Register(0);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());  // v = 1, w = -1
+  ASSERT_TRUE(f.Push(0, 1, 1.0f, 1).ok());  // v = 1.5, w = -2.5
+  EXPECT_FLOAT_EQ(f.weight(), -2.5f);
+}
+
+TEST(TimeoutTest, DropsASilentLearnerAndUnblocksHardsync) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 2.0f, 0).ok());
+  auto waiting = f.Pull(0, 1);
+  EXPECT_FALSE(waiting->done);
+  f.clock().Advance(absl::Seconds(9));
+  EXPECT_EQ(f.shard().ExpireSilentLearners(), 0);
+  EXPECT_FALSE(waiting->done);
+  f.clock().Advance(absl::Seconds(2));
+  EXPECT_EQ(f.shard().ExpireSilentLearners(), 1) << "learner 1 silent for 11 s > 10 s";
+  ASSERT_TRUE(waiting->done) << "learner 0 waits in a pull, so it is alive and released";
+  EXPECT_EQ(waiting->result->version(), 1u);
+  EXPECT_FLOAT_EQ(f.weight(), -1.0f);
+  EXPECT_EQ(f.Push(1, 0, 1.0f, 0).status().code(), absl::StatusCode::kNotFound);
+  // It can come back: it rejoins at the current step.
+  EXPECT_EQ(f.Register(1), 1);
+  ASSERT_TRUE(f.Push(1, 1, 1.0f, 1).ok());
+}
+
+TEST(TimeoutTest, DropsASilentLearnerAndUnblocksSsp) {
+  FakeLearners f(SmallConfig("ssp:1", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  ASSERT_TRUE(f.Push(0, 1, 1.0f, 1).ok());
+  auto waiting = f.Pull(0, 2);
+  EXPECT_FALSE(waiting->done);
+  f.clock().Advance(absl::Seconds(11));
+  EXPECT_EQ(f.shard().ExpireSilentLearners(), 1);
+  EXPECT_TRUE(waiting->done);
+}
+
+TEST(PullTest, WaitsForInitialWeightsAndSecondInitIsIgnored) {
+  FakeLearners f(SmallConfig("async", 1));
+  f.Register(0);
+  auto p = f.Pull(0, 0);
+  EXPECT_FALSE(p->done);
+  f.Init(3.0f);
+  ASSERT_TRUE(p->done);
+  ASSERT_TRUE(p->result.ok());
+  std::vector<float> w(4);
+  ASSERT_TRUE(DecodeFloats(p->result->chunks(0).weights(), w).ok());
+  EXPECT_FLOAT_EQ(w[0], 3.0f);
+  proto::InitRequest again;
+  again.set_job_id("job");
+  again.set_token("secret");
+  auto r = f.shard().Init(again);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->accepted());
+  EXPECT_FLOAT_EQ(f.weight(), 3.0f);
+}
+
+TEST(PullTest, CancelAnswersAParkedPullOnceWithCancelled) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  auto p = f.Pull(0, 1);
+  ASSERT_FALSE(p->done);
+  f.shard().CancelPull(p->ticket);
+  ASSERT_TRUE(p->done);
+  EXPECT_EQ(p->result.status().code(), absl::StatusCode::kCancelled);
+  f.shard().CancelPull(p->ticket);  // no second answer
+}
+
+TEST(PullTest, ShutdownAnswersParkedPullsWithUnavailable) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  auto p = f.Pull(0, 1);
+  f.shard().Shutdown();
+  ASSERT_TRUE(p->done);
+  EXPECT_EQ(p->result.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(RegisterTest, FirstRegisterDefinesTheLayoutAndLaterOnesMustMatch) {
+  FakeLearners f(SmallConfig("async", 2));
+  f.Register(0);
+  proto::RegisterRequest r;
+  r.set_job_id("job");
+  r.set_token("secret");
+  r.set_learner_id(1);
+  *r.mutable_layout() = f.plan().layout();
+  r.mutable_layout()->mutable_tensors(1)->set_element_count(4);
+  auto st = f.shard().Register(r).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("layout mismatch"), std::string::npos) << st;
+  EXPECT_FALSE(f.shard().DebugState().learners.contains(1));
+}
+
+TEST(RegisterTest, RetriedPushIsAnsweredAlreadyExistsAndNotCounted) {
+  FakeLearners f(SmallConfig("async", 1));
+  f.Register(0);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  EXPECT_EQ(f.Push(0, 0, 1.0f, 0).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(f.version(), 1u);
+}
+
+}  // namespace
+}  // namespace orrery::server

@@ -1,0 +1,100 @@
+#include "server/sync_protocol.h"
+
+#include <gtest/gtest.h>
+
+namespace orrery::server {
+namespace {
+
+SyncProtocol Make(const std::string& text, int learners) {
+  auto spec = ParseProtocol(text, learners);
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return SyncProtocol(*spec, learners);
+}
+
+TEST(ParseProtocolTest, SoftsyncGroupSizeIsMaxOneFloorLambdaOverN) {
+  EXPECT_EQ(Make("softsync:1", 16).GradientsPerUpdate(), 16);
+  EXPECT_EQ(Make("softsync:2", 16).GradientsPerUpdate(), 8);
+  EXPECT_EQ(Make("softsync:3", 16).GradientsPerUpdate(), 5);
+  EXPECT_EQ(Make("softsync:16", 16).GradientsPerUpdate(), 1);
+  EXPECT_EQ(Make("softsync:8", 4).GradientsPerUpdate(), 1);
+  EXPECT_EQ(Make("async", 16).GradientsPerUpdate(), 1);
+  EXPECT_EQ(Make("ssp:3", 16).GradientsPerUpdate(), 1);
+}
+
+TEST(ParseProtocolTest, RejectsUnknownAndMalformedProtocols) {
+  for (const char* bad : {"", "sync", "softsync:", "softsync:0", "softsync:x", "ssp:-1", "ssp"}) {
+    EXPECT_EQ(ParseProtocol(bad, 4).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_FALSE(ParseProtocol("async", 0).ok());
+  EXPECT_EQ(ParseProtocol("ssp:0", 4)->staleness_bound, 0);
+}
+
+TEST(SyncProtocolTest, HardsyncIsDueOnlyWhenEveryActiveLearnerPushed) {
+  SyncProtocol p = Make("hardsync", 3);
+  const absl::Time t0 = absl::UnixEpoch();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p.Join(i, t0).ok());
+  ASSERT_TRUE(p.CheckPush(0, 0).ok());
+  p.RecordPush(0, 0);
+  p.RecordPush(1, 0);
+  EXPECT_FALSE(p.UpdateDue());
+  EXPECT_FALSE(p.PullReady(1));
+  p.RecordPush(2, 0);
+  EXPECT_TRUE(p.UpdateDue());
+  p.OnUpdateApplied();
+  EXPECT_TRUE(p.PullReady(1));
+  EXPECT_EQ(p.hardsync_step(), 1);
+  EXPECT_EQ(p.CheckPush(0, 0).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(p.CheckPush(0, 2).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SyncProtocolTest, HardsyncWaitsForLambdaLearnersToJoinBeforeTheFirstUpdate) {
+  SyncProtocol p = Make("hardsync", 2);
+  const absl::Time t0 = absl::UnixEpoch();
+  ASSERT_TRUE(p.Join(0, t0).ok());
+  p.RecordPush(0, 0);
+  EXPECT_FALSE(p.UpdateDue());  // learner 1 has not joined yet
+  ASSERT_TRUE(p.Join(1, t0).ok());
+  EXPECT_FALSE(p.UpdateDue());
+  p.RecordPush(1, 0);
+  EXPECT_TRUE(p.UpdateDue());
+}
+
+TEST(SyncProtocolTest, JoinAssignsFreshIdsAndIsIdempotent) {
+  SyncProtocol p = Make("async", 2);
+  const absl::Time t0 = absl::UnixEpoch();
+  EXPECT_EQ(p.Join(-1, t0)->learner_id, 0);
+  EXPECT_EQ(p.Join(5, t0)->learner_id, 5);
+  EXPECT_EQ(p.Join(-1, t0)->learner_id, 6);
+  EXPECT_EQ(p.Join(5, t0)->learner_id, 5);
+  EXPECT_EQ(p.active_learners(), 3);
+  EXPECT_EQ(p.Join(-3, t0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SyncProtocolTest, SspJoinStartsAtTheSlowestClock) {
+  SyncProtocol p = Make("ssp:1", 2);
+  const absl::Time t0 = absl::UnixEpoch();
+  ASSERT_TRUE(p.Join(0, t0).ok());
+  ASSERT_TRUE(p.Join(1, t0).ok());
+  p.RecordPull(0, 4);
+  p.RecordPull(1, 3);
+  EXPECT_EQ(p.Join(2, t0)->clock, 3);
+  EXPECT_TRUE(p.PullReady(4));
+  EXPECT_FALSE(p.PullReady(5));
+}
+
+TEST(SyncProtocolTest, ExpireDropsOnlySilentLearnersAndStartsAfterTimeout) {
+  SyncProtocol p = Make("ssp:0", 3);
+  const absl::Time t0 = absl::UnixEpoch();
+  ASSERT_TRUE(p.Join(0, t0).ok());
+  ASSERT_TRUE(p.Join(1, t0).ok());
+  EXPECT_FALSE(p.started());
+  p.Touch(0, t0 + absl::Seconds(8));
+  auto dropped = p.ExpireSilent(t0 + absl::Seconds(11), absl::Seconds(10));
+  EXPECT_EQ(dropped, std::vector<int>{1});
+  EXPECT_TRUE(p.started());  // the third learner never came; the job starts after the timeout
+  EXPECT_FALSE(p.IsActive(1));
+  EXPECT_EQ(p.CheckPush(1, 0).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace orrery::server
