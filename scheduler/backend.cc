@@ -30,6 +30,19 @@ std::string ExitStatus::ToString() const {
   return absl::StrCat("exit code ", exit_code);
 }
 
+absl::StatusOr<std::vector<ProcessId>> Backend::StartGroup(const std::vector<ProcessSpec>& specs) {
+  std::vector<ProcessId> ids;
+  for (const ProcessSpec& spec : specs) {
+    absl::StatusOr<ProcessId> id = Start(spec);
+    if (!id.ok()) {
+      for (ProcessId started : ids) Stop(started, absl::ZeroDuration()).IgnoreError();
+      return id.status();
+    }
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
 ListenerId Backend::AddLineListener(LineCallback callback) {
   ListenerId id = next_listener_++;
   line_listeners_.emplace(id, std::make_shared<LineCallback>(std::move(callback)));

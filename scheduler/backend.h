@@ -99,6 +99,12 @@ class Backend {
   // leaving anything running; the role must be new.
   virtual absl::StatusOr<ProcessId> Start(const ProcessSpec& spec) = 0;
 
+  // Starts a whole group at once, all or nothing: on the first failure the ones already started
+  // are killed at once (their exits arrive with stop_requested set) and the error is returned.
+  // Backends that launch a job as one unit (mpirun, sbatch, a StatefulSet) override this; the
+  // default starts each spec in order.
+  virtual absl::StatusOr<std::vector<ProcessId>> StartGroup(const std::vector<ProcessSpec>& specs);
+
   // Replaces the argv used by the next restart of `id` (e.g. to restart a server on the port it
   // was given on its first start). Does not affect the running incarnation.
   virtual absl::Status SetRestartArgv(ProcessId id, std::vector<std::string> argv) = 0;

@@ -23,6 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Contains;
 
 constexpr absl::Duration kDeadline = absl::Seconds(20);
 
@@ -111,7 +112,9 @@ TEST_F(LocalBackendTest, CapturesLinesInOrderBeforeReportingTheExit) {
   EXPECT_THAT(text.str(), HasSubstr(" learner-0 err| oops\n"));
   EXPECT_THAT(text.str(), HasSubstr(" learner-0 sys| started pid "));
   EXPECT_THAT(text.str(), HasSubstr(" learner-0 sys| exited: exit code 0"));
-  EXPECT_THAT(backend_.Tail(id, 2), ElementsAre("out| no newline", "sys| exited: exit code 0"));
+  // stdout and stderr are not ordered against each other; the exit note comes after both.
+  EXPECT_THAT(backend_.Tail(id, 3), Contains("out| no newline"));
+  EXPECT_THAT(backend_.Tail(id, 1), ElementsAre("sys| exited: exit code 0"));
 }
 
 TEST_F(LocalBackendTest, ReportsExitCodesAndSignals) {
@@ -145,6 +148,22 @@ TEST_F(LocalBackendTest, StartErrorsNameTheRole) {
   EXPECT_EQ(backend_.Start(Command("server-2", {"/bin/true"})).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(backend_.Start(Command("x", {})).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LocalBackendTest, StartGroupIsAllOrNothing) {
+  absl::StatusOr<std::vector<ProcessId>> group = backend_.StartGroup(
+      {Command("server-0", {"/bin/sleep", "1000"}), Command("server-1", {"/no/such/binary"})});
+  ASSERT_FALSE(group.ok());
+  EXPECT_THAT(std::string(group.status().message()), HasSubstr("server-1"));
+  ProcessId first = backend_.Find("server-0").value();
+  ASSERT_TRUE(RunUntilExits(first, 1));
+  EXPECT_EQ(ExitsOf(first)[0].status.signal, SIGKILL);
+  EXPECT_TRUE(ExitsOf(first)[0].stop_requested);
+
+  group = backend_.StartGroup({Command("learner-0", {"/bin/true"}), Command("learner-1", {"/bin/true"})});
+  ASSERT_TRUE(group.ok()) << group.status();
+  EXPECT_EQ(group->size(), 2u);
+  EXPECT_EQ(backend_.Find("learner-1"), (*group)[1]);
 }
 
 TEST_F(LocalBackendTest, PassesEnvironmentAndWorkingDirectory) {
