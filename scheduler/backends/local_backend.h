@@ -24,8 +24,8 @@ namespace orrery::scheduler {
 // for the backend's own notes: start, exit, restart), across restarts.
 //
 // Threads: not thread-safe. Construct, call and destroy it on the EventLoop's thread; all
-// callbacks run there. No call blocks except the destructor, which kills (SIGKILL) and reaps any
-// child still running. Children are reaped only by pid, so other code in the process may run its
+// callbacks run there. Start blocks only for fork/exec (it returns once exec has succeeded or
+// failed); the destructor kills (SIGKILL) and reaps any child still running; nothing else blocks. Children are reaped only by pid, so other code in the process may run its
 // own children. It handles SIGCHLD through Asio (with SA_RESTART added, see RestartSyscallsAfter).
 class LocalBackend final : public Backend {
  public:
