@@ -1,0 +1,39 @@
+// Internal to quant/: the packed-panel micro-kernels behind fixed_gemm.cc.
+//
+// Packed A panel: for each K pair p, MR int32 words, word r = (a[i0+r][2p] | a[i0+r][2p+1] << 16).
+// Packed B panel: for each K pair p, NR columns of two int16 (b[2p][j], b[2p+1][j]).
+// A kernel multiplies npairs pairs of one A panel by one B panel in int32 lanes (the caller
+// guarantees no lane's true sum leaves the int32 range) and widens the MR x NR tile into `acc`
+// (row stride ldacc): acc = tile if `first`, else acc += tile.
+#ifndef ORRERY_QUANT_GEMM_KERNELS_H_
+#define ORRERY_QUANT_GEMM_KERNELS_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace orrery::quant {
+struct FixedMatrixView;
+}  // namespace orrery::quant
+
+namespace orrery::quant::internal {
+
+inline constexpr int kAvx2Mr = 6;
+inline constexpr int kAvx2Nr = 16;
+inline constexpr int kAvx512Mr = 8;
+inline constexpr int kAvx512Nr = 32;
+
+// Splits K into blocks (ends, in K pairs) over which every int32 lane of a * b provably stays in
+// range: by Cauchy-Schwarz |sum a_k b_k| <= |a| |b|, so a block is safe when
+// max_i |A_i,block|^2 * max_j |B_block,j|^2 <= (2^31 - 1)^2. Blocks hold at most 512 K elements
+// and end on multiples of 16. Empty when K is 0 or even one 16-element granule is not provably
+// safe (the caller then uses the int64 path).
+std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b);
+
+void GemmKernelAvx2(const int32_t* a, const int16_t* b, int64_t npairs, int64_t* acc,
+                    int64_t ldacc, bool first);
+void GemmKernelAvx512(const int32_t* a, const int16_t* b, int64_t npairs, int64_t* acc,
+                      int64_t ldacc, bool first);
+
+}  // namespace orrery::quant::internal
+
+#endif  // ORRERY_QUANT_GEMM_KERNELS_H_
