@@ -1,0 +1,429 @@
+#include "server/client.h"
+
+#include <algorithm>
+#include <functional>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
+#include "parameter_server.grpc.pb.h"
+#include "server/sharding.h"
+#include "server/status_util.h"
+#include "server/tensor_codec.h"
+
+namespace orrery::server {
+
+using Stub = proto::ParameterServer::Stub;
+using DoneFn = std::function<void(grpc::Status)>;
+// Starts one asynchronous call to shard `shard` on `stub`; `done` runs on a gRPC thread.
+using StartFn = std::function<void(int shard, Stub* stub, grpc::ClientContext* ctx, DoneFn done)>;
+// Runs on a gRPC thread when shard `shard` answered OK; may turn the answer into an error.
+using OnOkFn = std::function<absl::Status(int shard)>;
+
+double ShardStats::staleness_mean() const {
+  uint64_t n = 0;
+  for (uint64_t b : staleness_histogram) n += b;
+  return n == 0 ? 0.0 : staleness_sum / static_cast<double>(n);
+}
+
+class PsClient::Impl {
+ public:
+  Impl(ClientOptions options, ShardPlan plan) : options_(std::move(options)), plan_(std::move(plan)) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
+    args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // each client its own connections
+    for (const std::string& endpoint : options_.endpoints) {
+      stubs_.push_back(proto::ParameterServer::NewStub(
+          grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args)));
+    }
+    chunk_versions_.assign(plan_.chunks().size(), 0);
+  }
+
+  const ClientOptions& options() const { return options_; }
+  const ShardPlan& plan() const { return plan_; }
+  int num_shards() const { return static_cast<int>(stubs_.size()); }
+  std::vector<int> AllShards() const {
+    std::vector<int> all(stubs_.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+    return all;
+  }
+
+  // Calls `shards` concurrently, retrying those that answer UNAVAILABLE with backoff until the
+  // retry budget is spent. Returns one status per shard index (OK for shards not called).
+  std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
+                                 const StartFn& start, const OnOkFn& on_ok = nullptr) {
+    std::vector<absl::Status> result(stubs_.size());
+    const absl::Time give_up = absl::Now() + options_.retry_budget;
+    absl::Duration backoff = absl::Milliseconds(50);
+    while (true) {
+      std::vector<absl::Status> round = Round(shards, timeout, start, on_ok);
+      std::vector<int> again;
+      for (size_t k = 0; k < shards.size(); ++k) {
+        result[shards[k]] = round[k];
+        if (absl::IsUnavailable(round[k])) again.push_back(shards[k]);
+      }
+      if (again.empty() || absl::Now() + backoff > give_up) break;
+      absl::SleepFor(backoff);
+      backoff = std::min(2 * backoff, absl::Seconds(2));
+      shards = std::move(again);
+    }
+    return result;
+  }
+
+  // First failure among `statuses`, naming the shard.
+  absl::Status Combine(const std::vector<absl::Status>& statuses, absl::string_view what) const {
+    for (size_t i = 0; i < statuses.size(); ++i) {
+      if (!statuses[i].ok()) {
+        return absl::Status(statuses[i].code(),
+                            absl::StrCat(what, " on shard ", i, " (", options_.endpoints[i],
+                                         "): ", statuses[i].message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<uint64_t> chunk_versions_;  // per plan chunk, from the last pull
+  bool pulled_ = false;
+
+ private:
+  // One concurrent attempt on `shards`; the first hard failure cancels the calls still running.
+  std::vector<absl::Status> Round(const std::vector<int>& shards, absl::Duration timeout,
+                                  const StartFn& start, const OnOkFn& on_ok) {
+    // Shared with the callbacks, so the last one may still unlock after the waiter returned.
+    struct State {
+      absl::Mutex mu;
+      int remaining ABSL_GUARDED_BY(mu) = 0;
+      size_t started ABSL_GUARDED_BY(mu) = 0;
+      bool failed ABSL_GUARDED_BY(mu) = false;
+      std::vector<absl::Status> out ABSL_GUARDED_BY(mu);
+    };
+    auto state = std::make_shared<State>();
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+    for (size_t k = 0; k < shards.size(); ++k) {
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      contexts.back()->set_deadline(deadline);
+    }
+    {
+      absl::MutexLock lock(&state->mu);
+      state->remaining = static_cast<int>(shards.size());
+      state->out.resize(shards.size());
+    }
+    for (size_t k = 0; k < shards.size(); ++k) {
+      const int shard = shards[k];
+      start(shard, stubs_[shard].get(), contexts[k].get(),
+            [state, &contexts, &on_ok, k, shard](grpc::Status s) {
+              absl::Status st = FromGrpcStatus(s);
+              if (st.ok() && on_ok) st = on_ok(shard);
+              absl::MutexLock lock(&state->mu);
+              state->out[k] = st;
+              if (!st.ok() && !absl::IsUnavailable(st) && !state->failed) {
+                state->failed = true;
+                for (size_t j = 0; j < state->started; ++j) {
+                  if (j != k) contexts[j]->TryCancel();
+                }
+              }
+              --state->remaining;  // the waiter may return (and free `contexts`) after this
+            });
+      absl::MutexLock lock(&state->mu);
+      ++state->started;
+      if (state->failed) contexts[k]->TryCancel();
+    }
+    absl::MutexLock lock(&state->mu);
+    state->mu.Await(absl::Condition(
+        +[](int* remaining) { return *remaining == 0; }, &state->remaining));
+    return state->out;
+  }
+
+  ClientOptions options_;
+  ShardPlan plan_;
+  std::vector<std::unique_ptr<Stub>> stubs_;
+};
+
+namespace {
+
+template <typename Request>
+void SetCredentials(const ClientOptions& o, Request* r) {
+  r->set_job_id(o.job_id);
+  r->set_token(o.token);
+}
+
+}  // namespace
+
+PsClient::PsClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PsClient::~PsClient() = default;
+
+uint64_t PsClient::total_elements() const { return impl_->plan().total_elements(); }
+const proto::ModelLayout& PsClient::layout() const { return impl_->plan().layout(); }
+
+absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions& options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError("the client needs at least one shard endpoint");
+  }
+  if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
+    return absl::InvalidArgumentError("max_message_bytes must be in [1024, 2^31)");
+  }
+  proto::ModelLayout layout;
+  for (const TensorShape& t : options.tensors) {
+    proto::TensorDecl* d = layout.add_tensors();
+    d->set_name(t.name);
+    d->set_element_count(t.element_count);
+  }
+  layout.set_chunk_size(options.chunk_size);
+  layout.set_num_shards(static_cast<uint32_t>(options.endpoints.size()));
+  ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
+
+  std::unique_ptr<PsClient> client(
+      new PsClient(std::make_unique<Impl>(options, std::move(plan))));
+  client->learner_id_ = options.learner_id;
+  std::vector<int> rest = client->impl_->AllShards();
+  if (options.learner_id == -1) {
+    RETURN_IF_ERROR(client->RegisterAll({0}));  // shard 0 assigns the id the others then use
+    rest.erase(rest.begin());
+  }
+  if (!rest.empty()) RETURN_IF_ERROR(client->RegisterAll(rest));
+  return client;
+}
+
+absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
+  const int n = impl_->num_shards();
+  std::vector<proto::RegisterRequest> requests(n);
+  std::vector<proto::RegisterResponse> responses(n);
+  for (int s : shards) {
+    SetCredentials(impl_->options(), &requests[s]);
+    requests[s].set_learner_id(learner_id_);
+    *requests[s].mutable_layout() = impl_->plan().layout();
+  }
+  auto statuses = impl_->Call(
+      shards, impl_->options().rpc_timeout,
+      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+        stub->async()->Register(ctx, &requests[s], &responses[s], std::move(done));
+      });
+  RETURN_IF_ERROR(impl_->Combine(statuses, "Register"));
+  for (int s : shards) {
+    if (learner_id_ == -1) {
+      learner_id_ = responses[s].learner_id();
+    } else if (responses[s].learner_id() != learner_id_) {
+      return absl::InternalError(absl::StrCat("shard ", s, " registered learner ",
+                                              responses[s].learner_id(), " instead of ",
+                                              learner_id_));
+    }
+    start_clock_ = std::max(start_clock_, responses[s].clock());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PsClient::Init(std::span<const float> weights) {
+  const ShardPlan& plan = impl_->plan();
+  if (weights.size() != plan.total_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat("Init got ", weights.size(),
+                                                   " weights; the model has ",
+                                                   plan.total_elements()));
+  }
+  const int n = impl_->num_shards();
+  std::vector<proto::InitRequest> requests(n);
+  std::vector<proto::InitResponse> responses(n);
+  for (int s = 0; s < n; ++s) {
+    SetCredentials(impl_->options(), &requests[s]);
+    requests[s].set_learner_id(learner_id_);
+    for (int i : plan.ChunksOfShard(s)) {
+      const Chunk& c = plan.chunks()[i];
+      proto::InitChunk* ic = requests[s].add_chunks();
+      ic->mutable_id()->set_tensor(plan.TensorName(c.tensor));
+      ic->mutable_id()->set_index(c.index);
+      RETURN_IF_ERROR(EncodeFloats(weights.subspan(c.offset, c.length), proto::FP32,
+                                   ic->mutable_weights()));
+    }
+  }
+  auto statuses = impl_->Call(
+      impl_->AllShards(), impl_->options().rpc_timeout,
+      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+        stub->async()->Init(ctx, &requests[s], &responses[s], std::move(done));
+      });
+  return impl_->Combine(statuses, "Init");
+}
+
+absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
+  const ShardPlan& plan = impl_->plan();
+  if (weights.size() != plan.total_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat("Pull got a buffer of ", weights.size(),
+                                                   " floats; the model has ",
+                                                   plan.total_elements()));
+  }
+  const int n = impl_->num_shards();
+  std::vector<proto::PullRequest> requests(n);
+  std::vector<proto::PullResponse> responses(n);
+  for (int s = 0; s < n; ++s) {
+    SetCredentials(impl_->options(), &requests[s]);
+    requests[s].set_learner_id(learner_id_);
+    requests[s].set_clock(clock);
+    requests[s].set_encoding(proto::FP32);
+  }
+  StartFn start = [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+    responses[s].Clear();
+    stub->async()->Pull(ctx, &requests[s], &responses[s], std::move(done));
+  };
+  // Decode each shard's answer on arrival; shards write disjoint ranges of `weights`.
+  OnOkFn decode = [&](int s) -> absl::Status {
+    const proto::PullResponse& r = responses[s];
+    const size_t expected = plan.ChunksOfShard(s).size();
+    if (static_cast<size_t>(r.chunks_size()) != expected) {
+      return absl::InternalError(absl::StrCat("answered ", r.chunks_size(), " chunks, expected ",
+                                              expected, "; is the shard's layout the same?"));
+    }
+    std::vector<bool> seen(plan.chunks().size(), false);
+    for (const proto::PullChunk& pc : r.chunks()) {
+      ASSIGN_OR_RETURN(int i, plan.FindChunk(pc.id().tensor(), pc.id().index()));
+      const Chunk& c = plan.chunks()[i];
+      if (c.shard != static_cast<uint32_t>(s) || seen[i]) {
+        return absl::InternalError(absl::StrCat("answered chunk ", pc.id().tensor(), "/",
+                                                pc.id().index(), " it does not own or twice"));
+      }
+      seen[i] = true;
+      RETURN_IF_ERROR(DecodeFloats(pc.weights(), weights.subspan(c.offset, c.length)));
+      impl_->chunk_versions_[i] = pc.version();
+    }
+    return absl::OkStatus();
+  };
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode);
+  std::vector<int> unknown;
+  for (int s = 0; s < n; ++s) {
+    if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
+  }
+  if (!unknown.empty()) {  // dropped after a timeout, or the shard restarted: register again
+    RETURN_IF_ERROR(RegisterAll(unknown));
+    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode);
+    for (int s : unknown) statuses[s] = again[s];
+  }
+  RETURN_IF_ERROR(impl_->Combine(statuses, "Pull"));
+  impl_->pulled_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t samples,
+                            float loss) {
+  const ShardPlan& plan = impl_->plan();
+  if (grads.size() != plan.total_elements()) {
+    return absl::InvalidArgumentError(absl::StrCat("Push got ", grads.size(),
+                                                   " gradient values; the model has ",
+                                                   plan.total_elements()));
+  }
+  if (!impl_->pulled_) {
+    return absl::FailedPreconditionError("Push needs a Pull first (to know the base versions)");
+  }
+  const int n = impl_->num_shards();
+  std::vector<proto::PushRequest> requests(n);
+  std::vector<proto::PushResponse> responses(n);
+  for (int s = 0; s < n; ++s) {
+    proto::PushRequest& r = requests[s];
+    SetCredentials(impl_->options(), &r);
+    r.set_learner_id(learner_id_);
+    r.set_step(step);
+    r.set_samples(samples);
+    r.set_loss(loss);
+    r.mutable_chunks()->Reserve(static_cast<int>(plan.ChunksOfShard(s).size()));
+    for (int i : plan.ChunksOfShard(s)) {
+      const Chunk& c = plan.chunks()[i];
+      proto::PushChunk* pc = r.add_chunks();
+      pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
+      pc->mutable_id()->set_index(c.index);
+      pc->set_base_version(impl_->chunk_versions_[i]);
+      RETURN_IF_ERROR(
+          EncodeFloats(grads.subspan(c.offset, c.length), proto::FP32, pc->mutable_gradient()));
+    }
+  }
+  StartFn start = [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+    stub->async()->Push(ctx, &requests[s], &responses[s], std::move(done));
+  };
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, start);
+  std::vector<int> unknown;
+  for (int s = 0; s < n; ++s) {
+    if (absl::IsAlreadyExists(statuses[s])) statuses[s] = absl::OkStatus();  // a retried push
+    if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
+  }
+  if (!unknown.empty()) {
+    RETURN_IF_ERROR(RegisterAll(unknown));
+    auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start);
+    for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
+  }
+  return impl_->Combine(statuses, "Push");
+}
+
+absl::StatusOr<PsStats> PsClient::Stats() {
+  const int n = impl_->num_shards();
+  std::vector<proto::StatsRequest> requests(n);
+  std::vector<proto::StatsResponse> responses(n);
+  for (int s = 0; s < n; ++s) SetCredentials(impl_->options(), &requests[s]);
+  auto statuses = impl_->Call(
+      impl_->AllShards(), impl_->options().rpc_timeout,
+      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+        stub->async()->Stats(ctx, &requests[s], &responses[s], std::move(done));
+      });
+  RETURN_IF_ERROR(impl_->Combine(statuses, "Stats"));
+  PsStats out;
+  ShardStats& t = out.total;
+  double loss_sum = 0;
+  for (int s = 0; s < n; ++s) {
+    const proto::StatsResponse& r = responses[s];
+    ShardStats x;
+    x.shard = r.shard();
+    x.version = r.version();
+    x.gradients_applied = r.gradients_applied();
+    x.gradients_rejected = r.gradients_rejected();
+    x.gradients_rejected_nonfinite = r.gradients_rejected_nonfinite();
+    x.pushes = r.pushes();
+    x.pulls = r.pulls();
+    x.samples_applied = r.samples_applied();
+    x.active_learners = r.active_learners();
+    x.train_loss_recent = r.train_loss_recent();
+    x.staleness_histogram.assign(r.staleness_histogram().begin(), r.staleness_histogram().end());
+    x.staleness_max = r.staleness_max();
+    x.staleness_sum = r.staleness_sum();
+    t.version = std::max(t.version, x.version);
+    t.gradients_applied = std::max(t.gradients_applied, x.gradients_applied);
+    t.gradients_rejected += x.gradients_rejected;
+    t.gradients_rejected_nonfinite += x.gradients_rejected_nonfinite;
+    t.pushes = std::max(t.pushes, x.pushes);
+    t.pulls = std::max(t.pulls, x.pulls);
+    t.samples_applied = std::max(t.samples_applied, x.samples_applied);
+    t.active_learners = std::max(t.active_learners, x.active_learners);
+    loss_sum += x.train_loss_recent;
+    if (t.staleness_histogram.size() < x.staleness_histogram.size()) {
+      t.staleness_histogram.resize(x.staleness_histogram.size(), 0);
+    }
+    for (size_t b = 0; b < x.staleness_histogram.size(); ++b) {
+      t.staleness_histogram[b] += x.staleness_histogram[b];
+    }
+    t.staleness_max = std::max(t.staleness_max, x.staleness_max);
+    t.staleness_sum += x.staleness_sum;
+    out.shards.push_back(std::move(x));
+  }
+  t.train_loss_recent = n > 0 ? loss_sum / n : 0;
+  return out;
+}
+
+absl::Status PsClient::Leave() {
+  const int n = impl_->num_shards();
+  std::vector<proto::LeaveRequest> requests(n);
+  std::vector<proto::LeaveResponse> responses(n);
+  for (int s = 0; s < n; ++s) {
+    SetCredentials(impl_->options(), &requests[s]);
+    requests[s].set_learner_id(learner_id_);
+  }
+  auto statuses = impl_->Call(
+      impl_->AllShards(), impl_->options().rpc_timeout,
+      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+        stub->async()->Leave(ctx, &requests[s], &responses[s], std::move(done));
+      });
+  for (auto& st : statuses) {
+    if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
+  }
+  return impl_->Combine(statuses, "Leave");
+}
+
+}  // namespace orrery::server

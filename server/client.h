@@ -1,0 +1,124 @@
+// The learner-side parameter-server client. It hides the sharding: the learner sees one flat
+// float buffer (all tensors in layout order) for weights and one for gradients, and the client
+// talks to all S shards concurrently over asynchronous gRPC, each call with a deadline, retrying
+// UNAVAILABLE with exponential backoff.
+//
+// Typical learner loop:
+//   ASSIGN_OR_RETURN(auto ps, PsClient::Connect(options));
+//   RETURN_IF_ERROR(ps->Init(initial_weights));        // every learner may send it; first wins
+//   for (int64_t t = ps->start_clock(); t < steps; ++t) {
+//     RETURN_IF_ERROR(ps->Pull(t, weights));            // may wait (hardsync, ssp)
+//     ... compute grads on weights ...
+//     absl::Status st = ps->Push(t, grads, batch, loss);
+//     if (absl::IsFailedPrecondition(st)) { t = ps->start_clock() - 1; continue; }  // dropped
+//     RETURN_IF_ERROR(st);
+//   }
+//   ps->Leave();
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "parameter_server.pb.h"
+
+namespace orrery::server {
+
+struct TensorShape {
+  std::string name;
+  uint64_t element_count = 0;
+};
+
+struct ClientOptions {
+  std::vector<std::string> endpoints;  // host:port of shard i at index i; S = endpoints.size()
+  std::string job_id;
+  std::string token;
+  int learner_id = -1;                 // -1: shard 0 assigns one; -2: observer (pull only)
+  std::vector<TensorShape> tensors;    // the model, in flat-buffer order
+  uint32_t chunk_size = 16384;         // elements per chunk; every process of a job must agree
+  absl::Duration rpc_timeout = absl::Seconds(30);   // per attempt: Register, Init, Push, Stats, Leave
+  absl::Duration pull_timeout = absl::Minutes(10);  // a pull may wait for other learners
+  absl::Duration retry_budget = absl::Seconds(30);  // total backoff spent retrying UNAVAILABLE
+  int64_t max_message_bytes = 512ll << 20;
+};
+
+// One shard's counters (see StatsResponse in proto/parameter_server.proto).
+struct ShardStats {
+  uint32_t shard = 0;
+  uint64_t version = 0;  // updates applied
+  uint64_t gradients_applied = 0;
+  uint64_t gradients_rejected = 0;
+  uint64_t gradients_rejected_nonfinite = 0;
+  uint64_t pushes = 0;
+  uint64_t pulls = 0;
+  uint64_t samples_applied = 0;
+  int active_learners = 0;
+  double train_loss_recent = 0;
+  std::vector<uint64_t> staleness_histogram;  // bucket t: staleness t; the last bucket: >= t
+  uint64_t staleness_max = 0;
+  double staleness_sum = 0;
+  // Mean staleness over the gradients in the histogram.
+  double staleness_mean() const;
+};
+
+struct PsStats {
+  std::vector<ShardStats> shards;
+  // Over all shards. Every gradient visits every shard, so per-gradient counts (version,
+  // gradients_applied, pushes, pulls, samples_applied, active_learners) are the maximum over
+  // shards; rejections add up; the staleness histogram and sum add up (each gradient counted once
+  // per shard, so the mean is unchanged) and staleness_max is the maximum.
+  ShardStats total;
+};
+
+// Not thread-safe: call from one thread at a time. Every call blocks the caller until all shards
+// have answered (or the call failed); the per-shard RPCs run concurrently.
+class PsClient {
+ public:
+  // Registers with every shard (shard 0 first when an id must be assigned), retrying UNAVAILABLE
+  // while shards start. Fails with the shards' status: UNAUTHENTICATED (token), PERMISSION_DENIED
+  // (job id), INVALID_ARGUMENT (layout differs from the job's).
+  static absl::StatusOr<std::unique_ptr<PsClient>> Connect(const ClientOptions& options);
+  ~PsClient();  // does not Leave
+
+  // Offers initial weights (the whole flat buffer) to every shard. OK whether or not these were
+  // the weights a shard accepted: the first Init each shard receives wins.
+  absl::Status Init(std::span<const float> weights);
+
+  // Fills `weights` (total_elements() floats) with the shards' current weights and remembers the
+  // version of each chunk. `clock` is the number of steps this learner has completed; under
+  // hardsync and ssp the call waits (up to pull_timeout) until the protocol lets it proceed.
+  absl::Status Pull(int64_t clock, std::span<float> weights);
+
+  // Sends `grads` (total_elements() floats, dL/dw) computed on the weights of the last Pull,
+  // tagged with that pull's versions. `step` is the clock the gradient was computed at. A
+  // FAILED_PRECONDITION means the shards dropped this gradient (for example it belongs to a
+  // hardsync step that completed without this learner after it was timed out); pull again from
+  // start_clock(). A push may be applied on some shards and refused on others if they disagree.
+  absl::Status Push(int64_t step, std::span<const float> grads, uint32_t samples, float loss);
+
+  absl::StatusOr<PsStats> Stats();
+  // Leaves the job on every shard (hardsync/ssp stop waiting for this learner).
+  absl::Status Leave();
+
+  int learner_id() const { return learner_id_; }
+  // The clock to continue from: the largest clock the shards reported at (re-)registration.
+  int64_t start_clock() const { return start_clock_; }
+  uint64_t total_elements() const;
+  const proto::ModelLayout& layout() const;
+
+ private:
+  class Impl;
+  explicit PsClient(std::unique_ptr<Impl> impl);
+  absl::Status RegisterAll(const std::vector<int>& shards);
+
+  std::unique_ptr<Impl> impl_;
+  int learner_id_ = -1;
+  int64_t start_clock_ = 0;
+};
+
+}  // namespace orrery::server

@@ -1,0 +1,39 @@
+#include "server/server_main.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <iostream>
+
+#include <glog/logging.h>
+
+#include "server/shard_server.h"
+
+namespace orrery::server {
+
+int RunServer(const ServerOptions& options) {
+  sigset_t stop_signals, previous;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &previous);
+
+  int exit_code = 0;
+  {
+    absl::StatusOr<std::unique_ptr<ShardServer>> server = ShardServer::Start(options);
+    if (!server.ok()) {
+      std::cerr << "orrery server: " << server.status().message() << std::endl;
+      exit_code = 1;
+    } else {
+      std::cout << "ORRERY_SERVER_READY " << (*server)->address() << std::endl;  // flushes
+      int signal_number = 0;
+      sigwait(&stop_signals, &signal_number);
+      LOG(INFO) << "received signal " << signal_number << "; shutting down";
+      (*server)->Shutdown();
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return exit_code;
+}
+
+}  // namespace orrery::server

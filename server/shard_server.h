@@ -1,0 +1,52 @@
+// A running parameter-server shard: the ParameterShard, its gRPC server and the thread that
+// drops silent learners. Used by RunServer and by tests that run shards in-process.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/clock.h"
+#include "server/parameter_shard.h"
+#include "server/ps_service.h"
+#include "server/server_options.h"
+
+namespace orrery::server {
+
+// Thread-safe. Shutdown() (or the destructor) stops serving: parked pulls are answered with
+// UNAVAILABLE, in-flight calls get a short grace period, the expiry thread is joined.
+class ShardServer {
+ public:
+  // Validates `options`, loads the layout and initial weights when given, binds and serves.
+  // Returns once the server accepts calls.
+  static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const ServerOptions& options);
+  ~ShardServer();
+
+  // host:port actually bound (the OS-chosen port when the option said 0).
+  const std::string& address() const { return address_; }
+  ParameterShard& shard() { return *shard_; }
+  // Idempotent.
+  void Shutdown();
+
+ private:
+  ShardServer() = default;
+  void ExpiryLoop(absl::Duration period);
+
+  RealClock clock_;
+  std::unique_ptr<ParameterShard> shard_;
+  std::unique_ptr<PsService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  std::thread expiry_thread_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Reads a raw little-endian float32 file.
+absl::StatusOr<std::vector<float>> ReadFloatFile(const std::string& path);
+
+}  // namespace orrery::server

@@ -1,0 +1,253 @@
+// Two real in-process shards on 127.0.0.1 and the learner client talking to them over gRPC.
+#include <cmath>
+#include <cstring>
+#include <future>
+#include <limits>
+#include <thread>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <gtest/gtest.h>
+
+#include "absl/time/clock.h"
+#include "parameter_server.grpc.pb.h"
+#include "server/client.h"
+#include "server/shard_server.h"
+#include "server/tensor_codec.h"
+
+namespace orrery::server {
+namespace {
+
+constexpr int kShards = 2;
+
+class PsServiceTest : public ::testing::Test {
+ protected:
+  void StartShards(const std::string& protocol, int learners, float lr = 0.5f,
+                   int64_t max_message_bytes = 512ll << 20) {
+    for (int s = 0; s < kShards; ++s) {
+      ServerOptions o;
+      o.listen_address = "127.0.0.1:0";
+      o.shard_index = s;
+      o.num_shards = kShards;
+      o.job_id = "job-a";
+      o.token = "t0ken";
+      o.protocol = protocol;
+      o.learners = learners;
+      o.lr = lr;
+      o.learner_timeout_seconds = 30;
+      o.max_message_bytes = max_message_bytes;
+      auto server = ShardServer::Start(o);
+      ASSERT_TRUE(server.ok()) << server.status();
+      endpoints_.push_back((*server)->address());
+      servers_.push_back(std::move(*server));
+    }
+  }
+
+  ClientOptions Options(int learner_id = -1) const {
+    ClientOptions o;
+    o.endpoints = endpoints_;
+    o.job_id = "job-a";
+    o.token = "t0ken";
+    o.learner_id = learner_id;
+    o.tensors = {{"conv.w", 1000}, {"conv.b", 10}, {"fc.w", 3000}, {"fc.b", 7}};
+    o.chunk_size = 256;
+    o.rpc_timeout = absl::Seconds(10);
+    o.pull_timeout = absl::Seconds(20);
+    o.retry_budget = absl::Seconds(2);
+    return o;
+  }
+
+  static std::vector<float> Ramp(size_t n) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = 0.001f * static_cast<float>(i);
+    return v;
+  }
+
+  // Waits (with a deadline, no fixed sleep) until `pred` holds.
+  template <typename Pred>
+  static bool Eventually(Pred pred, absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time end = absl::Now() + limit;
+    while (absl::Now() < end) {
+      if (pred()) return true;
+      std::this_thread::yield();
+    }
+    return pred();
+  }
+
+  int ParkedPulls() {
+    int n = 0;
+    for (auto& s : servers_) n += s->shard().parked_pulls();
+    return n;
+  }
+
+  std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<ShardServer>> servers_;
+};
+
+TEST_F(PsServiceTest, PullPushRoundTripAcrossTwoShards) {
+  StartShards("async", 1);
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok()) << client.status();
+  PsClient& ps = **client;
+  EXPECT_EQ(ps.learner_id(), 0);
+  const size_t n = ps.total_elements();
+  ASSERT_EQ(n, 4017u);
+  const std::vector<float> init = Ramp(n);
+  ASSERT_TRUE(ps.Init(init).ok());
+  std::vector<float> w(n, -1.0f);
+  ASSERT_TRUE(ps.Pull(0, w).ok());
+  EXPECT_EQ(w, init);
+  std::vector<float> g(n);
+  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 5);
+  ASSERT_TRUE(ps.Push(0, g, 32, 2.5f).ok());
+  ASSERT_TRUE(ps.Pull(1, w).ok());
+  for (size_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(w[i], init[i] - 0.5f * g[i]) << i;
+  auto stats = ps.Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(stats->shards.size(), 2u);
+  for (const ShardStats& s : stats->shards) {
+    EXPECT_EQ(s.version, 1u);
+    EXPECT_EQ(s.gradients_applied, 1u);
+  }
+  EXPECT_EQ(stats->total.samples_applied, 32u);
+  EXPECT_EQ(stats->total.staleness_max, 0u);
+  // Both shards own part of the model.
+  EXPECT_GT(servers_[0]->shard().DebugState().weights.size(), 0u);
+  EXPECT_GT(servers_[1]->shard().DebugState().weights.size(), 0u);
+  EXPECT_TRUE(ps.Leave().ok());
+}
+
+TEST_F(PsServiceTest, HardsyncPullWaitsForTheOtherLearnerThroughRpc) {
+  StartShards("hardsync", 2);
+  auto a = PsClient::Connect(Options());
+  auto b = PsClient::Connect(Options());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE((*a)->learner_id(), (*b)->learner_id());
+  const size_t n = (*a)->total_elements();
+  ASSERT_TRUE((*a)->Init(std::vector<float>(n, 1.0f)).ok());
+  ASSERT_TRUE((*b)->Init(std::vector<float>(n, 9.0f)).ok());  // not accepted: first wins
+  std::vector<float> wa(n), wb(n);
+  ASSERT_TRUE((*a)->Pull(0, wa).ok());
+  ASSERT_TRUE((*b)->Pull(0, wb).ok());
+  EXPECT_EQ(wb[0], 1.0f);
+  ASSERT_TRUE((*a)->Push(0, std::vector<float>(n, 1.0f), 8, 1.0f).ok());
+  auto waiting = std::async(std::launch::async, [&] { return (*a)->Pull(1, wa); });
+  ASSERT_TRUE(Eventually([&] { return ParkedPulls() == kShards; }));
+  EXPECT_EQ(waiting.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  ASSERT_TRUE((*b)->Push(0, std::vector<float>(n, 3.0f), 8, 1.0f).ok());
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(waiting.get().ok());
+  for (float v : wa) ASSERT_FLOAT_EQ(v, 1.0f - 0.5f * 2.0f);
+  auto stats = (*a)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->total.version, 1u);
+  EXPECT_EQ(stats->total.gradients_applied, 2u);
+}
+
+TEST_F(PsServiceTest, WrongTokenOrJobIsRefused) {
+  StartShards("async", 1);
+  ClientOptions bad_token = Options();
+  bad_token.token = "guess";
+  EXPECT_EQ(PsClient::Connect(bad_token).status().code(), absl::StatusCode::kUnauthenticated);
+  ClientOptions other_job = Options();
+  other_job.job_id = "job-b";
+  EXPECT_EQ(PsClient::Connect(other_job).status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(PsServiceTest, MismatchedLayoutIsRefusedAtRegister) {
+  StartShards("async", 2);
+  ASSERT_TRUE(PsClient::Connect(Options()).ok());
+  ClientOptions other = Options();
+  other.tensors[2].element_count = 3001;
+  auto st = PsClient::Connect(other).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("fc.w"), std::string::npos) << st;
+}
+
+class RawStub {
+ public:
+  explicit RawStub(const std::string& endpoint)
+      : stub_(proto::ParameterServer::NewStub(
+            grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()))) {}
+  grpc::Status Push(const proto::PushRequest& r) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    proto::PushResponse resp;
+    return stub_->Push(&ctx, r, &resp);
+  }
+
+ private:
+  std::unique_ptr<proto::ParameterServer::Stub> stub_;
+};
+
+TEST_F(PsServiceTest, BadPushIsInvalidArgumentAndChangesNothing) {
+  StartShards("async", 1);
+  auto client = PsClient::Connect(Options(0));
+  ASSERT_TRUE(client.ok());
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(Ramp(n)).ok());
+  std::vector<float> w(n);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+
+  const ShardPlan plan = *ShardPlan::Create((*client)->layout());
+  proto::PushRequest r;
+  r.set_job_id("job-a");
+  r.set_token("t0ken");
+  r.set_learner_id(0);
+  r.set_step(0);
+  for (int i : plan.ChunksOfShard(0)) {
+    const Chunk& c = plan.chunks()[i];
+    auto* pc = r.add_chunks();
+    pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
+    pc->mutable_id()->set_index(c.index);
+    std::vector<float> g(c.length, 1.0f);
+    g.back() = std::numeric_limits<float>::quiet_NaN();
+    ASSERT_TRUE(EncodeFloats(g, proto::FP32, pc->mutable_gradient()).ok());
+  }
+  RawStub raw(endpoints_[0]);
+  const ShardState before = servers_[0]->shard().DebugState();
+  grpc::Status st = raw.Push(r);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("NaN"), std::string::npos) << st.error_message();
+  EXPECT_TRUE(servers_[0]->shard().DebugState() == before);
+
+  r.mutable_chunks(0)->mutable_id()->set_tensor("no.such.tensor");
+  st = raw.Push(r);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(servers_[0]->shard().DebugState() == before);
+
+  r.set_token("nope");
+  EXPECT_EQ(raw.Push(r).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  auto stats = (*client)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->shards[0].gradients_rejected, 2u);
+  EXPECT_EQ(stats->shards[0].gradients_rejected_nonfinite, 1u);
+}
+
+TEST_F(PsServiceTest, OversizedMessageIsResourceExhausted) {
+  StartShards("async", 1, 0.5f, /*max_message_bytes=*/64 * 1024);
+  ClientOptions o = Options(0);
+  o.tensors = {{"big", 40000}};  // 160 KB of FP32 spread over two shards
+  o.chunk_size = 40000;          // one chunk: all of it on one shard
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Status st = (*client)->Init(std::vector<float>(40000, 0.0f));
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+}
+
+TEST_F(PsServiceTest, ShutdownReleasesParkedPulls) {
+  StartShards("hardsync", 2);
+  auto a = PsClient::Connect(Options());
+  ASSERT_TRUE(a.ok());
+  const size_t n = (*a)->total_elements();
+  ASSERT_TRUE((*a)->Init(std::vector<float>(n, 0.0f)).ok());
+  std::vector<float> w(n);
+  auto waiting = std::async(std::launch::async, [&] { return (*a)->Pull(1, w); });
+  ASSERT_TRUE(Eventually([&] { return ParkedPulls() == kShards; }));
+  for (auto& s : servers_) s->Shutdown();
+  ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_FALSE(waiting.get().ok());
+}
+
+}  // namespace
+}  // namespace orrery::server
