@@ -87,59 +87,104 @@ absl::StatusOr<std::unique_ptr<LayerStep>> ConvLayer::Build(const dnnl::engine& 
     const memory::desc bias_md({out.c}, kF32, Tag::x);
     const memory::desc src_md = ActivationDesc(input_, b.batch);
     const memory::desc dst_md = ActivationDesc(out, b.batch);
+    // oneDNN picks the layouts its fastest kernels want; reorders bridge to the plain ones.
+    const memory::desc w_any(w_md.dims(), kF32, Tag::any);
+    const memory::desc src_any(src_md.dims(), kF32, Tag::any);
+    const memory::desc dst_any(dst_md.dims(), kF32, Tag::any);
     const memory::dims strides{s.stride, s.stride};
     const memory::dims pad_l{s.padding, s.padding};
     const memory::dims pad_r{PadRight(input_.h, out.h, k, s.stride, s.padding),
                              PadRight(input_.w, out.w, k, s.stride, s.padding)};
     const bool has_bias = bias_index_ >= 0;
+    const auto direct = dnnl::algorithm::convolution_direct;
 
-    memory weights(w_md, engine, buffers.params->tensor(weight_index_).data());
-    memory diff_weights(w_md, engine, buffers.grads->tensor(weight_index_).data());
+    const memory weights(w_md, engine, buffers.params->tensor(weight_index_).data());
+    const memory diff_weights(w_md, engine, buffers.grads->tensor(weight_index_).data());
     memory bias, diff_bias;
     if (has_bias) {
       bias = memory(bias_md, engine, buffers.params->tensor(bias_index_).data());
       diff_bias = memory(bias_md, engine, buffers.grads->tensor(bias_index_).data());
     }
+    auto step = std::make_unique<PrimitiveStep>();
+    // `m` in layout `want`: m itself, or a new buffer filled by a reorder added to the step.
+    auto in_layout = [&](const memory& m, const memory::desc& want, bool forward) {
+      if (m.get_desc() == want) return m;
+      memory converted(want, engine);
+      PrimitiveArgs args{{DNNL_ARG_FROM, m}, {DNNL_ARG_TO, converted}};
+      if (forward) {
+        step->AddForward(dnnl::reorder(m, converted), std::move(args));
+      } else {
+        step->AddBackward(dnnl::reorder(m, converted), std::move(args));
+      }
+      return converted;
+    };
+    // A buffer in layout `have` whose contents end up in `m` (a reorder runs after `add`).
+    auto out_layout = [&](const memory& m, const memory::desc& have) {
+      return m.get_desc() == have ? m : memory(have, engine);
+    };
+    auto copy_back = [&](const memory& from, const memory& to, bool forward) {
+      if (from.get_data_handle() == to.get_data_handle()) return;
+      PrimitiveArgs args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+      if (forward) {
+        step->AddForward(dnnl::reorder(from, to), std::move(args));
+      } else {
+        step->AddBackward(dnnl::reorder(from, to), std::move(args));
+      }
+    };
 
     const auto fwd_desc =
-        has_bias ? dnnl::convolution_forward::desc(
-                       dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                       src_md, w_md, bias_md, dst_md, strides, pad_l, pad_r)
-                 : dnnl::convolution_forward::desc(
-                       dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                       src_md, w_md, dst_md, strides, pad_l, pad_r);
+        has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct,
+                                                   src_any, w_any, bias_md, dst_any, strides,
+                                                   pad_l, pad_r)
+                 : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct,
+                                                   src_any, w_any, dst_any, strides, pad_l,
+                                                   pad_r);
     const dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, ActivationAttr(s.activation),
                                                            engine);
-    auto step = std::make_unique<PrimitiveStep>();
-    PrimitiveArgs fwd_args{{DNNL_ARG_SRC, b.src[0]}, {DNNL_ARG_WEIGHTS, weights},
-                           {DNNL_ARG_DST, b.dst}};
+    const memory src = in_layout(b.src[0], fwd_pd.src_desc(), true);
+    const memory fwd_weights = in_layout(weights, fwd_pd.weights_desc(), true);
+    const memory dst = out_layout(b.dst, fwd_pd.dst_desc());
+    PrimitiveArgs fwd_args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, fwd_weights},
+                           {DNNL_ARG_DST, dst}};
     if (has_bias) fwd_args[DNNL_ARG_BIAS] = bias;
     step->AddForward(dnnl::convolution_forward(fwd_pd), std::move(fwd_args));
+    copy_back(dst, b.dst, true);
 
     AddActivationBackward(s.activation, engine, b.dst, b.diff_dst, step.get());
 
     const auto bww_desc =
-        has_bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
-                                                            src_md, w_md, bias_md, dst_md,
-                                                            strides, pad_l, pad_r)
-                 : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct,
-                                                            src_md, w_md, dst_md, strides, pad_l,
-                                                            pad_r);
+        has_bias ? dnnl::convolution_backward_weights::desc(direct, src_any, w_any, bias_md,
+                                                            dst_any, strides, pad_l, pad_r)
+                 : dnnl::convolution_backward_weights::desc(direct, src_any, w_any, dst_any,
+                                                            strides, pad_l, pad_r);
     const dnnl::convolution_backward_weights::primitive_desc bww_pd(bww_desc, engine, fwd_pd);
-    PrimitiveArgs bww_args{{DNNL_ARG_SRC, b.src[0]}, {DNNL_ARG_DIFF_DST, b.diff_dst},
-                           {DNNL_ARG_DIFF_WEIGHTS, diff_weights}};
+    const memory bww_src =
+        src.get_desc() == bww_pd.src_desc() ? src : in_layout(b.src[0], bww_pd.src_desc(), false);
+    const memory diff_dst = in_layout(b.diff_dst, bww_pd.diff_dst_desc(), false);
+    const memory bww_diff_weights = out_layout(diff_weights, bww_pd.diff_weights_desc());
+    PrimitiveArgs bww_args{{DNNL_ARG_SRC, bww_src}, {DNNL_ARG_DIFF_DST, diff_dst},
+                           {DNNL_ARG_DIFF_WEIGHTS, bww_diff_weights}};
     if (has_bias) bww_args[DNNL_ARG_DIFF_BIAS] = diff_bias;
     step->AddBackward(dnnl::convolution_backward_weights(bww_pd), std::move(bww_args));
+    copy_back(bww_diff_weights, diff_weights, false);
 
     if (HasMemory(b.diff_src[0])) {
       const dnnl::convolution_backward_data::primitive_desc bwd_pd(
-          dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, src_md,
-                                                w_md, dst_md, strides, pad_l, pad_r),
+          dnnl::convolution_backward_data::desc(direct, src_any, w_any, dst_any, strides, pad_l,
+                                                pad_r),
           engine, fwd_pd);
+      const memory bwd_weights = fwd_weights.get_desc() == bwd_pd.weights_desc()
+                                     ? fwd_weights
+                                     : in_layout(weights, bwd_pd.weights_desc(), false);
+      const memory bwd_diff_dst = diff_dst.get_desc() == bwd_pd.diff_dst_desc()
+                                      ? diff_dst
+                                      : in_layout(b.diff_dst, bwd_pd.diff_dst_desc(), false);
+      const memory diff_src = out_layout(b.diff_src[0], bwd_pd.diff_src_desc());
       step->AddBackward(dnnl::convolution_backward_data(bwd_pd),
-                        {{DNNL_ARG_DIFF_DST, b.diff_dst},
-                         {DNNL_ARG_WEIGHTS, weights},
-                         {DNNL_ARG_DIFF_SRC, b.diff_src[0]}});
+                        {{DNNL_ARG_DIFF_DST, bwd_diff_dst},
+                         {DNNL_ARG_WEIGHTS, bwd_weights},
+                         {DNNL_ARG_DIFF_SRC, diff_src}});
+      copy_back(diff_src, b.diff_src[0], false);
     }
     return std::unique_ptr<LayerStep>(std::move(step));
   } catch (const dnnl::error& e) {

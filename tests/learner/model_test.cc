@@ -2,7 +2,9 @@
 // and that training steps on a small problem reduce the loss.
 #include "learner/model.h"
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -232,6 +234,52 @@ TEST(ModelTrainTest, BadBatchesAreRejected) {
               HasSubstr("images: expected 1 samples of 64 floats"));
   EXPECT_FALSE(model->TrainStep({}, {}).ok());
   EXPECT_FALSE(model->Evaluate(images, std::vector<int32_t>{0, 1}, 0).ok());
+}
+
+}  // namespace
+}  // namespace orrery::learner
+
+namespace orrery::learner {
+namespace {
+
+// A throughput probe, not a check (run with --gtest_also_run_disabled_tests): images/s of
+// TrainStep at batch 64 for examples/models/cnn.yaml's and mlp.yaml's architectures, and the
+// share of the step spent inside oneDNN primitives.
+TEST(ModelThroughputTest, DISABLED_TrainStepImagesPerSecond) {
+  LayerSpec flatten = Layer("flatten", LayerKind::kFlatten);
+  LayerSpec c1 = ConvSpec("conv1", 16, 5, 1, 2), c2 = ConvSpec("conv2", 32, 5, 1, 2);
+  const std::vector<std::pair<std::string, ModelSpec>> specs = {
+      {"cnn", Spec({c1, PoolSpec("pool1", 2), c2, PoolSpec("pool2", 2), flatten,
+                    DenseSpec("fc1", 128, Activation::kRelu), DenseSpec("fc2", 10)},
+                   1, 28, 28, 10)},
+      {"cnn32x64", Spec({ConvSpec("conv1", 32, 5, 1, 2), PoolSpec("pool1", 2),
+                         ConvSpec("conv2", 64, 5, 1, 2), PoolSpec("pool2", 2), flatten,
+                         DenseSpec("fc", 10)},
+                        1, 28, 28, 10)},
+      {"mlp", Spec({flatten, DenseSpec("fc1", 256, Activation::kRelu),
+                    DenseSpec("fc2", 128, Activation::kRelu), DenseSpec("fc3", 10)},
+                   1, 28, 28, 10)},
+  };
+  for (const auto& [name, spec] : specs) {
+    auto model = Model::Create(spec, 1).value();
+    const int batch = 64;
+    std::vector<float> images(batch * model->input_size());
+    std::mt19937_64 rng(1);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (float& x : images) x = u(rng);
+    std::vector<int32_t> labels(batch);
+    for (int i = 0; i < batch; ++i) labels[i] = i % 10;
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(model->TrainStep(images, labels).ok());
+    const double prim0 = model->primitive_seconds(), step0 = model->step_seconds();
+    const int steps = name == "mlp" ? 400 : 60;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) ASSERT_TRUE(model->TrainStep(images, labels).ok());
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%s: %.0f images/s, %.1f%% of step in oneDNN primitives\n", name.c_str(),
+                steps * batch / wall,
+                100 * (model->primitive_seconds() - prim0) / (model->step_seconds() - step0));
+  }
 }
 
 }  // namespace
