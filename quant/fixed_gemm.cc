@@ -4,7 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
+
+#include <omp.h>
 
 #include "absl/strings/str_cat.h"
 #include "quant/gemm_kernels.h"
@@ -19,18 +22,46 @@ constexpr int64_t kTileCols = 256;
 constexpr int64_t kMaxBlockElems = 512;
 constexpr int64_t kGranule = 16;
 
+// The O(mk + kn) helpers below are compiled for several ISAs and chosen at load time
+// (GCC function multiversioning), so they vectorize without raising the baseline.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ORRERY_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define ORRERY_MULTIVERSION
+#endif
+
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
-template <typename T>
-using AlignedArray = std::unique_ptr<T[], FreeDeleter>;
 
-template <typename T>
-AlignedArray<T> AllocateAligned(int64_t count) {
-  size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(T);
-  bytes = (bytes + 63) / 64 * 64;
-  return AlignedArray<T>(static_cast<T*>(std::aligned_alloc(64, bytes)));
-}
+// A grow-only 64-byte-aligned buffer.
+class Scratch {
+ public:
+  template <typename T>
+  T* Get(int64_t count) {
+    size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(T);
+    bytes = (bytes + 63) / 64 * 64;
+    if (bytes > capacity_) {
+      data_.reset(static_cast<std::byte*>(std::aligned_alloc(64, bytes)));
+      capacity_ = bytes;
+    }
+    return reinterpret_cast<T*>(data_.get());
+  }
+
+ private:
+  std::unique_ptr<std::byte[], FreeDeleter> data_;
+  size_t capacity_ = 0;
+};
+
+}  // namespace
+
+struct GemmWorkspace::Buffers {
+  Scratch a_packed, b_packed;
+  std::vector<Scratch> acc;  // one per thread
+  std::vector<int64_t> a_sq, b_sq, a_run, b_run;
+};
+
+namespace {
 
 absl::Status ValidateOperand(const FixedMatrixView& v, const char* name) {
   if (v.rows < 0 || v.cols < 0) {
@@ -71,40 +102,100 @@ absl::Status Validate(const FixedMatrixView& a, const FixedMatrixView& b, const 
   return absl::OkStatus();
 }
 
-// Packs A into panels of mr rows: [panel][pair][mr] int32 words of two int16 (even k low).
-void PackA(const FixedMatrixView& a, int mr, int64_t pairs, int32_t* out) {
-  const int64_t panels = (a.rows + mr - 1) / mr;
+uint32_t Load32(const int16_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+uint32_t Pair(int16_t lo, int16_t hi) {
+  return static_cast<uint32_t>(static_cast<uint16_t>(lo)) |
+         (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
+}
+
+// Packs A into panels of mr rows: [panel][pair][mr] words of two int16 (even k in the low half).
+ORRERY_MULTIVERSION void PackA(const FixedMatrixView& a, int mr, int64_t pairs, int32_t* out) {
+  const int64_t m = a.rows, k = a.cols, full = k / 2;
+  const int64_t panels = (m + mr - 1) / mr;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    int32_t* dst = out + panel * pairs * mr;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * mr);
     for (int r = 0; r < mr; ++r) {
       const int64_t i = panel * mr + r;
-      for (int64_t p = 0; p < pairs; ++p) {
-        uint16_t lo = 0, hi = 0;
-        if (i < a.rows) {
-          lo = static_cast<uint16_t>(a.At(i, 2 * p));
-          if (2 * p + 1 < a.cols) hi = static_cast<uint16_t>(a.At(i, 2 * p + 1));
+      if (i >= m) {
+        for (int64_t p = 0; p < pairs; ++p) dst[p * mr + r] = 0;
+      } else if (!a.transposed) {
+        const int16_t* row = a.data + i * a.stride;
+        for (int64_t p = 0; p < full; ++p) dst[p * mr + r] = Load32(row + 2 * p);
+        if (full < pairs) dst[full * mr + r] = Pair(row[k - 1], 0);
+      } else {
+        for (int64_t p = 0; p < full; ++p) {
+          dst[p * mr + r] = Pair(a.data[2 * p * a.stride + i], a.data[(2 * p + 1) * a.stride + i]);
         }
-        dst[p * mr + r] = static_cast<int32_t>(static_cast<uint32_t>(lo) |
-                                               (static_cast<uint32_t>(hi) << 16));
+        if (full < pairs) dst[full * mr + r] = Pair(a.data[(k - 1) * a.stride + i], 0);
       }
     }
   }
 }
 
 // Packs B into panels of nr columns: [panel][pair][nr][2] int16.
-void PackB(const FixedMatrixView& b, int nr, int64_t pairs, int16_t* out) {
-  const int64_t panels = (b.cols + nr - 1) / nr;
+ORRERY_MULTIVERSION void PackB(const FixedMatrixView& b, int nr, int64_t pairs, int16_t* out) {
+  const int64_t k = b.rows, n = b.cols;
+  const int64_t panels = (n + nr - 1) / nr;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    int16_t* dst = out + panel * pairs * nr * 2;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * nr * 2);
+    const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, n - j0);
     for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t k0 = 2 * p, k1 = 2 * p + 1;
-      for (int c = 0; c < nr; ++c) {
-        const int64_t j = panel * nr + c;
-        const bool in = j < b.cols;
-        dst[(p * nr + c) * 2] = in ? b.At(k0, j) : 0;
-        dst[(p * nr + c) * 2 + 1] = (in && k1 < b.rows) ? b.At(k1, j) : 0;
+      uint32_t* d = dst + p * nr;
+      const bool has_odd = 2 * p + 1 < k;
+      if (!b.transposed) {
+        const int16_t* r0 = b.data + 2 * p * b.stride + j0;
+        const int16_t* r1 = has_odd ? r0 + b.stride : nullptr;
+        for (int64_t c = 0; c < width; ++c) d[c] = Pair(r0[c], has_odd ? r1[c] : 0);
+      } else {
+        for (int64_t c = 0; c < width; ++c) {
+          const int16_t* col = b.data + (j0 + c) * b.stride + 2 * p;
+          d[c] = has_odd ? Load32(col) : Pair(col[0], 0);
+        }
       }
+      for (int64_t c = width; c < nr; ++c) d[c] = 0;
     }
+  }
+}
+
+// For packed panels of `width` words per K pair (PackA's or PackB's layout), writes
+// out[g * panels * width + panel * width + w] = sum of squares of that row (or column) over the
+// pairs of granule g. Padding words are zero and contribute nothing.
+template <int kWidth>
+ORRERY_MULTIVERSION void PanelSquares(const uint32_t* packed, int64_t panels, int64_t pairs,
+                                      int64_t* out) {
+  constexpr int64_t kGranulePairs = kGranule / 2;
+  const int64_t stride = panels * kWidth;
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    const uint32_t* src = packed + panel * pairs * kWidth;
+    for (int64_t p0 = 0, g = 0; p0 < pairs; p0 += kGranulePairs, ++g) {
+      uint64_t sums[kWidth] = {};
+      const int64_t p1 = std::min(pairs, p0 + kGranulePairs);
+      for (int64_t p = p0; p < p1; ++p) {
+        for (int w = 0; w < kWidth; ++w) {
+          const uint32_t word = src[p * kWidth + w];
+          const int32_t lo = static_cast<int16_t>(word & 0xFFFF);
+          const int32_t hi = static_cast<int16_t>(word >> 16);
+          sums[w] += static_cast<uint32_t>(lo * lo) + static_cast<uint32_t>(hi * hi);
+        }
+      }
+      int64_t* dst = out + g * stride + panel * kWidth;
+      for (int w = 0; w < kWidth; ++w) dst[w] = static_cast<int64_t>(sums[w]);
+    }
+  }
+}
+
+void PanelSquares(const void* packed, int width, int64_t panels, int64_t pairs, int64_t* out) {
+  const auto* words = static_cast<const uint32_t*>(packed);
+  switch (width) {
+    case 4: return PanelSquares<4>(words, panels, pairs, out);
+    case 8: return PanelSquares<8>(words, panels, pairs, out);
+    case 16: return PanelSquares<16>(words, panels, pairs, out);
+    case 32: return PanelSquares<32>(words, panels, pairs, out);
   }
 }
 
@@ -114,27 +205,36 @@ using Kernel = void (*)(const int32_t*, const int16_t*, int64_t, int64_t*, int64
 // Returns false (having done nothing) when the int32 blocking cannot be proven safe.
 template <typename Sink>
 bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int threads,
-                const Sink& sink) {
+                GemmWorkspace::Buffers& scratch, const Sink& sink) {
   const int mr = isa == Isa::kAvx512 ? internal::kAvx512Mr : internal::kAvx2Mr;
   const int nr = isa == Isa::kAvx512 ? internal::kAvx512Nr : internal::kAvx2Nr;
   const Kernel kernel =
       isa == Isa::kAvx512 ? internal::GemmKernelAvx512 : internal::GemmKernelAvx2;
   const int64_t m = a.rows, n = b.cols, k = a.cols;
-  const std::vector<int64_t> block_ends = internal::PlanKBlocks(a, b);
-  if (block_ends.empty()) return false;
   const int64_t pairs = (k + 1) / 2;
   const int64_t a_panels = (m + mr - 1) / mr, b_panels = (n + nr - 1) / nr;
-  AlignedArray<int32_t> a_packed = AllocateAligned<int32_t>(a_panels * pairs * mr);
-  AlignedArray<int16_t> b_packed = AllocateAligned<int16_t>(b_panels * pairs * nr * 2);
-  PackA(a, mr, pairs, a_packed.get());
-  PackB(b, nr, pairs, b_packed.get());
+  int32_t* a_packed = scratch.a_packed.Get<int32_t>(a_panels * pairs * mr);
+  int16_t* b_packed = scratch.b_packed.Get<int16_t>(b_panels * pairs * nr * 2);
+  PackA(a, mr, pairs, a_packed);
+  PackB(b, nr, pairs, b_packed);
+  const int64_t granules = (k + kGranule - 1) / kGranule;
+  scratch.a_sq.resize(static_cast<size_t>(granules * a_panels * mr));
+  scratch.b_sq.resize(static_cast<size_t>(granules * b_panels * nr));
+  PanelSquares(a_packed, mr, a_panels, pairs, scratch.a_sq.data());
+  PanelSquares(b_packed, nr, b_panels, pairs, scratch.b_sq.data());
+  const std::vector<int64_t> block_ends = internal::GreedyBlocks(
+      scratch.a_sq.data(), a_panels * mr, scratch.b_sq.data(), b_panels * nr, k, &scratch);
+  if (block_ends.empty()) return false;
 
   const int64_t tiles_m = (m + kTileRows - 1) / kTileRows;
   const int64_t tiles_n = (n + kTileCols - 1) / kTileCols;
   const int64_t tiles = tiles_m * tiles_n;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tiles > 1)
+  if (tiles <= 1) threads = 1;
+  if (scratch.acc.size() < static_cast<size_t>(threads)) scratch.acc.resize(threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    AlignedArray<int64_t> acc = AllocateAligned<int64_t>(kTileRows * kTileCols);
+    int64_t* acc = scratch.acc[static_cast<size_t>(omp_get_thread_num())].Get<int64_t>(
+        kTileRows * kTileCols);
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t row0 = (t / tiles_n) * kTileRows, col0 = (t % tiles_n) * kTileCols;
@@ -144,16 +244,16 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
       for (size_t blk = 0; blk < block_ends.size(); ++blk) {
         const int64_t p1 = block_ends[blk];
         for (int64_t jp = 0; jp < col_panels; ++jp) {
-          const int16_t* bp = b_packed.get() + ((col0 / nr + jp) * pairs + p0) * nr * 2;
+          const int16_t* bp = b_packed + ((col0 / nr + jp) * pairs + p0) * nr * 2;
           for (int64_t ip = 0; ip < row_panels; ++ip) {
-            const int32_t* ap = a_packed.get() + ((row0 / mr + ip) * pairs + p0) * mr;
-            kernel(ap, bp, p1 - p0, acc.get() + ip * mr * kTileCols + jp * nr, kTileCols,
+            const int32_t* ap = a_packed + ((row0 / mr + ip) * pairs + p0) * mr;
+            kernel(ap, bp, p1 - p0, acc + ip * mr * kTileCols + jp * nr, kTileCols,
                    blk == 0);
           }
         }
         p0 = p1;
       }
-      sink(row0, col0, rows, cols, acc.get(), kTileCols);
+      sink(row0, col0, rows, cols, acc, kTileCols);
     }
   }
   return true;
@@ -179,39 +279,58 @@ template <typename Sink>
 void Run(const FixedMatrixView& a, const FixedMatrixView& b, const GemmOptions& options,
          const Sink& sink) {
   const Isa isa = ResolveIsa(options.isa);
-  if (isa != Isa::kPortable && a.cols > 0 &&
-      RunBlocked(a, b, isa, std::max(1, options.threads), sink)) {
-    return;
+  if (isa != Isa::kPortable && a.cols > 0) {
+    std::optional<GemmWorkspace> local;
+    GemmWorkspace* workspace = options.workspace;
+    if (workspace == nullptr) workspace = &local.emplace();
+    if (RunBlocked(a, b, isa, std::max(1, options.threads), workspace->buffers(), sink)) return;
   }
   RunPortable(a, b, sink);
 }
 
+// out[g * rows + r] = sum of squares of stored row r over columns [16g, 16g + 16).
+ORRERY_MULTIVERSION void SquaresAlongRows(const int16_t* data, int64_t rows, int64_t cols, int64_t stride,
+                      int64_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int16_t* row = data + r * stride;
+    for (int64_t c0 = 0, g = 0; c0 < cols; c0 += kGranule, ++g) {
+      const int64_t c1 = std::min(cols, c0 + kGranule);
+      int64_t sum = 0;
+      for (int64_t c = c0; c < c1; ++c) sum += int32_t{row[c]} * row[c];
+      out[g * rows + r] = sum;
+    }
+  }
+}
+
+// out[g * cols + c] = sum of squares of stored column c over rows [16g, 16g + 16).
+ORRERY_MULTIVERSION void SquaresAcrossRows(const int16_t* data, int64_t rows, int64_t cols, int64_t stride,
+                       int64_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int16_t* row = data + r * stride;
+    int64_t* dst = out + (r / kGranule) * cols;
+    for (int64_t c = 0; c < cols; ++c) dst[c] += int32_t{row[c]} * row[c];
+  }
+}
+
 }  // namespace
+
+GemmWorkspace::GemmWorkspace() : buffers_(std::make_unique<Buffers>()) {}
+GemmWorkspace::~GemmWorkspace() = default;
+GemmWorkspace::GemmWorkspace(GemmWorkspace&&) noexcept = default;
+GemmWorkspace& GemmWorkspace::operator=(GemmWorkspace&&) noexcept = default;
 
 namespace internal {
 
-std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b) {
-  const int64_t m = a.rows, n = b.cols, k = a.cols;
+std::vector<int64_t> GreedyBlocks(const int64_t* a_sq, int64_t m, const int64_t* b_sq, int64_t n,
+                                  int64_t k, GemmWorkspace::Buffers* scratch) {
   const int64_t granules = (k + kGranule - 1) / kGranule;
   if (granules == 0) return {};
-  std::vector<int64_t> a_sq(static_cast<size_t>(granules * m), 0);  // [granule][row]
-  std::vector<int64_t> b_sq(static_cast<size_t>(granules * n), 0);  // [granule][col]
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t kk = 0; kk < k; ++kk) {
-      const int64_t v = a.At(i, kk);
-      a_sq[(kk / kGranule) * m + i] += v * v;
-    }
-  }
-  for (int64_t kk = 0; kk < k; ++kk) {
-    int64_t* row = &b_sq[(kk / kGranule) * n];
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t v = b.At(kk, j);
-      row[j] += v * v;
-    }
-  }
   __extension__ using Wide = unsigned __int128;
   const Wide limit = static_cast<Wide>(0x7FFFFFFF) * 0x7FFFFFFF;
-  std::vector<int64_t> a_run(static_cast<size_t>(m)), b_run(static_cast<size_t>(n));
+  std::vector<int64_t>& a_run = scratch->a_run;
+  std::vector<int64_t>& b_run = scratch->b_run;
+  a_run.resize(static_cast<size_t>(m));
+  b_run.resize(static_cast<size_t>(n));
   std::vector<int64_t> ends;
   const int64_t max_granules = kMaxBlockElems / kGranule;
   int64_t start = 0;
@@ -234,6 +353,35 @@ std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView
   }
   ends.back() = (k + 1) / 2;
   return ends;
+}
+
+std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b) {
+  GemmWorkspace workspace;
+  return PlanKBlocks(a, b, &workspace.buffers());
+}
+
+std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b,
+                                 GemmWorkspace::Buffers* scratch) {
+  const int64_t m = a.rows, n = b.cols, k = a.cols;
+  const int64_t granules = (k + kGranule - 1) / kGranule;
+  if (granules == 0) return {};
+  std::vector<int64_t>& a_sq = scratch->a_sq;  // [granule][row]
+  std::vector<int64_t>& b_sq = scratch->b_sq;  // [granule][col]
+  a_sq.resize(static_cast<size_t>(granules * m));
+  b_sq.assign(static_cast<size_t>(granules * n), 0);
+  if (a.transposed) std::fill(a_sq.begin(), a_sq.end(), 0);
+  if (b.transposed) std::fill(b_sq.begin(), b_sq.end(), 0);
+  if (a.transposed) {
+    SquaresAcrossRows(a.data, k, m, a.stride, a_sq.data());
+  } else {
+    SquaresAlongRows(a.data, m, k, a.stride, a_sq.data());
+  }
+  if (b.transposed) {
+    SquaresAlongRows(b.data, n, k, b.stride, b_sq.data());
+  } else {
+    SquaresAcrossRows(b.data, k, n, b.stride, b_sq.data());
+  }
+  return GreedyBlocks(a_sq.data(), m, b_sq.data(), n, k, scratch);
 }
 
 }  // namespace internal
@@ -270,12 +418,21 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
   const int64_t n = b.cols;
   const Rounding rounding = options.rounding;
   const RandomStream stream = options.stream;
+  const bool vector_round = shift > 0 && ResolveIsa(options.isa) == Isa::kAvx512;
   auto sink = [&](int64_t row0, int64_t col0, int64_t rows, int64_t cols, const int64_t* acc,
                   int64_t ldacc) {
     for (int64_t r = 0; r < rows; ++r) {
       int16_t* out = c + (row0 + r) * ldc + col0;
       const int64_t* in = acc + r * ldacc;
       const uint64_t counter0 = stream.offset + static_cast<uint64_t>((row0 + r) * n + col0);
+      const uint32_t counter_lo = static_cast<uint32_t>(counter0);
+      if (vector_round && static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(cols) <=
+                              (uint64_t{1} << 32)) {
+        internal::RoundRowAvx512(in, cols, shift, rounding == Rounding::kStochastic,
+                                 BlockKey(stream.key, static_cast<uint32_t>(counter0 >> 32)),
+                                 counter_lo, out);
+        continue;
+      }
       for (int64_t j = 0; j < cols; ++j) {
         const uint32_t random = rounding == Rounding::kStochastic
                                     ? CounterRandom(stream.key, counter0 + static_cast<uint64_t>(j))

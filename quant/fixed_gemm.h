@@ -13,6 +13,7 @@
 #define ORRERY_QUANT_FIXED_GEMM_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "quant/counter_rng.h"
@@ -37,11 +38,28 @@ struct FixedMatrixView {
   }
 };
 
+// Scratch memory (packed operands, accumulators) kept between FixedGemm calls so a warm call
+// allocates nothing. Not thread-safe: use one per calling thread. Movable, not copyable.
+class GemmWorkspace {
+ public:
+  GemmWorkspace();
+  ~GemmWorkspace();
+  GemmWorkspace(GemmWorkspace&&) noexcept;
+  GemmWorkspace& operator=(GemmWorkspace&&) noexcept;
+
+  struct Buffers;  // defined in fixed_gemm.cc
+  Buffers& buffers() { return *buffers_; }
+
+ private:
+  std::unique_ptr<Buffers> buffers_;
+};
+
 struct GemmOptions {
   Rounding rounding = Rounding::kNearest;
   RandomStream stream;  // read only for Rounding::kStochastic
   int threads = 1;      // OpenMP threads; 1 runs on the calling thread only
   Isa isa = Isa::kAuto;
+  GemmWorkspace* workspace = nullptr;  // borrowed; null allocates scratch for this call only
 };
 
 // c (a.rows x b.cols, leading dimension ldc, row-major) = round(a * b) in `out_format`.

@@ -1,77 +1,160 @@
 // AVX2 and AVX-512 VNNI micro-kernels, compiled with per-function target attributes.
 #include "quant/gemm_kernels.h"
 
+#include "quant/counter_rng.h"
+#include "quant/fixed_format.h"
+#include "quant/fixed_gemm.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-// GCC 12's intrinsic headers trip -Wmaybe-uninitialized on their own _mm*_undefined_* helpers.
+// GCC 12's intrinsic headers trip -W(maybe-)uninitialized on their own _mm*_undefined_* helpers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace orrery::quant::internal {
+
+// The accumulators are named variables, not an array: GCC 12 otherwise copies every
+// accumulator through a second register on each iteration.
+#define ORRERY_ROWS4(X) X(0) X(1) X(2) X(3)
+#define ORRERY_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+// acc += vpdpwssd(a, b). Inline asm because GCC 12 copies the accumulator of the
+// _mm512_dpwssd_epi32 builtin into a fresh register on every use, halving the kernel's speed.
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void DotAccumulate(
+    __m512i& acc, __m512i a, __m512i b) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+}
 
 __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const int16_t* b,
                                                          int64_t npairs, int64_t* acc,
                                                          int64_t ldacc, bool first) {
-  constexpr int kMr = kAvx2Mr;
-  __m256i c[kMr][2];
-  for (int r = 0; r < kMr; ++r) c[r][0] = c[r][1] = _mm256_setzero_si256();
+  static_assert(kAvx2Mr == 4 && kAvx2Nr == 16);
+#define ORRERY_DECLARE(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0;
+  ORRERY_ROWS4(ORRERY_DECLARE)
+#undef ORRERY_DECLARE
   for (int64_t p = 0; p < npairs; ++p) {
     const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
     const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 16));
+#define ORRERY_STEP(r)                                           \
+  {                                                              \
+    const __m256i av = _mm256_set1_epi32(a[r]);                  \
+    c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(av, b0)); \
+    c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(av, b1)); \
+  }
+    ORRERY_ROWS4(ORRERY_STEP)
+#undef ORRERY_STEP
     b += 2 * kAvx2Nr;
-#pragma GCC unroll 6
-    for (int r = 0; r < kMr; ++r) {
-      const __m256i av = _mm256_set1_epi32(a[r]);
-      c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(av, b0));
-      c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(av, b1));
-    }
-    a += kMr;
+    a += kAvx2Mr;
   }
-  for (int r = 0; r < kMr; ++r) {
-    for (int h = 0; h < 2; ++h) {
-      int64_t* dst = acc + r * ldacc + h * 8;
-      __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(c[r][h]));
-      __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(c[r][h], 1));
-      if (!first) {
-        lo = _mm256_add_epi64(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst)));
-        hi = _mm256_add_epi64(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst + 4)));
-      }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lo);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 4), hi);
-    }
+#define ORRERY_FLUSH_HALF(v, dst)                                                            \
+  {                                                                                          \
+    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));                           \
+    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));                      \
+    if (!first) {                                                                            \
+      lo = _mm256_add_epi64(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst)));   \
+      hi = _mm256_add_epi64(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst + 4))); \
+    }                                                                                        \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lo);                                 \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 4), hi);                             \
   }
+#define ORRERY_FLUSH(r)                          \
+  ORRERY_FLUSH_HALF(c##r##0, (acc + r * ldacc)) \
+  ORRERY_FLUSH_HALF(c##r##1, (acc + r * ldacc + 8))
+  ORRERY_ROWS4(ORRERY_FLUSH)
+#undef ORRERY_FLUSH
+#undef ORRERY_FLUSH_HALF
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
     const int32_t* a, const int16_t* b, int64_t npairs, int64_t* acc, int64_t ldacc,
     bool first) {
-  constexpr int kMr = kAvx512Mr;
-  __m512i c[kMr][2];
-  for (int r = 0; r < kMr; ++r) c[r][0] = c[r][1] = _mm512_setzero_si512();
+  static_assert(kAvx512Mr == 8 && kAvx512Nr == 32);
+#define ORRERY_DECLARE(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0;
+  ORRERY_ROWS8(ORRERY_DECLARE)
+#undef ORRERY_DECLARE
   for (int64_t p = 0; p < npairs; ++p) {
     const __m512i b0 = _mm512_load_si512(b);
     const __m512i b1 = _mm512_load_si512(b + 32);
-    b += 2 * kAvx512Nr;
-#pragma GCC unroll 8
-    for (int r = 0; r < kMr; ++r) {
-      const __m512i av = _mm512_set1_epi32(a[r]);
-      c[r][0] = _mm512_dpwssd_epi32(c[r][0], av, b0);
-      c[r][1] = _mm512_dpwssd_epi32(c[r][1], av, b1);
-    }
-    a += kMr;
+#define ORRERY_STEP(r)                                  \
+  {                                                     \
+    const __m512i av = _mm512_set1_epi32(a[r]);         \
+    DotAccumulate(c##r##0, av, b0);                     \
+    DotAccumulate(c##r##1, av, b1);                     \
   }
-  for (int r = 0; r < kMr; ++r) {
-    for (int h = 0; h < 2; ++h) {
-      int64_t* dst = acc + r * ldacc + h * 16;
-      __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(c[r][h]));
-      __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(c[r][h], 1));
-      if (!first) {
-        lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));
-        hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8));
-      }
-      _mm512_store_si512(dst, lo);
-      _mm512_store_si512(dst + 8, hi);
+    ORRERY_ROWS8(ORRERY_STEP)
+#undef ORRERY_STEP
+    b += 2 * kAvx512Nr;
+    a += kAvx512Mr;
+  }
+#define ORRERY_FLUSH_HALF(v, dst)                                           \
+  {                                                                         \
+    __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));          \
+    __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1));    \
+    if (!first) {                                                           \
+      lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));                    \
+      hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8));                \
+    }                                                                       \
+    _mm512_store_si512(dst, lo);                                            \
+    _mm512_store_si512(dst + 8, hi);                                        \
+  }
+#define ORRERY_FLUSH(r)                          \
+  ORRERY_FLUSH_HALF(c##r##0, (acc + r * ldacc)) \
+  ORRERY_FLUSH_HALF(c##r##1, (acc + r * ldacc + 16))
+  ORRERY_ROWS8(ORRERY_FLUSH)
+#undef ORRERY_FLUSH
+#undef ORRERY_FLUSH_HALF
+}
+
+#undef ORRERY_ROWS4
+#undef ORRERY_ROWS8
+
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
+    const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
+    uint32_t counter_lo, int16_t* out) {
+  const __m128i count = _mm_cvtsi32_si128(shift);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i rem_mask = _mm512_set1_epi64(static_cast<int64_t>((uint64_t{1} << shift) - 1));
+  const __m512i half = _mm512_set1_epi64(static_cast<int64_t>(uint64_t{1} << (shift - 1)));
+  const __m512i lo = _mm512_set1_epi64(kFixedMin), hi = _mm512_set1_epi64(kFixedMax);
+  const __m128i to_threshold = _mm_cvtsi32_si128(shift <= 32 ? 32 - shift : shift - 32);
+  const __m256i mult = _mm256_set1_epi32(static_cast<int>(kCounterMultiplier));
+  __m256i h = _mm256_add_epi32(
+      _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter_lo)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                         mult),
+      _mm256_set1_epi32(static_cast<int>(block_key)));
+  const __m256i step = _mm256_set1_epi32(static_cast<int>(8u * kCounterMultiplier));
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i v = _mm512_loadu_si512(acc + j);
+    const __m512i floor = _mm512_sra_epi64(v, count);
+    const __m512i rem = _mm512_and_si512(v, rem_mask);
+    __mmask8 up;
+    if (stochastic) {
+      __m256i r = h;
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 13));
+      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      const __m512i threshold = shift <= 32 ? _mm512_sll_epi64(rem, to_threshold)
+                                            : _mm512_srl_epi64(rem, to_threshold);
+      up = _mm512_cmplt_epu64_mask(_mm512_cvtepu32_epi64(r), threshold);
+      h = _mm256_add_epi32(h, step);
+    } else {
+      up = _mm512_cmpgt_epu64_mask(rem, half) |
+           (_mm512_cmpeq_epi64_mask(rem, half) & _mm512_test_epi64_mask(floor, one));
     }
+    __m512i rounded = _mm512_mask_add_epi64(floor, up, floor, one);
+    rounded = _mm512_min_epi64(_mm512_max_epi64(rounded, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm512_cvtepi64_epi16(rounded));
+  }
+  for (; j < n; ++j) {
+    const uint32_t c = counter_lo + static_cast<uint32_t>(j);
+    out[j] = RoundAccumulator(acc[j], shift,
+                              stochastic ? Rounding::kStochastic : Rounding::kNearest,
+                              Mix32(c * kCounterMultiplier + block_key));
   }
 }
 
@@ -82,6 +165,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
 namespace orrery::quant::internal {
 void GemmKernelAvx2(const int32_t*, const int16_t*, int64_t, int64_t*, int64_t, bool) {}
 void GemmKernelAvx512(const int32_t*, const int16_t*, int64_t, int64_t*, int64_t, bool) {}
+void RoundRowAvx512(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 }  // namespace orrery::quant::internal
 
 #endif

@@ -11,13 +11,11 @@
 #include <cstdint>
 #include <vector>
 
-namespace orrery::quant {
-struct FixedMatrixView;
-}  // namespace orrery::quant
+#include "quant/fixed_gemm.h"
 
 namespace orrery::quant::internal {
 
-inline constexpr int kAvx2Mr = 6;
+inline constexpr int kAvx2Mr = 4;
 inline constexpr int kAvx2Nr = 16;
 inline constexpr int kAvx512Mr = 8;
 inline constexpr int kAvx512Nr = 32;
@@ -28,6 +26,19 @@ inline constexpr int kAvx512Nr = 32;
 // and end on multiples of 16. Empty when K is 0 or even one 16-element granule is not provably
 // safe (the caller then uses the int64 path).
 std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b);
+// The greedy split given squared norms per 16-element granule g: a_sq[g * m + i] for rows of A,
+// b_sq[g * n + j] for columns of B.
+std::vector<int64_t> GreedyBlocks(const int64_t* a_sq, int64_t m, const int64_t* b_sq, int64_t n,
+                                  int64_t k, GemmWorkspace::Buffers* scratch);
+// As above, using `scratch` for its temporaries.
+std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b,
+                                 GemmWorkspace::Buffers* scratch);
+
+// Rounds acc[0, n) to out[0, n) exactly as RoundAccumulator does (fixed_gemm.h), drawing
+// Mix32((counter_lo + j) * kCounterMultiplier + block_key) for element j; requires shift > 0
+// and counter_lo + n <= 2^32 (no 2^32-block crossing).
+void RoundRowAvx512(const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
+                    uint32_t counter_lo, int16_t* out);
 
 void GemmKernelAvx2(const int32_t* a, const int16_t* b, int64_t npairs, int64_t* acc,
                     int64_t ldacc, bool first);
