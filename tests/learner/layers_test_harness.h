@@ -38,7 +38,8 @@ class SingleLayer {
     std::uniform_real_distribution<float> u(-0.5f, 0.5f);
     for (const TensorInfo& info : t->params_.infos()) {
       if (info.name.ends_with(".bias")) {
-        for (float& v : t->params_.tensor(info.name).value()) v = u(rng);
+        const std::span<float> bias = t->params_.tensor(info.name).value();
+        for (float& v : bias) v = u(rng);
       }
     }
     const Shape out = t->layer_->output_shape();

@@ -165,7 +165,8 @@ TEST(ModelParamsTest, TensorsAreAddressableByNameWithDocumentedLayouts) {
   for (float w : *fc_weight) max_abs = std::max<double>(max_abs, std::abs(w));
   EXPECT_LE(max_abs, bound);
   EXPECT_GT(max_abs, bound / 2);
-  for (float b : params.tensor("conv1.bias").value()) EXPECT_EQ(b, 0.0f);
+  const std::span<float> bias = params.tensor("conv1.bias").value();
+  for (float b : bias) EXPECT_EQ(b, 0.0f);
 }
 
 TEST(ModelParamsTest, SameSeedSameWeightsOtherSeedOtherWeights) {
@@ -234,6 +235,33 @@ TEST(ModelTrainTest, BadBatchesAreRejected) {
               HasSubstr("images: expected 1 samples of 64 floats"));
   EXPECT_FALSE(model->TrainStep({}, {}).ok());
   EXPECT_FALSE(model->Evaluate(images, std::vector<int32_t>{0, 1}, 0).ok());
+}
+
+// The example specs users start from build, and one training step on each yields finite
+// gradients for every tensor.
+TEST(ModelExamplesTest, ExampleSpecsBuildAndTrainAStep) {
+  for (const char* name : {"mlp", "cnn", "mobile"}) {
+    SCOPED_TRACE(name);
+    auto spec = LoadModelSpec(std::string(ORRERY_SOURCE_DIR) + "/examples/models/" + name +
+                              ".yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto model = Model::Create(*spec, 1);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const int n = 4;
+    std::vector<float> images(n * (*model)->input_size(), 0.5f);
+    for (size_t i = 0; i < images.size(); i += 7) images[i] = 1.0f;
+    const std::vector<int32_t> labels{0, 1, 2, 3};
+    auto step = (*model)->TrainStep(images, labels);
+    ASSERT_TRUE(step.ok()) << step.status();
+    EXPECT_NEAR(step->loss, std::log(10.0), 2.0);
+    ParamSet& grads = (*model)->grads();
+    for (int i = 0; i < static_cast<int>(grads.infos().size()); ++i) {
+      double norm = 0;
+      for (float g : grads.tensor(i)) norm += double(g) * g;
+      EXPECT_TRUE(std::isfinite(norm)) << grads.infos()[i].name;
+      EXPECT_GT(norm, 0) << grads.infos()[i].name;
+    }
+  }
 }
 
 }  // namespace
