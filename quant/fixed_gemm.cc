@@ -20,6 +20,7 @@ constexpr int64_t kTileRows = 96;
 constexpr int64_t kTileCols = 256;
 // K elements per block at most (cache), and the granule the overflow bound is computed on.
 constexpr int64_t kMaxBlockElems = 512;
+constexpr size_t kChunkPairs = 512;
 constexpr int64_t kGranule = 16;
 
 // The O(mk + kn) helpers below are compiled for several ISAs and chosen at load time
@@ -193,13 +194,15 @@ void PanelSquares(const void* packed, int width, int64_t panels, int64_t pairs, 
   const auto* words = static_cast<const uint32_t*>(packed);
   switch (width) {
     case 4: return PanelSquares<4>(words, panels, pairs, out);
+    case 6: return PanelSquares<6>(words, panels, pairs, out);
     case 8: return PanelSquares<8>(words, panels, pairs, out);
     case 16: return PanelSquares<16>(words, panels, pairs, out);
     case 32: return PanelSquares<32>(words, panels, pairs, out);
   }
 }
 
-using Kernel = void (*)(const int32_t*, const int16_t*, int64_t, int64_t*, int64_t, bool);
+using Kernel = void (*)(const int32_t*, const int16_t*, const int64_t*, int64_t, int64_t*, int64_t,
+                        bool);
 
 // Computes exact int64 tiles of a * b and hands each to sink(row0, col0, rows, cols, acc, ldacc).
 // Returns false (having done nothing) when the int32 blocking cannot be proven safe.
@@ -225,6 +228,19 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
   const std::vector<int64_t> block_ends = internal::GreedyBlocks(
       scratch.a_sq.data(), a_panels * mr, scratch.b_sq.data(), b_panels * nr, k, &scratch);
   if (block_ends.empty()) return false;
+  // Blocks grouped into chunks of at most kChunkPairs K pairs: one kernel call per chunk keeps a
+  // B micro-panel of the chunk in L1/L2.
+  std::vector<int64_t> block_pairs(block_ends.size());
+  std::vector<int64_t> chunk_starts = {0};
+  for (size_t i = 0, chunk_pairs = 0; i < block_ends.size(); ++i) {
+    block_pairs[i] = block_ends[i] - (i == 0 ? 0 : block_ends[i - 1]);
+    if (chunk_pairs > 0 && chunk_pairs + block_pairs[i] > kChunkPairs) {
+      chunk_starts.push_back(static_cast<int64_t>(i));
+      chunk_pairs = 0;
+    }
+    chunk_pairs += block_pairs[i];
+  }
+  chunk_starts.push_back(static_cast<int64_t>(block_ends.size()));
 
   const int64_t tiles_m = (m + kTileRows - 1) / kTileRows;
   const int64_t tiles_n = (n + kTileCols - 1) / kTileCols;
@@ -240,18 +256,17 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
       const int64_t row0 = (t / tiles_n) * kTileRows, col0 = (t % tiles_n) * kTileCols;
       const int64_t rows = std::min(kTileRows, m - row0), cols = std::min(kTileCols, n - col0);
       const int64_t row_panels = (rows + mr - 1) / mr, col_panels = (cols + nr - 1) / nr;
-      int64_t p0 = 0;
-      for (size_t blk = 0; blk < block_ends.size(); ++blk) {
-        const int64_t p1 = block_ends[blk];
+      for (size_t ch = 0; ch + 1 < chunk_starts.size(); ++ch) {
+        const int64_t first_block = chunk_starts[ch], end_block = chunk_starts[ch + 1];
+        const int64_t p0 = first_block == 0 ? 0 : block_ends[first_block - 1];
         for (int64_t jp = 0; jp < col_panels; ++jp) {
           const int16_t* bp = b_packed + ((col0 / nr + jp) * pairs + p0) * nr * 2;
           for (int64_t ip = 0; ip < row_panels; ++ip) {
             const int32_t* ap = a_packed + ((row0 / mr + ip) * pairs + p0) * mr;
-            kernel(ap, bp, p1 - p0, acc + ip * mr * kTileCols + jp * nr, kTileCols,
-                   blk == 0);
+            kernel(ap, bp, block_pairs.data() + first_block, end_block - first_block,
+                   acc + ip * mr * kTileCols + jp * nr, kTileCols, ch == 0);
           }
         }
-        p0 = p1;
       }
       sink(row0, col0, rows, cols, acc, kTileCols);
     }
@@ -326,7 +341,9 @@ std::vector<int64_t> GreedyBlocks(const int64_t* a_sq, int64_t m, const int64_t*
   const int64_t granules = (k + kGranule - 1) / kGranule;
   if (granules == 0) return {};
   __extension__ using Wide = unsigned __int128;
-  const Wide limit = static_cast<Wide>(0x7FFFFFFF) * 0x7FFFFFFF;
+  // Kernels restart a block's lanes from up to 0xFFFF (see gemm_kernels.h).
+  constexpr uint64_t kLaneLimit = 0x7FFFFFFF - 0xFFFF;
+  const Wide limit = static_cast<Wide>(kLaneLimit) * kLaneLimit;
   std::vector<int64_t>& a_run = scratch->a_run;
   std::vector<int64_t>& b_run = scratch->b_run;
   a_run.resize(static_cast<size_t>(m));

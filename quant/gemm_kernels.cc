@@ -17,7 +17,7 @@ namespace orrery::quant::internal {
 // The accumulators are named variables, not an array: GCC 12 otherwise copies every
 // accumulator through a second register on each iteration.
 #define ORRERY_ROWS4(X) X(0) X(1) X(2) X(3)
-#define ORRERY_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define ORRERY_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 // acc += vpdpwssd(a, b). Inline asm because GCC 12 copies the accumulator of the
 // _mm512_dpwssd_epi32 builtin into a fresh register on every use, halving the kernel's speed.
@@ -27,9 +27,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline voi
 }
 
 __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const int16_t* b,
-                                                         int64_t npairs, int64_t* acc,
+                                                         const int64_t* block_pairs,
+                                                         int64_t blocks, int64_t* acc,
                                                          int64_t ldacc, bool first) {
   static_assert(kAvx2Mr == 4 && kAvx2Nr == 16);
+  for (int64_t blk = 0; blk < blocks; ++blk, first = false) {
+  const int64_t npairs = block_pairs[blk];
 #define ORRERY_DECLARE(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0;
   ORRERY_ROWS4(ORRERY_DECLARE)
 #undef ORRERY_DECLARE
@@ -64,50 +67,76 @@ __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const 
   ORRERY_ROWS4(ORRERY_FLUSH)
 #undef ORRERY_FLUSH
 #undef ORRERY_FLUSH_HALF
+  }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
-    const int32_t* a, const int16_t* b, int64_t npairs, int64_t* acc, int64_t ldacc,
-    bool first) {
-  static_assert(kAvx512Mr == 8 && kAvx512Nr == 32);
-#define ORRERY_DECLARE(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0;
-  ORRERY_ROWS8(ORRERY_DECLARE)
+    const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
+    int64_t* acc, int64_t ldacc, bool first) {
+  static_assert(kAvx512Mr == 6 && kAvx512Nr == 32);
+  // c: the running int32 lanes; h: their high parts moved out between blocks.
+#define ORRERY_DECLARE(r)                                            \
+  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0;       \
+  __m512i h##r##0 = c##r##0, h##r##1 = c##r##0;
+  ORRERY_ROWS6(ORRERY_DECLARE)
 #undef ORRERY_DECLARE
-  for (int64_t p = 0; p < npairs; ++p) {
-    const __m512i b0 = _mm512_load_si512(b);
-    const __m512i b1 = _mm512_load_si512(b + 32);
-#define ORRERY_STEP(r)                                  \
-  {                                                     \
-    const __m512i av = _mm512_set1_epi32(a[r]);         \
-    DotAccumulate(c##r##0, av, b0);                     \
-    DotAccumulate(c##r##1, av, b1);                     \
+  const __m512i low_mask = _mm512_set1_epi32(0xFFFF);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t npairs = block_pairs[blk];
+    for (int64_t p = 0; p < npairs; ++p) {
+      const __m512i b0 = _mm512_load_si512(b);
+      const __m512i b1 = _mm512_load_si512(b + 32);
+#define ORRERY_STEP(r)                              \
+  {                                                 \
+    const __m512i av = _mm512_set1_epi32(a[r]);     \
+    DotAccumulate(c##r##0, av, b0);                 \
+    DotAccumulate(c##r##1, av, b1);                 \
   }
-    ORRERY_ROWS8(ORRERY_STEP)
+      ORRERY_ROWS6(ORRERY_STEP)
 #undef ORRERY_STEP
-    b += 2 * kAvx512Nr;
-    a += kAvx512Mr;
+      b += 2 * kAvx512Nr;
+      a += kAvx512Mr;
+    }
+    if (blk + 1 < blocks) {
+#define ORRERY_SPLIT(r)                                                   \
+  h##r##0 = _mm512_add_epi32(h##r##0, _mm512_srai_epi32(c##r##0, 16));   \
+  h##r##1 = _mm512_add_epi32(h##r##1, _mm512_srai_epi32(c##r##1, 16));   \
+  c##r##0 = _mm512_and_si512(c##r##0, low_mask);                          \
+  c##r##1 = _mm512_and_si512(c##r##1, low_mask);
+      ORRERY_ROWS6(ORRERY_SPLIT)
+#undef ORRERY_SPLIT
+    }
   }
-#define ORRERY_FLUSH_HALF(v, dst)                                           \
-  {                                                                         \
-    __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));          \
-    __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1));    \
-    if (!first) {                                                           \
-      lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));                    \
-      hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8));                \
-    }                                                                       \
-    _mm512_store_si512(dst, lo);                                            \
-    _mm512_store_si512(dst + 8, hi);                                        \
+  // value = h * 2^16 + c, widened to int64.
+#define ORRERY_WIDEN(h, c, half)                                                               \
+  _mm512_add_epi64(_mm512_slli_epi64(_mm512_cvtepi32_epi64(half(h)), 16),                      \
+                   _mm512_cvtepi32_epi64(half(c)))
+#define ORRERY_LOW_HALF(v) _mm512_castsi512_si256(v)
+#define ORRERY_HIGH_HALF(v) _mm512_extracti64x4_epi64(v, 1)
+#define ORRERY_FLUSH_HALF(h, c, dst)                                    \
+  {                                                                     \
+    __m512i lo = ORRERY_WIDEN(h, c, ORRERY_LOW_HALF);                   \
+    __m512i hi = ORRERY_WIDEN(h, c, ORRERY_HIGH_HALF);                  \
+    if (!first) {                                                       \
+      lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));                \
+      hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8));            \
+    }                                                                   \
+    _mm512_store_si512(dst, lo);                                        \
+    _mm512_store_si512(dst + 8, hi);                                    \
   }
-#define ORRERY_FLUSH(r)                          \
-  ORRERY_FLUSH_HALF(c##r##0, (acc + r * ldacc)) \
-  ORRERY_FLUSH_HALF(c##r##1, (acc + r * ldacc + 16))
-  ORRERY_ROWS8(ORRERY_FLUSH)
+#define ORRERY_FLUSH(r)                                          \
+  ORRERY_FLUSH_HALF(h##r##0, c##r##0, (acc + r * ldacc))        \
+  ORRERY_FLUSH_HALF(h##r##1, c##r##1, (acc + r * ldacc + 16))
+  ORRERY_ROWS6(ORRERY_FLUSH)
 #undef ORRERY_FLUSH
 #undef ORRERY_FLUSH_HALF
+#undef ORRERY_HIGH_HALF
+#undef ORRERY_LOW_HALF
+#undef ORRERY_WIDEN
 }
 
+#undef ORRERY_ROWS6
 #undef ORRERY_ROWS4
-#undef ORRERY_ROWS8
 
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
     const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
@@ -163,8 +192,10 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
 #else
 
 namespace orrery::quant::internal {
-void GemmKernelAvx2(const int32_t*, const int16_t*, int64_t, int64_t*, int64_t, bool) {}
-void GemmKernelAvx512(const int32_t*, const int16_t*, int64_t, int64_t*, int64_t, bool) {}
+void GemmKernelAvx2(const int32_t*, const int16_t*, const int64_t*, int64_t, int64_t*, int64_t,
+                    bool) {}
+void GemmKernelAvx512(const int32_t*, const int16_t*, const int64_t*, int64_t, int64_t*, int64_t,
+                      bool) {}
 void RoundRowAvx512(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 }  // namespace orrery::quant::internal
 
