@@ -1,5 +1,7 @@
 #include "learner/model_spec.h"
 
+#include "learner/model.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -93,6 +95,18 @@ TEST(ModelSpecExamples, MobileHasDepthwiseBottleneckAndResidual) {
   ASSERT_NE(add, nullptr);
   EXPECT_THAT(add->inputs, ::testing::ElementsAre("pw1", "project"));
   EXPECT_EQ(spec->layers.back().units, 10);
+}
+
+// "Each valid example builds": the parsed spec passes Model::Create's shape-chain checks and
+// produces `classes` logits.
+TEST(ModelSpecExamples, EveryExampleBuildsAModel) {
+  for (const char* file : {"mlp.yaml", "cnn.yaml", "mobile.yaml"}) {
+    absl::StatusOr<ModelSpec> spec = LoadModelSpec(ExamplePath(file));
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(*spec, 1);
+    ASSERT_TRUE(model.ok()) << file << ": " << model.status();
+    EXPECT_EQ((*model)->input_size(), 28 * 28) << file;
+  }
 }
 
 TEST(ModelSpecParse, DefaultsApply) {
