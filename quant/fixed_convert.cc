@@ -54,8 +54,7 @@ absl::Status Dequantize(std::span<const int16_t> in, FixedFormat format, std::sp
                         Isa isa) {
   if (absl::Status s = CheckSizes(in.size(), out.size()); !s.ok()) return s;
   if (ResolveIsa(isa) != Isa::kPortable) {
-    internal::DequantizeAvx2(in.data(), static_cast<int64_t>(in.size()), format,
-                             out.data());
+    internal::DequantizeAvx2(in.data(), static_cast<int64_t>(in.size()), format, out.data());
   } else {
     for (size_t i = 0; i < in.size(); ++i) out[i] = ToFloat(in[i], format);
   }

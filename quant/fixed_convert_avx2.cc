@@ -40,16 +40,15 @@ ORRERY_AVX2_INLINE __m256 StochasticLanes(__m256 x, __m256 scale, __m256i random
   const __m256 s = _mm256_mul_ps(ZeroNaN(x), scale);
   const __m256 f = _mm256_floor_ps(s);
   const __m256 frac = _mm256_sub_ps(s, f);
-  const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(random, 8)),
-                                 _mm256_set1_ps(0x1p-24f));
+  const __m256 u =
+      _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(random, 8)), _mm256_set1_ps(0x1p-24f));
   const __m256 up = _mm256_and_ps(_mm256_cmp_ps(u, frac, _CMP_LT_OQ), _mm256_set1_ps(1.0f));
   return Saturate(_mm256_add_ps(f, up));
 }
 
 }  // namespace
 
-ORRERY_AVX2 void QuantizeNearestAvx2(const float* in, int64_t n, FixedFormat format,
-                                     int16_t* out) {
+ORRERY_AVX2 void QuantizeNearestAvx2(const float* in, int64_t n, FixedFormat format, int16_t* out) {
   const __m256 vs = _mm256_set1_ps(format.scale());
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -63,8 +62,7 @@ ORRERY_AVX2 void QuantizeNearestAvx2(const float* in, int64_t n, FixedFormat for
 }
 
 ORRERY_AVX2 void QuantizeStochasticAvx2(const float* in, int64_t n, FixedFormat format,
-                                        uint32_t block_key, uint32_t first_counter,
-                                        int16_t* out) {
+                                        uint32_t block_key, uint32_t first_counter, int16_t* out) {
   const __m256 vs = _mm256_set1_ps(format.scale());
   const __m256i mult = _mm256_set1_epi32(static_cast<int>(kCounterMultiplier));
   const __m256i key = _mm256_set1_epi32(static_cast<int>(block_key));

@@ -13,9 +13,8 @@ absl::StatusOr<FixedFormat> FixedFormat::Create(int il, int fl) {
         absl::StrCat("fixed-point format <", il, ", ", fl, ">: IL + FL must equal 16"));
   }
   if (fl < 0 || fl > kMaxFractionalBits) {
-    return absl::InvalidArgumentError(absl::StrCat("fixed-point format <", il, ", ", fl,
-                                                   ">: FL must be in [0, ", kMaxFractionalBits,
-                                                   "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fixed-point format <", il, ", ", fl, ">: FL must be in [0, ", kMaxFractionalBits, "]"));
   }
   return FixedFormat{fl};
 }

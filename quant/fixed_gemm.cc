@@ -1,13 +1,13 @@
 #include "quant/fixed_gemm.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <vector>
-
-#include <omp.h>
 
 #include "absl/strings/str_cat.h"
 #include "quant/gemm_kernels.h"
@@ -90,8 +90,8 @@ absl::Status Validate(const FixedMatrixView& a, const FixedMatrixView& b, const 
   if (absl::Status s = ValidateOperand(a, "A"); !s.ok()) return s;
   if (absl::Status s = ValidateOperand(b, "B"); !s.ok()) return s;
   if (a.cols != b.rows) {
-    return absl::InvalidArgumentError(absl::StrCat("fixed GEMM: A is ", a.rows, "x", a.cols,
-                                                   " but B is ", b.rows, "x", b.cols));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fixed GEMM: A is ", a.rows, "x", a.cols, " but B is ", b.rows, "x", b.cols));
   }
   if (a.rows > 0 && b.cols > 0) {
     if (c == nullptr) return absl::InvalidArgumentError("fixed GEMM: C is null");
@@ -193,11 +193,16 @@ ORRERY_MULTIVERSION void PanelSquares(const uint32_t* packed, int64_t panels, in
 void PanelSquares(const void* packed, int width, int64_t panels, int64_t pairs, int64_t* out) {
   const auto* words = static_cast<const uint32_t*>(packed);
   switch (width) {
-    case 4: return PanelSquares<4>(words, panels, pairs, out);
-    case 6: return PanelSquares<6>(words, panels, pairs, out);
-    case 8: return PanelSquares<8>(words, panels, pairs, out);
-    case 16: return PanelSquares<16>(words, panels, pairs, out);
-    case 32: return PanelSquares<32>(words, panels, pairs, out);
+    case 4:
+      return PanelSquares<4>(words, panels, pairs, out);
+    case 6:
+      return PanelSquares<6>(words, panels, pairs, out);
+    case 8:
+      return PanelSquares<8>(words, panels, pairs, out);
+    case 16:
+      return PanelSquares<16>(words, panels, pairs, out);
+    case 32:
+      return PanelSquares<32>(words, panels, pairs, out);
   }
 }
 
@@ -211,8 +216,7 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
                 GemmWorkspace::Buffers& scratch, const Sink& sink) {
   const int mr = isa == Isa::kAvx512 ? internal::kAvx512Mr : internal::kAvx2Mr;
   const int nr = isa == Isa::kAvx512 ? internal::kAvx512Nr : internal::kAvx2Nr;
-  const Kernel kernel =
-      isa == Isa::kAvx512 ? internal::GemmKernelAvx512 : internal::GemmKernelAvx2;
+  const Kernel kernel = isa == Isa::kAvx512 ? internal::GemmKernelAvx512 : internal::GemmKernelAvx2;
   const int64_t m = a.rows, n = b.cols, k = a.cols;
   const int64_t pairs = (k + 1) / 2;
   const int64_t a_panels = (m + mr - 1) / mr, b_panels = (n + nr - 1) / nr;
@@ -247,12 +251,9 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
   const int64_t tiles = tiles_m * tiles_n;
   if (tiles <= 1) threads = 1;
   if (scratch.acc.size() < static_cast<size_t>(threads)) scratch.acc.resize(threads);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    int64_t* acc = scratch.acc[static_cast<size_t>(omp_get_thread_num())].Get<int64_t>(
-        kTileRows * kTileCols);
-#pragma omp for schedule(dynamic)
-    for (int64_t t = 0; t < tiles; ++t) {
+  auto run_tiles = [&](int thread) {
+    int64_t* acc = scratch.acc[static_cast<size_t>(thread)].Get<int64_t>(kTileRows * kTileCols);
+    auto run_tile = [&](int64_t t) {
       const int64_t row0 = (t / tiles_n) * kTileRows, col0 = (t % tiles_n) * kTileCols;
       const int64_t rows = std::min(kTileRows, m - row0), cols = std::min(kTileCols, n - col0);
       const int64_t row_panels = (rows + mr - 1) / mr, col_panels = (cols + nr - 1) / nr;
@@ -269,7 +270,19 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
         }
       }
       sink(row0, col0, rows, cols, acc, kTileCols);
+    };
+    if (threads == 1) {
+      for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+      return;
     }
+#pragma omp for schedule(dynamic)
+    for (int64_t t = 0; t < tiles; ++t) run_tile(t);
+  };
+  if (threads == 1) {
+    run_tiles(0);  // no OpenMP region: its fork costs more than a small GEMM
+  } else {
+#pragma omp parallel num_threads(threads)
+    run_tiles(omp_get_thread_num());
   }
   return true;
 }
@@ -304,8 +317,8 @@ void Run(const FixedMatrixView& a, const FixedMatrixView& b, const GemmOptions& 
 }
 
 // out[g * rows + r] = sum of squares of stored row r over columns [16g, 16g + 16).
-ORRERY_MULTIVERSION void SquaresAlongRows(const int16_t* data, int64_t rows, int64_t cols, int64_t stride,
-                      int64_t* out) {
+ORRERY_MULTIVERSION void SquaresAlongRows(const int16_t* data, int64_t rows, int64_t cols,
+                                          int64_t stride, int64_t* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const int16_t* row = data + r * stride;
     for (int64_t c0 = 0, g = 0; c0 < cols; c0 += kGranule, ++g) {
@@ -318,8 +331,8 @@ ORRERY_MULTIVERSION void SquaresAlongRows(const int16_t* data, int64_t rows, int
 }
 
 // out[g * cols + c] = sum of squares of stored column c over rows [16g, 16g + 16).
-ORRERY_MULTIVERSION void SquaresAcrossRows(const int16_t* data, int64_t rows, int64_t cols, int64_t stride,
-                       int64_t* out) {
+ORRERY_MULTIVERSION void SquaresAcrossRows(const int16_t* data, int64_t rows, int64_t cols,
+                                           int64_t stride, int64_t* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const int16_t* row = data + r * stride;
     int64_t* dst = out + (r / kGranule) * cols;
@@ -443,8 +456,8 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
       const int64_t* in = acc + r * ldacc;
       const uint64_t counter0 = stream.offset + static_cast<uint64_t>((row0 + r) * n + col0);
       const uint32_t counter_lo = static_cast<uint32_t>(counter0);
-      if (vector_round && static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(cols) <=
-                              (uint64_t{1} << 32)) {
+      if (vector_round &&
+          static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(cols) <= (uint64_t{1} << 32)) {
         internal::RoundRowAvx512(in, cols, shift, rounding == Rounding::kStochastic,
                                  BlockKey(stream.key, static_cast<uint32_t>(counter0 >> 32)),
                                  counter_lo, out);

@@ -27,56 +27,55 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline voi
 }
 
 __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const int16_t* b,
-                                                         const int64_t* block_pairs,
-                                                         int64_t blocks, int64_t* acc,
-                                                         int64_t ldacc, bool first) {
+                                                        const int64_t* block_pairs, int64_t blocks,
+                                                        int64_t* acc, int64_t ldacc, bool first) {
   static_assert(kAvx2Mr == 4 && kAvx2Nr == 16);
   for (int64_t blk = 0; blk < blocks; ++blk, first = false) {
-  const int64_t npairs = block_pairs[blk];
+    const int64_t npairs = block_pairs[blk];
 #define ORRERY_DECLARE(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0;
-  ORRERY_ROWS4(ORRERY_DECLARE)
+    ORRERY_ROWS4(ORRERY_DECLARE)
 #undef ORRERY_DECLARE
-  for (int64_t p = 0; p < npairs; ++p) {
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 16));
-#define ORRERY_STEP(r)                                           \
-  {                                                              \
-    const __m256i av = _mm256_set1_epi32(a[r]);                  \
+    for (int64_t p = 0; p < npairs; ++p) {
+      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 16));
+#define ORRERY_STEP(r)                                              \
+  {                                                                 \
+    const __m256i av = _mm256_set1_epi32(a[r]);                     \
     c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(av, b0)); \
     c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(av, b1)); \
   }
-    ORRERY_ROWS4(ORRERY_STEP)
+      ORRERY_ROWS4(ORRERY_STEP)
 #undef ORRERY_STEP
-    b += 2 * kAvx2Nr;
-    a += kAvx2Mr;
-  }
-#define ORRERY_FLUSH_HALF(v, dst)                                                            \
-  {                                                                                          \
-    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));                           \
-    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));                      \
-    if (!first) {                                                                            \
-      lo = _mm256_add_epi64(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst)));   \
+      b += 2 * kAvx2Nr;
+      a += kAvx2Mr;
+    }
+#define ORRERY_FLUSH_HALF(v, dst)                                                              \
+  {                                                                                            \
+    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));                             \
+    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));                        \
+    if (!first) {                                                                              \
+      lo = _mm256_add_epi64(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst)));     \
       hi = _mm256_add_epi64(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst + 4))); \
-    }                                                                                        \
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lo);                                 \
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 4), hi);                             \
+    }                                                                                          \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lo);                                   \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 4), hi);                               \
   }
-#define ORRERY_FLUSH(r)                          \
+#define ORRERY_FLUSH(r)                         \
   ORRERY_FLUSH_HALF(c##r##0, (acc + r * ldacc)) \
   ORRERY_FLUSH_HALF(c##r##1, (acc + r * ldacc + 8))
-  ORRERY_ROWS4(ORRERY_FLUSH)
+    ORRERY_ROWS4(ORRERY_FLUSH)
 #undef ORRERY_FLUSH
 #undef ORRERY_FLUSH_HALF
   }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
-    const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
-    int64_t* acc, int64_t ldacc, bool first) {
+    const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks, int64_t* acc,
+    int64_t ldacc, bool first) {
   static_assert(kAvx512Mr == 6 && kAvx512Nr == 32);
   // c: the running int32 lanes; h: their high parts moved out between blocks.
-#define ORRERY_DECLARE(r)                                            \
-  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0;       \
+#define ORRERY_DECLARE(r)                                      \
+  __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0; \
   __m512i h##r##0 = c##r##0, h##r##1 = c##r##0;
   ORRERY_ROWS6(ORRERY_DECLARE)
 #undef ORRERY_DECLARE
@@ -86,11 +85,11 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
     for (int64_t p = 0; p < npairs; ++p) {
       const __m512i b0 = _mm512_load_si512(b);
       const __m512i b1 = _mm512_load_si512(b + 32);
-#define ORRERY_STEP(r)                              \
-  {                                                 \
-    const __m512i av = _mm512_set1_epi32(a[r]);     \
-    DotAccumulate(c##r##0, av, b0);                 \
-    DotAccumulate(c##r##1, av, b1);                 \
+#define ORRERY_STEP(r)                          \
+  {                                             \
+    const __m512i av = _mm512_set1_epi32(a[r]); \
+    DotAccumulate(c##r##0, av, b0);             \
+    DotAccumulate(c##r##1, av, b1);             \
   }
       ORRERY_ROWS6(ORRERY_STEP)
 #undef ORRERY_STEP
@@ -98,34 +97,34 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
       a += kAvx512Mr;
     }
     if (blk + 1 < blocks) {
-#define ORRERY_SPLIT(r)                                                   \
-  h##r##0 = _mm512_add_epi32(h##r##0, _mm512_srai_epi32(c##r##0, 16));   \
-  h##r##1 = _mm512_add_epi32(h##r##1, _mm512_srai_epi32(c##r##1, 16));   \
-  c##r##0 = _mm512_and_si512(c##r##0, low_mask);                          \
+#define ORRERY_SPLIT(r)                                                \
+  h##r##0 = _mm512_add_epi32(h##r##0, _mm512_srai_epi32(c##r##0, 16)); \
+  h##r##1 = _mm512_add_epi32(h##r##1, _mm512_srai_epi32(c##r##1, 16)); \
+  c##r##0 = _mm512_and_si512(c##r##0, low_mask);                       \
   c##r##1 = _mm512_and_si512(c##r##1, low_mask);
       ORRERY_ROWS6(ORRERY_SPLIT)
 #undef ORRERY_SPLIT
     }
   }
   // value = h * 2^16 + c, widened to int64.
-#define ORRERY_WIDEN(h, c, half)                                                               \
-  _mm512_add_epi64(_mm512_slli_epi64(_mm512_cvtepi32_epi64(half(h)), 16),                      \
+#define ORRERY_WIDEN(h, c, half)                                          \
+  _mm512_add_epi64(_mm512_slli_epi64(_mm512_cvtepi32_epi64(half(h)), 16), \
                    _mm512_cvtepi32_epi64(half(c)))
 #define ORRERY_LOW_HALF(v) _mm512_castsi512_si256(v)
 #define ORRERY_HIGH_HALF(v) _mm512_extracti64x4_epi64(v, 1)
-#define ORRERY_FLUSH_HALF(h, c, dst)                                    \
-  {                                                                     \
-    __m512i lo = ORRERY_WIDEN(h, c, ORRERY_LOW_HALF);                   \
-    __m512i hi = ORRERY_WIDEN(h, c, ORRERY_HIGH_HALF);                  \
-    if (!first) {                                                       \
-      lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));                \
-      hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8));            \
-    }                                                                   \
-    _mm512_store_si512(dst, lo);                                        \
-    _mm512_store_si512(dst + 8, hi);                                    \
+#define ORRERY_FLUSH_HALF(h, c, dst)                         \
+  {                                                          \
+    __m512i lo = ORRERY_WIDEN(h, c, ORRERY_LOW_HALF);        \
+    __m512i hi = ORRERY_WIDEN(h, c, ORRERY_HIGH_HALF);       \
+    if (!first) {                                            \
+      lo = _mm512_add_epi64(lo, _mm512_load_si512(dst));     \
+      hi = _mm512_add_epi64(hi, _mm512_load_si512(dst + 8)); \
+    }                                                        \
+    _mm512_store_si512(dst, lo);                             \
+    _mm512_store_si512(dst + 8, hi);                         \
   }
-#define ORRERY_FLUSH(r)                                          \
-  ORRERY_FLUSH_HALF(h##r##0, c##r##0, (acc + r * ldacc))        \
+#define ORRERY_FLUSH(r)                                  \
+  ORRERY_FLUSH_HALF(h##r##0, c##r##0, (acc + r * ldacc)) \
   ORRERY_FLUSH_HALF(h##r##1, c##r##1, (acc + r * ldacc + 16))
   ORRERY_ROWS6(ORRERY_FLUSH)
 #undef ORRERY_FLUSH
@@ -167,8 +166,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
       r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 13));
       r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
       r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
-      const __m512i threshold = shift <= 32 ? _mm512_sll_epi64(rem, to_threshold)
-                                            : _mm512_srl_epi64(rem, to_threshold);
+      const __m512i threshold =
+          shift <= 32 ? _mm512_sll_epi64(rem, to_threshold) : _mm512_srl_epi64(rem, to_threshold);
       up = _mm512_cmplt_epu64_mask(_mm512_cvtepu32_epi64(r), threshold);
       h = _mm256_add_epi32(h, step);
     } else {
@@ -181,9 +180,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
   }
   for (; j < n; ++j) {
     const uint32_t c = counter_lo + static_cast<uint32_t>(j);
-    out[j] = RoundAccumulator(acc[j], shift,
-                              stochastic ? Rounding::kStochastic : Rounding::kNearest,
-                              Mix32(c * kCounterMultiplier + block_key));
+    out[j] =
+        RoundAccumulator(acc[j], shift, stochastic ? Rounding::kStochastic : Rounding::kNearest,
+                         Mix32(c * kCounterMultiplier + block_key));
   }
 }
 

@@ -43,8 +43,8 @@ std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView
 void RoundRowAvx512(const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
                     uint32_t counter_lo, int16_t* out);
 
-void GemmKernelAvx2(const int32_t* a, const int16_t* b, const int64_t* block_pairs,
-                    int64_t blocks, int64_t* acc, int64_t ldacc, bool first);
+void GemmKernelAvx2(const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
+                    int64_t* acc, int64_t ldacc, bool first);
 void GemmKernelAvx512(const int32_t* a, const int16_t* b, const int64_t* block_pairs,
                       int64_t blocks, int64_t* acc, int64_t ldacc, bool first);
 

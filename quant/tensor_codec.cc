@@ -35,8 +35,8 @@ FixedFormat ChooseFormat(std::span<const float> values) {
 absl::Status EncodeFixed16(std::span<const float> in, FixedFormat format, Rounding rounding,
                            RandomStream stream, std::span<char> out, Isa isa) {
   if (out.size() != Fixed16EncodedSize(in.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("FIXED16 encode: ", in.size(),
-                                                   " values need ", Fixed16EncodedSize(in.size()),
+    return absl::InvalidArgumentError(absl::StrCat("FIXED16 encode: ", in.size(), " values need ",
+                                                   Fixed16EncodedSize(in.size()),
                                                    " bytes, buffer has ", out.size()));
   }
   alignas(64) int16_t words[kChunk];
@@ -55,17 +55,15 @@ void EncodeFixed16(std::span<const float> in, FixedFormat format, Rounding round
                    RandomStream stream, std::string* out, Isa isa) {
   out->resize(Fixed16EncodedSize(in.size()));
   // Sizes match by construction, so this cannot fail.
-  (void)EncodeFixed16(in, format, rounding, stream, std::span<char>(out->data(), out->size()),
-                      isa);
+  (void)EncodeFixed16(in, format, rounding, stream, std::span<char>(out->data(), out->size()), isa);
 }
 
 absl::Status DecodeFixed16(std::string_view bytes, FixedFormat format, std::span<float> out,
                            Isa isa) {
   if (bytes.size() != Fixed16EncodedSize(out.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("FIXED16 decode: payload has ", bytes.size(),
-                                                   " bytes, expected ",
-                                                   Fixed16EncodedSize(out.size()), " for ",
-                                                   out.size(), " values"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("FIXED16 decode: payload has ", bytes.size(), " bytes, expected ",
+                     Fixed16EncodedSize(out.size()), " for ", out.size(), " values"));
   }
   if (format.fl < 0 || format.fl > kMaxFractionalBits) {
     return absl::InvalidArgumentError(absl::StrCat("FIXED16 decode: invalid FL ", format.fl));

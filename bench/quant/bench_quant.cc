@@ -74,8 +74,7 @@ void BM_Quantize(benchmark::State& state, Rounding rounding, Isa isa) {
   std::vector<int16_t> dst(kConvertElements);
   uint64_t step = 0;
   for (auto _ : state) {
-    const absl::Status s =
-        Quantize(src, format, rounding, RandomStream::For(0, step++), dst, isa);
+    const absl::Status s = Quantize(src, format, rounding, RandomStream::For(0, step++), dst, isa);
     if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
@@ -132,9 +131,8 @@ void BM_FixedGemm(benchmark::State& state, GemmShape shape, Rounding rounding, I
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["rate"] =
-      benchmark::Counter(2.0 * shape.m * shape.k * shape.n * 1e-9,
-                         benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["rate"] = benchmark::Counter(2.0 * shape.m * shape.k * shape.n * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
   state.counters["int32_blocks"] = static_cast<double>(internal::PlanKBlocks(a, b).size());
 }
 
@@ -168,9 +166,8 @@ void BM_OnednnMatmul(benchmark::State& state, GemmShape shape) {
     state.SkipWithError(e.what());
     return;
   }
-  state.counters["rate"] =
-      benchmark::Counter(2.0 * shape.m * shape.k * shape.n * 1e-9,
-                         benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["rate"] = benchmark::Counter(2.0 * shape.m * shape.k * shape.n * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ---- results --------------------------------------------------------------------------------
@@ -269,17 +266,16 @@ int main(int argc, char** argv) {
                                          Rounding::kStochastic, Isa::kAvx2));
   configure(benchmark::RegisterBenchmark("quantize_stochastic_portable", BM_Quantize,
                                          Rounding::kStochastic, Isa::kPortable));
-  configure(benchmark::RegisterBenchmark("quantize_nearest_avx2", BM_Quantize,
-                                         Rounding::kNearest, Isa::kAvx2));
-  const std::vector<GemmShape> shapes = {{512, 512, 512}, {64, 784, 256}, {64, 256, 128},
-                                         {64, 128, 10}};
+  configure(benchmark::RegisterBenchmark("quantize_nearest_avx2", BM_Quantize, Rounding::kNearest,
+                                         Isa::kAvx2));
+  const std::vector<GemmShape> shapes = {
+      {512, 512, 512}, {64, 784, 256}, {64, 256, 128}, {64, 128, 10}};
   for (const GemmShape& s : shapes) {
     configure(benchmark::RegisterBenchmark(("onednn_f32/" + s.Name()).c_str(), BM_OnednnMatmul, s));
-    configure(benchmark::RegisterBenchmark(("fixed16_stochastic/" + s.Name()).c_str(),
-                                           BM_FixedGemm, s, Rounding::kStochastic, best,
-                                           flags.threads));
-    configure(benchmark::RegisterBenchmark(("fixed16_nearest/" + s.Name()).c_str(), BM_FixedGemm,
-                                           s, Rounding::kNearest, best, flags.threads));
+    configure(benchmark::RegisterBenchmark(("fixed16_stochastic/" + s.Name()).c_str(), BM_FixedGemm,
+                                           s, Rounding::kStochastic, best, flags.threads));
+    configure(benchmark::RegisterBenchmark(("fixed16_nearest/" + s.Name()).c_str(), BM_FixedGemm, s,
+                                           Rounding::kNearest, best, flags.threads));
     configure(benchmark::RegisterBenchmark(("fixed16_stochastic_avx2/" + s.Name()).c_str(),
                                            BM_FixedGemm, s, Rounding::kStochastic, Isa::kAvx2,
                                            flags.threads));
@@ -293,22 +289,23 @@ int main(int argc, char** argv) {
   const double memcpy_rate = Get(r, "memcpy") * 1e-9;
   const double stochastic = Get(r, "quantize_stochastic_avx2") * 1e-9;
   if (memcpy_rate > 0 && stochastic > 0) {
-    WriteResult(flags, {{"name", "quant_convert_f32_to_fixed16_stochastic"},
-                        {"figure", stochastic},
-                        {"unit", "GB/s of float input"},
-                        {"peer", "memcpy (glibc) of the same bytes"},
-                        {"peer_figure", memcpy_rate},
-                        {"ratio", Ratio(stochastic, memcpy_rate)},
-                        {"target_ratio", 0.5},
-                        {"command", flags.command},
-                        {"date", date},
-                        {"cpu", cpu},
-                        {"details",
-                         {{"elements", kConvertElements},
-                          {"isa", "avx2"},
-                          {"portable_stochastic_gbps", Get(r, "quantize_stochastic_portable") * 1e-9},
-                          {"avx2_nearest_gbps", Get(r, "quantize_nearest_avx2") * 1e-9},
-                          {"statistic", "median of repetitions"}}}});
+    WriteResult(flags,
+                {{"name", "quant_convert_f32_to_fixed16_stochastic"},
+                 {"figure", stochastic},
+                 {"unit", "GB/s of float input"},
+                 {"peer", "memcpy (glibc) of the same bytes"},
+                 {"peer_figure", memcpy_rate},
+                 {"ratio", Ratio(stochastic, memcpy_rate)},
+                 {"target_ratio", 0.5},
+                 {"command", flags.command},
+                 {"date", date},
+                 {"cpu", cpu},
+                 {"details",
+                  {{"elements", kConvertElements},
+                   {"isa", "avx2"},
+                   {"portable_stochastic_gbps", Get(r, "quantize_stochastic_portable") * 1e-9},
+                   {"avx2_nearest_gbps", Get(r, "quantize_nearest_avx2") * 1e-9},
+                   {"statistic", "median of repetitions"}}}});
   }
   for (const GemmShape& s : shapes) {
     const double fixed = Get(r, "fixed16_stochastic/" + s.Name());
@@ -316,30 +313,33 @@ int main(int argc, char** argv) {
     if (fixed <= 0 || peer <= 0) continue;
     const bool headline = s.m == 512 && s.k == 512 && s.n == 512;
     auto label = reporter.labels.find("onednn_f32/" + s.Name());
-    WriteResult(flags,
-                {{"name", "quant_gemm_fixed16_" + s.Name() + "_t" + std::to_string(flags.threads)},
-                 {"figure", fixed},
-                 {"unit", "GFLOP/s"},
-                 {"peer", std::string("oneDNN ") + std::to_string(DNNL_VERSION_MAJOR) + "." +
-                              std::to_string(DNNL_VERSION_MINOR) + "." +
-                              std::to_string(DNNL_VERSION_PATCH) + " f32 matmul (Debian)"},
-                 {"peer_figure", peer},
-                 {"ratio", Ratio(fixed, peer)},
-                 {"target_ratio", headline ? nlohmann::json(1.3) : nlohmann::json(nullptr)},
-                 {"command", flags.command},
-                 {"date", date},
-                 {"cpu", cpu},
-                 {"details",
-                  {{"m", s.m}, {"k", s.k}, {"n", s.n},
-                   {"threads", flags.threads},
-                   {"isa", IsaName(best)},
-                   {"rounding", "stochastic, one rounding per output to <5,11>"},
-                   {"fixed16_nearest_gflops", Get(r, "fixed16_nearest/" + s.Name())},
-                   {"fixed16_stochastic_avx2_gflops", Get(r, "fixed16_stochastic_avx2/" + s.Name())},
-                   {"onednn_impl", label == reporter.labels.end() ? "" : label->second},
-                   {"includes", "fixed16 time includes packing both operands and rounding; "
-                                "oneDNN primitive created once outside the timed loop"},
-                   {"statistic", "median of repetitions"}}}});
+    WriteResult(
+        flags, {{"name", "quant_gemm_fixed16_" + s.Name() + "_t" + std::to_string(flags.threads)},
+                {"figure", fixed},
+                {"unit", "GFLOP/s"},
+                {"peer", std::string("oneDNN ") + std::to_string(DNNL_VERSION_MAJOR) + "." +
+                             std::to_string(DNNL_VERSION_MINOR) + "." +
+                             std::to_string(DNNL_VERSION_PATCH) + " f32 matmul (Debian)"},
+                {"peer_figure", peer},
+                {"ratio", Ratio(fixed, peer)},
+                {"target_ratio", headline ? nlohmann::json(1.3) : nlohmann::json(nullptr)},
+                {"command", flags.command},
+                {"date", date},
+                {"cpu", cpu},
+                {"details",
+                 {{"m", s.m},
+                  {"k", s.k},
+                  {"n", s.n},
+                  {"threads", flags.threads},
+                  {"isa", IsaName(best)},
+                  {"rounding", "stochastic, one rounding per output to <5,11>"},
+                  {"fixed16_nearest_gflops", Get(r, "fixed16_nearest/" + s.Name())},
+                  {"fixed16_stochastic_avx2_gflops", Get(r, "fixed16_stochastic_avx2/" + s.Name())},
+                  {"onednn_impl", label == reporter.labels.end() ? "" : label->second},
+                  {"includes",
+                   "fixed16 time includes packing both operands and rounding; "
+                   "oneDNN primitive created once outside the timed loop"},
+                  {"statistic", "median of repetitions"}}}});
   }
   return 0;
 }

@@ -22,12 +22,24 @@ std::vector<float> AwkwardValues(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (float& x : v) {
     switch (kind(gen)) {
-      case 0: x = normal(gen) * 1e4f; break;
-      case 1: x = normal(gen) * 1e-6f; break;
-      case 2: x = std::ldexp(std::round(normal(gen) * 1000.0f) + 0.5f, -10); break;  // ties
-      case 3: x = (gen() % 3 == 0) ? kNaN : (gen() % 2 ? kInf : -kInf); break;
-      case 4: x = std::ldexp(static_cast<float>(static_cast<int>(gen() % 65536) - 32768), -12); break;
-      default: x = normal(gen) * 2.0f; break;
+      case 0:
+        x = normal(gen) * 1e4f;
+        break;
+      case 1:
+        x = normal(gen) * 1e-6f;
+        break;
+      case 2:
+        x = std::ldexp(std::round(normal(gen) * 1000.0f) + 0.5f, -10);
+        break;  // ties
+      case 3:
+        x = (gen() % 3 == 0) ? kNaN : (gen() % 2 ? kInf : -kInf);
+        break;
+      case 4:
+        x = std::ldexp(static_cast<float>(static_cast<int>(gen() % 65536) - 32768), -12);
+        break;
+      default:
+        x = normal(gen) * 2.0f;
+        break;
     }
   }
   return v;
@@ -38,8 +50,8 @@ class ConvertPathsTest : public ::testing::TestWithParam<int> {};
 TEST_P(ConvertPathsTest, Avx2AndPortableAreBitIdenticalToScalar) {
   if (!IsaSupported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks AVX2";
   const FixedFormat f = FixedFormat::WithFractionalBits(GetParam());
-  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000},
-                   size_t{4099}}) {
+  for (size_t n :
+       {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}, size_t{4099}}) {
     const std::vector<float> x = AwkwardValues(n, static_cast<uint32_t>(n + 17));
     const RandomStream stream = RandomStream::For(5, 11).Advanced(3);
     for (Rounding r : {Rounding::kNearest, Rounding::kStochastic}) {

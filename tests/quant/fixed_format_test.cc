@@ -98,7 +98,7 @@ TEST(FixedFormatTest, StochasticRoundsUpWithProbabilityOfTheFraction) {
   // 2.25: up iff (r >> 8) * 2^-24 < 0.25, i.e. r < 2^30.
   EXPECT_EQ(RoundStochastic(2.25f, f, (1u << 30) - 1), 3);
   EXPECT_EQ(RoundStochastic(2.25f, f, 1u << 30), 2);
-  EXPECT_EQ(RoundStochastic(-2.25f, f, 0), -2);           // floor is -3, frac 0.75
+  EXPECT_EQ(RoundStochastic(-2.25f, f, 0), -2);            // floor is -3, frac 0.75
   EXPECT_EQ(RoundStochastic(-2.25f, f, 0xC0000000u), -3);  // u = 0.75 is not < 0.75
 }
 

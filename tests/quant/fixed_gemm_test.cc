@@ -27,8 +27,8 @@ Operand RandomOperand(int64_t rows, int64_t cols, int bound, bool transposed, in
   op.storage.resize(static_cast<size_t>(std::max<int64_t>(stored_rows * stride, 1)));
   std::uniform_int_distribution<int> dist(-bound, bound);
   for (int16_t& v : op.storage) v = static_cast<int16_t>(std::max(-32768, dist(*gen)));
-  op.view = FixedMatrixView{op.storage.data(), rows, cols, stride, transposed,
-                            FixedFormat::WithFractionalBits(fl)};
+  op.view = FixedMatrixView{
+      op.storage.data(), rows, cols, stride, transposed, FixedFormat::WithFractionalBits(fl)};
   return op;
 }
 
@@ -107,21 +107,22 @@ TEST_P(GemmShapesTest, RoundedOutputMatchesReferenceRoundingOnEveryPath) {
         options.isa = isa;
         options.threads = isa == Isa::kPortable ? 1 : 2;
         std::vector<int16_t> c(exact.size());
-        ASSERT_TRUE(FixedGemm(a.view, b.view, FixedFormat::WithFractionalBits(out_fl), options,
-                              c.data(), n)
-                        .ok());
+        ASSERT_TRUE(
+            FixedGemm(a.view, b.view, FixedFormat::WithFractionalBits(out_fl), options, c.data(), n)
+                .ok());
         ASSERT_EQ(c, want) << IsaName(isa) << " out_fl=" << out_fl;
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, GemmShapesTest,
-    ::testing::Values(Shape{1, 1, 1, 100}, Shape{7, 3, 5, 32768}, Shape{6, 16, 16, 1000},
-                      Shape{8, 32, 32, 1000}, Shape{13, 33, 17, 4000}, Shape{64, 784, 10, 3000},
-                      Shape{97, 130, 257, 2000}, Shape{100, 515, 70, 9000},
-                      Shape{33, 1100, 40, 300}, Shape{20, 200, 45, 32768}, Shape{5, 0, 4, 10}));
+INSTANTIATE_TEST_SUITE_P(Shapes, GemmShapesTest,
+                         ::testing::Values(Shape{1, 1, 1, 100}, Shape{7, 3, 5, 32768},
+                                           Shape{6, 16, 16, 1000}, Shape{8, 32, 32, 1000},
+                                           Shape{13, 33, 17, 4000}, Shape{64, 784, 10, 3000},
+                                           Shape{97, 130, 257, 2000}, Shape{100, 515, 70, 9000},
+                                           Shape{33, 1100, 40, 300}, Shape{20, 200, 45, 32768},
+                                           Shape{5, 0, 4, 10}));
 
 TEST(PlanKBlocksTest, BlocksKeepInt32LanesInRangeAndFallBackWhenTheyCannot) {
   std::mt19937 gen(1);
@@ -164,8 +165,8 @@ TEST(PlanKBlocksTest, BlocksKeepInt32LanesInRangeAndFallBackWhenTheyCannot) {
 }
 
 TEST(RoundAccumulatorTest, NearestIsHalfToEvenAndSaturates) {
-  EXPECT_EQ(RoundAccumulator(5, 1, Rounding::kNearest, 0), 2);   // 2.5 -> 2
-  EXPECT_EQ(RoundAccumulator(7, 1, Rounding::kNearest, 0), 4);   // 3.5 -> 4
+  EXPECT_EQ(RoundAccumulator(5, 1, Rounding::kNearest, 0), 2);    // 2.5 -> 2
+  EXPECT_EQ(RoundAccumulator(7, 1, Rounding::kNearest, 0), 4);    // 3.5 -> 4
   EXPECT_EQ(RoundAccumulator(-5, 1, Rounding::kNearest, 0), -2);  // -2.5 -> -2
   EXPECT_EQ(RoundAccumulator(-7, 2, Rounding::kNearest, 0), -2);  // -1.75 -> -2
   EXPECT_EQ(RoundAccumulator(int64_t{1} << 40, 10, Rounding::kNearest, 0), 32767);
@@ -188,6 +189,24 @@ TEST(RoundAccumulatorTest, StochasticMeanIsUnbiased) {
       }
       EXPECT_NEAR(sum / kDraws, exact, 5 * 0.5 / std::sqrt(kDraws)) << acc << " " << shift;
     }
+  }
+}
+
+TEST(FixedGemmTest, OneWorkspaceServesCallsOfEveryShape) {
+  std::mt19937 gen(5);
+  GemmWorkspace workspace;
+  for (const auto& [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{200, 600, 300},
+                                {3, 5, 7},
+                                {64, 784, 256},
+                                {1, 2000, 1}}) {
+    const Operand a = RandomOperand(m, k, 5000, false, 12, &gen);
+    const Operand b = RandomOperand(k, n, 5000, false, 12, &gen);
+    const std::vector<int64_t> want = ReferenceProduct(a.view, b.view);
+    GemmOptions options;
+    options.workspace = &workspace;
+    std::vector<int64_t> c(static_cast<size_t>(m * n));
+    ASSERT_TRUE(FixedGemmExact(a.view, b.view, options, c.data(), n).ok());
+    ASSERT_EQ(c, want) << m << "x" << k << "x" << n;
   }
 }
 

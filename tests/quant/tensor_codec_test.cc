@@ -112,8 +112,9 @@ TEST(TensorCodecTest, WrongSizesAreRejected) {
   EXPECT_EQ(DecodeFixed16(std::string(8, '\0'), FixedFormat{99}, out).code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<char> small(5);
-  EXPECT_EQ(EncodeFixed16(out, FixedFormat{}, Rounding::kNearest, {}, std::span<char>(small)).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      EncodeFixed16(out, FixedFormat{}, Rounding::kNearest, {}, std::span<char>(small)).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
