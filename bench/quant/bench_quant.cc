@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
   Flags flags;
   std::vector<char*> rest = {argv[0]};
   std::ostringstream command;
-  command << "bench_quant";
+  command << argv[0];
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     command << " " << arg;
