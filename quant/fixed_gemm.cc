@@ -193,8 +193,8 @@ ORRERY_MULTIVERSION void PanelSquares(const uint32_t* packed, int64_t panels, in
 void PanelSquares(const void* packed, int width, int64_t panels, int64_t pairs, int64_t* out) {
   const auto* words = static_cast<const uint32_t*>(packed);
   switch (width) {
-    case 4:
-      return PanelSquares<4>(words, panels, pairs, out);
+    case 3:
+      return PanelSquares<3>(words, panels, pairs, out);
     case 6:
       return PanelSquares<6>(words, panels, pairs, out);
     case 8:
@@ -448,7 +448,13 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
   const int64_t n = b.cols;
   const Rounding rounding = options.rounding;
   const RandomStream stream = options.stream;
-  const bool vector_round = shift > 0 && ResolveIsa(options.isa) == Isa::kAvx512;
+  using RoundRow = void (*)(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*);
+  RoundRow vector_round = nullptr;
+  if (shift > 0) {
+    const Isa isa = ResolveIsa(options.isa);
+    if (isa == Isa::kAvx512) vector_round = internal::RoundRowAvx512;
+    if (isa == Isa::kAvx2) vector_round = internal::RoundRowAvx2;
+  }
   auto sink = [&](int64_t row0, int64_t col0, int64_t rows, int64_t cols, const int64_t* acc,
                   int64_t ldacc) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -456,11 +462,10 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
       const int64_t* in = acc + r * ldacc;
       const uint64_t counter0 = stream.offset + static_cast<uint64_t>((row0 + r) * n + col0);
       const uint32_t counter_lo = static_cast<uint32_t>(counter0);
-      if (vector_round &&
+      if (vector_round != nullptr &&
           static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(cols) <= (uint64_t{1} << 32)) {
-        internal::RoundRowAvx512(in, cols, shift, rounding == Rounding::kStochastic,
-                                 BlockKey(stream.key, static_cast<uint32_t>(counter0 >> 32)),
-                                 counter_lo, out);
+        vector_round(in, cols, shift, rounding == Rounding::kStochastic,
+                     BlockKey(stream.key, static_cast<uint32_t>(counter0 >> 32)), counter_lo, out);
         continue;
       }
       for (int64_t j = 0; j < cols; ++j) {

@@ -16,7 +16,7 @@ namespace orrery::quant::internal {
 
 // The accumulators are named variables, not an array: GCC 12 otherwise copies every
 // accumulator through a second register on each iteration.
-#define ORRERY_ROWS4(X) X(0) X(1) X(2) X(3)
+#define ORRERY_ROWS3(X) X(0) X(1) X(2)
 #define ORRERY_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 // acc += vpdpwssd(a, b). Inline asm because GCC 12 copies the accumulator of the
@@ -29,12 +29,16 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline voi
 __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const int16_t* b,
                                                         const int64_t* block_pairs, int64_t blocks,
                                                         int64_t* acc, int64_t ldacc, bool first) {
-  static_assert(kAvx2Mr == 4 && kAvx2Nr == 16);
-  for (int64_t blk = 0; blk < blocks; ++blk, first = false) {
-    const int64_t npairs = block_pairs[blk];
-#define ORRERY_DECLARE(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0;
-    ORRERY_ROWS4(ORRERY_DECLARE)
+  static_assert(kAvx2Mr == 3 && kAvx2Nr == 16);
+  // c: the running int32 lanes; h: their high parts moved out between blocks (15 of 16 ymm).
+#define ORRERY_DECLARE(r)                                      \
+  __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0; \
+  __m256i h##r##0 = c##r##0, h##r##1 = c##r##0;
+  ORRERY_ROWS3(ORRERY_DECLARE)
 #undef ORRERY_DECLARE
+  const __m256i low_mask = _mm256_set1_epi32(0xFFFF);
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t npairs = block_pairs[blk];
     for (int64_t p = 0; p < npairs; ++p) {
       const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
       const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 16));
@@ -44,15 +48,31 @@ __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const 
     c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(av, b0)); \
     c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(av, b1)); \
   }
-      ORRERY_ROWS4(ORRERY_STEP)
+      ORRERY_ROWS3(ORRERY_STEP)
 #undef ORRERY_STEP
       b += 2 * kAvx2Nr;
       a += kAvx2Mr;
     }
-#define ORRERY_FLUSH_HALF(v, dst)                                                              \
+    if (blk + 1 < blocks) {
+#define ORRERY_SPLIT(r)                                                \
+  h##r##0 = _mm256_add_epi32(h##r##0, _mm256_srai_epi32(c##r##0, 16)); \
+  h##r##1 = _mm256_add_epi32(h##r##1, _mm256_srai_epi32(c##r##1, 16)); \
+  c##r##0 = _mm256_and_si256(c##r##0, low_mask);                       \
+  c##r##1 = _mm256_and_si256(c##r##1, low_mask);
+      ORRERY_ROWS3(ORRERY_SPLIT)
+#undef ORRERY_SPLIT
+    }
+  }
+  // value = h * 2^16 + c, widened to int64.
+#define ORRERY_WIDEN(h, c, half)                                          \
+  _mm256_add_epi64(_mm256_slli_epi64(_mm256_cvtepi32_epi64(half(h)), 16), \
+                   _mm256_cvtepi32_epi64(half(c)))
+#define ORRERY_LOW_HALF(v) _mm256_castsi256_si128(v)
+#define ORRERY_HIGH_HALF(v) _mm256_extracti128_si256(v, 1)
+#define ORRERY_FLUSH_HALF(h, c, dst)                                                           \
   {                                                                                            \
-    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));                             \
-    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));                        \
+    __m256i lo = ORRERY_WIDEN(h, c, ORRERY_LOW_HALF);                                          \
+    __m256i hi = ORRERY_WIDEN(h, c, ORRERY_HIGH_HALF);                                         \
     if (!first) {                                                                              \
       lo = _mm256_add_epi64(lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst)));     \
       hi = _mm256_add_epi64(hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(dst + 4))); \
@@ -60,13 +80,15 @@ __attribute__((target("avx2,fma"))) void GemmKernelAvx2(const int32_t* a, const 
     _mm256_store_si256(reinterpret_cast<__m256i*>(dst), lo);                                   \
     _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 4), hi);                               \
   }
-#define ORRERY_FLUSH(r)                         \
-  ORRERY_FLUSH_HALF(c##r##0, (acc + r * ldacc)) \
-  ORRERY_FLUSH_HALF(c##r##1, (acc + r * ldacc + 8))
-    ORRERY_ROWS4(ORRERY_FLUSH)
+#define ORRERY_FLUSH(r)                                  \
+  ORRERY_FLUSH_HALF(h##r##0, c##r##0, (acc + r * ldacc)) \
+  ORRERY_FLUSH_HALF(h##r##1, c##r##1, (acc + r * ldacc + 8))
+  ORRERY_ROWS3(ORRERY_FLUSH)
 #undef ORRERY_FLUSH
 #undef ORRERY_FLUSH_HALF
-  }
+#undef ORRERY_HIGH_HALF
+#undef ORRERY_LOW_HALF
+#undef ORRERY_WIDEN
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
@@ -135,7 +157,73 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
 }
 
 #undef ORRERY_ROWS6
-#undef ORRERY_ROWS4
+#undef ORRERY_ROWS3
+
+__attribute__((target("avx2,fma"))) void RoundRowAvx2(const int64_t* acc, int64_t n, int shift,
+                                                      bool stochastic, uint32_t block_key,
+                                                      uint32_t counter_lo, int16_t* out) {
+  // AVX2 lacks 64-bit arithmetic shifts, unsigned compares and min/max: each is built from
+  // signed compares of values known to be non-negative, or from the identity
+  // v >> s == ((v ^ sign) >>> s) ^ sign.
+  const __m128i count = _mm_cvtsi32_si128(shift);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i rem_mask = _mm256_set1_epi64x(static_cast<int64_t>((uint64_t{1} << shift) - 1));
+  const __m256i half = _mm256_set1_epi64x(static_cast<int64_t>(uint64_t{1} << (shift - 1)));
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i lo = _mm256_set1_epi64x(kFixedMin), hi = _mm256_set1_epi64x(kFixedMax);
+  const __m128i to_threshold = _mm_cvtsi32_si128(shift <= 32 ? 32 - shift : shift - 32);
+  const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m256i mult = _mm256_set1_epi32(static_cast<int>(kCounterMultiplier));
+  __m256i h = _mm256_add_epi32(
+      _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter_lo)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                         mult),
+      _mm256_set1_epi32(static_cast<int>(block_key)));
+  const __m256i step = _mm256_set1_epi32(static_cast<int>(8u * kCounterMultiplier));
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i r = h;
+    if (stochastic) {
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 13));
+      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
+      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      h = _mm256_add_epi32(h, step);
+    }
+    __m128i packed[2];
+    for (int q = 0; q < 2; ++q) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j + 4 * q));
+      const __m256i sign = _mm256_cmpgt_epi64(zero, v);
+      const __m256i floor =
+          _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(v, sign), count), sign);
+      const __m256i rem = _mm256_and_si256(v, rem_mask);
+      __m256i up;  // all ones where rounding up
+      if (stochastic) {
+        const __m256i random = _mm256_cvtepu32_epi64(q == 0 ? _mm256_castsi256_si128(r)
+                                                            : _mm256_extracti128_si256(r, 1));
+        const __m256i threshold =
+            shift <= 32 ? _mm256_sll_epi64(rem, to_threshold) : _mm256_srl_epi64(rem, to_threshold);
+        up = _mm256_cmpgt_epi64(threshold, random);
+      } else {
+        const __m256i odd = _mm256_cmpeq_epi64(_mm256_and_si256(floor, one), one);
+        up = _mm256_or_si256(_mm256_cmpgt_epi64(rem, half),
+                             _mm256_and_si256(_mm256_cmpeq_epi64(rem, half), odd));
+      }
+      __m256i rounded = _mm256_sub_epi64(floor, up);
+      rounded = _mm256_blendv_epi8(rounded, lo, _mm256_cmpgt_epi64(lo, rounded));
+      rounded = _mm256_blendv_epi8(rounded, hi, _mm256_cmpgt_epi64(rounded, hi));
+      packed[q] = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(rounded, low_dwords));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm_packs_epi32(packed[0], packed[1]));
+  }
+  for (; j < n; ++j) {
+    const uint32_t c = counter_lo + static_cast<uint32_t>(j);
+    out[j] =
+        RoundAccumulator(acc[j], shift, stochastic ? Rounding::kStochastic : Rounding::kNearest,
+                         Mix32(c * kCounterMultiplier + block_key));
+  }
+}
 
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
     const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
@@ -196,6 +284,7 @@ void GemmKernelAvx2(const int32_t*, const int16_t*, const int64_t*, int64_t, int
 void GemmKernelAvx512(const int32_t*, const int16_t*, const int64_t*, int64_t, int64_t*, int64_t,
                       bool) {}
 void RoundRowAvx512(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
+void RoundRowAvx2(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 }  // namespace orrery::quant::internal
 
 #endif

@@ -5,8 +5,8 @@
 // A kernel multiplies one A panel by one B panel over consecutive K blocks of block_pairs[i]
 // pairs each, in int32 lanes: the caller guarantees that no block's true sum per lane exceeds
 // 2^31 - 1 - 65535 in magnitude (see GreedyBlocks). Between blocks the kernel moves each lane's
-// high bits out to int64 (AVX2: into `acc` in memory) or to a second int32 register (AVX-512:
-// hi += lane >> 16, lane &= 0xFFFF, which stays exact for < 2^16 blocks). The exact MR x NR
+// high bits out to a second int32 register (hi += lane >> 16, lane &= 0xFFFF, which stays exact
+// for < 2^16 blocks). The exact MR x NR
 // tile lands in `acc` (row stride ldacc): acc = tile if `first`, else acc += tile.
 #ifndef ORRERY_QUANT_GEMM_KERNELS_H_
 #define ORRERY_QUANT_GEMM_KERNELS_H_
@@ -18,7 +18,7 @@
 
 namespace orrery::quant::internal {
 
-inline constexpr int kAvx2Mr = 4;
+inline constexpr int kAvx2Mr = 3;
 inline constexpr int kAvx2Nr = 16;
 inline constexpr int kAvx512Mr = 6;
 inline constexpr int kAvx512Nr = 32;
@@ -42,6 +42,8 @@ std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView
 // and counter_lo + n <= 2^32 (no 2^32-block crossing).
 void RoundRowAvx512(const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
                     uint32_t counter_lo, int16_t* out);
+void RoundRowAvx2(const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
+                  uint32_t counter_lo, int16_t* out);
 
 void GemmKernelAvx2(const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
                     int64_t* acc, int64_t ldacc, bool first);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <random>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -89,28 +90,31 @@ TEST_P(GemmShapesTest, ExactProductMatchesIntegerReferenceOnEveryPath) {
 TEST_P(GemmShapesTest, RoundedOutputMatchesReferenceRoundingOnEveryPath) {
   const auto [m, k, n, bound] = GetParam();
   std::mt19937 gen(static_cast<uint32_t>(m + k * 31 + n * 1001 + bound));
-  const Operand a = RandomOperand(m, k, bound, false, 13, &gen);
-  const Operand b = RandomOperand(k, n, bound, true, 11, &gen);
-  const std::vector<int64_t> exact = ReferenceProduct(a.view, b.view);
-  for (int out_fl : {0, 8, 12, 26}) {
-    const int shift = 13 + 11 - out_fl;
-    for (Rounding rounding : {Rounding::kNearest, Rounding::kStochastic}) {
-      GemmOptions options;
-      options.rounding = rounding;
-      options.stream = RandomStream::For(2, 9).Advanced(5);
-      std::vector<int16_t> want(exact.size());
-      for (size_t e = 0; e < exact.size(); ++e) {
-        want[e] = RoundAccumulator(exact[e], shift, rounding,
-                                   CounterRandom(options.stream.key, options.stream.offset + e));
-      }
-      for (Isa isa : SupportedIsas()) {
-        options.isa = isa;
-        options.threads = isa == Isa::kPortable ? 1 : 2;
-        std::vector<int16_t> c(exact.size());
-        ASSERT_TRUE(
-            FixedGemm(a.view, b.view, FixedFormat::WithFractionalBits(out_fl), options, c.data(), n)
-                .ok());
-        ASSERT_EQ(c, want) << IsaName(isa) << " out_fl=" << out_fl;
+  // Input formats whose product keeps 24 or 55 fractional bits: shifts from -2 to 55.
+  for (const auto& [fl_a, fl_b] : {std::pair{13, 11}, std::pair{28, 27}}) {
+    const Operand a = RandomOperand(m, k, bound, false, fl_a, &gen);
+    const Operand b = RandomOperand(k, n, bound, true, fl_b, &gen);
+    const std::vector<int64_t> exact = ReferenceProduct(a.view, b.view);
+    for (int out_fl : {0, 8, 12, 26}) {
+      const int shift = fl_a + fl_b - out_fl;
+      for (Rounding rounding : {Rounding::kNearest, Rounding::kStochastic}) {
+        GemmOptions options;
+        options.rounding = rounding;
+        options.stream = RandomStream::For(2, 9).Advanced(5);
+        std::vector<int16_t> want(exact.size());
+        for (size_t e = 0; e < exact.size(); ++e) {
+          want[e] = RoundAccumulator(exact[e], shift, rounding,
+                                     CounterRandom(options.stream.key, options.stream.offset + e));
+        }
+        for (Isa isa : SupportedIsas()) {
+          options.isa = isa;
+          options.threads = isa == Isa::kPortable ? 1 : 2;
+          std::vector<int16_t> c(exact.size());
+          ASSERT_TRUE(FixedGemm(a.view, b.view, FixedFormat::WithFractionalBits(out_fl), options,
+                                c.data(), n)
+                          .ok());
+          ASSERT_EQ(c, want) << IsaName(isa) << " shift=" << shift;
+        }
       }
     }
   }
