@@ -1,14 +1,19 @@
 // Fixed-point matrix multiply: int16 operands in formats <IL_a, FL_a> and <IL_b, FL_b>, products
-// accumulated exactly (int32 lanes over blocks proven not to overflow, int64 across blocks), and
-// each output rounded once (nearest or stochastic) to an output format <IL_c, FL_c>. The exact
-// product has FL_a + FL_b fractional bits; rounding shifts it by FL_a + FL_b - FL_c.
+// accumulated exactly, and each output rounded once (nearest or stochastic) to an output format
+// <IL_c, FL_c>. The exact product has FL_a + FL_b fractional bits; rounding shifts it by
+// FL_a + FL_b - FL_c.
+//
+// Exactness: vector kernels sum in int32 lanes over K blocks that a Cauchy-Schwarz bound on the
+// operands proves cannot overflow, carry the high bits out between blocks, and widen to int64.
+// When even 16 elements of K cannot be proven safe (operands near full int16 range), the call
+// falls back to the portable int64 loop: still exact, much slower.
 //
 // Kernels: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd) or portable, chosen at run time; all give
 // bit-identical results. Stochastic rounding of output (i, j) draws
 // CounterRandom(stream.key, stream.offset + i * n + j), independent of ISA and thread count.
 //
-// Thread-safe; each call allocates its packing buffers and, with threads > 1, runs an OpenMP
-// parallel region of that many threads and returns when it is done.
+// Thread-safe with distinct workspaces; packs both operands on every call and, with threads > 1,
+// runs an OpenMP parallel region of that many threads and returns when it is done.
 #ifndef ORRERY_QUANT_FIXED_GEMM_H_
 #define ORRERY_QUANT_FIXED_GEMM_H_
 
