@@ -6,13 +6,13 @@ For each model spec and thread count it runs, back to back on the same machine,
   /usr/bin/python3 bench/peers/torch_train.py --model M --batch B --threads T --images N ...
 and writes RESULTS/learner_throughput_<model>_b<B>_t<T>.json in the shape DESIGN.md gives.
 Each side runs up to --repeats times, alternating, and keeps its best run (on a shared machine the
-least disturbed); repeats stop once a pair takes longer than --repeat-budget seconds.
+least disturbed); no repeat starts once a configuration has taken --repeat-budget seconds.
 Orrery's figure is its metrics' `images_per_second` (training images over training seconds, all
 steps counted; N is large enough that the first step's setup is noise). PyTorch's figure excludes
 its first few steps.
 
 Usage: learner_bench.py BUILD_DIR RESULTS_DIR [--models mlp,cnn] [--threads 1,2] [--batch 64]
-                        [--images mlp=30000,cnn=12800] [--repeats 3] [--repeat-budget 25]
+                        [--images mlp=30000,cnn=12800] [--repeats 3] [--repeat-budget 40]
 Exit status: 0 if every configuration produced both figures, 1 otherwise (results are still
 written, with the error in `details.error`). Stdlib only.
 """
@@ -119,8 +119,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="runs per side at most (best kept)")
-    ap.add_argument("--repeat-budget", type=float, default=25.0,
-                    help="stop repeating once a pair of runs takes longer than this (seconds)")
+    ap.add_argument("--repeat-budget", type=float, default=40.0,
+                    help="start no further repeat once a configuration has run this long (seconds)")
     ap.add_argument("--images", default="", help="per-model image counts, e.g. mlp=30000,cnn=12800")
     args = ap.parse_args()
     images = parse_images(args.images)
@@ -140,9 +140,10 @@ def main():
             load_before = os.getloadavg()[0]
             with tempfile.TemporaryDirectory(prefix="orrery-bench-") as tmp:
                 # Alternate the two sides and keep each one's best run: on a shared machine the
-                # best is the least disturbed. Repeat only while a pair is cheap.
+                # best is the least disturbed. Stop repeating once this configuration has used
+                # its time budget.
+                t0 = time.monotonic()
                 for _ in range(args.repeats):
-                    t0 = time.monotonic()
                     om, oerr = run_orrery(build, model_path, args.batch, threads, n, tmp)
                     tm, terr = run_torch(model_path, args.batch, threads, n, tmp)
                     errors += [e for e in (oerr, terr) if e and e not in errors]
@@ -169,6 +170,7 @@ def main():
                 "orrery_runs": [round(m["images_per_second"], 1) for m in orrery_runs],
                 "torch_runs": [round(m["images_per_second"], 1) for m in torch_runs],
                 "load_average_1m_before": round(load_before, 2),
+                "cores": os.cpu_count(),
             }
             if errors:
                 details["error"] = "; ".join(errors)
