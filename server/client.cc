@@ -122,7 +122,11 @@ class PsClient::Impl {
               if (st.ok() && on_ok) st = on_ok(shard);
               absl::MutexLock lock(&state->mu);
               state->out[k] = st;
-              if (!st.ok() && !absl::IsUnavailable(st) && !state->failed) {
+              // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success:
+              // only other failures make the rest of the round pointless.
+              const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+                                !absl::IsAlreadyExists(st);
+              if (hard && !state->failed) {
                 state->failed = true;
                 for (size_t j = 0; j < state->started; ++j) {
                   if (j != k) contexts[j]->TryCancel();

@@ -112,7 +112,7 @@ void ShardServer::Shutdown() {
     stopping_ = true;
   }
   if (expiry_thread_.joinable()) expiry_thread_.join();
-  shard_->Shutdown();  // answers parked pulls so the server can drain
+  if (shard_) shard_->Shutdown();  // answers parked pulls so the server can drain
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();

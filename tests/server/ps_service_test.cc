@@ -1,6 +1,7 @@
 // Two real in-process shards on 127.0.0.1 and the learner client talking to them over gRPC.
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <limits>
 #include <thread>
@@ -247,6 +248,118 @@ TEST_F(PsServiceTest, ShutdownReleasesParkedPulls) {
   for (auto& s : servers_) s->Shutdown();
   ASSERT_EQ(waiting.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_FALSE(waiting.get().ok());
+}
+
+}  // namespace
+}  // namespace orrery::server
+
+namespace orrery::server {
+namespace {
+
+TEST_F(PsServiceTest, LayoutAndInitialWeightsFromFiles) {
+  const std::string dir = ::testing::TempDir();
+  const std::string layout_path = dir + "/ps_layout.txt";
+  const std::string weights_path = dir + "/ps_weights.f32";
+  {
+    std::ofstream l(layout_path);
+    l << "tensors { name: \"w\" element_count: 300 }\n"
+         "tensors { name: \"b\" element_count: 5 }\n"
+         "chunk_size: 64\nnum_shards: 2\n";
+    std::vector<float> init(305);
+    for (size_t i = 0; i < init.size(); ++i) init[i] = static_cast<float>(i);
+    std::ofstream w(weights_path, std::ios::binary);
+    w.write(reinterpret_cast<const char*>(init.data()), init.size() * 4);
+  }
+  for (int s = 0; s < 2; ++s) {
+    ServerOptions o;
+    o.shard_index = s;
+    o.num_shards = 2;
+    o.job_id = "job-a";
+    o.token = "t0ken";
+    o.layout_path = layout_path;
+    o.initial_weights_path = weights_path;
+    auto server = ShardServer::Start(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    endpoints_.push_back((*server)->address());
+    servers_.push_back(std::move(*server));
+  }
+  ClientOptions o = Options();
+  o.tensors = {{"w", 300}, {"b", 5}};
+  o.chunk_size = 64;
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<float> w(305);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());  // no Init needed
+  for (size_t i = 0; i < w.size(); ++i) ASSERT_EQ(w[i], static_cast<float>(i));
+  o.chunk_size = 32;
+  EXPECT_EQ(PsClient::Connect(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PsServiceTest, ExpiredLearnerIsRegisteredAgainByTheClient) {
+  for (int s = 0; s < kShards; ++s) {
+    ServerOptions o;
+    o.shard_index = s;
+    o.num_shards = kShards;
+    o.job_id = "job-a";
+    o.token = "t0ken";
+    o.learner_timeout_seconds = 0.2;
+    auto server = ShardServer::Start(o);
+    ASSERT_TRUE(server.ok());
+    endpoints_.push_back((*server)->address());
+    servers_.push_back(std::move(*server));
+  }
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok());
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 0.0f)).ok());
+  std::vector<float> w(n);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ASSERT_TRUE(Eventually([&] {
+    return servers_[0]->shard().DebugState().learners.at(0).active == false &&
+           servers_[1]->shard().DebugState().learners.at(0).active == false;
+  }));
+  absl::Status pushed = (*client)->Push(0, std::vector<float>(n, 1.0f), 4, 0.5f);
+  EXPECT_TRUE(pushed.ok()) << pushed;
+  auto stats = (*client)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->total.gradients_applied, 1u);
+}
+
+TEST_F(PsServiceTest, ConcurrentAsyncLearnersEveryPushAccountedFor) {
+  StartShards("async", 4, 0.001f);
+  constexpr int kLearners = 4, kSteps = 40;
+  std::vector<std::unique_ptr<PsClient>> clients;
+  for (int i = 0; i < kLearners; ++i) {
+    auto c = PsClient::Connect(Options());
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+  }
+  const size_t n = clients[0]->total_elements();
+  ASSERT_TRUE(clients[0]->Init(std::vector<float>(n, 0.0f)).ok());
+  std::vector<std::future<absl::Status>> runs;
+  for (int i = 0; i < kLearners; ++i) {
+    runs.push_back(std::async(std::launch::async, [&, i]() -> absl::Status {
+      std::vector<float> w(n), g(n, 1.0f);
+      for (int t = 0; t < kSteps; ++t) {
+        absl::Status st = clients[i]->Pull(t, w);
+        if (!st.ok()) return st;
+        st = clients[i]->Push(t, g, 1, 0.0f);
+        if (!st.ok()) return st;
+      }
+      return absl::OkStatus();
+    }));
+  }
+  for (auto& r : runs) ASSERT_TRUE(r.get().ok());
+  auto stats = clients[0]->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const ShardStats& s : stats->shards) {
+    EXPECT_EQ(s.gradients_applied, static_cast<uint64_t>(kLearners * kSteps));
+    EXPECT_EQ(s.version, static_cast<uint64_t>(kLearners * kSteps));
+    EXPECT_EQ(s.gradients_rejected, 0u);
+  }
+  std::vector<float> w(n);
+  ASSERT_TRUE(clients[0]->Pull(kSteps, w).ok());
+  for (float v : w) ASSERT_NEAR(v, -0.001f * kLearners * kSteps, 1e-4);
 }
 
 }  // namespace
