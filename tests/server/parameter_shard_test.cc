@@ -298,3 +298,38 @@ TEST(RegisterTest, RetriedPushIsAnsweredAlreadyExistsAndNotCounted) {
 
 }  // namespace
 }  // namespace orrery::server
+
+namespace orrery::server {
+namespace {
+
+TEST(LeaveTest, LeavingLearnerNoLongerHoldsUpHardsync) {
+  testing::FakeLearners f(testing::SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  auto waiting = f.Pull(0, 1);
+  ASSERT_FALSE(waiting->done);
+  proto::LeaveRequest leave;
+  leave.set_job_id("job");
+  leave.set_token("secret");
+  leave.set_learner_id(1);
+  ASSERT_TRUE(f.shard().Leave(leave).ok());
+  EXPECT_TRUE(waiting->done);
+  EXPECT_EQ(f.version(), 1u);
+}
+
+TEST(ObserverTest, ObserverPullsNeverWaitOnTheProtocol) {
+  testing::FakeLearners f(testing::SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  auto observed = f.Pull(-2, 7);
+  ASSERT_TRUE(observed->done);
+  EXPECT_TRUE(observed->result.ok());
+  EXPECT_EQ(f.shard().DebugState().learners.size(), 2u) << "observers are not members";
+}
+
+}  // namespace
+}  // namespace orrery::server
