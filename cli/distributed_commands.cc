@@ -1,8 +1,153 @@
 // `orrery server`, `orrery learner`, `orrery run`: the distributed roles.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "cli/commands.h"
+#include "learner/distributed_learner.h"
+#include "scheduler/job_spec.h"
+#include "scheduler/run_job.h"
+#include "server/server_main.h"
 
 namespace orrery::cli {
+namespace {
 
-void AddDistributedCommands(CLI::App&, Commands&) {}
+// The path of the running executable, so that `orrery run` starts the same build for every role.
+std::string SelfPath(const char* fallback) {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return fallback;
+  buf[n] = '\0';
+  return buf;
+}
+
+int Fail(const char* command, const absl::Status& status) {
+  std::fprintf(stderr, "orrery %s: %s\n", command, std::string(status.message()).c_str());
+  return 1;
+}
+
+void AddServerCommand(CLI::App& app, Commands& commands) {
+  auto o = std::make_shared<server::ServerOptions>();
+  CLI::App* cmd = app.add_subcommand("server", "Run one parameter-server shard (prints ORRERY_SERVER_READY host:port when it serves)");
+  cmd->add_option("--listen", o->listen_address, "host:port to listen on (port 0: the OS chooses)")->capture_default_str();
+  cmd->add_option("--shard", o->shard_index, "This shard's index in [0, shards)")->capture_default_str();
+  cmd->add_option("--shards", o->num_shards, "Number of shards in the job")->capture_default_str();
+  cmd->add_option("--job", o->job_id, "Job id every request must carry")->capture_default_str();
+  cmd->add_option("--token", o->token, "Job token every request must carry (default: $ORRERY_TOKEN; empty: no check)")->envname("ORRERY_TOKEN");
+  cmd->add_option("--layout", o->layout_path, "ModelLayout proto file (default: the first learner's layout)");
+  cmd->add_option("--init-weights", o->initial_weights_path, "Raw float32 initial weights (needs --layout; default: the first learner's Init)");
+  cmd->add_option("--protocol", o->protocol, "hardsync | softsync:N | async | ssp:S")->capture_default_str();
+  cmd->add_option("--learners", o->learners, "λ: learners the job starts with")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "α₀: base learning rate")->capture_default_str();
+  cmd->add_option("--staleness-rule", o->staleness_rule, "none (α₀) | inverse (α₀ / max(1, τ))")->capture_default_str();
+  cmd->add_option("--momentum", o->momentum, "Server-side momentum in [0, 1)")->capture_default_str();
+  cmd->add_option("--learner-timeout", o->learner_timeout_seconds, "Seconds of silence before a learner is dropped from hardsync/ssp accounting")->capture_default_str();
+  cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest request or response")->capture_default_str();
+  cmd->callback([&commands, o] { commands.Set([o] { return server::RunServer(*o); }); });
+}
+
+void AddLearnerCommand(CLI::App& app, Commands& commands) {
+  auto o = std::make_shared<learner::LearnerOptions>();
+  auto servers = std::make_shared<std::string>();
+  auto rpc_timeout = std::make_shared<double>(30), pull_timeout = std::make_shared<double>(600),
+       retry_budget = std::make_shared<double>(60);
+  CLI::App* cmd = app.add_subcommand("learner", "Run one learner (or, with --evaluator, the evaluator) of a distributed job");
+  cmd->add_option("--servers", *servers, "Comma-separated host:port of every shard, shard 0 first")->required();
+  cmd->add_option("--job", o->job_id, "Job id")->capture_default_str();
+  cmd->add_option("--token", o->token, "Job token (default: $ORRERY_TOKEN)")->envname("ORRERY_TOKEN");
+  cmd->add_option("--model", o->model_path, "Model spec YAML")->required();
+  cmd->add_option("--data", o->data_dir, "Directory of Fashion-MNIST IDX files")->capture_default_str();
+  cmd->add_option("--index", o->index, "This learner's slice of the training set, in [0, learners)")->capture_default_str();
+  cmd->add_option("--learners", o->learners, "Number of slices (learners in the job)")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Minibatch size")->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "Passes over this learner's slice")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for the initial weights (same on every learner) and data order")->capture_default_str();
+  cmd->add_option("--limit-train", o->limit_train, "Use only the first N training images before slicing (0 = all)")->capture_default_str();
+  cmd->add_option("--limit-test", o->limit_test, "Evaluator: only the first N test images (0 = all)")->capture_default_str();
+  cmd->add_option("--slow", o->slow_factor, "Straggler emulation: make each step this many times slower")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Compute threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--chunk-size", o->chunk_size, "Elements per chunk (every process of the job must agree)")->capture_default_str();
+  cmd->add_flag("--evaluator", o->evaluator, "Observe instead of train: evaluate pulled weights every --eval-every seconds; SIGTERM gives a final evaluation");
+  cmd->add_option("--eval-every", o->eval_every_seconds, "Evaluator: seconds between evaluations")->capture_default_str();
+  cmd->add_option("--report-every", o->report_every_seconds, "Seconds between progress lines")->capture_default_str();
+  cmd->add_option("--rpc-timeout", *rpc_timeout, "Seconds per RPC attempt")->capture_default_str();
+  cmd->add_option("--pull-timeout", *pull_timeout, "Seconds a pull may wait for other learners")->capture_default_str();
+  cmd->add_option("--retry-budget", *retry_budget, "Seconds of backoff spent retrying an unavailable shard")->capture_default_str();
+  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget] {
+    commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget] {
+      o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
+      o->rpc_timeout = absl::Seconds(*rpc_timeout);
+      o->pull_timeout = absl::Seconds(*pull_timeout);
+      o->retry_budget = absl::Seconds(*retry_budget);
+      absl::Status st = o->evaluator ? learner::RunEvaluator(*o) : learner::RunLearner(*o);
+      return st.ok() ? 0 : Fail("learner", st);
+    });
+  });
+}
+
+void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
+  auto job_path = std::make_shared<std::string>();
+  auto metrics_out = std::make_shared<std::string>();
+  auto log_dir = std::make_shared<std::string>();
+  auto timeout = std::make_shared<double>(0);
+  auto threads = std::make_shared<int>(0);
+  auto quiet = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("run", "Run a job spec as local processes: its shards, learners and an evaluator on 127.0.0.1");
+  cmd->add_option("job", *job_path, "Job spec YAML (see examples/jobs/)")->required();
+  cmd->add_option("--metrics-out", *metrics_out, "Write metrics JSON here");
+  cmd->add_option("--log-dir", *log_dir, "Per-process logs (default: orrery-runs/<job name>)");
+  cmd->add_option("--timeout", *timeout, "Fail the job after this many seconds (0 = no limit)")->capture_default_str();
+  cmd->add_option("--threads", *threads, "Compute threads per learner (0 = cores / learners)")->capture_default_str();
+  cmd->add_flag("--quiet", *quiet, "No progress output");
+  std::string self = SelfPath(argv0);
+  cmd->callback([&commands, job_path, metrics_out, log_dir, timeout, threads, quiet, self] {
+    commands.Set([job_path, metrics_out, log_dir, timeout, threads, quiet, self] {
+      absl::StatusOr<scheduler::JobSpec> job = scheduler::LoadJobSpec(*job_path);
+      if (!job.ok()) return Fail("run", job.status());
+      if (job->backend != scheduler::BackendKind::kLocal) {
+        return Fail("run", absl::InvalidArgumentError(absl::StrCat(
+                               *job_path, ": backend: orrery run starts local processes only; submit ",
+                               scheduler::BackendKindName(job->backend), " jobs with orrery submit")));
+      }
+      if (*timeout < 0) return Fail("run", absl::InvalidArgumentError("--timeout: must be >= 0"));
+      scheduler::RunJobOptions options;
+      options.orrery_binary = self;
+      options.log_dir = log_dir->empty() ? "orrery-runs/" + job->name : *log_dir;
+      if (*timeout > 0) options.timeout = absl::Seconds(*timeout);
+      options.threads_per_learner = *threads;
+      options.progress = !*quiet;
+      absl::StatusOr<scheduler::RunReport> report = scheduler::RunJob(*job, options);
+      if (!report.ok()) return Fail("run", report.status());
+      std::printf("%s: test_accuracy %.4f  updates %llu  staleness mean %.2f max %llu  images/s %.0f  wall %.1fs%s\n",
+                  job->name.c_str(), report->test_accuracy,
+                  static_cast<unsigned long long>(report->updates_applied), report->staleness_mean,
+                  static_cast<unsigned long long>(report->staleness_max), report->images_per_second,
+                  report->wall_seconds,
+                  report->time_to_target_seconds
+                      ? absl::StrFormat("  time to target %.1fs", *report->time_to_target_seconds).c_str()
+                      : "");
+      if (!metrics_out->empty()) {
+        std::ofstream out(*metrics_out);
+        out << scheduler::RunReportJson(*report, *job);
+        if (!out) return Fail("run", absl::InternalError("cannot write metrics to " + *metrics_out));
+      }
+      return 0;
+    });
+  });
+}
+
+}  // namespace
+
+void AddDistributedCommands(CLI::App& app, Commands& commands) {
+  AddServerCommand(app, commands);
+  AddLearnerCommand(app, commands);
+  AddRunCommand(app, commands, "orrery");
+}
 
 }  // namespace orrery::cli

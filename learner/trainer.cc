@@ -53,9 +53,9 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
   SgdMomentum sgd(o.lr, o.momentum, model->params().total_size());
 
   const int64_t sample = model->input_size();
-  const int64_t total_steps =
-      std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.epochs * train.count / o.batch)));
   const int64_t steps_per_epoch = std::max<int64_t>(1, train.count / o.batch);
+  const int64_t total_steps =
+      std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.epochs * steps_per_epoch)));
   const int num_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
 
   std::vector<float> batch_images(static_cast<size_t>(o.batch * sample));

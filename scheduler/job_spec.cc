@@ -259,7 +259,8 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
   ASSIGN_OR_RETURN(auto entries,
                    MapEntries(root, "", {"name", "model", "data", "servers", "learners", "protocol", "lr",
                                          "batch", "epochs", "seed", "target_accuracy", "slow_learners",
-                                         "limit_train", "eval_every_seconds", "backend", "restart",
+                                         "limit_train", "limit_test", "eval_every_seconds",
+                                         "learner_timeout_seconds", "backend", "restart",
                                          "checkpoint", "precision"}));
   JobSpec spec;
   bool has_name = false, has_model = false;
@@ -299,8 +300,12 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
       RETURN_IF_ERROR(ParseSlowLearners(value, &spec.slow_learners));
     } else if (key == "limit_train") {
       ASSIGN_OR_RETURN(spec.limit_train, Integer(value, key, 1, "an integer >= 1"));
+    } else if (key == "limit_test") {
+      ASSIGN_OR_RETURN(spec.limit_test, Integer(value, key, 1, "an integer >= 1"));
     } else if (key == "eval_every_seconds") {
       ASSIGN_OR_RETURN(spec.eval_every, Seconds(value, key));
+    } else if (key == "learner_timeout_seconds") {
+      ASSIGN_OR_RETURN(spec.learner_timeout, Seconds(value, key));
     } else if (key == "backend") {
       ASSIGN_OR_RETURN(spec.backend, Choice<BackendKind>(value, key, {{"local", BackendKind::kLocal},
                                                                       {"mpi", BackendKind::kMpi},

@@ -75,7 +75,11 @@ struct JobSpec {
   std::optional<double> target_accuracy;  // in (0, 1]
   std::vector<SlowLearner> slow_learners; // distinct learner indices
   std::optional<int64_t> limit_train;     // >= learners: every learner gets a non-empty slice
+  std::optional<int64_t> limit_test;      // >= 1: evaluate on the first N test images only
   std::optional<absl::Duration> eval_every;  // key `eval_every_seconds`, > 0
+  // Key `learner_timeout_seconds`, > 0: silence after which a learner is dropped from hardsync
+  // and ssp accounting (servers default to 60 s).
+  std::optional<absl::Duration> learner_timeout;
   BackendKind backend = BackendKind::kLocal;
   RestartPolicy restart;   // key `restart`: {max_restarts, backoff_seconds, max_backoff_seconds}
   std::optional<CheckpointSpec> checkpoint;  // key `checkpoint`: {dir, every_seconds}

@@ -1,0 +1,267 @@
+#include "learner/distributed_learner.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "learner/model.h"
+#include "learner/model_spec.h"
+#include "nlohmann/json.hpp"
+#include "server/client.h"
+
+namespace orrery::learner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One tagged JSON line on stdout, flushed so the supervisor sees it at once.
+void Emit(const char* tag, const nlohmann::json& body) {
+  std::printf("%s %s\n", tag, body.dump().c_str());
+  std::fflush(stdout);
+}
+
+absl::StatusOr<std::unique_ptr<Model>> BuildModel(const LearnerOptions& o) {
+  ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(o.model_path));
+  return Model::Create(spec, o.seed);
+}
+
+absl::Status CheckInputShape(const Model& model, const Dataset& data, const std::string& path) {
+  const ModelSpec& spec = model.spec();
+  if (spec.input_channels != 1 || spec.input_height != data.rows || spec.input_width != data.cols) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: input is %dx%dx%d but the data set's images are 1x%dx%d", path, spec.input_channels,
+        spec.input_height, spec.input_width, data.rows, data.cols));
+  }
+  return absl::OkStatus();
+}
+
+server::ClientOptions MakeClientOptions(const LearnerOptions& o, Model& model, int learner_id) {
+  server::ClientOptions c;
+  c.endpoints = o.servers;
+  c.job_id = o.job_id;
+  c.token = o.token;
+  c.learner_id = learner_id;
+  for (const TensorInfo& t : model.params().infos()) {
+    c.tensors.push_back({t.name, static_cast<uint64_t>(t.size)});
+  }
+  c.chunk_size = o.chunk_size;
+  c.rpc_timeout = o.rpc_timeout;
+  c.pull_timeout = o.pull_timeout;
+  c.retry_budget = o.retry_budget;
+  return c;
+}
+
+nlohmann::json StatsJson(const server::PsStats& stats) {
+  const server::ShardStats& t = stats.total;
+  nlohmann::json versions = nlohmann::json::array();
+  for (const auto& s : stats.shards) versions.push_back(s.version);
+  return {{"updates_applied", t.version},
+          {"shard_versions", versions},
+          {"gradients_applied", t.gradients_applied},
+          {"gradients_rejected", t.gradients_rejected},
+          {"gradients_rejected_nonfinite", t.gradients_rejected_nonfinite},
+          {"pushes", t.pushes},
+          {"pulls", t.pulls},
+          {"samples_applied", t.samples_applied},
+          {"active_learners", t.active_learners},
+          {"train_loss_recent", t.train_loss_recent},
+          {"staleness",
+           {{"mean", t.staleness_mean()},
+            {"max", t.staleness_max},
+            {"histogram", t.staleness_histogram}}}};
+}
+
+}  // namespace
+
+absl::Status ValidateLearnerOptions(const LearnerOptions& o) {
+  if (o.servers.empty()) return absl::InvalidArgumentError("--servers: at least one host:port is required");
+  for (const std::string& s : o.servers) {
+    if (s.empty() || s.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--servers: expected host:port, got '", s, "'"));
+    }
+  }
+  if (o.model_path.empty()) return absl::InvalidArgumentError("--model: required");
+  if (o.learners < 1) return absl::InvalidArgumentError(absl::StrFormat("--learners: must be >= 1, got %d", o.learners));
+  if (o.index < 0 || o.index >= o.learners) {
+    return absl::InvalidArgumentError(absl::StrFormat("--index: must be in [0, %d), got %d", o.learners, o.index));
+  }
+  if (o.batch < 1 || o.batch > 65536) return absl::InvalidArgumentError(absl::StrFormat("--batch: must be in [1, 65536], got %d", o.batch));
+  if (!(o.epochs > 0) || o.epochs > 1000) return absl::InvalidArgumentError(absl::StrFormat("--epochs: must be in (0, 1000], got %g", o.epochs));
+  if (o.limit_train < 0) return absl::InvalidArgumentError("--limit-train: must be >= 0");
+  if (o.limit_test < 0) return absl::InvalidArgumentError("--limit-test: must be >= 0");
+  if (!(o.slow_factor >= 1) || o.slow_factor > 1000) {
+    return absl::InvalidArgumentError(absl::StrFormat("--slow: must be in [1, 1000], got %g", o.slow_factor));
+  }
+  if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrFormat("--threads: must be in [0, 1024], got %d", o.threads));
+  if (o.chunk_size < 1) return absl::InvalidArgumentError("--chunk-size: must be >= 1");
+  if (!(o.eval_every_seconds > 0)) return absl::InvalidArgumentError("--eval-every: must be > 0 seconds");
+  if (!(o.report_every_seconds > 0)) return absl::InvalidArgumentError("--report-every: must be > 0 seconds");
+  return absl::OkStatus();
+}
+
+absl::Status RunLearner(const LearnerOptions& o) {
+  RETURN_IF_ERROR(ValidateLearnerOptions(o));
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));
+  Dataset slice;
+  {
+    ASSIGN_OR_RETURN(Dataset full, LoadFashionMnist(o.data_dir, Split::kTrain, o.limit_train));
+    RETURN_IF_ERROR(CheckInputShape(*model, full, o.model_path));
+    ASSIGN_OR_RETURN(slice, SliceDataset(full, o.index, o.learners));
+  }
+  if (slice.count < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--index %d of --learners %d: the slice of the training set is empty", o.index, o.learners));
+  }
+
+  ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
+                   server::PsClient::Connect(MakeClientOptions(o, *model, -1)));
+  // Every learner offers the same seeded weights; the first Init each shard sees wins.
+  RETURN_IF_ERROR(ps->Init(model->params().flat()));
+
+  const int64_t sample = model->input_size();
+  const int batch = static_cast<int>(std::min<int64_t>(o.batch, slice.count));
+  const int64_t steps_per_epoch = std::max<int64_t>(1, slice.count / batch);
+  const int64_t steps =
+      std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.epochs * steps_per_epoch)));
+  std::vector<float> images(static_cast<size_t>(batch * sample));
+  std::vector<int32_t> labels(batch);
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
+
+  const auto t0 = Clock::now();
+  auto last_report = t0;
+  int64_t done_steps = 0, images_done = 0, dropped = 0;
+  double loss_window = 0;
+  int64_t window_steps = 0, window_images = 0;
+  auto window0 = t0;
+  for (int64_t t = ps->start_clock(); t < steps; ++t) {
+    const auto step0 = Clock::now();
+    const int64_t epoch = t / steps_per_epoch;
+    if (epoch != order_epoch) {
+      order = ShuffledOrder(slice.count, o.seed * 1000003ULL + static_cast<uint64_t>(o.index) * 7919ULL + epoch);
+      order_epoch = epoch;
+    }
+    const int64_t first = (t % steps_per_epoch) * batch;
+    for (int i = 0; i < batch; ++i) {
+      const int64_t idx = order[first + i];
+      std::copy_n(slice.images.data() + idx * sample, sample, images.data() + i * sample);
+      labels[i] = slice.labels[idx];
+    }
+
+    RETURN_IF_ERROR(ps->Pull(t, model->params().flat()));
+    ASSIGN_OR_RETURN(StepResult r, model->TrainStep(images, labels));
+    if (!std::isfinite(r.loss)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "learner %d: training diverged at step %d (loss %g); lower lr.base or use the inverse "
+          "staleness rule", ps->learner_id(), t, r.loss));
+    }
+    absl::Status pushed = ps->Push(t, model->grads().flat(), static_cast<uint32_t>(batch),
+                                   static_cast<float>(r.loss));
+    if (absl::IsFailedPrecondition(pushed)) {
+      // The shards dropped this gradient (e.g. this learner was timed out of a hardsync step);
+      // continue from the clock they now expect.
+      ++dropped;
+      t = std::max<int64_t>(t, ps->start_clock()) - 1;
+      continue;
+    }
+    RETURN_IF_ERROR(pushed);
+    ++done_steps;
+    images_done += batch;
+    loss_window += r.loss;
+    ++window_steps;
+    window_images += batch;
+    if (o.slow_factor > 1) {
+      // A straggler: stretch this step to slow_factor times its own duration.
+      std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
+    }
+    if (SecondsSince(last_report) >= o.report_every_seconds) {
+      Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
+                              {"index", o.index},
+                              {"step", t + 1},
+                              {"steps", steps},
+                              {"loss", loss_window / window_steps},
+                              {"images_per_second", window_images / std::max(SecondsSince(window0), 1e-9)}});
+      last_report = Clock::now();
+      window0 = last_report;
+      loss_window = 0;
+      window_steps = window_images = 0;
+    }
+  }
+  const double seconds = SecondsSince(t0);
+  absl::Status left = ps->Leave();
+  Emit("ORRERY_LEARNER_DONE", {{"learner", ps->learner_id()},
+                               {"index", o.index},
+                               {"steps", done_steps},
+                               {"dropped", dropped},
+                               {"images", images_done},
+                               {"seconds", seconds},
+                               {"images_per_second", images_done / std::max(seconds, 1e-9)}});
+  return left;
+}
+
+absl::Status RunEvaluator(const LearnerOptions& o) {
+  RETURN_IF_ERROR(ValidateLearnerOptions(o));
+  // Block the stop signals before gRPC starts its threads, so every thread inherits the mask and
+  // the signals wait for sigtimedwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));
+  ASSIGN_OR_RETURN(Dataset test, LoadFashionMnist(o.data_dir, Split::kTest, o.limit_test));
+  RETURN_IF_ERROR(CheckInputShape(*model, test, o.model_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
+                   server::PsClient::Connect(MakeClientOptions(o, *model, -2)));
+  RETURN_IF_ERROR(ps->Init(model->params().flat()));
+
+  const auto t0 = Clock::now();
+  auto next = t0;
+  for (;;) {
+    bool final = false;
+    const double wait = std::chrono::duration<double>(next - Clock::now()).count();
+    if (wait > 0) {
+      timespec ts;
+      ts.tv_sec = static_cast<time_t>(wait);
+      ts.tv_nsec = static_cast<long>((wait - ts.tv_sec) * 1e9);
+      final = sigtimedwait(&stop_signals, nullptr, &ts) > 0;
+    } else {
+      siginfo_t info;
+      timespec zero{0, 0};
+      final = sigtimedwait(&stop_signals, &info, &zero) > 0;
+    }
+    next = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(o.eval_every_seconds));
+    // Stats first, then weights: the accuracy belongs to weights at least this new.
+    ASSIGN_OR_RETURN(server::PsStats stats, ps->Stats());
+    RETURN_IF_ERROR(ps->Pull(0, model->params().flat()));
+    ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, 256));
+    Emit("ORRERY_EVAL", {{"seconds", SecondsSince(t0)},
+                         {"test_accuracy", static_cast<double>(eval.correct) / std::max<int64_t>(1, eval.count)},
+                         {"test_loss", eval.loss_sum / std::max<int64_t>(1, eval.count)},
+                         {"test_images", eval.count},
+                         {"final", final},
+                         {"stats", StatsJson(stats)}});
+    if (final) return absl::OkStatus();
+  }
+}
+
+}  // namespace orrery::learner

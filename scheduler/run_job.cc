@@ -1,0 +1,452 @@
+#include "scheduler/run_job.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/progress_line.h"
+#include "base/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/backends/local_backend.h"
+#include "scheduler/event_loop.h"
+#include "scheduler/line_waiter.h"
+
+namespace orrery::scheduler {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string Num(double v) { return absl::StrFormat("%.17g", v); }
+
+std::string RandomToken() {
+  std::random_device rd;
+  std::string token;
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&token, absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
+  return token;
+}
+
+double SlowFactor(const JobSpec& job, int index) {
+  for (const SlowLearner& s : job.slow_learners) {
+    if (s.learner == index) return s.factor;
+  }
+  return 1;
+}
+
+// Splits "TAG {json}" lines; returns false for anything else.
+bool ParseTagged(const std::string& line, std::string* tag, nlohmann::json* body) {
+  if (!absl::StartsWith(line, "ORRERY_")) return false;
+  const size_t space = line.find(' ');
+  if (space == std::string::npos) return false;
+  *body = nlohmann::json::parse(line.substr(space + 1), nullptr, /*allow_exceptions=*/false);
+  if (body->is_discarded() || !body->is_object()) return false;
+  *tag = line.substr(0, space);
+  return true;
+}
+
+template <typename T>
+T Get(const nlohmann::json& j, const char* key, T fallback) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const nlohmann::json::exception&) {
+    return fallback;
+  }
+}
+
+std::string LastLines(const Backend& backend, ProcessId id, size_t n) {
+  std::vector<std::string> tail = backend.Tail(id, n);
+  if (tail.empty()) return "";
+  return absl::StrCat("; last lines:\n    ", absl::StrJoin(tail, "\n    "));
+}
+
+// The state of one run, driven by backend events on the loop thread.
+class JobRun {
+ public:
+  JobRun(const JobSpec& job, const RunJobOptions& options)
+      : job_(job), options_(options), backend_(loop_), token_(RandomToken()) {}
+
+  absl::StatusOr<RunReport> Run();
+
+ private:
+  ProcessSpec Spec(std::string role, std::vector<std::string> argv) const;
+  absl::Status StartServers();
+  absl::Status StartLearners();
+  void OnLine(const OutputLine& line);
+  void OnExit(const ProcessExit& exit);
+  void OnEval(const nlohmann::json& body);
+  void Fail(absl::Status status);
+  void StopEverything(absl::Duration grace);
+  void ShowProgress();
+  int LearnerThreads() const;
+
+  const JobSpec& job_;
+  const RunJobOptions& options_;
+  EventLoop loop_;
+  LocalBackend backend_;
+  std::string token_;
+  ProgressLine progress_;
+
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point learners_start_;
+  std::optional<Clock::time_point> learners_end_;
+  std::vector<std::string> endpoints_;
+  std::map<ProcessId, int> learner_index_;  // learner process -> index
+  std::map<int, nlohmann::json> learner_progress_;
+  ProcessId evaluator_ = -1;
+  int learners_exited_ = 0;
+  bool evaluator_asked_to_stop_ = false;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  int interrupts_ = 0;
+  absl::Status failure_;
+  std::optional<nlohmann::json> last_eval_;
+  bool final_eval_seen_ = false;
+  RunReport report_;
+};
+
+ProcessSpec JobRun::Spec(std::string role, std::vector<std::string> argv) const {
+  ProcessSpec spec;
+  spec.role = std::move(role);
+  spec.argv = std::move(argv);
+  spec.env["ORRERY_TOKEN"] = token_;
+  // Several compute processes share the cores: OpenMP threads must sleep, not spin, when idle.
+  spec.env["OMP_WAIT_POLICY"] = "passive";
+  if (!options_.log_dir.empty()) spec.log_path = absl::StrCat(options_.log_dir, "/", spec.role, ".log");
+  return spec;
+}
+
+int JobRun::LearnerThreads() const {
+  if (options_.threads_per_learner > 0) return options_.threads_per_learner;
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / job_.learners);
+}
+
+absl::Status JobRun::StartServers() {
+  std::vector<ProcessSpec> specs;
+  for (int s = 0; s < job_.servers; ++s) {
+    specs.push_back(Spec(absl::StrCat("server-", s),
+                         ServerArgv(job_, options_.orrery_binary, s, absl::StrCat(options_.host, ":0"))));
+  }
+  ASSIGN_OR_RETURN(std::vector<ProcessId> ids, backend_.StartGroup(specs));
+  absl::StatusOr<std::vector<LineMatch>> ready = WaitForLines(
+      loop_, backend_, ids, R"(^ORRERY_SERVER_READY (\S+))", options_.start_timeout);
+  if (!ready.ok()) return ready.status();
+  for (size_t s = 0; s < ids.size(); ++s) {
+    endpoints_.push_back((*ready)[s].groups[1]);
+    // A restarted shard comes back at the address the learners already know.
+    RETURN_IF_ERROR(backend_.SetRestartArgv(
+        ids[s], ServerArgv(job_, options_.orrery_binary, static_cast<int>(s), endpoints_.back())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobRun::StartLearners() {
+  const int threads = LearnerThreads();
+  std::vector<ProcessSpec> specs;
+  for (int i = 0; i < job_.learners; ++i) {
+    ProcessSpec spec = Spec(absl::StrCat("learner-", i),
+                            LearnerArgv(job_, options_.orrery_binary, i, endpoints_, threads));
+    spec.restart = job_.restart;
+    specs.push_back(std::move(spec));
+  }
+  specs.push_back(Spec("evaluator", EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1)));
+  learners_start_ = Clock::now();
+  ASSIGN_OR_RETURN(std::vector<ProcessId> ids, backend_.StartGroup(specs));
+  for (int i = 0; i < job_.learners; ++i) learner_index_[ids[i]] = i;
+  evaluator_ = ids.back();
+  return absl::OkStatus();
+}
+
+void JobRun::Fail(absl::Status status) {
+  if (failure_.ok()) failure_ = std::move(status);
+  StopEverything(absl::Seconds(5));
+}
+
+void JobRun::StopEverything(absl::Duration grace) {
+  if (stopping_) return;
+  stopping_ = true;
+  backend_.StopAll(grace, [this] { stopped_ = true; });
+}
+
+void JobRun::OnEval(const nlohmann::json& body) {
+  EvalPoint p;
+  p.seconds = SecondsSince(learners_start_);
+  p.test_accuracy = Get<double>(body, "test_accuracy", 0);
+  p.test_loss = Get<double>(body, "test_loss", 0);
+  const nlohmann::json stats = body.value("stats", nlohmann::json::object());
+  p.updates_applied = Get<uint64_t>(stats, "updates_applied", 0);
+  p.samples_applied = Get<uint64_t>(stats, "samples_applied", 0);
+  report_.evals.push_back(p);
+  last_eval_ = body;
+  if (job_.target_accuracy && !report_.time_to_target_seconds &&
+      p.test_accuracy >= *job_.target_accuracy) {
+    report_.time_to_target_seconds = p.seconds;
+  }
+  const nlohmann::json st = stats.value("staleness", nlohmann::json::object());
+  if (options_.progress) {
+    progress_.Print(absl::StrFormat(
+        "[%6.1fs] test accuracy %.2f%%  loss %.4f  updates %d  staleness mean %.2f max %d%s",
+        p.seconds, 100 * p.test_accuracy, p.test_loss, p.updates_applied,
+        Get<double>(st, "mean", 0), Get<uint64_t>(st, "max", 0),
+        Get<bool>(body, "final", false) ? "  (final)" : ""));
+  }
+  if (Get<bool>(body, "final", false)) final_eval_seen_ = true;
+}
+
+void JobRun::OnLine(const OutputLine& line) {
+  std::string tag;
+  nlohmann::json body;
+  if (!ParseTagged(line.text, &tag, &body)) return;
+  if (tag == "ORRERY_EVAL" && line.id == evaluator_) {
+    OnEval(body);
+  } else if (tag == "ORRERY_LEARNER" || tag == "ORRERY_LEARNER_DONE") {
+    auto it = learner_index_.find(line.id);
+    if (it != learner_index_.end()) {
+      body["done"] = tag == "ORRERY_LEARNER_DONE";
+      learner_progress_[it->second] = body;
+    }
+  }
+}
+
+void JobRun::OnExit(const ProcessExit& exit) {
+  if (stopping_ && exit.stop_requested && exit.id != evaluator_) return;
+  if (auto it = learner_index_.find(exit.id); it != learner_index_.end()) {
+    if (!exit.final()) {
+      if (options_.progress) {
+        progress_.Print(absl::StrFormat("%s %s; restarting in %s", exit.role, exit.status.ToString(),
+                                        absl::FormatDuration(exit.restart_delay)));
+      }
+      return;
+    }
+    ++learners_exited_;
+    if (exit.status.ok()) {
+      ++report_.learners_finished;
+    } else if (!exit.stop_requested) {
+      ++report_.learners_failed;
+      std::string why = absl::StrCat(exit.role, ": ", exit.status.ToString(), exit.error.empty() ? "" : " (" + exit.error + ")");
+      report_.learner_failures.push_back(why);
+      if (options_.progress) {
+        progress_.Print(absl::StrCat(why, "; the job continues without it", LastLines(backend_, exit.id, 3)));
+      }
+    }
+    if (learners_exited_ == job_.learners && !stopping_) {
+      learners_end_ = Clock::now();
+      if (report_.learners_finished == 0) {
+        Fail(absl::AbortedError(absl::StrCat("every learner failed; ", report_.learner_failures.front(),
+                                             LastLines(backend_, exit.id, 10))));
+        return;
+      }
+      // Ask the evaluator for its final evaluation (it answers SIGTERM with one, then exits).
+      evaluator_asked_to_stop_ = true;
+      absl::Status st = backend_.Stop(evaluator_, absl::Minutes(5));
+      if (!st.ok()) Fail(st);
+    }
+    return;
+  }
+  if (exit.id == evaluator_) {
+    if (evaluator_asked_to_stop_ && final_eval_seen_) {
+      StopEverything(absl::Seconds(10));
+    } else if (!stopping_ || !exit.stop_requested) {
+      Fail(absl::AbortedError(absl::StrCat("the evaluator ", exit.status.ToString(),
+                                           LastLines(backend_, exit.id, 10))));
+    }
+    return;
+  }
+  // A shard.
+  if (!exit.final()) {
+    if (options_.progress) progress_.Print(absl::StrCat(exit.role, " ", exit.status.ToString(), "; restarting"));
+    return;
+  }
+  Fail(absl::UnavailableError(absl::StrCat(exit.role, " ", exit.status.ToString(),
+                                           LastLines(backend_, exit.id, 10))));
+}
+
+void JobRun::ShowProgress() {
+  if (!options_.progress || stopping_ || learner_index_.empty()) return;
+  int64_t steps = 0, total = 0;
+  double ips = 0;
+  for (const auto& [index, p] : learner_progress_) {
+    steps += Get<int64_t>(p, "step", Get<int64_t>(p, "steps", 0));
+    total += Get<int64_t>(p, "steps", 0);
+    if (!Get<bool>(p, "done", false)) ips += Get<double>(p, "images_per_second", 0);
+  }
+  std::string acc = "";
+  if (last_eval_) acc = absl::StrFormat("  test accuracy %.2f%%", 100 * Get<double>(*last_eval_, "test_accuracy", 0));
+  progress_.Update(absl::StrFormat("[%6.1fs] learners %d/%d running  steps %d/%d  %.0f images/s%s",
+                                   SecondsSince(learners_start_), job_.learners - learners_exited_,
+                                   job_.learners, steps, total, ips, acc));
+}
+
+absl::StatusOr<RunReport> JobRun::Run() {
+  report_.job = job_.name;
+  loop_.OnSignals({SIGINT, SIGTERM}, [this](int sig) {
+    ++interrupts_;
+    if (interrupts_ == 1) {
+      if (options_.progress) progress_.Print(absl::StrCat("interrupted (", strsignal(sig), "); stopping every process"));
+      Fail(absl::CancelledError(absl::StrCat("interrupted by ", strsignal(sig))));
+    } else {
+      backend_.StopAll(absl::ZeroDuration(), [] {});  // a second Ctrl-C: kill now
+    }
+  });
+  backend_.AddLineListener([this](const OutputLine& line) { OnLine(line); });
+  backend_.AddExitListener([this](const ProcessExit& exit) { OnExit(exit); });
+  if (options_.timeout != absl::InfiniteDuration()) {
+    loop_.RunAfter(options_.timeout, [this] {
+      Fail(absl::DeadlineExceededError(absl::StrCat("the job did not finish within ",
+                                                    absl::FormatDuration(options_.timeout))));
+    });
+  }
+
+  absl::Status started = StartServers();
+  if (started.ok() && failure_.ok()) {
+    if (options_.progress) {
+      progress_.Print(absl::StrFormat("%s: %d shard(s) at %s; starting %d learner(s), protocol %s, lr %g (%s)%s",
+                                      job_.name, job_.servers, absl::StrJoin(endpoints_, ", "),
+                                      job_.learners, ProtocolToString(job_.protocol), job_.lr.base,
+                                      LrStalenessName(job_.lr.staleness),
+                                      options_.log_dir.empty() ? "" : absl::StrCat("; logs in ", options_.log_dir)));
+    }
+    started = StartLearners();
+  }
+  if (!started.ok()) Fail(started);
+  const TimerId ticker = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
+  loop_.RunUntil([this] { return stopped_; }, absl::InfiniteDuration());
+  loop_.Cancel(ticker);
+  if (!failure_.ok()) return failure_;
+  if (!last_eval_) return absl::InternalError("the job ended without an evaluation");
+
+  const nlohmann::json& e = *last_eval_;
+  const nlohmann::json stats = e.value("stats", nlohmann::json::object());
+  const nlohmann::json st = stats.value("staleness", nlohmann::json::object());
+  report_.test_accuracy = Get<double>(e, "test_accuracy", 0);
+  report_.test_loss = Get<double>(e, "test_loss", 0);
+  report_.updates_applied = Get<uint64_t>(stats, "updates_applied", 0);
+  report_.gradients_applied = Get<uint64_t>(stats, "gradients_applied", 0);
+  report_.gradients_rejected = Get<uint64_t>(stats, "gradients_rejected", 0);
+  report_.samples_applied = Get<uint64_t>(stats, "samples_applied", 0);
+  report_.staleness_mean = Get<double>(st, "mean", 0);
+  report_.staleness_max = Get<uint64_t>(st, "max", 0);
+  report_.staleness_histogram = Get<std::vector<uint64_t>>(st, "histogram", {});
+  // Every gradient is counted once per shard in the summed histogram; report per gradient.
+  if (job_.servers > 1) {
+    for (uint64_t& b : report_.staleness_histogram) b /= static_cast<uint64_t>(job_.servers);
+  }
+  while (!report_.staleness_histogram.empty() && report_.staleness_histogram.back() == 0) {
+    report_.staleness_histogram.pop_back();
+  }
+  report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
+  report_.images_per_second = report_.samples_applied / std::max(report_.train_seconds, 1e-9);
+  report_.wall_seconds = SecondsSince(start_);
+  return report_;
+}
+
+}  // namespace
+
+std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
+                                    const std::string& listen) {
+  std::vector<std::string> argv = {binary, "server",
+                                   "--listen", listen,
+                                   "--shard", absl::StrCat(shard),
+                                   "--shards", absl::StrCat(job.servers),
+                                   "--job", job.name,
+                                   "--protocol", ProtocolToString(job.protocol),
+                                   "--learners", absl::StrCat(job.learners),
+                                   "--lr", Num(job.lr.base),
+                                   "--staleness-rule", LrStalenessName(job.lr.staleness),
+                                   "--momentum", Num(job.lr.momentum)};
+  if (job.learner_timeout) {
+    argv.insert(argv.end(), {"--learner-timeout", Num(absl::ToDoubleSeconds(*job.learner_timeout))});
+  }
+  return argv;
+}
+
+namespace {
+std::vector<std::string> CommonLearnerArgv(const JobSpec& job, const std::string& binary,
+                                           const std::vector<std::string>& servers, int threads) {
+  std::vector<std::string> argv = {binary, "learner",
+                                   "--servers", absl::StrJoin(servers, ","),
+                                   "--job", job.name,
+                                   "--model", job.model_path,
+                                   "--data", job.data_dir,
+                                   "--learners", absl::StrCat(job.learners),
+                                   "--batch", absl::StrCat(job.batch),
+                                   "--epochs", Num(job.epochs),
+                                   "--seed", absl::StrCat(job.seed),
+                                   "--threads", absl::StrCat(threads)};
+  if (job.limit_train) argv.insert(argv.end(), {"--limit-train", absl::StrCat(*job.limit_train)});
+  return argv;
+}
+}  // namespace
+
+std::vector<std::string> LearnerArgv(const JobSpec& job, const std::string& binary, int index,
+                                     const std::vector<std::string>& servers, int threads) {
+  std::vector<std::string> argv = CommonLearnerArgv(job, binary, servers, threads);
+  argv.insert(argv.end(), {"--index", absl::StrCat(index)});
+  const double slow = SlowFactor(job, index);
+  if (slow != 1) argv.insert(argv.end(), {"--slow", Num(slow)});
+  return argv;
+}
+
+std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& binary,
+                                       const std::vector<std::string>& servers, int threads) {
+  std::vector<std::string> argv = CommonLearnerArgv(job, binary, servers, threads);
+  argv.push_back("--evaluator");
+  argv.insert(argv.end(), {"--eval-every", Num(job.eval_every ? absl::ToDoubleSeconds(*job.eval_every) : 10.0)});
+  if (job.limit_test) argv.insert(argv.end(), {"--limit-test", absl::StrCat(*job.limit_test)});
+  return argv;
+}
+
+absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options) {
+  if (options.orrery_binary.empty()) return absl::InvalidArgumentError("RunJob: no orrery binary given");
+  JobRun run(job, options);
+  return run.Run();
+}
+
+std::string RunReportJson(const RunReport& r, const JobSpec& job) {
+  nlohmann::json j;
+  j["job"] = r.job;
+  j["test_accuracy"] = r.test_accuracy;
+  j["test_loss"] = r.test_loss;
+  j["wall_seconds"] = r.wall_seconds;
+  j["train_seconds"] = r.train_seconds;
+  j["updates_applied"] = r.updates_applied;
+  j["gradients_applied"] = r.gradients_applied;
+  j["gradients_rejected"] = r.gradients_rejected;
+  j["samples_applied"] = r.samples_applied;
+  j["images_per_second"] = r.images_per_second;
+  j["staleness"] = {{"mean", r.staleness_mean}, {"max", r.staleness_max}, {"histogram", r.staleness_histogram}};
+  j["time_to_target_seconds"] = r.time_to_target_seconds ? nlohmann::json(*r.time_to_target_seconds) : nlohmann::json(nullptr);
+  j["learners_finished"] = r.learners_finished;
+  j["learners_failed"] = r.learners_failed;
+  j["learner_failures"] = r.learner_failures;
+  auto& evals = j["evals"] = nlohmann::json::array();
+  for (const EvalPoint& p : r.evals) {
+    evals.push_back({{"seconds", p.seconds}, {"test_accuracy", p.test_accuracy}, {"test_loss", p.test_loss},
+                     {"updates_applied", p.updates_applied}, {"samples_applied", p.samples_applied}});
+  }
+  nlohmann::json slow = nlohmann::json::array();
+  for (const SlowLearner& s : job.slow_learners) slow.push_back({{"learner", s.learner}, {"factor", s.factor}});
+  j["job_spec"] = {{"name", job.name}, {"model", job.model_path}, {"servers", job.servers},
+                   {"learners", job.learners}, {"protocol", ProtocolToString(job.protocol)},
+                   {"lr", {{"base", job.lr.base}, {"staleness", LrStalenessName(job.lr.staleness)},
+                           {"momentum", job.lr.momentum}}},
+                   {"batch", job.batch}, {"epochs", job.epochs}, {"seed", job.seed},
+                   {"target_accuracy", job.target_accuracy ? nlohmann::json(*job.target_accuracy) : nlohmann::json(nullptr)},
+                   {"slow_learners", slow}};
+  return j.dump(2) + "\n";
+}
+
+}  // namespace orrery::scheduler

@@ -1,0 +1,74 @@
+// `orrery run JOB.yaml`: one training job's processes — S parameter-server shards, L learners
+// and an evaluator — supervised on this machine through the local backend, with live progress
+// and a metrics report at the end. The scheduler daemon drives jobs through the same JobRun.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "scheduler/job_spec.h"
+
+namespace orrery::scheduler {
+
+struct RunJobOptions {
+  std::string orrery_binary;   // the executable to start for every role (normally /proc/self/exe)
+  std::string log_dir;         // per-process logs go here (created); "" = no log files
+  std::string host = "127.0.0.1";  // shards listen here, on ports the OS chooses
+  absl::Duration timeout = absl::InfiniteDuration();  // the whole job; then it fails
+  absl::Duration start_timeout = absl::Seconds(60);   // for the shards' READY lines
+  int threads_per_learner = 0;  // 0: cores / learners (at least 1)
+  bool progress = true;         // live progress on stderr
+};
+
+// One evaluation of the pulled weights on the test set.
+struct EvalPoint {
+  double seconds = 0;          // since the learners were started
+  double test_accuracy = 0;
+  double test_loss = 0;
+  uint64_t updates_applied = 0;
+  uint64_t samples_applied = 0;
+};
+
+struct RunReport {
+  std::string job;
+  double test_accuracy = 0;
+  double test_loss = 0;
+  double wall_seconds = 0;       // from start to every process stopped
+  double train_seconds = 0;      // from the learners' start to the last learner's exit
+  uint64_t updates_applied = 0;  // weight updates (shard versions; the maximum over shards)
+  uint64_t gradients_applied = 0;
+  uint64_t gradients_rejected = 0;
+  uint64_t samples_applied = 0;
+  double images_per_second = 0;  // samples applied / train_seconds
+  double staleness_mean = 0;
+  uint64_t staleness_max = 0;
+  std::vector<uint64_t> staleness_histogram;  // bucket t: gradients applied with staleness t
+  std::optional<double> time_to_target_seconds;  // first evaluation reaching target_accuracy
+  int learners_finished = 0;
+  int learners_failed = 0;
+  std::vector<std::string> learner_failures;  // "learner-2: killed by signal 9 (SIGKILL)"
+  std::vector<EvalPoint> evals;
+};
+
+// Runs `job` to the end. Returns the report, or the reason the job failed: a shard that could not
+// start or died (with its last lines), every learner failed, the evaluator failed, the timeout,
+// or CANCELLED after SIGINT/SIGTERM. Every process is stopped before it returns. Must be called
+// from the main thread before other threads exist (it takes over SIGINT, SIGTERM and SIGCHLD).
+absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options);
+
+// The report as JSON (metrics for --metrics-out), with the job's settings under "job".
+std::string RunReportJson(const RunReport& report, const JobSpec& job);
+
+// The command lines the job's processes run (exposed for tests and for other backends).
+std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
+                                    const std::string& listen);
+std::vector<std::string> LearnerArgv(const JobSpec& job, const std::string& binary, int index,
+                                     const std::vector<std::string>& servers, int threads);
+std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& binary,
+                                       const std::vector<std::string>& servers, int threads);
+
+}  // namespace orrery::scheduler
