@@ -131,6 +131,10 @@ absl::Status RunLearner(const LearnerOptions& o) {
 
   ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
                    server::PsClient::Connect(MakeClientOptions(o, *model, -1)));
+  Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
+                                 {"index", o.index},
+                                 {"start_clock", ps->start_clock()},
+                                 {"examples", slice.count}});
   // Every learner offers the same seeded weights; the first Init each shard sees wins.
   RETURN_IF_ERROR(ps->Init(model->params().flat()));
 
@@ -190,7 +194,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
       // A straggler: stretch this step to slow_factor times its own duration.
       std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
     }
-    if (SecondsSince(last_report) >= o.report_every_seconds) {
+    if (done_steps == 1 || SecondsSince(last_report) >= o.report_every_seconds) {
       Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
                               {"index", o.index},
                               {"step", t + 1},

@@ -5,6 +5,7 @@
 // protocol, so evaluation never stalls training.
 //
 // Both report on stdout with one machine-readable line per event, a tag then a JSON object:
+//   ORRERY_LEARNER_JOINED {"learner":<id the shards assigned>,"index":..,"start_clock":..}
 //   ORRERY_LEARNER {"learner":..,"step":..,"steps":..,"loss":..,"images_per_second":..}
 //   ORRERY_LEARNER_DONE {"learner":..,"steps":..,"images":..,"seconds":..,"images_per_second":..}
 //   ORRERY_EVAL {"seconds":..,"test_accuracy":..,"test_loss":..,"final":bool,"stats":{...}}

@@ -8,6 +8,8 @@
 #include <random>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,6 +17,7 @@
 #include "base/progress_line.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "parameter_server.grpc.pb.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/line_waiter.h"
@@ -28,7 +31,7 @@ double SecondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string Num(double v) { return absl::StrFormat("%.17g", v); }
+std::string Num(double v) { return absl::StrFormat("%.10g", v); }
 
 std::string RandomToken() {
   std::random_device rd;
@@ -90,6 +93,7 @@ class JobRun {
   void Fail(absl::Status status);
   void StopEverything(absl::Duration grace);
   void ShowProgress();
+  void EvictLearner(const std::string& role, int learner_id);
   int LearnerThreads() const;
 
   const JobSpec& job_;
@@ -105,6 +109,7 @@ class JobRun {
   std::vector<std::string> endpoints_;
   std::map<ProcessId, int> learner_index_;  // learner process -> index
   std::map<int, nlohmann::json> learner_progress_;
+  std::map<ProcessId, int> learner_id_;     // learner process -> id the shards gave it
   ProcessId evaluator_ = -1;
   int learners_exited_ = 0;
   bool evaluator_asked_to_stop_ = false;
@@ -207,10 +212,13 @@ void JobRun::OnEval(const nlohmann::json& body) {
 }
 
 void JobRun::OnLine(const OutputLine& line) {
+  if (options_.on_line) options_.on_line(line, backend_);
   std::string tag;
   nlohmann::json body;
   if (!ParseTagged(line.text, &tag, &body)) return;
-  if (tag == "ORRERY_EVAL" && line.id == evaluator_) {
+  if (tag == "ORRERY_LEARNER_JOINED" && learner_index_.count(line.id)) {
+    learner_id_[line.id] = Get<int>(body, "learner", -1);
+  } else if (tag == "ORRERY_EVAL" && line.id == evaluator_) {
     OnEval(body);
   } else if (tag == "ORRERY_LEARNER" || tag == "ORRERY_LEARNER_DONE") {
     auto it = learner_index_.find(line.id);
@@ -224,6 +232,13 @@ void JobRun::OnLine(const OutputLine& line) {
 void JobRun::OnExit(const ProcessExit& exit) {
   if (stopping_ && exit.stop_requested && exit.id != evaluator_) return;
   if (auto it = learner_index_.find(exit.id); it != learner_index_.end()) {
+    if (!exit.status.ok() && !exit.stop_requested) {
+      // A learner that died cannot say goodbye: leave on its behalf at once, so that hardsync
+      // and ssp stop waiting for it now rather than after the learner timeout.
+      auto id = learner_id_.find(exit.id);
+      if (id != learner_id_.end() && id->second >= 0) EvictLearner(exit.role, id->second);
+      learner_id_.erase(exit.id);
+    }
     if (!exit.final()) {
       if (options_.progress) {
         progress_.Print(absl::StrFormat("%s %s; restarting in %s", exit.role, exit.status.ToString(),
@@ -272,6 +287,33 @@ void JobRun::OnExit(const ProcessExit& exit) {
   }
   Fail(absl::UnavailableError(absl::StrCat(exit.role, " ", exit.status.ToString(),
                                            LastLines(backend_, exit.id, 10))));
+}
+
+void JobRun::EvictLearner(const std::string& role, int learner_id) {
+  int evicted = 0;
+  std::string errors;
+  for (const std::string& endpoint : endpoints_) {
+    auto stub = proto::ParameterServer::NewStub(
+        grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+    proto::LeaveRequest request;
+    request.set_job_id(job_.name);
+    request.set_token(token_);
+    request.set_learner_id(learner_id);
+    proto::LeaveResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::Status st = stub->Leave(&context, request, &response);
+    if (st.ok()) {
+      ++evicted;
+    } else {
+      absl::StrAppend(&errors, " ", endpoint, ": ", st.error_message(), ";");
+    }
+  }
+  if (evicted > 0) ++report_.learners_evicted;
+  if (!errors.empty() && options_.progress) {
+    progress_.Print(absl::StrCat("could not remove ", role, " (learner ", learner_id,
+                                 ") from every shard; the learner timeout will:", errors));
+  }
 }
 
 void JobRun::ShowProgress() {
@@ -340,10 +382,6 @@ absl::StatusOr<RunReport> JobRun::Run() {
   report_.staleness_mean = Get<double>(st, "mean", 0);
   report_.staleness_max = Get<uint64_t>(st, "max", 0);
   report_.staleness_histogram = Get<std::vector<uint64_t>>(st, "histogram", {});
-  // Every gradient is counted once per shard in the summed histogram; report per gradient.
-  if (job_.servers > 1) {
-    for (uint64_t& b : report_.staleness_histogram) b /= static_cast<uint64_t>(job_.servers);
-  }
   while (!report_.staleness_histogram.empty() && report_.staleness_histogram.back() == 0) {
     report_.staleness_histogram.pop_back();
   }
@@ -431,6 +469,7 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["time_to_target_seconds"] = r.time_to_target_seconds ? nlohmann::json(*r.time_to_target_seconds) : nlohmann::json(nullptr);
   j["learners_finished"] = r.learners_finished;
   j["learners_failed"] = r.learners_failed;
+  j["learners_evicted"] = r.learners_evicted;
   j["learner_failures"] = r.learner_failures;
   auto& evals = j["evals"] = nlohmann::json::array();
   for (const EvalPoint& p : r.evals) {

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "scheduler/backend.h"
 #include "scheduler/job_spec.h"
 
 namespace orrery::scheduler {
@@ -22,6 +24,9 @@ struct RunJobOptions {
   absl::Duration start_timeout = absl::Seconds(60);   // for the shards' READY lines
   int threads_per_learner = 0;  // 0: cores / learners (at least 1)
   bool progress = true;         // live progress on stderr
+  // Called on the loop thread with every output line of every process, and the backend running
+  // them (for log streaming, and for fault tests that signal a process at a chosen moment).
+  std::function<void(const OutputLine&, Backend&)> on_line;
 };
 
 // One evaluation of the pulled weights on the test set.
@@ -46,10 +51,14 @@ struct RunReport {
   double images_per_second = 0;  // samples applied / train_seconds
   double staleness_mean = 0;
   uint64_t staleness_max = 0;
-  std::vector<uint64_t> staleness_histogram;  // bucket t: gradients applied with staleness t
+  // Bucket t: gradient applications with staleness t, summed over shards. Each shard measures
+  // τ against its own version, so a gradient is counted once per shard (the sum is
+  // gradients_applied × servers); means and tail shares are per gradient.
+  std::vector<uint64_t> staleness_histogram;
   std::optional<double> time_to_target_seconds;  // first evaluation reaching target_accuracy
   int learners_finished = 0;
   int learners_failed = 0;
+  int learners_evicted = 0;      // failed learners the runner removed from the shards' accounting
   std::vector<std::string> learner_failures;  // "learner-2: killed by signal 9 (SIGKILL)"
   std::vector<EvalPoint> evals;
 };

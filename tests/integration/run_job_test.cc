@@ -1,0 +1,165 @@
+// End-to-end: real `orrery server` and `orrery learner` processes on 127.0.0.1 (OS-chosen ports),
+// driven by RunJob on the local backend, training the MLP on a Fashion-MNIST subset.
+#include "scheduler/run_job.h"
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/job_spec.h"
+
+namespace orrery::scheduler {
+namespace {
+
+constexpr int kLearners = 3;
+constexpr int kTrain = 6000;   // 2,000 images per learner
+constexpr int kBatch = 32;     // 62 steps per learner per epoch
+
+std::string LogDir(const std::string& name) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string dir = absl::StrCat(std::filesystem::temp_directory_path().string(), "/orrery-it-",
+                                 getpid(), "-", info->name(), "-", name);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+JobSpec MlpJob(const std::string& protocol, double epochs = 1) {
+  const std::string yaml = absl::StrCat(
+      "name: it-", absl::StrReplaceAll(protocol, {{":", "-"}}), "\n",
+      "model: ", ORRERY_SOURCE_DIR, "/examples/models/mlp.yaml\n",
+      "servers: 2\nlearners: ", kLearners, "\nprotocol: ", protocol, "\n",
+      "lr: {base: 0.05, staleness: inverse}\n",
+      "batch: ", kBatch, "\nepochs: ", epochs, "\nseed: 7\n",
+      "limit_train: ", kTrain, "\nlimit_test: 2000\neval_every_seconds: 30\n",
+      "learner_timeout_seconds: 120\n");
+  absl::StatusOr<JobSpec> job = ParseJobSpec(yaml, ORRERY_SOURCE_DIR);
+  EXPECT_TRUE(job.ok()) << job.status();
+  return *job;
+}
+
+RunJobOptions Options(const std::string& name) {
+  RunJobOptions o;
+  o.orrery_binary = ORRERY_BINARY;
+  o.log_dir = LogDir(name);
+  o.timeout = absl::Seconds(240);  // a hang fails the test instead of blocking CTest
+  o.threads_per_learner = 1;
+  o.progress = false;
+  return o;
+}
+
+uint64_t Sum(const std::vector<uint64_t>& v) { return std::accumulate(v.begin(), v.end(), uint64_t{0}); }
+
+constexpr int64_t kStepsPerLearner = kTrain / kLearners / kBatch;
+
+TEST(RunJobTest, HardsyncAppliesOneAveragedUpdatePerStepWithZeroStaleness) {
+  JobSpec job = MlpJob("hardsync");
+  absl::StatusOr<RunReport> r = RunJob(job, Options("hardsync"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->learners_failed, 0);
+  // One update per step, each averaging all λ gradients.
+  EXPECT_EQ(r->updates_applied, static_cast<uint64_t>(kStepsPerLearner));
+  EXPECT_EQ(r->gradients_applied, static_cast<uint64_t>(kStepsPerLearner * kLearners));
+  EXPECT_EQ(r->samples_applied, static_cast<uint64_t>(kStepsPerLearner * kLearners * kBatch));
+  EXPECT_EQ(r->staleness_max, 0u);
+  EXPECT_EQ(r->staleness_mean, 0.0);
+  ASSERT_EQ(r->staleness_histogram.size(), 1u);
+  EXPECT_EQ(r->staleness_histogram[0], static_cast<uint64_t>(2 * kStepsPerLearner * kLearners));
+  EXPECT_GT(r->test_accuracy, 0.6) << "chance is 0.1";
+  EXPECT_GT(r->images_per_second, 0);
+  ASSERT_FALSE(r->evals.empty());
+}
+
+TEST(RunJobTest, AsyncAppliesEveryGradientOnArrivalWithSomeStaleness) {
+  JobSpec job = MlpJob("async");
+  absl::StatusOr<RunReport> r = RunJob(job, Options("async"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->updates_applied, static_cast<uint64_t>(kStepsPerLearner * kLearners));
+  // Counted once per shard (2 shards).
+  EXPECT_EQ(Sum(r->staleness_histogram), static_cast<uint64_t>(2 * kStepsPerLearner * kLearners));
+  EXPECT_GT(r->staleness_max, 0u) << "three learners pushing concurrently must see stale weights";
+  EXPECT_GT(r->staleness_mean, 0.0);
+  EXPECT_GT(r->test_accuracy, 0.6);
+}
+
+TEST(RunJobTest, SoftsyncUpdatesInGroupsOfC) {
+  // λ = 3, n = 1: c = 3 gradients per update, so updates = gradients / 3.
+  JobSpec job = MlpJob("softsync:1");
+  absl::StatusOr<RunReport> r = RunJob(job, Options("softsync"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->gradients_applied, static_cast<uint64_t>(kStepsPerLearner * kLearners));
+  EXPECT_EQ(r->updates_applied, static_cast<uint64_t>(kStepsPerLearner));
+  EXPECT_GT(r->test_accuracy, 0.6);
+}
+
+TEST(RunJobTest, WritesMetricsJsonWithTheRequiredKeys) {
+  JobSpec job = MlpJob("ssp:1", 0.5);
+  job.target_accuracy = 0.3;
+  absl::StatusOr<RunReport> r = RunJob(job, Options("metrics"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  nlohmann::json j = nlohmann::json::parse(RunReportJson(*r, job));
+  for (const char* key : {"test_accuracy", "wall_seconds", "updates_applied", "staleness",
+                          "images_per_second", "time_to_target_seconds"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  for (const char* key : {"mean", "max", "histogram"}) EXPECT_TRUE(j["staleness"].contains(key)) << key;
+  ASSERT_TRUE(r->time_to_target_seconds.has_value());
+  EXPECT_GE(*r->time_to_target_seconds, 0);
+  // ssp:1 bounds how far apart learners drift, so every gradient is at most a few versions old.
+  EXPECT_LE(r->staleness_max, static_cast<uint64_t>(2 * kLearners));
+}
+
+// Kills (SIGKILL) learner-1 once it has reported progress at step >= 5. The others must finish
+// without waiting for the learner timeout (120 s here, beyond the test's deadline of 240 s
+// for the job only if they hung).
+void RunWithKilledLearner(const std::string& protocol) {
+  JobSpec job = MlpJob(protocol, 2);
+  job.slow_learners = {{1, 5.0}};  // stretch learner-1's run so the kill lands mid-run
+  RunJobOptions o = Options(protocol.substr(0, protocol.find(':')));
+  bool killed = false;
+  o.on_line = [&killed](const OutputLine& line, Backend& backend) {
+    if (killed || line.role != "learner-1") return;
+    if (!absl::StartsWith(line.text, "ORRERY_LEARNER ")) return;
+    killed = backend.Signal(line.id, SIGKILL).ok();
+  };
+  // A learner prints its first progress line right after its first push.
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(killed) << "learner-1 finished before it could be killed";
+  EXPECT_EQ(r->learners_finished, kLearners - 1);
+  EXPECT_EQ(r->learners_failed, 1);
+  EXPECT_EQ(r->learners_evicted, 1);
+  ASSERT_EQ(r->learner_failures.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(r->learner_failures[0], "learner-1")) << r->learner_failures[0];
+  EXPECT_TRUE(absl::StrContains(r->learner_failures[0], "SIGKILL")) << r->learner_failures[0];
+  // Well before the learner timeout: the runner removed the dead learner at once.
+  EXPECT_LT(r->train_seconds, 100) << "the others waited for the learner timeout";
+  EXPECT_GT(r->test_accuracy, 0.6);
+}
+
+TEST(RunJobTest, KilledLearnerDoesNotHangAsync) { RunWithKilledLearner("async"); }
+TEST(RunJobTest, KilledLearnerDoesNotHangSsp) { RunWithKilledLearner("ssp:1"); }
+TEST(RunJobTest, KilledLearnerDoesNotHangHardsync) { RunWithKilledLearner("hardsync"); }
+
+TEST(RunJobTest, ShardThatCannotStartFailsTheJobWithItsReason) {
+  JobSpec job = MlpJob("async");
+  RunJobOptions o = Options("badshard");
+  o.host = "203.0.113.1";  // TEST-NET-3: not an address of this machine, so bind fails
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_FALSE(r.ok());
+  // Whichever shard fails first is named, with its own reason.
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "server-")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "cannot listen on 203.0.113.1:0")) << r.status();
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
