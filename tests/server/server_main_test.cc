@@ -84,8 +84,9 @@ TEST(RunServerTest, PrintsOneReadyLineServesAndStopsCleanlyOnSigterm) {
 
   ClientOptions c;
   c.endpoints = {endpoint};
-  c.job_id = "j";
-  c.token = "tk";
+  // std::string(...), not = "j": GCC 12 raises a -Wrestrict false positive here (PR 105329).
+  c.job_id = std::string("j");
+  c.token = std::string("tk");
   c.tensors = {{"w", 100}};
   c.chunk_size = 32;
   c.rpc_timeout = absl::Seconds(10);
