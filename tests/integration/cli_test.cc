@@ -1,0 +1,127 @@
+// The orrery executable's contract: help for every subcommand, exit code 2 and one line on stderr
+// for bad usage, exit code 1 and one line for a failed command.
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs ORRERY_BINARY with `args` (shell-quoted by the caller), capturing both streams.
+Result Orrery(const std::string& args) {
+  const std::string err_path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-", getpid(), ".err");
+  const std::string cmd = absl::StrCat(ORRERY_BINARY, " ", args, " 2>", err_path, " </dev/null");
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_path);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(CliTest, HelpListsEverySubcommand) {
+  Result r = Orrery("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* sub : {"train", "server", "learner", "run"}) {
+    EXPECT_TRUE(absl::StrContains(r.out, sub)) << sub << "\n" << r.out;
+  }
+}
+
+TEST(CliTest, TrainHelpDescribesEveryFlag) {
+  Result r = Orrery("train --help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--model", "--data", "--epochs", "--batch", "--lr", "--momentum", "--threads",
+                           "--seed", "--limit-train", "--metrics-out"}) {
+    EXPECT_TRUE(absl::StrContains(r.out, flag)) << flag;
+  }
+}
+
+TEST(CliTest, UnknownFlagIsUsageErrorWithOneLine) {
+  Result r = Orrery("train --model x.yaml --bogus 3");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--bogus")) << r.err;
+}
+
+TEST(CliTest, NonNumericValueIsUsageError) {
+  Result r = Orrery("train --model x.yaml --epochs many");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+}
+
+TEST(CliTest, MissingSubcommandIsUsageError) {
+  Result r = Orrery("");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+}
+
+TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {
+  Result r = Orrery("train --model /nonexistent/model.yaml");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "/nonexistent/model.yaml")) << r.err;
+}
+
+TEST(CliTest, BadJobSpecFailsWithOneLineNamingTheKey) {
+  const std::string path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-bad-", getpid(), ".yaml");
+  {
+    std::ofstream f(path);
+    f << "name: bad\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+      << "protocol: softsync:0\n";
+  }
+  Result r = Orrery("run " + path);
+  std::filesystem::remove(path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "protocol")) << r.err;
+}
+
+TEST(CliTest, LearnerWithBadIndexFailsNamingTheFlag) {
+  Result r = Orrery(absl::StrCat("learner --servers 127.0.0.1:1 --model ", ORRERY_SOURCE_DIR,
+                              "/examples/models/mlp.yaml --index 3 --learners 2"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--index")) << r.err;
+}
+
+TEST(CliTest, ServerWithBadProtocolFailsWithOneLine) {
+  Result r = Orrery("server --listen 127.0.0.1:0 --protocol sometimes");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "sometimes")) << r.err;
+}
+
+TEST(CliTest, TrainRunsAndWritesMetrics) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "no dataset";
+  const std::string metrics = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-m-", getpid(), ".json");
+  Result r = Orrery(absl::StrCat("train --model ", ORRERY_SOURCE_DIR,
+                              "/examples/models/mlp.yaml --limit-train 2000 --limit-test 500 --threads 1 --quiet --metrics-out ", metrics));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "test_accuracy")) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(metrics));
+  std::filesystem::remove(metrics);
+}
+
+}  // namespace
