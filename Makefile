@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps deps-bench build demo test bench clean
+.PHONY: all deps deps-bench build demo test bench fuzz clean
 
 all: build
 
@@ -27,6 +27,10 @@ test: build
 
 bench: deps-bench build
 	scripts/bench.sh $(BUILD) $(BENCH)
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

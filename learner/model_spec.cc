@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "base/status_macros.h"
+#include "base/yaml_document.h"
 
 namespace orrery::learner {
 namespace {
@@ -365,11 +366,8 @@ const char* LayerKindName(LayerKind kind) {
 
 absl::StatusOr<ModelSpec> ParseModelSpec(const std::string& yaml_text) {
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    if (docs.size() > 1) {
-      return FieldError("model spec", "expected one YAML document, found several", docs[1]);
-    }
-    return ParseRoot(docs.empty() ? YAML::Node() : docs[0]);
+    ASSIGN_OR_RETURN(YAML::Node root, LoadSingleYamlDocument(yaml_text));
+    return ParseRoot(root);
   } catch (const YAML::ParserException& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("YAML syntax error at line ", e.mark.line + 1, ", column ",

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "base/yaml_document.h"
 #include "yaml-cpp/yaml.h"
 
 namespace orrery::scheduler {
@@ -401,7 +402,8 @@ const char* NumberFormatName(NumberFormat format) { return format == NumberForma
 
 absl::StatusOr<JobSpec> ParseJobSpec(const std::string& yaml, const std::string& base_dir) {
   try {
-    return ParseNode(YAML::Load(yaml), base_dir);
+    ASSIGN_OR_RETURN(YAML::Node root, LoadSingleYamlDocument(yaml));
+    return ParseNode(root, base_dir);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
   } catch (const std::exception& e) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, every Debian 12 package Orrery builds, tests or demos with.
-# Usage: scripts/install-deps.sh [base|bench|all]   (default: base)
+# Usage: scripts/install-deps.sh [base|bench|fuzz|all]   (default: base)
 set -euo pipefail
 
 BASE_PKGS=(
@@ -10,16 +10,19 @@ BASE_PKGS=(
   libopenmpi-dev openmpi-bin
   libboost-system-dev libboost-filesystem-dev
   libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
-  zlib1g-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev
+  zlib1g-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
   dataset-fashion-mnist
 )
 BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox )
+FUZZ_PKGS=( clang libclang-rt-14-dev )
 
 want=("${BASE_PKGS[@]}")
 case "${1:-base}" in
   base) ;;
-  bench|all) want+=("${BENCH_PKGS[@]}") ;;
-  *) echo "install-deps.sh: unknown set '$1' (expected base, bench or all)" >&2; exit 2 ;;
+  bench) want+=("${BENCH_PKGS[@]}") ;;
+  fuzz) want+=("${FUZZ_PKGS[@]}") ;;
+  all) want+=("${BENCH_PKGS[@]}" "${FUZZ_PKGS[@]}") ;;
+  *) echo "install-deps.sh: unknown set '$1' (expected base, bench, fuzz or all)" >&2; exit 2 ;;
 esac
 
 missing=()

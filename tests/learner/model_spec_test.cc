@@ -347,3 +347,26 @@ TEST(ModelSpecLoad, DirectoryIsRejected) {
 
 }  // namespace
 }  // namespace orrery::learner
+
+namespace orrery::learner {
+namespace {
+
+// Found by fuzz/fuzz_model_spec: yaml-cpp's LoadAll returns endless empty documents for this
+// input, so the parser hung. It must now answer, with an error.
+TEST(ModelSpecRegressionTest, MalformedTextWithEndlessDocumentsIsRefused) {
+  std::ifstream in(std::string(ORRERY_SOURCE_DIR) + "/fuzz/regressions/yaml_endless_documents.yaml");
+  ASSERT_TRUE(in) << "missing regression input";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(text);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ModelSpecRegressionTest, SeveralDocumentsAreRefused) {
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec("layers: [{type: flatten}]\n---\nlayers: []\n");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("one YAML document"), std::string_view::npos) << spec.status();
+}
+
+}  // namespace
+}  // namespace orrery::learner

@@ -253,3 +253,24 @@ TEST(RestartPolicyTest, BacksOffExponentiallyUpToTheCap) {
 
 }  // namespace
 }  // namespace orrery::scheduler
+
+namespace orrery::scheduler {
+namespace {
+
+TEST(JobSpecRegressionTest, MalformedTextWithEndlessDocumentsIsRefused) {
+  std::ifstream in(std::string(ORRERY_SOURCE_DIR) + "/fuzz/regressions/yaml_endless_documents.yaml");
+  ASSERT_TRUE(in) << "missing regression input";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(text, ORRERY_SOURCE_DIR);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobSpecRegressionTest, SeveralDocumentsAreRefused) {
+  absl::StatusOr<JobSpec> spec = ParseJobSpec("name: a\n---\nname: b\n", ORRERY_SOURCE_DIR);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("one YAML document"), std::string_view::npos) << spec.status();
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
