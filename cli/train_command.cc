@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <string>
 
 #include "cli/commands.h"
 #include "learner/trainer.h"
@@ -24,25 +25,58 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
   train->add_option("--limit-test", opts->limit_test, "Use only the first N test images (0 = all)")->capture_default_str();
   train->add_option("--metrics-out", *metrics_out, "Write metrics JSON here");
   train->add_flag("--quiet", [opts](int64_t) { opts->progress = false; }, "No progress output");
-  train->callback([&commands, opts, metrics_out] { commands.Set([opts, metrics_out] {
-    absl::StatusOr<learner::TrainReport> report = learner::Train(*opts);
-    if (!report.ok()) {
-      std::fprintf(stderr, "orrery train: %s\n", std::string(report.status().message()).c_str());
-      return 1;
-    }
-    std::printf("test_accuracy %.4f  train_loss %.4f  images/s %.0f  wall %.1fs\n",
-                report->test_accuracy, report->train_loss, report->images_per_second,
-                report->wall_seconds);
-    if (!metrics_out->empty()) {
-      std::ofstream out(*metrics_out);
-      out << learner::TrainReportJson(*report, *opts);
-      if (!out) {
-        std::fprintf(stderr, "orrery train: cannot write metrics to %s\n", metrics_out->c_str());
-        return 1;
+  auto precision = std::make_shared<std::string>("fp32");
+  auto rounding_name = std::make_shared<std::string>("stochastic");
+  train->add_option("--precision", *precision,
+                    "Arithmetic of the dense layers and the master weights: fp32 | fixed16")
+      ->check(CLI::IsMember({"fp32", "fixed16"}))
+      ->capture_default_str();
+  CLI::Option* fl = train->add_option(
+      "--fl", opts->precision.fixed.fl,
+      "fixed16: fractional bits FL of weights, biases, gradients and errors (format <16-FL, FL>)");
+  fl->capture_default_str();
+  CLI::Option* activation_fl = train->add_option(
+      "--activation-fl", opts->precision.fixed.activation_fl,
+      "fixed16: fractional bits of the dense layers' inputs and outputs");
+  activation_fl->capture_default_str();
+  CLI::Option* rounding =
+      train->add_option("--rounding", *rounding_name,
+                        "fixed16: rounding of every conversion, GEMM output and weight update: "
+                        "stochastic | nearest")
+          ->check(CLI::IsMember({"stochastic", "nearest"}))
+          ->capture_default_str();
+  train->callback([&commands, opts, metrics_out, precision, rounding_name, fl, activation_fl,
+                   rounding] {
+    // Both strings passed IsMember, so parsing cannot fail.
+    opts->precision.compute = learner::ParseComputeFormat(*precision).value();
+    opts->precision.fixed.rounding = learner::ParseRounding(*rounding_name).value();
+    if (opts->precision.compute != learner::ComputeFormat::kFixed16) {
+      for (const CLI::Option* o : {fl, activation_fl, rounding}) {
+        if (o->count() > 0) {
+          throw CLI::ValidationError(o->get_name(), "applies only with --precision fixed16");
+        }
       }
     }
-    return 0;
-  }); });
+    commands.Set([opts, metrics_out] {
+      absl::StatusOr<learner::TrainReport> report = learner::Train(*opts);
+      if (!report.ok()) {
+        std::fprintf(stderr, "orrery train: %s\n", std::string(report.status().message()).c_str());
+        return 1;
+      }
+      std::printf("test_accuracy %.4f  train_loss %.4f  images/s %.0f  wall %.1fs\n",
+                  report->test_accuracy, report->train_loss, report->images_per_second,
+                  report->wall_seconds);
+      if (!metrics_out->empty()) {
+        std::ofstream out(*metrics_out);
+        out << learner::TrainReportJson(*report, *opts);
+        if (!out) {
+          std::fprintf(stderr, "orrery train: cannot write metrics to %s\n", metrics_out->c_str());
+          return 1;
+        }
+      }
+      return 0;
+    });
+  });
 }
 
 }  // namespace orrery::cli

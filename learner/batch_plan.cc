@@ -20,7 +20,8 @@ dnnl::memory Allocate(const dnnl::memory::desc& desc, const dnnl::engine& engine
 absl::StatusOr<std::unique_ptr<BatchPlan>> BatchPlan::Create(const ModelGraph& graph,
                                                              const dnnl::engine& engine,
                                                              ParamBuffers buffers,
-                                                             int64_t batch) {
+                                                             int64_t batch,
+                                                             const FixedCompute* fixed) {
   if (batch < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("batch size must be >= 1, got %d", batch));
   }
@@ -45,6 +46,8 @@ absl::StatusOr<std::unique_ptr<BatchPlan>> BatchPlan::Create(const ModelGraph& g
       const dnnl::memory::desc md = ActivationDesc(layer.output_shape(), batch);
       LayerBindings& b = bindings[l];
       b.batch = batch;
+      b.index = static_cast<int>(l);
+      b.fixed = fixed;
       for (int in : graph.inputs[l]) {
         b.src.push_back(plan->out_[in]);
         if (in == 0) {

@@ -16,12 +16,14 @@
 
 namespace orrery::learner {
 
-// Not thread-safe. Borrows `graph` and the ParamSets in `buffers`; they must outlive the plan.
+// Not thread-safe. Borrows `graph`, the ParamSets in `buffers` and `fixed`; they must outlive
+// the plan. A non-null `fixed` builds the dense layers' fixed16 steps.
 class BatchPlan {
  public:
   static absl::StatusOr<std::unique_ptr<BatchPlan>> Create(const ModelGraph& graph,
                                                            const dnnl::engine& engine,
-                                                           ParamBuffers buffers, int64_t batch);
+                                                           ParamBuffers buffers, int64_t batch,
+                                                           const FixedCompute* fixed = nullptr);
 
   int64_t batch() const { return batch_; }
   // The model input, batch * C*H*W floats (NCHW); the caller fills it before Forward.

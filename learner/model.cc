@@ -1,5 +1,7 @@
 #include "learner/model.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
@@ -22,11 +24,18 @@ double SecondsSince(Clock::time_point t0) {
 
 class ModelImpl final : public Model {
  public:
-  ModelImpl(ModelSpec spec, ModelGraph graph, dnnl::engine engine)
+  ModelImpl(ModelSpec spec, ModelGraph graph, dnnl::engine engine, PrecisionOptions precision,
+            uint64_t seed)
       : spec_(std::move(spec)),
         graph_(std::move(graph)),
         engine_(std::move(engine)),
-        stream_(engine_) {}
+        stream_(engine_),
+        precision_(precision) {
+    fixed_.options = precision.fixed;
+    fixed_.seed = seed;
+    fixed_.pass = &pass_;
+    fixed_.threads = std::max(1, omp_get_max_threads());
+  }
 
   // Registers and initialises parameters; called once by Create.
   void InitParams(uint64_t seed) {
@@ -80,6 +89,7 @@ class ModelImpl final : public Model {
   ParamSet& params() override { return params_; }
   ParamSet& grads() override { return grads_; }
   const ModelSpec& spec() const override { return spec_; }
+  const PrecisionOptions& precision() const override { return precision_; }
   int64_t input_size() const override { return graph_.input.size(); }
   double primitive_seconds() const override { return primitive_seconds_; }
   double step_seconds() const override { return step_seconds_; }
@@ -105,13 +115,16 @@ class ModelImpl final : public Model {
   absl::StatusOr<BatchPlan*> PlanFor(int64_t n) {
     auto it = plans_.find(n);
     if (it != plans_.end()) return it->second.get();
+    const FixedCompute* fixed =
+        precision_.compute == ComputeFormat::kFixed16 ? &fixed_ : nullptr;
     ASSIGN_OR_RETURN(std::unique_ptr<BatchPlan> plan,
-                     BatchPlan::Create(graph_, engine_, ParamBuffers{&params_, &grads_}, n));
+                     BatchPlan::Create(graph_, engine_, ParamBuffers{&params_, &grads_}, n, fixed));
     return plans_.emplace(n, std::move(plan)).first->second.get();
   }
 
   // Runs the forward or backward primitives and waits for them; the time counts as oneDNN's.
   absl::Status Run(BatchPlan* plan, bool backward) {
+    if (!backward) ++pass_;  // a forward pass and its backward share one set of random streams
     const auto t0 = Clock::now();
     try {
       if (backward) {
@@ -133,6 +146,9 @@ class ModelImpl final : public Model {
   ModelGraph graph_;
   dnnl::engine engine_;
   dnnl::stream stream_;
+  PrecisionOptions precision_;
+  FixedCompute fixed_;   // what the fixed16 dense steps read; they borrow it
+  uint64_t pass_ = 0;    // forward passes run so far
   ParamSet params_;
   ParamSet grads_;
   absl::flat_hash_map<int64_t, std::unique_ptr<BatchPlan>> plans_;
@@ -142,7 +158,9 @@ class ModelImpl final : public Model {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t seed) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint64_t seed,
+                                                     const PrecisionOptions& precision) {
+  RETURN_IF_ERROR(ValidatePrecision(precision));
   ASSIGN_OR_RETURN(ModelGraph graph, BuildModelGraph(spec));
   dnnl::engine engine;
   try {
@@ -150,7 +168,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint
   } catch (const dnnl::error& e) {
     return DnnlError("creating the oneDNN CPU engine", e);
   }
-  auto model = std::make_unique<ModelImpl>(spec, std::move(graph), std::move(engine));
+  auto model = std::make_unique<ModelImpl>(spec, std::move(graph), std::move(engine), precision,
+                                           seed);
   model->InitParams(seed);
   return std::unique_ptr<Model>(std::move(model));
 }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "learner/model_spec.h"
 #include "learner/param_set.h"
+#include "learner/precision.h"
 
 namespace orrery::learner {
 
@@ -33,8 +34,13 @@ class Model {
  public:
   // Builds every layer, checks the shape chain (errors name the layer and field, e.g.
   // "layers[3] (fc1): expects 800 inputs ..."), allocates parameters initialised from `seed`
-  // (He-uniform weights, zero biases) and zeroed gradients.
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, uint64_t seed);
+  // (He-uniform weights, zero biases) and zeroed gradients. With precision.compute fixed16 the
+  // dense layers compute in 16-bit fixed point (layers/fixed_dense_step.h), drawing their
+  // stochastic rounding from streams keyed by `seed` and the pass number; parameters stay float
+  // (the optimizer decides whether they live on the fixed-point grid, see fixed_sgd.h).
+  // Errors: bad spec, invalid precision (message names --fl / --activation-fl).
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const ModelSpec& spec, uint64_t seed,
+                                                       const PrecisionOptions& precision = {});
   virtual ~Model() = default;
 
   // One training pass on n samples: images is n * C*H*W floats (NCHW), labels n ints in
@@ -50,6 +56,7 @@ class Model {
   virtual ParamSet& params() = 0;
   virtual ParamSet& grads() = 0;
   virtual const ModelSpec& spec() const = 0;
+  virtual const PrecisionOptions& precision() const = 0;
   virtual int64_t input_size() const = 0;  // C*H*W
 
   // Seconds spent executing oneDNN primitives (forward + backward + reorders) since creation,

@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "base/progress_line.h"
 #include "base/status_macros.h"
+#include "learner/fixed_sgd.h"
 #include "learner/model.h"
 #include "learner/sgd.h"
 #include "nlohmann/json.hpp"
@@ -30,7 +32,8 @@ absl::Status ValidateOptions(const TrainOptions& o) {
   if (!(o.momentum >= 0 && o.momentum < 1)) return absl::InvalidArgumentError(absl::StrFormat("--momentum: must be in [0, 1), got %g", o.momentum));
   if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrFormat("--threads: must be in [0, 1024], got %d", o.threads));
   if (o.limit_train < 0) return absl::InvalidArgumentError("--limit-train: must be >= 0");
-  return absl::OkStatus();
+  if (o.limit_test < 0) return absl::InvalidArgumentError("--limit-test: must be >= 0");
+  return ValidatePrecision(o.precision);
 }
 
 }  // namespace
@@ -49,8 +52,17 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
         "%s: input is %dx%dx%d but the data set's images are 1x%dx%d", o.model_path,
         spec.input_channels, spec.input_height, spec.input_width, train.rows, train.cols));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Create(spec, o.seed));
-  SgdMomentum sgd(o.lr, o.momentum, model->params().total_size());
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Create(spec, o.seed, o.precision));
+  // fp32: float master weights; fixed16: master weights on the <16 - fl, fl> grid.
+  std::optional<SgdMomentum> sgd;
+  std::optional<FixedSgdMomentum> fixed_sgd;
+  if (o.precision.compute == ComputeFormat::kFixed16) {
+    ASSIGN_OR_RETURN(fixed_sgd, FixedSgdMomentum::Create(
+                                    o.lr, o.momentum, quant::FixedFormat{o.precision.fixed.fl},
+                                    o.precision.fixed.rounding, o.seed, model->params().flat()));
+  } else {
+    sgd.emplace(o.lr, o.momentum, model->params().total_size());
+  }
 
   const int64_t sample = model->input_size();
   const int64_t steps_per_epoch = std::max<int64_t>(1, train.count / o.batch);
@@ -80,7 +92,11 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "training diverged at epoch %d step %d (loss %g); try a smaller --lr", epoch, b, r.loss));
       }
-      sgd.Apply(model->params().flat(), model->grads().flat());
+      if (fixed_sgd) {
+        fixed_sgd->Apply(model->params().flat(), model->grads().flat());
+      } else {
+        sgd->Apply(model->params().flat(), model->grads().flat());
+      }
       loss_sum += r.loss;
       ++epoch_steps;
       epoch_images += o.batch;
@@ -136,7 +152,13 @@ std::string TrainReportJson(const TrainReport& r, const TrainOptions& o) {
   j["primitive_share"] = r.primitive_share;
   j["options"] = {{"model", o.model_path}, {"data", o.data_dir}, {"batch", o.batch},
                   {"lr", o.lr},           {"momentum", o.momentum}, {"threads", o.threads},
-                  {"seed", o.seed},       {"limit_train", o.limit_train}};
+                  {"seed", o.seed},       {"limit_train", o.limit_train},
+                  {"precision", ComputeFormatName(o.precision.compute)}};
+  if (o.precision.compute == ComputeFormat::kFixed16) {
+    j["options"]["fl"] = o.precision.fixed.fl;
+    j["options"]["activation_fl"] = o.precision.fixed.activation_fl;
+    j["options"]["rounding"] = RoundingName(o.precision.fixed.rounding);
+  }
   auto& per = j["per_epoch"] = nlohmann::json::array();
   for (const auto& e : r.per_epoch) {
     per.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"test_loss", e.test_loss},

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "learner/fashion_mnist.h"
+#include "learner/precision.h"
 
 namespace orrery::learner {
 
@@ -23,6 +24,9 @@ struct TrainOptions {
   int64_t limit_train = 0;                      // 0 = all 60,000 training images
   int64_t limit_test = 0;                       // 0 = all 10,000 test images
   bool progress = true;                         // progress lines on stderr
+  // --precision, --fl, --activation-fl, --rounding. In fixed16 mode the dense layers compute in
+  // fixed point and the master weights live on the <16 - fl, fl> grid (FixedSgdMomentum).
+  PrecisionOptions precision;
 };
 
 struct EpochReport {

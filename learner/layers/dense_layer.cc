@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "learner/layers/fixed_dense_step.h"
 #include "learner/layers/fused_activation.h"
 #include "learner/layers/primitive_step.h"
 
@@ -41,6 +42,7 @@ void DenseLayer::InitParams(ParamSet* params, uint64_t seed) const {
 absl::StatusOr<std::unique_ptr<LayerStep>> DenseLayer::Build(const dnnl::engine& engine,
                                                              const LayerBindings& b,
                                                              ParamBuffers buffers) const {
+  if (b.fixed != nullptr) return BuildFixed(b, buffers);
   try {
     const LayerSpec& s = spec();
     const int64_t units = s.units;
@@ -95,6 +97,30 @@ absl::StatusOr<std::unique_ptr<LayerStep>> DenseLayer::Build(const dnnl::engine&
   } catch (const dnnl::error& e) {
     return DnnlError(label(), e);
   }
+}
+
+std::unique_ptr<LayerStep> DenseLayer::BuildFixed(const LayerBindings& b,
+                                                  ParamBuffers buffers) const {
+  const auto floats = [](const dnnl::memory& m, int64_t n) {
+    return std::span<float>(static_cast<float*>(m.get_data_handle()), static_cast<size_t>(n));
+  };
+  FixedDenseBuffers f;
+  f.batch = b.batch;
+  f.inputs = inputs_;
+  f.units = spec().units;
+  f.activation = spec().activation;
+  f.layer_index = b.index;
+  f.src = floats(b.src[0], b.batch * inputs_);
+  f.dst = floats(b.dst, b.batch * f.units);
+  f.diff_dst = floats(b.diff_dst, b.batch * f.units);
+  if (HasMemory(b.diff_src[0])) f.diff_src = floats(b.diff_src[0], b.batch * inputs_);
+  f.weights = buffers.params->tensor(weight_index_);
+  f.diff_weights = buffers.grads->tensor(weight_index_);
+  if (bias_index_ >= 0) {
+    f.bias = buffers.params->tensor(bias_index_);
+    f.diff_bias = buffers.grads->tensor(bias_index_);
+  }
+  return MakeFixedDenseStep(f, b.fixed);
 }
 
 }  // namespace orrery::learner

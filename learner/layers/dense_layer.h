@@ -1,5 +1,7 @@
 // Inner product (a dense / fully-connected layer) with an optional bias and a fused relu/relu6,
-// forward and backward on oneDNN. A CxHxW input is read flattened, as PyTorch's Flatten does.
+// forward and backward on oneDNN, or in 16-bit fixed point through quant::FixedGemm when the
+// bindings carry a FixedCompute (fixed_dense_step.h). A CxHxW input is read flattened, as
+// PyTorch's Flatten does.
 #pragma once
 
 #include <memory>
@@ -24,6 +26,9 @@ class DenseLayer final : public Layer {
  private:
   DenseLayer(const LayerSpec& spec, std::string label, int64_t inputs, const Shape& output)
       : Layer(spec, std::move(label), output), inputs_(inputs) {}
+
+  // The fixed16 step (b.fixed is set).
+  std::unique_ptr<LayerStep> BuildFixed(const LayerBindings& b, ParamBuffers buffers) const;
 
   int64_t inputs_;
   int weight_index_ = -1;

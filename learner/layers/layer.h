@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "learner/model_spec.h"
 #include "learner/param_set.h"
+#include "learner/precision.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace orrery::learner {
@@ -44,6 +45,9 @@ struct LayerBindings {
                                        // (no handle) means that gradient is not needed
   dnnl::memory dst;                    // forward output
   dnnl::memory diff_dst;               // d loss/d dst; Backward may overwrite it
+  int index = 0;                       // the layer's position in the model
+  const FixedCompute* fixed = nullptr; // set in fixed16 compute mode (dense layers use it);
+                                       // borrowed from the model
 };
 
 // A layer's parameters and their gradients: two ParamSets with identical tensor layouts.

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -54,7 +56,8 @@ TEST(CliTest, TrainHelpDescribesEveryFlag) {
   Result r = Orrery("train --help");
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--model", "--data", "--epochs", "--batch", "--lr", "--momentum", "--threads",
-                           "--seed", "--limit-train", "--metrics-out"}) {
+                           "--seed", "--limit-train", "--metrics-out", "--precision", "--fl",
+                           "--activation-fl", "--rounding"}) {
     EXPECT_TRUE(absl::StrContains(r.out, flag)) << flag;
   }
 }
@@ -70,6 +73,24 @@ TEST(CliTest, NonNumericValueIsUsageError) {
   Result r = Orrery("train --model x.yaml --epochs many");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(Lines(r.err), 1) << r.err;
+}
+
+TEST(CliTest, BadPrecisionFlagsAreUsageErrorsNamingTheFlag) {
+  const std::string model = absl::StrCat(ORRERY_SOURCE_DIR, "/examples/models/mlp.yaml");
+  for (const auto& [args, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"--precision fixed8", "--precision"},
+           {"--precision fixed16 --rounding up", "--rounding"},
+           {"--fl 12", "--fl"},  // fixed-point flags need --precision fixed16
+           {"--rounding nearest", "--rounding"}}) {
+    Result r = Orrery(absl::StrCat("train --model ", model, " ", args));
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, flag)) << r.err;
+  }
+  Result r = Orrery(absl::StrCat("train --model ", model, " --precision fixed16 --fl 31"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--fl")) << r.err;
 }
 
 TEST(CliTest, MissingSubcommandIsUsageError) {

@@ -22,9 +22,11 @@ class SingleLayer {
  public:
   // Every input gets a gradient buffer (so backward data paths run); params are He-uniform
   // from `seed`, biases then set to small random values so they matter in forward checks.
+  // A non-null `fixed` (borrowed, must outlive the layer) builds the fixed16 step.
   static absl::StatusOr<std::unique_ptr<SingleLayer>> Make(const LayerSpec& spec,
                                                            std::vector<Shape> inputs,
-                                                           int64_t batch, uint64_t seed) {
+                                                           int64_t batch, uint64_t seed,
+                                                           const FixedCompute* fixed = nullptr) {
     auto t = std::unique_ptr<SingleLayer>(new SingleLayer());
     auto layer = CreateLayer(spec, 0, inputs);
     if (!layer.ok()) return layer.status();
@@ -45,6 +47,7 @@ class SingleLayer {
     const Shape out = t->layer_->output_shape();
     LayerBindings& b = t->bindings_;
     b.batch = batch;
+    b.fixed = fixed;
     for (const Shape& in : inputs) {
       b.src.emplace_back(ActivationDesc(in, batch), t->engine_);
       b.diff_src.emplace_back(ActivationDesc(in, batch), t->engine_);

@@ -67,6 +67,22 @@ TEST(TrainTest, BadOptionsAreRejectedNamingTheFlag) {
       {[](TrainOptions& o) { o.momentum = 1; }, "--momentum"},
       {[](TrainOptions& o) { o.threads = -1; }, "--threads"},
       {[](TrainOptions& o) { o.limit_train = -5; }, "--limit-train"},
+      {[](TrainOptions& o) { o.limit_test = -5; }, "--limit-test"},
+      {[](TrainOptions& o) {
+         o.precision.compute = ComputeFormat::kFixed16;
+         o.precision.fixed.fl = 31;
+       },
+       "--fl"},
+      {[](TrainOptions& o) {
+         o.precision.compute = ComputeFormat::kFixed16;
+         o.precision.fixed.fl = -1;
+       },
+       "--fl"},
+      {[](TrainOptions& o) {
+         o.precision.compute = ComputeFormat::kFixed16;
+         o.precision.fixed.activation_fl = 40;
+       },
+       "--activation-fl"},
   };
   for (const Case& c : cases) {
     TrainOptions o = MlpOptions();
@@ -76,6 +92,55 @@ TEST(TrainTest, BadOptionsAreRejectedNamingTheFlag) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.flag;
     EXPECT_NE(r.status().message().find(c.flag), std::string_view::npos) << r.status();
   }
+}
+
+TEST(TrainTest, Fixed16StochasticMlpTrainsLikeFloat) {
+  if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TrainOptions o = MlpOptions();
+  o.limit_test = 2000;
+  o.precision.compute = ComputeFormat::kFixed16;
+  o.precision.fixed.fl = 12;
+  o.precision.fixed.rounding = quant::Rounding::kStochastic;
+  absl::StatusOr<TrainReport> r = Train(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->test_accuracy, 0.75) << "float reaches > 0.75 on the same 5,000 images";
+  nlohmann::json j = nlohmann::json::parse(TrainReportJson(*r, o));
+  EXPECT_EQ(j["options"]["precision"], "fixed16");
+  EXPECT_EQ(j["options"]["fl"], 12);
+  EXPECT_EQ(j["options"]["rounding"], "stochastic");
+}
+
+TEST(TrainTest, Fixed16NearestWithFewFractionalBitsLosesSmallUpdates) {
+  // At FL = 6 (eps = 1/64) almost every update lr * v is below eps / 2: round-to-nearest keeps
+  // the weights where they started, stochastic rounding still learns.
+  if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TrainOptions o = MlpOptions();
+  o.limit_train = 2000;
+  o.limit_test = 1000;
+  o.lr = 0.01f;
+  o.momentum = 0.0f;
+  o.precision.compute = ComputeFormat::kFixed16;
+  o.precision.fixed.fl = 6;
+  o.precision.fixed.rounding = quant::Rounding::kNearest;
+  absl::StatusOr<TrainReport> nearest = Train(o);
+  o.precision.fixed.rounding = quant::Rounding::kStochastic;
+  absl::StatusOr<TrainReport> stochastic = Train(o);
+  ASSERT_TRUE(nearest.ok() && stochastic.ok());
+  EXPECT_GT(stochastic->test_accuracy, nearest->test_accuracy + 0.1)
+      << "stochastic " << stochastic->test_accuracy << " nearest " << nearest->test_accuracy;
+}
+
+TEST(TrainTest, Fixed16SameSeedGivesTheSameResult) {
+  if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TrainOptions o = MlpOptions();
+  o.limit_train = 1000;
+  o.limit_test = 500;
+  o.precision.compute = ComputeFormat::kFixed16;
+  absl::StatusOr<TrainReport> a = Train(o);
+  absl::StatusOr<TrainReport> b = Train(o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->test_accuracy, b->test_accuracy);
+  EXPECT_EQ(a->train_loss, b->train_loss);
 }
 
 TEST(TrainTest, MissingDataDirectoryIsAClearError) {
