@@ -19,6 +19,7 @@ class Commands {
 
 void AddTrainCommand(CLI::App& app, Commands& commands);
 void AddDistributedCommands(CLI::App& app, Commands& commands);
+void AddSchedulerCommands(CLI::App& app, Commands& commands);
 void AddBackendCommands(CLI::App& app, Commands& commands);  // mpi-rank, slurm-rank, render-k8s
 
 }  // namespace orrery::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   orrery::cli::Commands commands;
   orrery::cli::AddTrainCommand(app, commands);
   orrery::cli::AddDistributedCommands(app, commands);
+  orrery::cli::AddSchedulerCommands(app, commands);
   orrery::cli::AddBackendCommands(app, commands);
 
   try {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -75,38 +76,60 @@ std::string LastLines(const Backend& backend, ProcessId id, size_t n) {
   return absl::StrCat("; last lines:\n    ", absl::StrJoin(tail, "\n    "));
 }
 
-// The state of one run, driven by backend events on the loop thread.
-class JobRun {
- public:
-  JobRun(const JobSpec& job, const RunJobOptions& options)
-      : job_(job), options_(options), backend_(loop_), token_(RandomToken()) {}
+}  // namespace
 
-  absl::StatusOr<RunReport> Run();
+// The state of one run, driven by backend events on the loop thread.
+class JobRun::Impl {
+ public:
+  Impl(JobSpec job, RunJobOptions options, EventLoop& loop, Backend& backend)
+      : job_(std::move(job)), options_(std::move(options)), loop_(loop), backend_(backend),
+        waiter_(loop, backend), token_(RandomToken()) {}
+  ~Impl();
+
+  void Start(Done done);
+  void Cancel(absl::Status why, absl::Duration grace);
+  bool finished() const { return finished_; }
+  std::vector<ProcessId> processes() const { return std::vector<ProcessId>(own_.begin(), own_.end()); }
 
  private:
-  ProcessSpec Spec(std::string role, std::vector<std::string> argv) const;
-  absl::Status StartServers();
+  ProcessSpec Spec(const std::string& role, std::vector<std::string> argv) const;
+  absl::StatusOr<std::vector<ProcessId>> StartGroup(const std::vector<ProcessSpec>& specs);
+  void StartServers();
+  void OnServerReady(size_t shard, absl::StatusOr<LineMatch> match);
   absl::Status StartLearners();
   void OnLine(const OutputLine& line);
   void OnExit(const ProcessExit& exit);
   void OnEval(const nlohmann::json& body);
-  void Fail(absl::Status status);
+  void Fail(absl::Status status, absl::Duration grace = absl::Seconds(5));
   void StopEverything(absl::Duration grace);
+  void MaybeFinish();
+  void Finish();
   void ShowProgress();
   void EvictLearner(const std::string& role, int learner_id);
   int LearnerThreads() const;
 
-  const JobSpec& job_;
-  const RunJobOptions& options_;
-  EventLoop loop_;
-  LocalBackend backend_;
+  const JobSpec job_;
+  const RunJobOptions options_;
+  EventLoop& loop_;
+  Backend& backend_;
+  LineWaiter waiter_;
   std::string token_;
   ProgressLine progress_;
+  Done done_;
+  ListenerId line_listener_ = 0;
+  ListenerId exit_listener_ = 0;
+  TimerId timeout_timer_ = 0;
+  TimerId ticker_ = 0;
+  std::set<ProcessId> own_;        // every process of this job in the shared backend
+  std::vector<WaitId> ready_waits_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
   Clock::time_point start_ = Clock::now();
   Clock::time_point learners_start_;
   std::optional<Clock::time_point> learners_end_;
+  std::vector<ProcessId> server_ids_;
   std::vector<std::string> endpoints_;
+  size_t servers_pending_ = 0;
   std::map<ProcessId, int> learner_index_;  // learner process -> index
   std::map<int, nlohmann::json> learner_progress_;
   std::map<ProcessId, int> learner_id_;     // learner process -> id the shards gave it
@@ -114,51 +137,97 @@ class JobRun {
   int learners_exited_ = 0;
   bool evaluator_asked_to_stop_ = false;
   bool stopping_ = false;
-  bool stopped_ = false;
-  int interrupts_ = 0;
+  bool finishing_ = false;
+  bool finished_ = false;
   absl::Status failure_;
   std::optional<nlohmann::json> last_eval_;
   bool final_eval_seen_ = false;
   RunReport report_;
 };
 
-ProcessSpec JobRun::Spec(std::string role, std::vector<std::string> argv) const {
+JobRun::Impl::~Impl() {
+  *alive_ = false;
+  backend_.RemoveListener(line_listener_);
+  backend_.RemoveListener(exit_listener_);
+  if (timeout_timer_) loop_.Cancel(timeout_timer_);
+  if (ticker_) loop_.Cancel(ticker_);
+}
+
+ProcessSpec JobRun::Impl::Spec(const std::string& role, std::vector<std::string> argv) const {
   ProcessSpec spec;
-  spec.role = std::move(role);
+  spec.role = options_.role_prefix + role;
   spec.argv = std::move(argv);
   spec.env["ORRERY_TOKEN"] = token_;
   // Several compute processes share the cores: OpenMP threads must sleep, not spin, when idle.
   spec.env["OMP_WAIT_POLICY"] = "passive";
-  if (!options_.log_dir.empty()) spec.log_path = absl::StrCat(options_.log_dir, "/", spec.role, ".log");
+  if (!options_.log_dir.empty()) spec.log_path = absl::StrCat(options_.log_dir, "/", role, ".log");
   return spec;
 }
 
-int JobRun::LearnerThreads() const {
+int JobRun::Impl::LearnerThreads() const {
   if (options_.threads_per_learner > 0) return options_.threads_per_learner;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / job_.learners);
 }
 
-absl::Status JobRun::StartServers() {
+// Backend::StartGroup, remembering every process it started as this job's, including those it
+// had started (and is now killing) when it failed, so that the run ends only after they exit.
+absl::StatusOr<std::vector<ProcessId>> JobRun::Impl::StartGroup(const std::vector<ProcessSpec>& specs) {
+  absl::StatusOr<std::vector<ProcessId>> ids = backend_.StartGroup(specs);
+  if (!ids.ok()) {
+    for (const ProcessSpec& spec : specs) {
+      if (std::optional<ProcessId> id = backend_.Find(spec.role)) own_.insert(*id);
+    }
+    return ids.status();
+  }
+  own_.insert(ids->begin(), ids->end());
+  if (options_.on_started) options_.on_started(*ids, backend_);
+  return ids;
+}
+
+void JobRun::Impl::StartServers() {
   std::vector<ProcessSpec> specs;
   for (int s = 0; s < job_.servers; ++s) {
     specs.push_back(Spec(absl::StrCat("server-", s),
                          ServerArgv(job_, options_.orrery_binary, s, absl::StrCat(options_.host, ":0"))));
   }
-  ASSIGN_OR_RETURN(std::vector<ProcessId> ids, backend_.StartGroup(specs));
-  absl::StatusOr<std::vector<LineMatch>> ready = WaitForLines(
-      loop_, backend_, ids, R"(^ORRERY_SERVER_READY (\S+))", options_.start_timeout);
-  if (!ready.ok()) return ready.status();
-  for (size_t s = 0; s < ids.size(); ++s) {
-    endpoints_.push_back((*ready)[s].groups[1]);
-    // A restarted shard comes back at the address the learners already know.
-    RETURN_IF_ERROR(backend_.SetRestartArgv(
-        ids[s], ServerArgv(job_, options_.orrery_binary, static_cast<int>(s), endpoints_.back())));
+  absl::StatusOr<std::vector<ProcessId>> ids = StartGroup(specs);
+  if (!ids.ok()) return Fail(ids.status());
+  server_ids_ = *ids;
+  endpoints_.assign(server_ids_.size(), "");
+  servers_pending_ = server_ids_.size();
+  // Lines are delivered by later loop turns, so none printed after the start can be missed.
+  for (size_t s = 0; s < server_ids_.size(); ++s) {
+    absl::StatusOr<WaitId> wait = waiter_.Expect(
+        server_ids_[s], R"(^ORRERY_SERVER_READY (\S+))", options_.start_timeout,
+        [this, s](absl::StatusOr<LineMatch> match) { OnServerReady(s, std::move(match)); });
+    if (!wait.ok()) return Fail(wait.status());
+    ready_waits_.push_back(*wait);
   }
-  return absl::OkStatus();
 }
 
-absl::Status JobRun::StartLearners() {
+void JobRun::Impl::OnServerReady(size_t shard, absl::StatusOr<LineMatch> match) {
+  if (stopping_) return;
+  if (!match.ok()) return Fail(match.status());
+  endpoints_[shard] = match->groups[1];
+  // A restarted shard comes back at the address the learners already know.
+  absl::Status st = backend_.SetRestartArgv(
+      server_ids_[shard], ServerArgv(job_, options_.orrery_binary, static_cast<int>(shard), endpoints_[shard]));
+  if (!st.ok()) return Fail(st);
+  if (--servers_pending_ > 0) return;
+  ready_waits_.clear();
+  if (options_.progress) {
+    progress_.Print(absl::StrFormat("%s: %d shard(s) at %s; starting %d learner(s), protocol %s, lr %g (%s)%s",
+                                    job_.name, job_.servers, absl::StrJoin(endpoints_, ", "),
+                                    job_.learners, ProtocolToString(job_.protocol), job_.lr.base,
+                                    LrStalenessName(job_.lr.staleness),
+                                    options_.log_dir.empty() ? "" : absl::StrCat("; logs in ", options_.log_dir)));
+  }
+  st = StartLearners();
+  if (!st.ok()) Fail(st);
+}
+
+absl::Status JobRun::Impl::StartLearners() {
   const int threads = LearnerThreads();
   std::vector<ProcessSpec> specs;
   for (int i = 0; i < job_.learners; ++i) {
@@ -169,24 +238,53 @@ absl::Status JobRun::StartLearners() {
   }
   specs.push_back(Spec("evaluator", EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1)));
   learners_start_ = Clock::now();
-  ASSIGN_OR_RETURN(std::vector<ProcessId> ids, backend_.StartGroup(specs));
+  ASSIGN_OR_RETURN(std::vector<ProcessId> ids, StartGroup(specs));
   for (int i = 0; i < job_.learners; ++i) learner_index_[ids[i]] = i;
   evaluator_ = ids.back();
   return absl::OkStatus();
 }
 
-void JobRun::Fail(absl::Status status) {
+void JobRun::Impl::Fail(absl::Status status, absl::Duration grace) {
   if (failure_.ok()) failure_ = std::move(status);
-  StopEverything(absl::Seconds(5));
+  StopEverything(grace);
 }
 
-void JobRun::StopEverything(absl::Duration grace) {
+void JobRun::Impl::Cancel(absl::Status why, absl::Duration grace) {
+  if (finishing_) return;
+  if (options_.progress && !stopping_) progress_.Print(absl::StrCat(why.message(), "; stopping every process"));
+  Fail(std::move(why), grace);
+}
+
+void JobRun::Impl::StopEverything(absl::Duration grace) {
   if (stopping_) return;
   stopping_ = true;
-  backend_.StopAll(grace, [this] { stopped_ = true; });
+  for (WaitId wait : ready_waits_) waiter_.Cancel(wait);
+  ready_waits_.clear();
+  for (ProcessId id : own_) {
+    // A failed run needs no final evaluation, and the evaluator would retry shards that are
+    // stopping too: kill it at once.
+    const bool kill_now = id == evaluator_ && !failure_.ok();
+    backend_.Stop(id, kill_now ? absl::ZeroDuration() : grace).IgnoreError();
+  }
+  MaybeFinish();
 }
 
-void JobRun::OnEval(const nlohmann::json& body) {
+// Once stopping and every process of the job has exited for good, finishes on a later loop turn
+// (never inside a backend callback, since `done` may destroy this run).
+void JobRun::Impl::MaybeFinish() {
+  if (!stopping_ || finishing_) return;
+  for (ProcessId id : own_) {
+    absl::StatusOr<ProcessInfo> info = backend_.Info(id);
+    if (info.ok() && info->state != ProcessState::kExited) return;
+  }
+  finishing_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  loop_.Post([this, alive] {
+    if (!alive.expired() && *alive.lock()) Finish();
+  });
+}
+
+void JobRun::Impl::OnEval(const nlohmann::json& body) {
   EvalPoint p;
   p.seconds = SecondsSince(learners_start_);
   p.test_accuracy = Get<double>(body, "test_accuracy", 0);
@@ -211,7 +309,7 @@ void JobRun::OnEval(const nlohmann::json& body) {
   if (Get<bool>(body, "final", false)) final_eval_seen_ = true;
 }
 
-void JobRun::OnLine(const OutputLine& line) {
+void JobRun::Impl::OnLine(const OutputLine& line) {
   if (options_.on_line) options_.on_line(line, backend_);
   std::string tag;
   nlohmann::json body;
@@ -229,7 +327,7 @@ void JobRun::OnLine(const OutputLine& line) {
   }
 }
 
-void JobRun::OnExit(const ProcessExit& exit) {
+void JobRun::Impl::OnExit(const ProcessExit& exit) {
   if (stopping_ && exit.stop_requested && exit.id != evaluator_) return;
   if (auto it = learner_index_.find(exit.id); it != learner_index_.end()) {
     if (!exit.status.ok() && !exit.stop_requested) {
@@ -289,7 +387,7 @@ void JobRun::OnExit(const ProcessExit& exit) {
                                            LastLines(backend_, exit.id, 10))));
 }
 
-void JobRun::EvictLearner(const std::string& role, int learner_id) {
+void JobRun::Impl::EvictLearner(const std::string& role, int learner_id) {
   int evicted = 0;
   std::string errors;
   for (const std::string& endpoint : endpoints_) {
@@ -316,7 +414,7 @@ void JobRun::EvictLearner(const std::string& role, int learner_id) {
   }
 }
 
-void JobRun::ShowProgress() {
+void JobRun::Impl::ShowProgress() {
   if (!options_.progress || stopping_ || learner_index_.empty()) return;
   int64_t steps = 0, total = 0;
   double ips = 0;
@@ -332,43 +430,38 @@ void JobRun::ShowProgress() {
                                    job_.learners, steps, total, ips, acc));
 }
 
-absl::StatusOr<RunReport> JobRun::Run() {
+void JobRun::Impl::Start(Done done) {
+  done_ = std::move(done);
   report_.job = job_.name;
-  loop_.OnSignals({SIGINT, SIGTERM}, [this](int sig) {
-    ++interrupts_;
-    if (interrupts_ == 1) {
-      if (options_.progress) progress_.Print(absl::StrCat("interrupted (", strsignal(sig), "); stopping every process"));
-      Fail(absl::CancelledError(absl::StrCat("interrupted by ", strsignal(sig))));
-    } else {
-      backend_.StopAll(absl::ZeroDuration(), [] {});  // a second Ctrl-C: kill now
-    }
+  line_listener_ = backend_.AddLineListener([this](const OutputLine& line) {
+    if (own_.count(line.id) != 0) OnLine(line);
   });
-  backend_.AddLineListener([this](const OutputLine& line) { OnLine(line); });
-  backend_.AddExitListener([this](const ProcessExit& exit) { OnExit(exit); });
+  exit_listener_ = backend_.AddExitListener([this](const ProcessExit& exit) {
+    if (own_.count(exit.id) == 0) return;
+    OnExit(exit);
+    MaybeFinish();
+  });
   if (options_.timeout != absl::InfiniteDuration()) {
-    loop_.RunAfter(options_.timeout, [this] {
+    timeout_timer_ = loop_.RunAfter(options_.timeout, [this] {
+      timeout_timer_ = 0;
       Fail(absl::DeadlineExceededError(absl::StrCat("the job did not finish within ",
                                                     absl::FormatDuration(options_.timeout))));
     });
   }
+  ticker_ = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
+  StartServers();
+}
 
-  absl::Status started = StartServers();
-  if (started.ok() && failure_.ok()) {
-    if (options_.progress) {
-      progress_.Print(absl::StrFormat("%s: %d shard(s) at %s; starting %d learner(s), protocol %s, lr %g (%s)%s",
-                                      job_.name, job_.servers, absl::StrJoin(endpoints_, ", "),
-                                      job_.learners, ProtocolToString(job_.protocol), job_.lr.base,
-                                      LrStalenessName(job_.lr.staleness),
-                                      options_.log_dir.empty() ? "" : absl::StrCat("; logs in ", options_.log_dir)));
-    }
-    started = StartLearners();
-  }
-  if (!started.ok()) Fail(started);
-  const TimerId ticker = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
-  loop_.RunUntil([this] { return stopped_; }, absl::InfiniteDuration());
-  loop_.Cancel(ticker);
-  if (!failure_.ok()) return failure_;
-  if (!last_eval_) return absl::InternalError("the job ended without an evaluation");
+void JobRun::Impl::Finish() {
+  finished_ = true;
+  if (ticker_) loop_.Cancel(ticker_);
+  ticker_ = 0;
+  if (timeout_timer_) loop_.Cancel(timeout_timer_);
+  timeout_timer_ = 0;
+  Done done = std::move(done_);
+  done_ = nullptr;
+  if (!failure_.ok()) return done(failure_);
+  if (!last_eval_) return done(absl::InternalError("the job ended without an evaluation"));
 
   const nlohmann::json& e = *last_eval_;
   const nlohmann::json stats = e.value("stats", nlohmann::json::object());
@@ -388,10 +481,16 @@ absl::StatusOr<RunReport> JobRun::Run() {
   report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
   report_.images_per_second = report_.samples_applied / std::max(report_.train_seconds, 1e-9);
   report_.wall_seconds = SecondsSince(start_);
-  return report_;
+  done(report_);  // may destroy this run: nothing after it
 }
 
-}  // namespace
+JobRun::JobRun(JobSpec job, RunJobOptions options, EventLoop& loop, Backend& backend)
+    : impl_(std::make_unique<Impl>(std::move(job), std::move(options), loop, backend)) {}
+JobRun::~JobRun() = default;
+void JobRun::Start(Done done) { impl_->Start(std::move(done)); }
+void JobRun::Cancel(absl::Status why, absl::Duration grace) { impl_->Cancel(std::move(why), grace); }
+bool JobRun::finished() const { return impl_->finished(); }
+std::vector<ProcessId> JobRun::processes() const { return impl_->processes(); }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
                                     const std::string& listen) {
@@ -449,8 +548,21 @@ std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& bi
 
 absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options) {
   if (options.orrery_binary.empty()) return absl::InvalidArgumentError("RunJob: no orrery binary given");
-  JobRun run(job, options);
-  return run.Run();
+  EventLoop loop;
+  LocalBackend backend(loop);
+  JobRun run(job, options, loop, backend);
+  int interrupts = 0;
+  loop.OnSignals({SIGINT, SIGTERM}, [&](int sig) {
+    if (++interrupts == 1) {
+      run.Cancel(absl::CancelledError(absl::StrCat("interrupted by ", strsignal(sig))), absl::Seconds(5));
+    } else {
+      backend.StopAll(absl::ZeroDuration(), [] {});  // a second Ctrl-C: kill now
+    }
+  });
+  std::optional<absl::StatusOr<RunReport>> result;
+  run.Start([&result](absl::StatusOr<RunReport> r) { result = std::move(r); });
+  loop.RunUntil([&result] { return result.has_value(); }, absl::InfiniteDuration());
+  return *std::move(result);
 }
 
 std::string RunReportJson(const RunReport& r, const JobSpec& job) {

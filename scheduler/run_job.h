@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "scheduler/backend.h"
+#include "scheduler/event_loop.h"
 #include "scheduler/job_spec.h"
 
 namespace orrery::scheduler {
@@ -27,6 +29,12 @@ struct RunJobOptions {
   // Called on the loop thread with every output line of every process, and the backend running
   // them (for log streaming, and for fault tests that signal a process at a chosen moment).
   std::function<void(const OutputLine&, Backend&)> on_line;
+  // Prepended to every role in the backend ("job7:" gives "job7:server-0") so that several runs
+  // can share one backend; log files are named without it.
+  std::string role_prefix;
+  // Called on the loop thread right after each group of processes has started (the shards, then
+  // the learners with the evaluator), with their ids in the backend (e.g. to record their pids).
+  std::function<void(const std::vector<ProcessId>&, Backend&)> on_started;
 };
 
 // One evaluation of the pulled weights on the test set.
@@ -63,10 +71,41 @@ struct RunReport {
   std::vector<EvalPoint> evals;
 };
 
-// Runs `job` to the end. Returns the report, or the reason the job failed: a shard that could not
-// start or died (with its last lines), every learner failed, the evaluator failed, the timeout,
-// or CANCELLED after SIGINT/SIGTERM. Every process is stopped before it returns. Must be called
-// from the main thread before other threads exist (it takes over SIGINT, SIGTERM and SIGCHLD).
+// One job's run on a loop and backend that the caller owns and may share with other runs: the
+// asynchronous form of RunJob, which the scheduler daemon drives. Threads: construct, call and
+// destroy on the loop's thread. Destroying a run that has not finished drops `done` and leaves
+// its processes to the backend.
+class JobRun {
+ public:
+  // Called once with the report, or with the reason the job failed (as RunJob returns them).
+  using Done = std::function<void(absl::StatusOr<RunReport>)>;
+
+  // `loop` and `backend` are borrowed and must outlive the run.
+  JobRun(JobSpec job, RunJobOptions options, EventLoop& loop, Backend& backend);
+  ~JobRun();
+  JobRun(const JobRun&) = delete;
+  JobRun& operator=(const JobRun&) = delete;
+
+  // Starts the shards and returns at once; the learners and the evaluator start when every shard
+  // is ready. `done` runs later on the loop thread, after every process of the job has exited.
+  void Start(Done done);
+  // Fails the run with `why`: each process gets SIGTERM, then SIGKILL after `grace`. No-op once
+  // finishing.
+  void Cancel(absl::Status why, absl::Duration grace);
+  bool finished() const;
+  // The ids in the backend of every process started so far.
+  std::vector<ProcessId> processes() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs `job` to the end on its own loop and local backend. Returns the report, or the reason the
+// job failed: a shard that could not start or died (with its last lines), every learner failed,
+// the evaluator failed, the timeout, or CANCELLED after SIGINT/SIGTERM. Every process is stopped
+// before it returns. Must be called from the main thread before other threads exist (it takes
+// over SIGINT, SIGTERM and SIGCHLD).
 absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options);
 
 // The report as JSON (metrics for --metrics-out), with the job's settings under "job".

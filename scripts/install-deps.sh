@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, every Debian 12 package Orrery builds, tests or demos with.
-# Usage: scripts/install-deps.sh [base|bench|fuzz|all]   (default: base)
+# Usage: scripts/install-deps.sh [base|bench|fuzz|slurm|all]   (default: base)
+# `slurm`: a single-node Slurm (controller, node daemon, munge, client tools) for the slurm
+# backend's tests, which start and stop their own daemons; nothing is started or enabled here.
 set -euo pipefail
 
 BASE_PKGS=(
@@ -14,6 +16,7 @@ BASE_PKGS=(
   dataset-fashion-mnist
 )
 BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox )
+SLURM_PKGS=( slurmctld slurmd munge slurm-client )
 FUZZ_PKGS=( clang libclang-rt-14-dev )
 
 want=("${BASE_PKGS[@]}")
@@ -21,8 +24,9 @@ case "${1:-base}" in
   base) ;;
   bench) want+=("${BENCH_PKGS[@]}") ;;
   fuzz) want+=("${FUZZ_PKGS[@]}") ;;
-  all) want+=("${BENCH_PKGS[@]}" "${FUZZ_PKGS[@]}") ;;
-  *) echo "install-deps.sh: unknown set '$1' (expected base, bench, fuzz or all)" >&2; exit 2 ;;
+  slurm) want+=("${SLURM_PKGS[@]}") ;;
+  all) want+=("${BENCH_PKGS[@]}" "${FUZZ_PKGS[@]}" "${SLURM_PKGS[@]}") ;;
+  *) echo "install-deps.sh: unknown set '$1' (expected base, bench, fuzz, slurm or all)" >&2; exit 2 ;;
 esac
 
 missing=()

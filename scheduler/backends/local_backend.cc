@@ -41,6 +41,7 @@ const char* const kTags[] = {"out", "err"};
 // optionally death with the parent. Only async-signal-safe calls here.
 struct ChildSetup : bp::extend::handler {
   bool kill_with_parent = true;
+  bool ignore_sigpipe = false;
   pid_t parent = 0;
 
   template <typename Executor>
@@ -50,6 +51,7 @@ struct ChildSetup : bp::extend::handler {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
+    if (ignore_sigpipe) ::signal(SIGPIPE, SIG_IGN);  // inherited across exec
     if (kill_with_parent) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
@@ -211,6 +213,7 @@ absl::Status LocalBackend::Spawn(Proc& proc) {
     for (const auto& [key, value] : proc.spec.env) env[key] = value;
     ChildSetup setup;
     setup.kill_with_parent = options_.kill_with_parent;
+    setup.ignore_sigpipe = options_.ignore_sigpipe;
     setup.parent = ::getpid();
     std::vector<std::string> args(argv.begin() + 1, argv.end());
     boost::filesystem::path dir =

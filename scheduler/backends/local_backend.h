@@ -35,6 +35,10 @@ class LocalBackend final : public Backend {
     // Children get SIGKILL if this process dies (PR_SET_PDEATHSIG, tied to the starting thread).
     // The scheduler daemon turns it off so that jobs survive a daemon restart.
     bool kill_with_parent = true;
+    // Children start with SIGPIPE ignored, so that once this process has died (and with it the
+    // read ends of their output pipes) their writes fail with EPIPE instead of killing them. The
+    // scheduler daemon sets it together with kill_with_parent = false.
+    bool ignore_sigpipe = false;
     // After a child is reaped, how long to wait for its pipes to reach end-of-file before
     // reporting the exit anyway.
     absl::Duration drain_timeout = absl::Seconds(2);

@@ -1,0 +1,120 @@
+#include "scheduler/adopted_process.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "boost/asio/posix/stream_descriptor.hpp"
+
+namespace orrery::scheduler {
+
+std::optional<uint64_t> ProcessStartTicks(int pid) {
+  if (pid <= 0) return std::nullopt;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string stat = buffer.str();
+  // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  // fields[0] is field 3 (state), so field 22 (starttime) is fields[19].
+  if (fields.size() < 20) return std::nullopt;
+  if (fields[0] == "Z" || fields[0] == "X") return std::nullopt;
+  uint64_t ticks = 0;
+  if (!absl::SimpleAtoi(fields[19], &ticks)) return std::nullopt;
+  return ticks;
+}
+
+std::string BootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return std::string(absl::StripAsciiWhitespace(id));
+}
+
+struct AdoptedProcess::Watch {
+  explicit Watch(boost::asio::io_context& context, int fd) : descriptor(context, fd) {}
+  boost::asio::posix::stream_descriptor descriptor;  // owns the pidfd
+};
+
+absl::StatusOr<std::unique_ptr<AdoptedProcess>> AdoptedProcess::Adopt(EventLoop& loop, int pid,
+                                                                       uint64_t start_ticks) {
+  if (pid <= 0) return absl::NotFoundError(absl::StrCat("pid ", pid, ": not a process"));
+  // (glibc 2.36's <sys/pidfd.h> is not C++-safe, so the raw system call.)
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {
+    if (errno == ESRCH) return absl::NotFoundError(absl::StrCat("pid ", pid, " is gone"));
+    return absl::InternalError(absl::StrCat("pidfd_open(", pid, "): ", strerror(errno)));
+  }
+  // The pidfd pins the process it was opened on; if that one started when recorded, it is ours.
+  std::optional<uint64_t> ticks = ProcessStartTicks(pid);
+  if (!ticks || *ticks != start_ticks) {
+    ::close(fd);
+    return absl::NotFoundError(ticks ? absl::StrCat("pid ", pid, " now names another process")
+                                     : absl::StrCat("pid ", pid, " is gone"));
+  }
+  std::unique_ptr<AdoptedProcess> process(new AdoptedProcess(loop, pid, fd));
+  process->Arm();
+  return process;
+}
+
+AdoptedProcess::AdoptedProcess(EventLoop& loop, int pid, int pidfd)
+    : loop_(loop), pid_(pid), watch_(std::make_unique<Watch>(loop.context(), pidfd)) {}
+
+AdoptedProcess::~AdoptedProcess() {
+  *alive_ = false;
+  boost::system::error_code ignored;
+  watch_->descriptor.cancel(ignored);
+}
+
+void AdoptedProcess::Arm() {
+  std::weak_ptr<bool> alive = alive_;
+  // A pidfd becomes readable when its process terminates.
+  watch_->descriptor.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                                [this, alive](const boost::system::error_code& ec) {
+                                  if (alive.expired() || !*alive.lock()) return;
+                                  if (ec == boost::asio::error::operation_aborted) return;
+                                  exited_ = true;
+                                  if (on_exit_) {
+                                    auto fn = std::move(on_exit_);
+                                    on_exit_ = nullptr;
+                                    fn();
+                                  }
+                                });
+}
+
+void AdoptedProcess::OnExit(std::function<void()> on_exit) {
+  if (!exited_) {
+    on_exit_ = std::move(on_exit);
+    return;
+  }
+  std::weak_ptr<bool> alive = alive_;
+  loop_.Post([alive, on_exit = std::move(on_exit)] {
+    if (!alive.expired() && *alive.lock()) on_exit();
+  });
+}
+
+absl::Status AdoptedProcess::SignalGroup(int signal) {
+  if (exited_) return absl::FailedPreconditionError(absl::StrCat("pid ", pid_, " has exited"));
+  // Only while the leader lives is its pid sure to name its group.
+  pollfd p{watch_->descriptor.native_handle(), POLLIN, 0};
+  if (::poll(&p, 1, 0) > 0) return absl::FailedPreconditionError(absl::StrCat("pid ", pid_, " has exited"));
+  if (::kill(-pid_, signal) != 0 && ::kill(pid_, signal) != 0) {
+    return absl::InternalError(absl::StrCat("kill(", pid_, ", ", signal, "): ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace orrery::scheduler

@@ -1,0 +1,59 @@
+// Processes that a scheduler daemon did not start itself: the survivors of an earlier daemon that
+// was killed or crashed. A restarted daemon finds them by pid and start time, watches them through
+// a pidfd and can signal them; it cannot read their output or exit codes (they are not its children).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "scheduler/event_loop.h"
+
+namespace orrery::scheduler {
+
+// Field 22 of /proc/<pid>/stat (clock ticks after boot when the process started): with the pid it
+// names one process for the life of the machine. nullopt when there is no such live process
+// (zombies count as gone).
+std::optional<uint64_t> ProcessStartTicks(int pid);
+
+// /proc/sys/kernel/random/boot_id; "" if unreadable. Pids and start times mean nothing across boots.
+std::string BootId();
+
+// Threads: construct, call and destroy on the loop's thread; `loop` must outlive it.
+class AdoptedProcess {
+ public:
+  // Opens a pidfd (Linux >= 5.3) on `pid` and checks it is still the process that started at
+  // `start_ticks`; NOT_FOUND when it has gone (or its pid now names another process).
+  static absl::StatusOr<std::unique_ptr<AdoptedProcess>> Adopt(EventLoop& loop, int pid, uint64_t start_ticks);
+  ~AdoptedProcess();
+  AdoptedProcess(const AdoptedProcess&) = delete;
+  AdoptedProcess& operator=(const AdoptedProcess&) = delete;
+
+  int pid() const { return pid_; }
+  bool exited() const { return exited_; }
+
+  // `on_exit` runs once on the loop thread when the process has ended (never inside this call;
+  // at once, posted, if it already has).
+  void OnExit(std::function<void()> on_exit);
+
+  // Sends `signal` to the process's group (the local backend makes every process lead its own
+  // group, so this reaches what it started too). FAILED_PRECONDITION once it has exited.
+  absl::Status SignalGroup(int signal);
+
+ private:
+  AdoptedProcess(EventLoop& loop, int pid, int pidfd);
+  void Arm();
+
+  EventLoop& loop_;
+  int pid_;
+  struct Watch;
+  std::unique_ptr<Watch> watch_;
+  bool exited_ = false;
+  std::function<void()> on_exit_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace orrery::scheduler

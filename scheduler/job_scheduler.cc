@@ -1,0 +1,514 @@
+#include "scheduler/job_scheduler.h"
+
+#include <glog/logging.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "scheduler/adopted_process.h"
+#include "scheduler/job_spec.h"
+#include "scheduler/run_job.h"
+
+namespace orrery::scheduler {
+
+namespace fs = std::filesystem;
+
+struct JobScheduler::Entry {
+  JobRecord record;
+  std::optional<JobSpec> spec;  // parsed when it started
+  std::unique_ptr<JobRun> run;  // while it runs under this daemon
+  std::map<ProcessId, size_t> process_index;  // backend process -> index in record.processes
+  // While re-attached: the survivors of an earlier daemon, with their index in record.processes.
+  std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> adopted;
+  TimerId kill_timer = 0;
+};
+
+namespace {
+
+std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
+
+std::string FormatLogLine(absl::Time now, const OutputLine& line) {
+  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()), " ", line.role, " ",
+                      line.stream == Stream::kStdout ? "out" : "err", "| ", line.text);
+}
+
+}  // namespace
+
+JobScheduler::JobScheduler(EventLoop& loop, Backend& backend, JobStore& store, SchedulerOptions options)
+    : loop_(loop), backend_(backend), store_(store), options_(std::move(options)), queue_(options_.slots) {
+  exit_listener_ = backend_.AddExitListener([this](const ProcessExit& exit) { OnProcessExit(exit); });
+}
+
+JobScheduler::~JobScheduler() {
+  *alive_ = false;
+  backend_.RemoveListener(exit_listener_);
+  for (auto& [id, entry] : jobs_) {
+    if (entry->kill_timer) loop_.Cancel(entry->kill_timer);
+  }
+}
+
+int64_t JobScheduler::NowMs() const { return absl::ToUnixMillis(options_.now()); }
+
+JobScheduler::Entry* JobScheduler::Find(const std::string& job) const {
+  int64_t id = 0;
+  if (absl::SimpleAtoi(job, &id)) {
+    auto it = jobs_.find(id);
+    return it == jobs_.end() ? nullptr : it->second.get();
+  }
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    if (it->second->record.name == job) return it->second.get();
+  }
+  return nullptr;
+}
+
+void JobScheduler::Persist(const Entry& entry, bool with_processes) {
+  absl::Status st = with_processes ? store_.UpdateWithProcesses(entry.record) : store_.Update(entry.record);
+  if (!st.ok()) LOG(ERROR) << "job " << entry.record.id << ": " << st;
+}
+
+void JobScheduler::Changed(const Entry& entry) {
+  std::vector<std::function<void(const JobRecord&)>> watchers;
+  for (const auto& [id, fn] : job_watches_) watchers.push_back(fn);
+  for (const auto& fn : watchers) fn(entry.record);
+  if (!IsTerminal(entry.record.state)) return;
+  std::vector<std::function<void()>> ends;
+  for (auto it = line_watches_.begin(); it != line_watches_.end();) {
+    if (it->second.job == entry.record.id) {
+      ends.push_back(std::move(it->second.end));
+      it = line_watches_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& end : ends) {
+    if (end) end();
+  }
+}
+
+absl::Status JobScheduler::Recover() {
+  ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_.LoadAll());
+  for (JobRecord& record : records) {
+    const int64_t id = record.id;
+    auto entry = std::make_unique<Entry>();
+    entry->record = std::move(record);
+    Entry& e = *jobs_.emplace(id, std::move(entry)).first->second;
+    if (e.record.state == JobState::kQueued) {
+      queue_.Push(id, e.record.priority, e.record.slots);
+    } else if (e.record.state == JobState::kRunning) {
+      Reattach(e);
+    }
+  }
+  ScheduleSoon();
+  return absl::OkStatus();
+}
+
+void JobScheduler::Reattach(Entry& entry) {
+  JobRecord& r = entry.record;
+  const std::string boot = BootId();
+  if (!r.boot_id.empty() && !boot.empty() && r.boot_id != boot) {
+    return Finish(entry, JobState::kLost, "the machine restarted while the job ran; its processes are gone");
+  }
+  if (r.processes.empty()) {
+    return Finish(entry, JobState::kLost, "the scheduler stopped before it had recorded any process of the job");
+  }
+  std::vector<std::string> gone;
+  std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> alive;
+  for (size_t i = 0; i < r.processes.size(); ++i) {
+    ProcessRecord& p = r.processes[i];
+    if (!p.exit.empty()) continue;  // it had exited, and the previous daemon saw how
+    absl::StatusOr<std::unique_ptr<AdoptedProcess>> adopted = AdoptedProcess::Adopt(loop_, p.pid, p.start_ticks);
+    if (adopted.ok()) {
+      alive.emplace_back(i, std::move(*adopted));
+    } else {
+      gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
+      p.exit = "gone when the scheduler restarted (exit status unknown)";
+    }
+  }
+  if (alive.empty() && gone.empty()) {
+    return Finish(entry, JobState::kLost,
+                  "every process of the job had exited when the scheduler restarted, but its result was not recorded");
+  }
+  if (!gone.empty()) {
+    for (auto& [index, process] : alive) {
+      process->SignalGroup(SIGKILL).IgnoreError();
+      r.processes[index].exit = "killed by the restarted scheduler (the job had lost other processes)";
+    }
+    Persist(entry, /*with_processes=*/true);
+    return Finish(entry, JobState::kLost,
+                  absl::StrCat("the scheduler restarted while the job ran and found ", absl::StrJoin(gone, ", "),
+                               " gone", alive.empty() ? "" : absl::StrCat("; killed the ", alive.size(), " process(es) still running")));
+  }
+  r.reattached = true;
+  r.reason = absl::StrCat("re-attached after a scheduler restart to its ", alive.size(),
+                          " running process(es); their output and exit codes are no longer visible");
+  entry.adopted = std::move(alive);
+  queue_.Hold(r.id, r.slots);
+  const int64_t id = r.id;
+  for (auto& [index, process] : entry.adopted) process->OnExit([this, id] { OnAdoptedExit(id); });
+  Persist(entry, /*with_processes=*/true);
+  if (r.cancel_requested) {  // the previous daemon was cancelling it
+    for (auto& [index, process] : entry.adopted) process->SignalGroup(SIGTERM).IgnoreError();
+  }
+  LOG(WARNING) << "job " << id << " (" << r.name << "): " << r.reason;
+}
+
+void JobScheduler::OnAdoptedExit(int64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  Entry& entry = *it->second;
+  bool all = true;
+  for (auto& [index, process] : entry.adopted) {
+    if (process->exited()) {
+      if (entry.record.processes[index].exit.empty()) {
+        entry.record.processes[index].exit = "exited (status unknown: not a child of this scheduler)";
+        store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
+      }
+    } else {
+      all = false;
+    }
+  }
+  if (!all || entry.record.state != JobState::kRunning) return;
+  entry.adopted.clear();
+  if (entry.kill_timer) loop_.Cancel(entry.kill_timer);
+  entry.kill_timer = 0;
+  if (entry.record.cancel_requested) return Finish(entry, JobState::kCancelled, "cancelled by request");
+  if (shutting_down_) return Finish(entry, JobState::kFailed, "stopped: the scheduler shut down while the job ran");
+  Finish(entry, JobState::kLost,
+         "its processes ended after a scheduler restart had re-attached to them; their exit codes and final "
+         "evaluation were not visible to it");
+}
+
+absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, const std::string& base_dir,
+                                               int priority) {
+  if (shutting_down_) return absl::UnavailableError("the scheduler is shutting down");
+  if (base_dir.empty() || base_dir[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base_dir: must be the absolute directory of the job file, got '", base_dir, "'"));
+  }
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml, base_dir));
+  if (spec.backend != BackendKind::kLocal) {
+    return absl::FailedPreconditionError(absl::StrCat("backend: this scheduler runs local jobs only, not ",
+                                                      BackendKindName(spec.backend)));
+  }
+  const int slots = spec.servers + spec.learners;
+  if (slots > options_.slots) {
+    return absl::FailedPreconditionError(absl::StrCat("servers + learners: the job needs ", slots,
+                                                      " slots but this scheduler has ", options_.slots,
+                                                      " (orrery scheduler --slots)"));
+  }
+  JobRecord record;
+  record.name = spec.name;
+  record.spec_yaml = spec_yaml;
+  record.base_dir = base_dir;
+  record.priority = priority;
+  record.slots = slots;
+  record.backend = BackendKindName(spec.backend);
+  record.state = JobState::kQueued;
+  record.submitted_ms = NowMs();
+  RETURN_IF_ERROR(store_.Insert(&record));
+  const int64_t id = record.id;
+  auto entry = std::make_unique<Entry>();
+  entry->record = record;
+  Entry& e = *jobs_.emplace(id, std::move(entry)).first->second;
+  queue_.Push(id, priority, slots);
+  Changed(e);
+  ScheduleSoon();
+  return record;
+}
+
+absl::StatusOr<JobRecord> JobScheduler::Get(const std::string& job) const {
+  const Entry* entry = Find(job);
+  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job, "'"));
+  return entry->record;
+}
+
+std::vector<JobRecord> JobScheduler::List() const {
+  std::vector<JobRecord> out;
+  for (const auto& [id, entry] : jobs_) out.push_back(entry->record);
+  return out;
+}
+
+absl::StatusOr<JobRecord> JobScheduler::Cancel(const std::string& job) {
+  Entry* entry = Find(job);
+  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("no job '", job, "'"));
+  JobRecord& r = entry->record;
+  switch (r.state) {
+    case JobState::kQueued:
+      queue_.Remove(r.id);
+      r.cancel_requested = true;
+      Finish(*entry, JobState::kCancelled, "cancelled while queued");
+      return r;
+    case JobState::kRunning:
+      if (r.cancel_requested) return r;
+      r.cancel_requested = true;
+      Persist(*entry);
+      Changed(*entry);
+      if (entry->run) {
+        entry->run->Cancel(absl::CancelledError("cancelled by request"), options_.stop_grace);
+      } else {
+        for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGTERM).IgnoreError();
+        const int64_t id = r.id;
+        entry->kill_timer = loop_.RunAfter(options_.stop_grace, [this, id] {
+          auto it = jobs_.find(id);
+          if (it == jobs_.end()) return;
+          it->second->kill_timer = 0;
+          for (auto& [index, process] : it->second->adopted) process->SignalGroup(SIGKILL).IgnoreError();
+        });
+      }
+      return r;
+    case JobState::kCancelled:
+      return r;
+    default:
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", r.id, " (", r.name, ") has already ended: ", JobStateName(r.state)));
+  }
+}
+
+void JobScheduler::ScheduleSoon() {
+  if (schedule_posted_) return;
+  schedule_posted_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  loop_.Post([this, alive] {
+    if (alive.expired() || !*alive.lock()) return;
+    schedule_posted_ = false;
+    Schedule();
+  });
+}
+
+void JobScheduler::Schedule() {
+  if (shutting_down_) return;
+  for (int64_t id : queue_.Admit()) StartJob(*jobs_.at(id));
+}
+
+void JobScheduler::StartJob(Entry& entry) {
+  JobRecord& r = entry.record;
+  const int64_t id = r.id;
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(r.spec_yaml, r.base_dir);
+  if (!spec.ok()) {
+    return Finish(entry, JobState::kFailed,
+                  absl::StrCat("the spec no longer parses when its turn came: ", spec.status().message()));
+  }
+  r.state = JobState::kRunning;
+  r.started_ms = NowMs();
+  r.log_dir = (fs::path(options_.log_root) / absl::StrCat("job-", id)).string();
+  r.boot_id = BootId();
+  r.processes.clear();
+  Persist(entry, /*with_processes=*/true);
+  Changed(entry);
+
+  RunJobOptions o;
+  o.orrery_binary = options_.orrery_binary;
+  o.log_dir = r.log_dir;
+  o.progress = false;
+  o.threads_per_learner = 1;  // a learner holds one slot
+  o.role_prefix = RolePrefix(id);
+  o.on_started = [this, id](const std::vector<ProcessId>& ids, Backend&) { OnStarted(id, ids); };
+  o.on_line = [this, id](const OutputLine& line, Backend&) { OnJobLine(id, line); };
+  entry.spec = *spec;
+  entry.run = std::make_unique<JobRun>(*std::move(spec), std::move(o), loop_, backend_);
+  entry.run->Start([this, id](absl::StatusOr<RunReport> result) { OnRunDone(id, std::move(result)); });
+}
+
+void JobScheduler::OnStarted(int64_t id, const std::vector<ProcessId>& ids) {
+  Entry& entry = *jobs_.at(id);
+  const std::string prefix = RolePrefix(id);
+  for (ProcessId pid : ids) {
+    absl::StatusOr<ProcessInfo> info = backend_.Info(pid);
+    if (!info.ok()) continue;
+    ProcessRecord p;
+    p.role = absl::StartsWith(info->role, prefix) ? info->role.substr(prefix.size()) : info->role;
+    p.pid = info->pid;
+    p.start_ticks = ProcessStartTicks(info->pid).value_or(0);
+    p.incarnation = info->incarnation;
+    entry.process_index[pid] = entry.record.processes.size();
+    entry.record.processes.push_back(std::move(p));
+    process_job_[pid] = id;
+  }
+  Persist(entry, /*with_processes=*/true);
+  Changed(entry);
+}
+
+void JobScheduler::OnJobLine(int64_t id, const OutputLine& line) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  Entry& entry = *it->second;
+  auto index = entry.process_index.find(line.id);
+  if (index != entry.process_index.end()) {
+    ProcessRecord& p = entry.record.processes[index->second];
+    if (p.incarnation != line.incarnation) {  // restarted: follow its new pid
+      absl::StatusOr<ProcessInfo> info = backend_.Info(line.id);
+      if (info.ok() && info->pid > 0) {
+        p.pid = info->pid;
+        p.start_ticks = ProcessStartTicks(info->pid).value_or(0);
+        p.incarnation = info->incarnation;
+        p.exit.clear();
+        store_.PutProcess(id, p).IgnoreError();
+        Changed(entry);
+      }
+    }
+  }
+  if (line_watches_.empty()) return;
+  const std::string text = FormatLogLine(options_.now(), line);
+  std::vector<std::function<void(const std::string&)>> watchers;
+  for (const auto& [watch, w] : line_watches_) {
+    if (w.job == id) watchers.push_back(w.line);
+  }
+  for (const auto& fn : watchers) fn(text);
+}
+
+void JobScheduler::OnProcessExit(const ProcessExit& exit) {
+  auto job = process_job_.find(exit.id);
+  if (job == process_job_.end() || !exit.final()) return;
+  auto it = jobs_.find(job->second);
+  if (it == jobs_.end()) return;
+  Entry& entry = *it->second;
+  auto index = entry.process_index.find(exit.id);
+  if (index == entry.process_index.end()) return;
+  ProcessRecord& p = entry.record.processes[index->second];
+  p.exit = exit.error.empty() ? exit.status.ToString() : absl::StrCat(exit.status.ToString(), " (", exit.error, ")");
+  if (exit.stop_requested) absl::StrAppend(&p.exit, " (stop requested)");
+  store_.PutProcess(entry.record.id, p).IgnoreError();
+  Changed(entry);
+}
+
+void JobScheduler::OnRunDone(int64_t id, absl::StatusOr<RunReport> result) {
+  Entry& entry = *jobs_.at(id);
+  entry.run.reset();  // JobRun allows this from its own `done`
+  if (result.ok()) {
+    entry.record.result_json = RunReportJson(*result, *entry.spec);
+    entry.record.test_accuracy = result->test_accuracy;
+    return Finish(entry, JobState::kSucceeded, "");
+  }
+  if (entry.record.cancel_requested) return Finish(entry, JobState::kCancelled, "cancelled by request");
+  if (shutting_down_) return Finish(entry, JobState::kFailed, "stopped: the scheduler shut down while the job ran");
+  Finish(entry, JobState::kFailed, std::string(result.status().message()));
+}
+
+void JobScheduler::Finish(Entry& entry, JobState state, std::string reason) {
+  JobRecord& r = entry.record;
+  absl::Status allowed = CheckTransition(r.state, state);
+  if (!allowed.ok()) {
+    LOG(ERROR) << "job " << r.id << ": " << allowed;  // a bug of ours; keep the state it has
+    return;
+  }
+  r.state = state;
+  r.reason = std::move(reason);
+  r.finished_ms = NowMs();
+  queue_.Release(r.id);
+  Persist(entry);
+  Changed(entry);
+  ScheduleSoon();
+  MaybeShutdownDone();
+}
+
+SchedulerStats JobScheduler::Stats() const {
+  SchedulerStats stats;
+  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                     JobState::kCancelled, JobState::kLost}) {
+    stats.jobs[s] = 0;
+  }
+  for (const auto& [id, entry] : jobs_) ++stats.jobs[entry->record.state];
+  stats.queue_length = static_cast<int>(queue_.size());
+  stats.slots_total = queue_.total_slots();
+  stats.slots_used = queue_.used_slots();
+  return stats;
+}
+
+absl::StatusOr<std::vector<std::string>> JobScheduler::ReadLogs(int64_t id, size_t tail) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", id));
+  const std::string& dir = it->second->record.log_dir;
+  std::vector<std::string> lines;
+  std::error_code ec;
+  if (dir.empty() || !fs::is_directory(dir, ec)) return lines;
+  std::vector<fs::path> files;
+  for (const auto& file : fs::directory_iterator(dir, ec)) {
+    if (file.path().extension() == ".log") files.push_back(file.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& file : files) {
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(std::move(line));
+  }
+  // Each line starts with its UTC time (fixed width), and each file is in time order, so a stable
+  // sort on the time merges the files.
+  std::stable_sort(lines.begin(), lines.end(), [](const std::string& a, const std::string& b) {
+    return a.compare(0, 24, b, 0, 24) < 0;
+  });
+  if (tail > 0 && lines.size() > tail) lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(tail));
+  return lines;
+}
+
+WatchId JobScheduler::WatchLines(int64_t id, std::function<void(const std::string&)> line,
+                                 std::function<void()> end) {
+  const WatchId watch = next_watch_++;
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || IsTerminal(it->second->record.state)) {
+    std::weak_ptr<bool> alive = alive_;
+    loop_.Post([alive, end = std::move(end)] {
+      if (!alive.expired() && *alive.lock() && end) end();
+    });
+    return watch;
+  }
+  line_watches_[watch] = LineWatch{id, std::move(line), std::move(end)};
+  return watch;
+}
+
+WatchId JobScheduler::WatchJobs(std::function<void(const JobRecord&)> changed) {
+  const WatchId watch = next_watch_++;
+  job_watches_[watch] = std::move(changed);
+  return watch;
+}
+
+void JobScheduler::Unwatch(WatchId id) {
+  line_watches_.erase(id);
+  job_watches_.erase(id);
+}
+
+void JobScheduler::Shutdown(std::function<void()> done) {
+  if (done) shutdown_done_.push_back(std::move(done));
+  if (shutting_down_) {  // asked again: kill what is left now
+    backend_.StopAll(absl::ZeroDuration(), nullptr);
+    for (auto& [id, entry] : jobs_) {
+      for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGKILL).IgnoreError();
+    }
+    return;
+  }
+  shutting_down_ = true;
+  for (auto& [id, entry] : jobs_) {
+    if (entry->record.state != JobState::kRunning) continue;
+    if (entry->run) {
+      entry->run->Cancel(absl::CancelledError("the scheduler shut down"), options_.stop_grace);
+    } else {
+      for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGTERM).IgnoreError();
+    }
+  }
+  MaybeShutdownDone();
+}
+
+void JobScheduler::MaybeShutdownDone() {
+  if (!shutting_down_ || shutdown_done_.empty()) return;
+  for (const auto& [id, entry] : jobs_) {
+    if (entry->record.state == JobState::kRunning) return;
+  }
+  std::vector<std::function<void()>> callbacks;
+  callbacks.swap(shutdown_done_);
+  std::weak_ptr<bool> alive = alive_;
+  for (auto& callback : callbacks) {
+    loop_.Post([alive, callback = std::move(callback)] {
+      if (!alive.expired() && *alive.lock()) callback();
+    });
+  }
+}
+
+}  // namespace orrery::scheduler

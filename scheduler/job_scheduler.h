@@ -1,0 +1,132 @@
+// The scheduler daemon's core, with no network in it: accepts jobs, stores them, queues them for
+// resource slots, runs them with JobRun on a shared backend, follows their processes, and after a
+// restart recovers every stored job, re-attaching to processes that outlived the previous daemon.
+// The gRPC JobService (job_service.h) is a thin adapter over it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "scheduler/backend.h"
+#include "scheduler/event_loop.h"
+#include "scheduler/job_queue.h"
+#include "scheduler/job_store.h"
+
+namespace orrery::scheduler {
+
+struct RunReport;
+
+struct SchedulerOptions {
+  int slots = 1;               // cores this machine lends to jobs; a job holds servers + learners
+  std::string orrery_binary;   // started for every role of every job
+  std::string log_root;        // job N logs to <log_root>/job-N/<role>.log
+  absl::Duration stop_grace = absl::Seconds(10);  // SIGTERM → SIGKILL when cancelling
+  std::function<absl::Time()> now = [] { return absl::Now(); };
+};
+
+struct SchedulerStats {
+  std::map<JobState, int> jobs;  // every state present, zero or not
+  int queue_length = 0;
+  int slots_total = 0;
+  int slots_used = 0;
+};
+
+using WatchId = int64_t;
+
+// Threads: not thread-safe. Construct, call and destroy it on the loop's thread; every callback
+// runs there. `loop`, `backend` and `store` are borrowed and must outlive it. Store writes block
+// the loop for the disk; a failed write is logged and the in-memory state goes on.
+class JobScheduler {
+ public:
+  JobScheduler(EventLoop& loop, Backend& backend, JobStore& store, SchedulerOptions options);
+  ~JobScheduler();
+  JobScheduler(const JobScheduler&) = delete;
+  JobScheduler& operator=(const JobScheduler&) = delete;
+
+  // Loads the store, once, before anything else: queued jobs queue again in their order; a running
+  // job whose processes all still run (same pid and start time, same boot) is re-attached (it
+  // stays running, holds its slots, can be cancelled, but its output and exit codes are no longer
+  // visible, so it ends lost); one that lost any process is marked lost with the reason and its
+  // survivors are killed. Then starts what fits.
+  absl::Status Recover();
+
+  // Validates `spec_yaml` (relative paths resolve against `base_dir`, which must be absolute),
+  // stores the job and queues it; it starts on a later loop turn if it fits. INVALID_ARGUMENT
+  // naming the key at fault, or FAILED_PRECONDITION (more slots than the scheduler has, a backend
+  // it cannot run); nothing is stored then.
+  absl::StatusOr<JobRecord> Submit(const std::string& spec_yaml, const std::string& base_dir, int priority);
+
+  // `job` is an id ("7") or a name (the latest job of that name). NOT_FOUND if none.
+  absl::StatusOr<JobRecord> Get(const std::string& job) const;
+  std::vector<JobRecord> List() const;  // by id
+  // A queued job is cancelled at once; a running one is asked to stop (it ends cancelled when its
+  // processes have exited). FAILED_PRECONDITION if it has already ended otherwise.
+  absl::StatusOr<JobRecord> Cancel(const std::string& job);
+  // 1 = starts next; 0 = not queued.
+  int QueuePosition(int64_t id) const { return queue_.Position(id); }
+  SchedulerStats Stats() const;
+
+  // The job's stored log lines (every process's log file, merged in time order), the last `tail`
+  // when tail > 0.
+  absl::StatusOr<std::vector<std::string>> ReadLogs(int64_t id, size_t tail) const;
+
+  // Live log lines of job `id`, formatted as in its log files, from now on; `end` runs once when
+  // the job has ended (at once, posted, if it already has). Unwatch to stop earlier.
+  WatchId WatchLines(int64_t id, std::function<void(const std::string&)> line, std::function<void()> end);
+  // Every later change of any job (state, cancel request, processes).
+  WatchId WatchJobs(std::function<void(const JobRecord&)> changed);
+  void Unwatch(WatchId id);
+
+  // Refuses new work and stops every running job (they end failed: "the scheduler shut down");
+  // `done` runs once all have ended. Calling it again kills what is left at once.
+  void Shutdown(std::function<void()> done);
+
+ private:
+  struct Entry;
+  Entry* Find(const std::string& job) const;
+  void ScheduleSoon();
+  void Schedule();
+  void StartJob(Entry& entry);
+  void OnStarted(int64_t id, const std::vector<ProcessId>& ids);
+  void OnJobLine(int64_t id, const OutputLine& line);
+  void OnProcessExit(const ProcessExit& exit);
+  void OnRunDone(int64_t id, absl::StatusOr<RunReport> result);
+  void Reattach(Entry& entry);
+  void OnAdoptedExit(int64_t id);
+  void Finish(Entry& entry, JobState state, std::string reason);
+  void Persist(const Entry& entry, bool with_processes = false);
+  void Changed(const Entry& entry);
+  void MaybeShutdownDone();
+  int64_t NowMs() const;
+
+  EventLoop& loop_;
+  Backend& backend_;
+  JobStore& store_;
+  SchedulerOptions options_;
+  JobQueue queue_;
+  std::map<int64_t, std::unique_ptr<Entry>> jobs_;
+  std::map<ProcessId, int64_t> process_job_;  // backend process -> job
+  ListenerId exit_listener_ = 0;
+  struct LineWatch {
+    int64_t job;
+    std::function<void(const std::string&)> line;
+    std::function<void()> end;
+  };
+  std::map<WatchId, LineWatch> line_watches_;
+  std::map<WatchId, std::function<void(const JobRecord&)>> job_watches_;
+  WatchId next_watch_ = 1;
+  bool schedule_posted_ = false;
+  bool shutting_down_ = false;
+  std::vector<std::function<void()>> shutdown_done_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace orrery::scheduler

@@ -1,0 +1,30 @@
+// `orrery scheduler`: the daemon's object graph — the job store, the event loop and local backend,
+// the JobScheduler, the gRPC JobService and the Prometheus /metrics endpoint — and its lifecycle.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace orrery::scheduler {
+
+struct SchedulerDaemonOptions {
+  std::string listen = "127.0.0.1:7070";  // gRPC JobService; port 0: the OS chooses
+  std::string store_path;                 // SQLite file, created if missing
+  std::string log_root;                   // "" = <store directory>/<store name>-logs
+  int slots = 0;                          // 0 = the machine's cores
+  std::string token;                      // bearer token every request must carry; required
+  std::string metrics_listen;             // "host:port" for GET /metrics; "" = none
+  std::string orrery_binary;              // started for every process of every job
+};
+
+// Runs the daemon until SIGINT or SIGTERM. Prints `ORRERY_SCHEDULER_METRICS host:port` (when
+// serving metrics) and then `ORRERY_SCHEDULER_READY host:port` on stdout once it serves. On the
+// first signal it stops serving and stops every running job (they end failed), then returns; a
+// second signal kills what is left at once. A daemon killed with -9 leaves its jobs running; the
+// next one re-attaches to them (see JobScheduler::Recover). Errors: bad options
+// (INVALID_ARGUMENT), the store or an address that cannot be opened. Call from the main thread
+// before other threads exist (it takes over SIGINT, SIGTERM and SIGCHLD).
+absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options);
+
+}  // namespace orrery::scheduler
