@@ -40,7 +40,7 @@ run accuracy "$HERE/accuracy_vs_protocol.py" "$BUILD" "$RESULTS" \
   --pairs 4x32,8x16 --lr 0.02 --momentum 0.9 --epochs 2 --servers 1 --timeout 300
 run stragglers "$HERE/stragglers.py" "$BUILD" "$RESULTS" \
   --target 0.88 --epochs 2 --lr 0.02 --momentum 0.9 --rule inverse --batch 32 --factor 3 \
-  --servers 1 --eval-every 2 --timeout 400
+  --servers 1 --eval-every 2 --also 0.80,0.84 --timeout 400
 if [ ${#failed[@]} -gt 0 ]; then
   echo "$0: failed: ${failed[*]}" >&2
   exit 1

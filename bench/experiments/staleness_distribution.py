@@ -4,7 +4,7 @@
 For each n it runs mlp.yaml on a subset of Fashion-MNIST with `protocol: softsync:n` and reads
 the servers' staleness statistics from the metrics. Rudra (Gupta, Zhang, Wang, ICDM 2016)
 observed mean τ ≈ n and P(τ > 2n) < 1e-4. Writes RESULTS/exp_staleness_distribution.json
-(figure: the largest P(τ > 2n) over n; rows in details.rows), .md and .png (histograms).
+(figure: the largest P(τ > 2n) over n, in percent; rows in details.rows), .md and .png (histograms).
 
 Histogram semantics (server/staleness_stats.h, summed over shards by the client): bucket t counts
 gradient applications with staleness t, each gradient once per shard; the last bucket (index 64)
@@ -137,7 +137,8 @@ def main(argv):
         rows.append(row)
     details["rows"] = rows
     good = [r for r in rows if "error" not in r]
-    figure = max((r["tail_share_gt_2n"] for r in good), default=None)
+    # In percent, so that the table of all results (two decimals) shows it.
+    figure = max((100 * r["tail_share_gt_2n"] for r in good), default=None)
     if len(good) < len(rows):
         figure = None
     png = os.path.join(a.results, NAME + ".png")
@@ -149,7 +150,7 @@ def main(argv):
             details["plot"] = os.path.basename(png)
     if errors:
         details["error"] = "; ".join(errors)
-    r = lib.result(NAME, figure, "share of gradients with tau > 2n (worst n)", command, details)
+    r = lib.result(NAME, figure, "% of gradients with tau > 2n (worst n)", command, details)
     lib.write_json(a.results, r)
 
     table = lib.markdown_table(
