@@ -75,10 +75,12 @@ class PsClient::Impl {
     return result;
   }
 
-  // First failure among `statuses`, naming the shard.
+  // First failure among `statuses`, naming the shard. A shard's real error comes before the
+  // CANCELLED of the calls that Round cancelled because of it.
   absl::Status Combine(const std::vector<absl::Status>& statuses, absl::string_view what) const {
-    for (size_t i = 0; i < statuses.size(); ++i) {
-      if (!statuses[i].ok()) {
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 0; i < statuses.size(); ++i) {
+        if (statuses[i].ok() || (pass == 0 && absl::IsCancelled(statuses[i]))) continue;
         return absl::Status(statuses[i].code(),
                             absl::StrCat(what, " on shard ", i, " (", options_.endpoints[i],
                                          "): ", statuses[i].message()));
@@ -121,6 +123,13 @@ class PsClient::Impl {
               absl::Status st = FromGrpcStatus(s);
               if (st.ok() && on_ok) st = on_ok(shard);
               absl::MutexLock lock(&state->mu);
+              if (absl::IsCancelled(st) && !state->failed) {
+                // Not cancelled by us: the shard reset the stream, which is how gRPC ends a
+                // request over the shard's receive limit when the reset overtakes the status.
+                st = absl::CancelledError(absl::StrCat(
+                    st.message(), " (the shard closed the call before answering; a request "
+                    "larger than the shard's max_message_bytes is the usual cause)"));
+              }
               state->out[k] = st;
               // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success:
               // only other failures make the rest of the round pointless.

@@ -221,7 +221,7 @@ TEST_F(JobSpecTest, ModelFallsBackToTheCurrentDirectory) {
 }
 
 TEST_F(JobSpecTest, MalformedYamlIsAnError) {
-  EXPECT_THAT(Error("lr: {base: 0.1"), StartsWith("invalid YAML: "));
+  EXPECT_THAT(Error("lr: {base: 0.1"), StartsWith("YAML syntax error at line "));
   EXPECT_EQ(ParseJobSpec("- a\n- b\n", dir_.string()).status().message(), "a job spec must be a YAML mapping of keys");
   EXPECT_EQ(ParseJobSpec("", dir_.string()).status().message(), "empty job spec");
 }

@@ -8,6 +8,7 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
@@ -225,15 +226,49 @@ TEST_F(PsServiceTest, BadPushIsInvalidArgumentAndChangesNothing) {
   EXPECT_EQ(stats->shards[0].gradients_rejected_nonfinite, 1u);
 }
 
-TEST_F(PsServiceTest, OversizedMessageIsResourceExhausted) {
-  StartShards("async", 1, 0.5f, /*max_message_bytes=*/64 * 1024);
+TEST_F(PsServiceTest, OversizedMessageIsRefusedByTheClientWithItsLimit) {
+  // The learners and the shards of a job share one max_message_bytes: the client refuses to send
+  // a larger request, deterministically, before any byte reaches the shard.
+  StartShards("async", 1, 0.5f, /*max_message_bytes=*/16 * 1024);
   ClientOptions o = Options(0);
-  o.tensors = {{"big", 40000}};  // 160 KB of FP32 spread over two shards
-  o.chunk_size = 40000;          // one chunk: all of it on one shard
+  o.tensors = {{"big", 10000}};  // 40 KB of FP32
+  o.chunk_size = 10000;          // one chunk: all of it on one shard
+  o.max_message_bytes = 16 * 1024;
   auto client = PsClient::Connect(o);
   ASSERT_TRUE(client.ok()) << client.status();
-  absl::Status st = (*client)->Init(std::vector<float>(40000, 0.0f));
+  absl::Status st = (*client)->Init(std::vector<float>(10000, 0.0f));
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  for (auto& server : servers_) {
+    const ShardState state = server->shard().DebugState();
+    if (!state.weights.empty()) {
+      EXPECT_FALSE(state.initialized);  // the shard holding the chunk
+    }
+  }
+}
+
+TEST_F(PsServiceTest, OversizedMessageIsRefusedByTheShardAndChangesNothing) {
+  // A client with a larger limit than the shard's: the shard refuses the message. gRPC reports
+  // RESOURCE_EXHAUSTED, or CANCELLED when the shard's reset overtakes the status on the wire
+  // (the client then names the likely cause); either way nothing is stored.
+  StartShards("async", 1, 0.5f, /*max_message_bytes=*/16 * 1024);
+  ClientOptions o = Options(0);
+  o.tensors = {{"big", 10000}};
+  o.chunk_size = 10000;
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Status st = (*client)->Init(std::vector<float>(10000, 0.0f));
+  ASSERT_FALSE(st.ok());
+  if (absl::IsCancelled(st)) {
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("max_message_bytes"));
+  } else {
+    EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  }
+  for (auto& server : servers_) {
+    const ShardState state = server->shard().DebugState();
+    if (!state.weights.empty()) {
+      EXPECT_FALSE(state.initialized);  // the shard holding the chunk
+    }
+  }
 }
 
 TEST_F(PsServiceTest, ShutdownReleasesParkedPulls) {
