@@ -4,18 +4,27 @@
 #include <functional>
 
 #include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "parameter_server.grpc.pb.h"
+#include "server/aliased_serializer.h"
+#include "server/memory_reuse.h"
+#include "server/pull_decoder.h"
 #include "server/sharding.h"
 #include "server/status_util.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
+
+// Full method names of the calls made through the byte-level stub (see parameter_server.proto).
+const char kPullMethod[] = "/orrery.proto.ParameterServer/Pull";
+const char kPushMethod[] = "/orrery.proto.ParameterServer/Push";
 
 using Stub = proto::ParameterServer::Stub;
 using DoneFn = std::function<void(grpc::Status)>;
@@ -38,8 +47,9 @@ class PsClient::Impl {
     args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // each client its own connections
     for (const std::string& endpoint : options_.endpoints) {
-      stubs_.push_back(proto::ParameterServer::NewStub(
-          grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args)));
+      auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+      stubs_.push_back(proto::ParameterServer::NewStub(channel));
+      generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
     chunk_versions_.assign(plan_.chunks().size(), 0);
   }
@@ -47,21 +57,31 @@ class PsClient::Impl {
   const ClientOptions& options() const { return options_; }
   const ShardPlan& plan() const { return plan_; }
   int num_shards() const { return static_cast<int>(stubs_.size()); }
+  // Byte-level stub on the same channel as shard s's typed stub, for the calls whose large
+  // payloads bypass protobuf's copies (Pull answers, Push requests).
+  grpc::GenericStub* generic_stub(int s) const { return generic_stubs_[s].get(); }
   std::vector<int> AllShards() const {
     std::vector<int> all(stubs_.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
     return all;
   }
 
+  // How a round reacts to one shard's hard failure.
+  enum class OnFailure {
+    kCancelRest,  // the others' answers are useless now (pulls, registration)
+    kLetFinish,   // each shard judges its own part (pushes): every shard's count stays exact
+  };
+
   // Calls `shards` concurrently, retrying those that answer UNAVAILABLE with backoff until the
   // retry budget is spent. Returns one status per shard index (OK for shards not called).
   std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
-                                 const StartFn& start, const OnOkFn& on_ok = nullptr) {
+                                 const StartFn& start, const OnOkFn& on_ok = nullptr,
+                                 OnFailure on_failure = OnFailure::kCancelRest) {
     std::vector<absl::Status> result(stubs_.size());
     const absl::Time give_up = absl::Now() + options_.retry_budget;
     absl::Duration backoff = absl::Milliseconds(50);
     while (true) {
-      std::vector<absl::Status> round = Round(shards, timeout, start, on_ok);
+      std::vector<absl::Status> round = Round(shards, timeout, start, on_ok, on_failure);
       std::vector<int> again;
       for (size_t k = 0; k < shards.size(); ++k) {
         result[shards[k]] = round[k];
@@ -93,9 +113,11 @@ class PsClient::Impl {
   bool pulled_ = false;
 
  private:
-  // One concurrent attempt on `shards`; the first hard failure cancels the calls still running.
+  // One concurrent attempt on `shards`; with kCancelRest the first hard failure cancels the calls
+  // still running.
   std::vector<absl::Status> Round(const std::vector<int>& shards, absl::Duration timeout,
-                                  const StartFn& start, const OnOkFn& on_ok) {
+                                  const StartFn& start, const OnOkFn& on_ok, OnFailure on_failure) {
+    const bool cancel_rest = on_failure == OnFailure::kCancelRest;
     // Shared with the callbacks, so the last one may still unlock after the waiter returned.
     struct State {
       absl::Mutex mu;
@@ -119,7 +141,7 @@ class PsClient::Impl {
     for (size_t k = 0; k < shards.size(); ++k) {
       const int shard = shards[k];
       start(shard, stubs_[shard].get(), contexts[k].get(),
-            [state, &contexts, &on_ok, k, shard](grpc::Status s) {
+            [state, &contexts, &on_ok, k, shard, cancel_rest](grpc::Status s) {
               absl::Status st = FromGrpcStatus(s);
               if (st.ok() && on_ok) st = on_ok(shard);
               absl::MutexLock lock(&state->mu);
@@ -135,7 +157,7 @@ class PsClient::Impl {
               // only other failures make the rest of the round pointless.
               const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
                                 !absl::IsAlreadyExists(st);
-              if (hard && !state->failed) {
+              if (hard && !state->failed && cancel_rest) {
                 state->failed = true;
                 for (size_t j = 0; j < state->started; ++j) {
                   if (j != k) contexts[j]->TryCancel();
@@ -156,6 +178,7 @@ class PsClient::Impl {
   ClientOptions options_;
   ShardPlan plan_;
   std::vector<std::unique_ptr<Stub>> stubs_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
 };
 
 namespace {
@@ -181,6 +204,7 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
   if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
     return absl::InvalidArgumentError("max_message_bytes must be in [1024, 2^31)");
   }
+  if (options.keep_freed_memory) KeepFreedMemoryForReuse();
   proto::ModelLayout layout;
   for (const TensorShape& t : options.tensors) {
     proto::TensorDecl* d = layout.add_tensors();
@@ -269,39 +293,27 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
                                                    plan.total_elements()));
   }
   const int n = impl_->num_shards();
-  std::vector<proto::PullRequest> requests(n);
-  std::vector<proto::PullResponse> responses(n);
+  std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
-    SetCredentials(impl_->options(), &requests[s]);
-    requests[s].set_learner_id(learner_id_);
-    requests[s].set_clock(clock);
-    requests[s].set_encoding(proto::FP32);
+    auto r = std::make_shared<proto::PullRequest>();
+    SetCredentials(impl_->options(), r.get());
+    r->set_learner_id(learner_id_);
+    r->set_clock(clock);
+    r->set_encoding(proto::FP32);
+    requests[s] = SerializeAliased(std::move(r));
   }
-  StartFn start = [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
+  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
     responses[s].Clear();
-    stub->async()->Pull(ctx, &requests[s], &responses[s], std::move(done));
+    impl_->generic_stub(s)->UnaryCall(ctx, kPullMethod, grpc::StubOptions(), &requests[s],
+                                      &responses[s], std::move(done));
   };
-  // Decode each shard's answer on arrival; shards write disjoint ranges of `weights`.
+  // Decode each shard's answer on arrival, straight from the received bytes into `weights`;
+  // shards write disjoint ranges of `weights` and of the chunk versions.
   OnOkFn decode = [&](int s) -> absl::Status {
-    const proto::PullResponse& r = responses[s];
-    const size_t expected = plan.ChunksOfShard(s).size();
-    if (static_cast<size_t>(r.chunks_size()) != expected) {
-      return absl::InternalError(absl::StrCat("answered ", r.chunks_size(), " chunks, expected ",
-                                              expected, "; is the shard's layout the same?"));
-    }
-    std::vector<bool> seen(plan.chunks().size(), false);
-    for (const proto::PullChunk& pc : r.chunks()) {
-      ASSIGN_OR_RETURN(int i, plan.FindChunk(pc.id().tensor(), pc.id().index()));
-      const Chunk& c = plan.chunks()[i];
-      if (c.shard != static_cast<uint32_t>(s) || seen[i]) {
-        return absl::InternalError(absl::StrCat("answered chunk ", pc.id().tensor(), "/",
-                                                pc.id().index(), " it does not own or twice"));
-      }
-      seen[i] = true;
-      RETURN_IF_ERROR(DecodeFloats(pc.weights(), weights.subspan(c.offset, c.length)));
-      impl_->chunk_versions_[i] = pc.version();
-    }
-    return absl::OkStatus();
+    grpc::ProtoBufferReader reader(&responses[s]);
+    if (!reader.status().ok()) return FromGrpcStatus(reader.status());
+    return DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
+                              impl_->chunk_versions_);
   };
   auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode);
   std::vector<int> unknown;
@@ -330,10 +342,10 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
     return absl::FailedPreconditionError("Push needs a Pull first (to know the base versions)");
   }
   const int n = impl_->num_shards();
-  std::vector<proto::PushRequest> requests(n);
-  std::vector<proto::PushResponse> responses(n);
+  std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
-    proto::PushRequest& r = requests[s];
+    auto request = std::make_shared<proto::PushRequest>();
+    proto::PushRequest& r = *request;
     SetCredentials(impl_->options(), &r);
     r.set_learner_id(learner_id_);
     r.set_step(step);
@@ -349,11 +361,16 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       RETURN_IF_ERROR(
           EncodeFloats(grads.subspan(c.offset, c.length), proto::FP32, pc->mutable_gradient()));
     }
+    // The payloads were copied once, into `request`; the serialised buffer points into it.
+    requests[s] = SerializeAliased(std::move(request));
   }
-  StartFn start = [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-    stub->async()->Push(ctx, &requests[s], &responses[s], std::move(done));
+  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
+    responses[s].Clear();
+    impl_->generic_stub(s)->UnaryCall(ctx, kPushMethod, grpc::StubOptions(), &requests[s],
+                                      &responses[s], std::move(done));
   };
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, start);
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, start, nullptr,
+                              Impl::OnFailure::kLetFinish);
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsAlreadyExists(statuses[s])) statuses[s] = absl::OkStatus();  // a retried push
@@ -361,7 +378,8 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   }
   if (!unknown.empty()) {
     RETURN_IF_ERROR(RegisterAll(unknown));
-    auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start);
+    auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start, nullptr,
+                             Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
   }
   return impl_->Combine(statuses, "Push");

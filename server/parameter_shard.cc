@@ -191,9 +191,14 @@ absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushReques
     }
     store = store_.get();  // never replaced once set
   }
-  // Decode and check the payload without the lock: it reads only the immutable chunk map.
-  absl::StatusOr<std::vector<float>> gradient = store->DecodeChunks(request.chunks());
-  bool finite = gradient.ok() && AllFinite(*gradient);
+  // Check the payload without the lock: it reads only the immutable chunk map. The gradient is
+  // decoded later, under the lock, straight into the accumulator.
+  absl::StatusOr<std::vector<const proto::EncodedTensor*>> gradient =
+      store->CheckChunks(request.chunks());
+  bool finite = gradient.ok();
+  if (finite) {
+    for (const proto::EncodedTensor* payload : *gradient) finite &= PayloadAllFinite(*payload);
+  }
 
   std::vector<Completion> done;
   proto::PushResponse response;
@@ -241,6 +246,7 @@ absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushReques
       have_loss_ = true;
     }
     SettleLocked(&done);
+    store_->FlushDeferred();  // `request` holds the gradient's bytes only until we return
     response.set_version(store_->version());
   }
   RunCompletions(std::move(done));

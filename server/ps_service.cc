@@ -2,7 +2,10 @@
 
 #include <atomic>
 
+#include <grpcpp/impl/codegen/proto_utils.h>
+
 #include "absl/synchronization/mutex.h"
+#include "server/aliased_serializer.h"
 #include "server/status_util.h"
 
 namespace orrery::server {
@@ -25,15 +28,18 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 // One Pull call. Lives until both the starter has finished with it and gRPC has called OnDone.
 class PullReactor final : public grpc::ServerUnaryReactor {
  public:
-  PullReactor(ParameterShard* shard, proto::PullResponse* response)
+  PullReactor(ParameterShard* shard, grpc::ByteBuffer* response)
       : shard_(shard), response_(response) {}
 
   void Start(const proto::PullRequest& request) {
     const ParameterShard::Ticket ticket =
         shard_->Pull(request, [this](absl::StatusOr<proto::PullResponse> result) {
           if (result.ok()) {
-            *response_ = std::move(*result);
-            Finish(grpc::Status::OK);
+            *response_ =
+                SerializeAliased(std::make_shared<proto::PullResponse>(std::move(*result)));
+            Finish(response_->Valid() ? grpc::Status::OK
+                                      : grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                                     "the pull answer is 2 GiB or larger"));
           } else {
             Finish(ToGrpcStatus(result.status()));
           }
@@ -67,7 +73,7 @@ class PullReactor final : public grpc::ServerUnaryReactor {
   }
 
   ParameterShard* const shard_;
-  proto::PullResponse* const response_;
+  grpc::ByteBuffer* const response_;
   std::atomic<int> refs_{2};
   absl::Mutex mu_;
   ParameterShard::Ticket ticket_ ABSL_GUARDED_BY(mu_) = 0;
@@ -96,11 +102,18 @@ grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* context,
 }
 
 grpc::ServerUnaryReactor* PsService::Pull(grpc::CallbackServerContext* context,
-                                          const proto::PullRequest* request,
-                                          proto::PullResponse* response) {
-  (void)context;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) {
+  proto::PullRequest parsed;
+  grpc::ByteBuffer copy = *request;  // shares the slices; parsing consumes the buffer
+  if (!grpc::SerializationTraits<proto::PullRequest>::Deserialize(&copy, &parsed).ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "the request is not a PullRequest"));
+    return reactor;
+  }
   auto* reactor = new PullReactor(shard_, response);
-  reactor->Start(*request);
+  reactor->Start(parsed);
   return reactor;
 }
 

@@ -7,6 +7,7 @@
 
 #include <glog/logging.h>
 
+#include "server/memory_reuse.h"
 #include "server/shard_server.h"
 
 namespace orrery::server {
@@ -18,6 +19,7 @@ int RunServer(const ServerOptions& options) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, &previous);
 
+  KeepFreedMemoryForReuse();
   int exit_code = 0;
   {
     absl::StatusOr<std::unique_ptr<ShardServer>> server = ShardServer::Start(options);

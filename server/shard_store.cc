@@ -26,15 +26,14 @@ const proto::EncodedTensor& Payload(const proto::InitChunk& c) { return c.weight
 }  // namespace
 
 template <typename ChunkMsg>
-absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
+absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
     const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
   if (static_cast<size_t>(chunks.size()) != owned_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("shard ", shard_, " owns ", owned_.size(),
                                                    " chunks but the request carries ",
                                                    chunks.size()));
   }
-  std::vector<float> out(weights_.size());
-  std::vector<bool> seen(owned_.size(), false);
+  std::vector<const proto::EncodedTensor*> payloads(owned_.size(), nullptr);
   for (const ChunkMsg& c : chunks) {
     auto found = plan_->FindChunk(c.id().tensor(), c.id().index());
     if (!found.ok()) return found.status();
@@ -44,18 +43,32 @@ absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
           "chunk ", c.id().tensor(), "/", c.id().index(), " belongs to shard ",
           plan_->chunks()[*found].shard, ", not shard ", shard_, "; the sender's sharding differs"));
     }
-    if (seen[slot]) {
+    if (payloads[slot] != nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("chunk ", c.id().tensor(), "/",
                                                      c.id().index(), " appears twice"));
     }
-    seen[slot] = true;
     const uint32_t length = plan_->chunks()[*found].length;
-    absl::Status st =
-        DecodeFloats(Payload(c), std::span<float>(out.data() + local_offset_[slot], length));
+    absl::Status st = CheckPayload(Payload(c), length);
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat("chunk ", c.id().tensor(), "/", c.id().index(),
                                                   ": ", st.message()));
     }
+    payloads[slot] = &Payload(c);
+  }
+  return payloads;
+}
+
+template <typename ChunkMsg>
+absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
+    const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
+  absl::StatusOr<std::vector<const proto::EncodedTensor*>> payloads = CheckChunks(chunks);
+  if (!payloads.ok()) return payloads.status();
+  std::vector<float> out(weights_.size());
+  for (size_t slot = 0; slot < owned_.size(); ++slot) {
+    const uint32_t length = plan_->chunks()[owned_[slot]].length;
+    absl::Status st = DecodeFloats(*(*payloads)[slot],
+                                   std::span<float>(out.data() + local_offset_[slot], length));
+    if (!st.ok()) return st;  // CheckChunks already accepted it
   }
   return out;
 }
@@ -63,6 +76,10 @@ absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
 template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<proto::PushChunk>&) const;
 template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
+    const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
+template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
+    const google::protobuf::RepeatedPtrField<proto::PushChunk>&) const;
+template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
     const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
 
 void ShardStore::Initialize(std::vector<float> values) {
@@ -89,13 +106,60 @@ absl::Status ShardStore::InitializeFromFlat(std::span<const float> flat) {
   return absl::OkStatus();
 }
 
-void ShardStore::Accumulate(std::span<const float> gradient, float scale) {
-  float* acc = accumulator_.data();
-  const size_t n = accumulator_.size();
-  for (size_t i = 0; i < n; ++i) acc[i] += scale * gradient[i];
+void ShardStore::Accumulate(const std::vector<const proto::EncodedTensor*>& gradient,
+                            float scale) {
+  if (accumulator_empty_ && deferred_.empty() && !gradient.empty()) {
+    deferred_ = gradient;
+    deferred_scale_ = scale;
+    return;
+  }
+  FlushDeferred();
+  AccumulateNow(gradient, scale);
+}
+
+void ShardStore::AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient,
+                               float scale) {
+  for (size_t slot = 0; slot < owned_.size(); ++slot) {
+    const uint32_t length = plan_->chunks()[owned_[slot]].length;
+    AccumulatePayload(*gradient[slot], scale,
+                      std::span<float>(accumulator_.data() + local_offset_[slot], length));
+  }
+  accumulator_empty_ = false;
+}
+
+void ShardStore::FlushDeferred() {
+  if (deferred_.empty()) return;
+  AccumulateNow(deferred_, deferred_scale_);
+  deferred_.clear();
 }
 
 void ShardStore::ApplyAccumulated(int count) {
+  if (!deferred_.empty() && count == 1) {
+    ApplyDeferred();
+  } else {
+    FlushDeferred();
+    ApplyAccumulator(count);
+  }
+  ++version_;
+}
+
+void ShardStore::ApplyDeferred() {
+  // The update is this one gradient g: the accumulator would hold exactly scale·g (0 + x == x)
+  // and be averaged over one (x · 1 == x), so w −= scale·g (or v = μ·v + scale·g, w −= v) is the
+  // same arithmetic without the accumulator's two passes.
+  for (size_t slot = 0; slot < owned_.size(); ++slot) {
+    const uint32_t length = plan_->chunks()[owned_[slot]].length;
+    const uint64_t offset = local_offset_[slot];
+    ApplyPayload(*deferred_[slot], deferred_scale_, momentum_,
+                 std::span<float>(weights_.data() + offset, length),
+                 momentum_ != 0.0f ? std::span<float>(velocity_.data() + offset, length)
+                                   : std::span<float>());
+  }
+  deferred_.clear();
+}
+
+void ShardStore::ApplyAccumulator(int count) {
+  accumulator_empty_ = true;
   const float inv = 1.0f / static_cast<float>(std::max(1, count));
   const size_t n = weights_.size();
   float* w = weights_.data();
@@ -113,7 +177,6 @@ void ShardStore::ApplyAccumulated(int count) {
       acc[i] = 0.0f;
     }
   }
-  ++version_;
 }
 
 absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out) const {

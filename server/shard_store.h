@@ -36,21 +36,34 @@ class ShardStore {
   template <typename ChunkMsg>
   absl::StatusOr<std::vector<float>> DecodeChunks(
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
+  // The checks of DecodeChunks without decoding: the payload of each owned chunk, in this
+  // shard's chunk order (pointers into `chunks`, which must outlive them).
+  template <typename ChunkMsg>
+  absl::StatusOr<std::vector<const proto::EncodedTensor*>> CheckChunks(
+      const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
 
   // Sets the initial weights (`values` in this shard's chunk order). Version stays 0.
   void Initialize(std::vector<float> values);
   // Copies this shard's chunks out of the model's flat buffer (all tensors in layout order).
   absl::Status InitializeFromFlat(std::span<const float> flat);
 
-  // accumulator += scale · gradient (`gradient` in this shard's chunk order).
-  void Accumulate(std::span<const float> gradient, float scale);
+  // accumulator += scale · gradient, the gradient given as CheckChunks returned it; decoded
+  // straight from the payloads into the accumulator. When the accumulator is empty the gradient
+  // is only remembered (the payloads must stay alive until FlushDeferred or ApplyAccumulated), so
+  // that an update of this one gradient reads it once instead of through the accumulator.
+  void Accumulate(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
+  // Adds a remembered gradient to the accumulator. Call before the payloads given to Accumulate
+  // go away; a no-op when there is none.
+  void FlushDeferred();
   // Applies the accumulator averaged over `count` gradients and clears it; version += 1.
+  // Bit-for-bit the same weights whether or not the gradient was remembered.
   void ApplyAccumulated(int count);
 
   // Appends every owned chunk, encoded in `encoding`, with the current version.
   absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out) const;
 
   const std::vector<float>& weights() const { return weights_; }
+  // Excludes a gradient still remembered by Accumulate (see FlushDeferred).
   const std::vector<float>& accumulator() const { return accumulator_; }
   const std::vector<float>& velocity() const { return velocity_; }
 
@@ -66,6 +79,14 @@ class ShardStore {
   std::vector<float> velocity_;
   uint64_t version_ = 0;
   bool initialized_ = false;
+  bool accumulator_empty_ = true;
+  std::vector<const proto::EncodedTensor*> deferred_;  // empty: nothing remembered
+  float deferred_scale_ = 0.0f;
+
+  void AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
+  // The two ways ApplyAccumulated updates the weights (it then advances the version).
+  void ApplyDeferred();
+  void ApplyAccumulator(int count);
 };
 
 }  // namespace orrery::server

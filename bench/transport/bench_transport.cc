@@ -1,0 +1,550 @@
+// bench_transport: the parameter-server transport against its peers, measured in the same run
+// (issue 3, experiment 4). Shards are real `orrery server` processes on 127.0.0.1; learners use the
+// real client library (server/client.h).
+//   (a) Bandwidth: one learner (this process) pulls and pushes a 4 MB and a 64 MB float32 model
+//       against 1 and 2 shards; GB/s of payload for pull, push and the pull+push round trip,
+//       against iperf3's single-stream loopback bandwidth.
+//   (b) Small-message rate: pushes/s of a 4 KB gradient to one shard with 1, 4 and 16 concurrent
+//       learner processes, against the same processes doing a plain TCP request (4 KB) and
+//       8-byte acknowledgement over one blocking socket each.
+// Writes one JSON file per figure (DESIGN.md "Benchmarks and experiments") into --results_dir.
+//
+// Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
+//            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
+//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--command=TEXT]
+// Without --orrery the shards are this program re-executed in a server role that calls the same
+// server::RunServer as `orrery server` (for builds where the CLI is not built).
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "bench/transport/pusher_roles.h"
+#include "bench/transport/subprocess.h"
+#include "nlohmann/json.hpp"
+#include "server/client.h"
+#include "server/server_main.h"
+
+namespace orrery::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+using std::chrono::milliseconds;
+
+struct Flags {
+  std::string orrery;
+  std::string results_dir = "bench/results";
+  std::string command;
+  int rounds = 2;
+  double seconds = 3.0;        // timed pull+push round trips per bandwidth configuration
+  double push_seconds = 2.0;   // per small-message configuration
+  double iperf_seconds = 3.0;
+  std::vector<int> sizes_mb = {4, 64};
+  std::vector<int> shards = {1, 2};
+  std::vector<int> learners = {1, 4, 16};
+  uint32_t chunk_size = 16384;
+  std::string log_dir;
+};
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown";
+}
+
+std::string Today() {
+  const std::time_t t = std::time(nullptr);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
+  return buf;
+}
+
+double LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double load = -1;
+  in >> load;
+  return load;
+}
+
+// ---- shards -------------------------------------------------------------------------------
+
+// S `orrery server` processes of one job, stopped when this goes out of scope.
+struct Shards {
+  std::vector<std::unique_ptr<Subprocess>> processes;
+  std::vector<std::string> endpoints;
+};
+
+absl::StatusOr<Shards> StartShards(const Flags& flags, int count, int learners,
+                                   const std::string& tag) {
+  Shards s;
+  for (int i = 0; i < count; ++i) {
+    const std::string log = absl::StrCat(flags.log_dir, "/server_", tag, "_", i, ".log");
+    std::vector<std::string> argv = {"--listen", "127.0.0.1:0", "--shard", std::to_string(i),
+                                     "--shards", std::to_string(count), "--job", "transport",
+                                     "--protocol", "async", "--learners",
+                                     std::to_string(learners), "--lr", "0.001"};
+    // `orrery server`, or this program in the server role (the same RunServer, no CLI).
+    argv.insert(argv.begin(), flags.orrery.empty() ? SelfExecutable() : flags.orrery);
+    argv.insert(argv.begin() + 1, flags.orrery.empty() ? "--role=server" : "server");
+    auto p = Subprocess::Start(argv, log);
+    if (!p.ok()) return p.status();
+    s.processes.push_back(std::move(*p));
+  }
+  for (auto& p : s.processes) {
+    absl::StatusOr<std::string> line =
+        p->ReadLineStartingWith("ORRERY_SERVER_READY ", milliseconds(30000));
+    if (!line.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("shard did not start (", line.status().message(), "); see ", flags.log_dir));
+    }
+    s.endpoints.push_back(line->substr(std::string("ORRERY_SERVER_READY ").size()));
+  }
+  return s;
+}
+
+// ---- (a) bandwidth --------------------------------------------------------------------------
+
+struct Bandwidth {
+  double pull_gbps = 0, push_gbps = 0, round_trip_gbps = 0;  // medians over iterations
+  double pull_ms = 0, push_ms = 0;
+  int iterations = 0;
+};
+
+constexpr int kTensors = 4;
+constexpr int kWarmupRoundTrips = 5;
+
+absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, int size_mb) {
+  const uint64_t elements = (static_cast<uint64_t>(size_mb) << 20) / sizeof(float);
+  const std::string tag = absl::StrCat(size_mb, "mb_s", num_shards);
+  absl::StatusOr<Shards> shards = StartShards(flags, num_shards, 1, tag);
+  if (!shards.ok()) return shards.status();
+  server::ClientOptions options;
+  options.endpoints = shards->endpoints;
+  options.job_id = "transport";
+  options.chunk_size = flags.chunk_size;
+  for (int t = 0; t < kTensors; ++t) {
+    options.tensors.push_back({absl::StrCat("layer", t), elements / kTensors});
+  }
+  absl::StatusOr<std::unique_ptr<server::PsClient>> ps = server::PsClient::Connect(options);
+  if (!ps.ok()) return ps.status();
+  // Cheap pseudo-random values (16 M normal draws take takes seconds on a loaded machine).
+  std::vector<float> weights(elements), grads(elements);
+  uint64_t x = 88172645463325252ull;
+  for (size_t i = 0; i < elements; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const float u = static_cast<float>(x >> 40) * (1.0f / 16777216.0f) - 0.5f;  // [-0.5, 0.5)
+    weights[i] = 0.1f * u;
+    grads[i] = 1e-4f * u;
+  }
+  if (absl::Status st = (*ps)->Init(weights); !st.ok()) return st;
+  // Warm-up, not timed: connections, HTTP/2 windows, and above all the heaps of both processes
+  // growing to their steady size (every fresh page is a page fault).
+  int64_t step = 0;
+  for (; step < kWarmupRoundTrips; ++step) {
+    if (absl::Status st = (*ps)->Pull(step, weights); !st.ok()) return st;
+    if (absl::Status st = (*ps)->Push(step, grads, 1, 0.0f); !st.ok()) return st;
+  }
+
+  std::vector<double> pull_s, push_s, rt_gbps;
+  const double bytes = static_cast<double>(elements * sizeof(float));
+  const auto start = Clock::now();
+  for (; step < 100000; ++step) {
+    const auto t0 = Clock::now();
+    if (absl::Status st = (*ps)->Pull(step, weights); !st.ok()) return st;
+    const auto t1 = Clock::now();
+    if (absl::Status st = (*ps)->Push(step, grads, 1, 0.0f); !st.ok()) return st;
+    const auto t2 = Clock::now();
+    pull_s.push_back(Seconds(t1 - t0));
+    push_s.push_back(Seconds(t2 - t1));
+    rt_gbps.push_back(2 * bytes / Seconds(t2 - t0) * 1e-9);
+    if (pull_s.size() >= 5 && Seconds(t2 - start) >= flags.seconds) break;
+  }
+  Bandwidth b;
+  b.iterations = static_cast<int>(pull_s.size());
+  b.pull_ms = Median(pull_s) * 1e3;
+  b.push_ms = Median(push_s) * 1e3;
+  b.pull_gbps = bytes / Median(pull_s) * 1e-9;
+  b.push_gbps = bytes / Median(push_s) * 1e-9;
+  b.round_trip_gbps = Median(rt_gbps);
+  return b;
+}
+
+// iperf3's loopback bandwidth (GB/s received) with one TCP stream, server and client as two
+// processes like our learner and shard.
+absl::StatusOr<double> MeasureIperf3(const Flags& flags) {
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) return port.status();
+  auto server = Subprocess::Start({"/usr/bin/iperf3", "-s", "-1", "--forceflush", "-p",
+                                   std::to_string(*port)},
+                                  flags.log_dir + "/iperf3_server.log");
+  if (!server.ok()) return server.status();
+  absl::StatusOr<std::string> ready =
+      (*server)->ReadLineStartingWith("Server listening", milliseconds(10000));
+  if (!ready.ok()) return absl::UnavailableError("iperf3 -s did not start listening");
+  auto client = Subprocess::Start(
+      {"/usr/bin/iperf3", "-c", "127.0.0.1", "-p", std::to_string(*port), "-J", "-t",
+       absl::StrCat(flags.iperf_seconds)},
+      flags.log_dir + "/iperf3_client.log");
+  if (!client.ok()) return client.status();
+  absl::StatusOr<std::string> out =
+      (*client)->ReadAll(milliseconds(static_cast<int>(flags.iperf_seconds * 1000) + 20000));
+  if (!out.ok()) return out.status();
+  (void)(*client)->Wait(milliseconds(5000));
+  (void)(*server)->Wait(milliseconds(5000));
+  const Json j = Json::parse(*out, nullptr, false);
+  if (j.is_discarded() || !j.contains("end") || !j["end"].contains("sum_received")) {
+    return absl::InternalError(absl::StrCat(
+        "iperf3 gave no result: ", j.is_object() && j.contains("error") ? j["error"].dump() : *out));
+  }
+  return j["end"]["sum_received"]["bits_per_second"].get<double>() / 8e9;
+}
+
+// ---- (b) small-message rate -----------------------------------------------------------------
+
+struct PushRate {
+  double pushes_per_second = 0;
+  uint64_t pushes = 0;
+  uint64_t shard_pushes = -1;  // the shard's own count (gRPC only)
+};
+
+// Runs `learners` pusher processes in `role` against `endpoints`; returns the summed rate.
+absl::StatusOr<PushRate> RunPushers(const Flags& flags, const std::string& role, int learners,
+                                    const std::vector<std::string>& endpoints) {
+  std::vector<std::unique_ptr<Subprocess>> children;
+  for (int i = 0; i < learners; ++i) {
+    auto p = Subprocess::Start({SelfExecutable(), "--role=" + role,
+                                "--endpoints=" + absl::StrJoin(endpoints, ","),
+                                absl::StrCat("--push_seconds=", flags.push_seconds)},
+                               absl::StrCat(flags.log_dir, "/", role, "_", learners, ".log"));
+    if (!p.ok()) return p.status();
+    children.push_back(std::move(*p));
+  }
+  for (auto& c : children) {
+    absl::StatusOr<std::string> line = c->ReadLineStartingWith("READY", milliseconds(60000));
+    if (!line.ok()) {
+      return absl::UnavailableError(absl::StrCat(role, " did not get ready (", line.status().message(),
+                                                 "); see ", flags.log_dir));
+    }
+  }
+  for (auto& c : children) {
+    if (absl::Status st = c->WriteLine("GO"); !st.ok()) return st;
+  }
+  PushRate r;
+  for (auto& c : children) {
+    absl::StatusOr<std::string> line = c->ReadLineStartingWith(
+        "DONE ", milliseconds(static_cast<int>(flags.push_seconds * 1000) + 60000));
+    if (!line.ok()) {
+      return absl::InternalError(absl::StrCat(role, " failed (", line.status().message(),
+                                              "); see ", flags.log_dir));
+    }
+    std::vector<std::string> parts = absl::StrSplit(*line, ' ');
+    uint64_t n = 0;
+    double s = 0;
+    if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &n) || !absl::SimpleAtod(parts[2], &s) ||
+        s <= 0) {
+      return absl::InternalError(absl::StrCat(role, " printed '", *line, "'"));
+    }
+    r.pushes += n;
+    r.pushes_per_second += static_cast<double>(n) / s;
+    (void)c->Wait(milliseconds(10000));
+  }
+  return r;
+}
+
+absl::StatusOr<PushRate> MeasureGrpcPushRate(const Flags& flags, int learners) {
+  absl::StatusOr<Shards> shards = StartShards(flags, 1, learners, absl::StrCat("push_l", learners));
+  if (!shards.ok()) return shards.status();
+  absl::StatusOr<PushRate> r = RunPushers(flags, "grpc_pusher", learners, shards->endpoints);
+  if (!r.ok()) return r;
+  server::ClientOptions o;
+  o.endpoints = shards->endpoints;
+  o.job_id = "transport";
+  o.learner_id = -2;
+  o.tensors = {{"gradient", 1024}};
+  auto observer = server::PsClient::Connect(o);
+  if (observer.ok()) {
+    auto stats = (*observer)->Stats();
+    if (stats.ok()) r->shard_pushes = stats->total.pushes;
+  }
+  return r;
+}
+
+absl::StatusOr<PushRate> MeasureTcpPushRate(const Flags& flags, int learners) {
+  auto server = Subprocess::Start({SelfExecutable(), "--role=tcp_server"},
+                                  flags.log_dir + "/tcp_server.log");
+  if (!server.ok()) return server.status();
+  absl::StatusOr<std::string> ready = (*server)->ReadLineStartingWith("READY ", milliseconds(10000));
+  if (!ready.ok()) return absl::UnavailableError("the TCP peer server did not start");
+  return RunPushers(flags, "tcp_pusher", learners, {"127.0.0.1:" + ready->substr(6)});
+}
+
+// ---- results --------------------------------------------------------------------------------
+
+struct Run {
+  Flags flags;
+  std::string cpu = CpuModel(), date = Today();
+  double load_before = LoadAverage();
+  bool all_ok = true;
+};
+
+void WriteResult(Run& run, Json j) {
+  j["command"] = run.flags.command;
+  j["date"] = run.date;
+  j["cpu"] = run.cpu;
+  j["details"]["load_average_1m_before"] = run.load_before;
+  j["details"]["cores"] = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  if (j["figure"].is_null() || j["peer_figure"].is_null()) run.all_ok = false;
+  std::filesystem::create_directories(run.flags.results_dir);
+  const std::string path = run.flags.results_dir + "/" + j["name"].get<std::string>() + ".json";
+  std::ofstream out(path);
+  out << j.dump(2) << "\n";
+  std::cerr << "wrote " << path << "\n";
+}
+
+Json Ratio(double figure, double peer) {
+  return figure > 0 && peer > 0 ? Json(figure / peer) : Json(nullptr);
+}
+Json FigureOrNull(double v) { return v > 0 ? Json(v) : Json(nullptr); }
+
+void RunBandwidth(Run& run) {
+  const Flags& f = run.flags;
+  std::vector<double> iperf;
+  std::vector<std::string> iperf_errors;
+  std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
+  std::map<std::pair<int, int>, std::string> errors;
+  for (int round = 0; round < f.rounds; ++round) {
+    absl::StatusOr<double> peer = MeasureIperf3(f);
+    if (peer.ok()) {
+      iperf.push_back(*peer);
+      std::cerr << "round " << round << ": iperf3 " << *peer << " GB/s\n";
+    } else {
+      iperf_errors.push_back(std::string(peer.status().message()));
+      std::cerr << "iperf3: " << peer.status() << "\n";
+    }
+    for (int size : f.sizes_mb) {
+      for (int s : f.shards) {
+        absl::StatusOr<Bandwidth> b = MeasureBandwidth(f, s, size);
+        if (!b.ok()) {
+          errors[{size, s}] = std::string(b.status().message());
+          std::cerr << size << " MB, " << s << " shard(s): " << b.status() << "\n";
+          continue;
+        }
+        std::cerr << "round " << round << ": " << size << " MB, " << s << " shard(s): pull "
+                  << b->pull_gbps << " GB/s, push " << b->push_gbps << " GB/s, round trip "
+                  << b->round_trip_gbps << " GB/s (" << b->iterations << " iterations)\n";
+        ours[{size, s}].push_back(*b);
+      }
+    }
+  }
+  const double peer = iperf.empty() ? 0 : *std::max_element(iperf.begin(), iperf.end());
+  for (int size : f.sizes_mb) {
+    for (int s : f.shards) {
+      const std::vector<Bandwidth>& runs = ours[{size, s}];
+      Bandwidth best;
+      Json all = Json::array();
+      for (const Bandwidth& b : runs) {
+        if (b.round_trip_gbps > best.round_trip_gbps) best = b;
+        all.push_back({{"pull_gbps", b.pull_gbps}, {"push_gbps", b.push_gbps},
+                       {"round_trip_gbps", b.round_trip_gbps}, {"iterations", b.iterations}});
+      }
+      Json details = {
+          {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},
+          {"tensors", kTensors},
+          {"chunk_elements", f.chunk_size},
+          {"shards", s},
+          {"pull_gbps", best.pull_gbps},
+          {"push_gbps", best.push_gbps},
+          {"pull_ratio", Ratio(best.pull_gbps, peer)},
+          {"push_ratio", Ratio(best.push_gbps, peer)},
+          {"pull_ms_median", best.pull_ms},
+          {"push_ms_median", best.push_ms},
+          {"iterations", best.iterations},
+          {"warmup_round_trips", kWarmupRoundTrips},
+          {"rounds", all},
+          {"iperf3_gbps_rounds", iperf},
+          {"setup",
+           "shards: separate `orrery server` processes (async, lambda=1) on 127.0.0.1; learner: "
+           "this process, PsClient (server/client.h), FP32 payloads; iperf3: -s -1 and -c "
+           "127.0.0.1 -J, one TCP stream, two processes"},
+          {"statistic",
+           "per round, the median over pull+push iterations of 2*model_bytes/(pull+push time); "
+           "the best round (likewise the best iperf3 round)"}};
+      std::string error;
+      if (auto it = errors.find({size, s}); it != errors.end()) error = it->second;
+      if (!iperf_errors.empty()) error += (error.empty() ? "" : "; ") + ("iperf3: " + iperf_errors[0]);
+      if (!error.empty()) details["error"] = error;
+      WriteResult(run, {{"name", absl::StrCat("transport_pushpull_", size, "mb_s", s)},
+                        {"figure", FigureOrNull(best.round_trip_gbps)},
+                        {"unit", "GB/s of payload (pull + push)"},
+                        {"peer", "iperf3 3.12 loopback, 1 stream (Debian)"},
+                        {"peer_figure", FigureOrNull(peer)},
+                        {"ratio", Ratio(best.round_trip_gbps, peer)},
+                        {"target_ratio", 0.8},
+                        {"details", details}});
+    }
+  }
+}
+
+void RunPushRate(Run& run) {
+  const Flags& f = run.flags;
+  for (int learners : f.learners) {
+    std::vector<PushRate> ours, peer;
+    std::string error;
+    for (int round = 0; round < f.rounds; ++round) {
+      absl::StatusOr<PushRate> g = MeasureGrpcPushRate(f, learners);
+      absl::StatusOr<PushRate> t = MeasureTcpPushRate(f, learners);
+      if (g.ok()) ours.push_back(*g); else error = std::string(g.status().message());
+      if (t.ok()) peer.push_back(*t); else error = "TCP peer: " + std::string(t.status().message());
+      std::cerr << "round " << round << ": " << learners << " learner(s): "
+                << (g.ok() ? g->pushes_per_second : 0) << " pushes/s; raw TCP "
+                << (t.ok() ? t->pushes_per_second : 0) << "\n";
+    }
+    auto best = [](const std::vector<PushRate>& v) {
+      PushRate b;
+      for (const PushRate& r : v) if (r.pushes_per_second > b.pushes_per_second) b = r;
+      return b;
+    };
+    const PushRate o = best(ours), p = best(peer);
+    Json rounds = Json::array();
+    for (size_t i = 0; i < std::max(ours.size(), peer.size()); ++i) {
+      rounds.push_back({{"ours", i < ours.size() ? Json(ours[i].pushes_per_second) : Json()},
+                        {"shard_counted_pushes", i < ours.size() ? Json(ours[i].shard_pushes) : Json()},
+                        {"pushes", i < ours.size() ? Json(ours[i].pushes) : Json()},
+                        {"raw_tcp", i < peer.size() ? Json(peer[i].pushes_per_second) : Json()}});
+    }
+    Json details = {
+        {"learners", learners},
+        {"gradient_bytes", 4096},
+        {"shards", 1},
+        {"seconds_per_run", f.push_seconds},
+        {"rounds", rounds},
+        {"setup",
+         "one `orrery server` process (async, lambda=learners); each learner a separate process "
+         "with its own PsClient (connection), one Pull then Push(step++) back to back, each push "
+         "waiting for its answer; peer: the same number of processes each sending 4096 bytes and "
+         "waiting for an 8-byte acknowledgement on one blocking TCP socket (TCP_NODELAY) to a "
+         "thread-per-connection server process"},
+        {"statistic", "sum over learners of pushes/elapsed; the best of the rounds for each side"}};
+    if (learners == 16) details["target_pushes_per_second"] = 10000;
+    if (!error.empty()) details["error"] = error;
+    WriteResult(run, {{"name", absl::StrCat("transport_push_rate_4kb_l", learners)},
+                      {"figure", FigureOrNull(o.pushes_per_second)},
+                      {"unit", "pushes/s (4 KB gradient, all learners)"},
+                      {"peer", "raw TCP 4 KB request + 8 B ack, same learner processes"},
+                      {"peer_figure", FigureOrNull(p.pushes_per_second)},
+                      {"ratio", Ratio(o.pushes_per_second, p.pushes_per_second)},
+                      {"target_ratio", nullptr},
+                      {"details", details}});
+  }
+}
+
+std::vector<int> IntList(const std::string& text) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (absl::SimpleAtoi(part, &v) && v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace orrery::bench
+
+int main(int argc, char** argv) {
+  using namespace orrery::bench;
+  if (argc >= 2 && std::string(argv[1]) == "--role=server") {
+    // The shard role: the flags of `orrery server` that StartShards passes, as "--flag value".
+    orrery::server::ServerOptions o;
+    for (int i = 2; i + 1 < argc; i += 2) {
+      const std::string key = argv[i], value = argv[i + 1];
+      if (key == "--listen") o.listen_address = value;
+      else if (key == "--shard") o.shard_index = std::atoi(value.c_str());
+      else if (key == "--shards") o.num_shards = std::atoi(value.c_str());
+      else if (key == "--job") o.job_id = value;
+      else if (key == "--protocol") o.protocol = value;
+      else if (key == "--learners") o.learners = std::atoi(value.c_str());
+      else if (key == "--lr") o.lr = static_cast<float>(std::atof(value.c_str()));
+      else {
+        std::cerr << "bench_transport --role=server: unknown flag " << key << "\n";
+        return 2;
+      }
+    }
+    return orrery::server::RunServer(o);
+  }
+  Flags flags;
+  std::string role;
+  PusherOptions pusher;
+  std::ostringstream command;
+  command << argv[0];
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    const std::string key = arg.substr(0, eq), value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (key != "--command") command << " " << arg;
+    if (key == "--role") role = value;
+    else if (key == "--endpoints") pusher.endpoints = absl::StrSplit(value, ',', absl::SkipEmpty());
+    else if (key == "--orrery") flags.orrery = value;
+    else if (key == "--results_dir") flags.results_dir = value;
+    else if (key == "--command") flags.command = value;
+    else if (key == "--rounds") flags.rounds = std::max(1, std::atoi(value.c_str()));
+    else if (key == "--seconds") flags.seconds = std::atof(value.c_str());
+    else if (key == "--push_seconds") flags.push_seconds = pusher.seconds = std::atof(value.c_str());
+    else if (key == "--iperf_seconds") flags.iperf_seconds = std::atof(value.c_str());
+    else if (key == "--sizes_mb") flags.sizes_mb = IntList(value);
+    else if (key == "--shards") flags.shards = IntList(value);
+    else if (key == "--learners") flags.learners = IntList(value);
+    else if (key == "--chunk_size") flags.chunk_size = static_cast<uint32_t>(std::atoi(value.c_str()));
+    else {
+      std::cerr << "bench_transport: unknown flag " << arg << " (see the header of bench_transport.cc)\n";
+      return 2;
+    }
+  }
+  if (role == "grpc_pusher") return RunGrpcPusher(pusher);
+  if (role == "tcp_pusher") return RunTcpPusher(pusher);
+  if (role == "tcp_server") return RunTcpAckServer(pusher.elements * sizeof(float));
+  if (!role.empty()) {
+    std::cerr << "bench_transport: unknown role " << role << "\n";
+    return 2;
+  }
+  if (flags.command.empty()) flags.command = command.str();
+  char log_template[] = "/tmp/bench_transport.XXXXXX";
+  if (mkdtemp(log_template) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  flags.log_dir = log_template;
+  std::cerr << "bench_transport: process logs in " << flags.log_dir << "\n";
+  Run run{flags};
+  if (!flags.sizes_mb.empty() && !flags.shards.empty()) RunBandwidth(run);
+  if (!flags.learners.empty()) RunPushRate(run);
+  return run.all_ok ? 0 : 1;
+}

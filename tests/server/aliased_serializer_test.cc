@@ -1,0 +1,78 @@
+#include "server/aliased_serializer.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/support/slice.h>
+
+#include "parameter_server.pb.h"
+
+namespace orrery::server {
+namespace {
+
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string out;
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// A pull answer with chunks of `floats` values each.
+std::shared_ptr<proto::PullResponse> Answer(int chunks, int floats) {
+  auto r = std::make_shared<proto::PullResponse>();
+  r->set_version(12);
+  for (int c = 0; c < chunks; ++c) {
+    proto::PullChunk* pc = r->add_chunks();
+    pc->mutable_id()->set_tensor("layer" + std::to_string(c % 3));
+    pc->mutable_id()->set_index(static_cast<uint32_t>(c));
+    pc->set_version(12);
+    pc->mutable_weights()->set_encoding(proto::FP32);
+    pc->mutable_weights()->set_element_count(static_cast<uint32_t>(floats));
+    std::string data(static_cast<size_t>(floats) * 4, '\0');
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + c);
+    pc->mutable_weights()->set_data(data);
+  }
+  return r;
+}
+
+TEST(AliasedSerializerTest, BytesAreTheMessagesOwnSerialisation) {
+  for (int floats : {0, 3, 1000, 16384}) {
+    auto message = Answer(5, floats);
+    const std::string expected = message->SerializeAsString();
+    EXPECT_EQ(Bytes(SerializeAliased(message)), expected) << floats << " floats per chunk";
+  }
+}
+
+TEST(AliasedSerializerTest, LargePayloadsAreSharedNotCopied) {
+  auto message = Answer(4, 16384);
+  grpc::ByteBuffer buffer = SerializeAliased(message);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(buffer.Dump(&slices).ok());
+  int aliased = 0;
+  for (const grpc::Slice& s : slices) {
+    for (const proto::PullChunk& c : message->chunks()) {
+      if (reinterpret_cast<const char*>(s.begin()) == c.weights().data().data()) ++aliased;
+    }
+  }
+  EXPECT_EQ(aliased, 4);
+}
+
+TEST(AliasedSerializerTest, TheBufferKeepsTheMessageAlive) {
+  auto message = Answer(2, 16384);
+  const std::string expected = message->SerializeAsString();
+  std::weak_ptr<proto::PullResponse> watch = message;
+  auto buffer = std::make_unique<grpc::ByteBuffer>(SerializeAliased(std::move(message)));
+  ASSERT_FALSE(watch.expired());
+  grpc::ByteBuffer copy = *buffer;
+  buffer.reset();
+  EXPECT_EQ(Bytes(copy), expected);
+  copy.Clear();
+  EXPECT_TRUE(watch.expired());
+}
+
+}  // namespace
+}  // namespace orrery::server
