@@ -27,6 +27,7 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
   train->add_flag("--quiet", [opts](int64_t) { opts->progress = false; }, "No progress output");
   auto precision = std::make_shared<std::string>("fp32");
   auto rounding_name = std::make_shared<std::string>("stochastic");
+  auto update_rounding_name = std::make_shared<std::string>();
   train->add_option("--precision", *precision,
                     "Arithmetic of the dense layers and the master weights: fp32 | fixed16")
       ->check(CLI::IsMember({"fp32", "fixed16"}))
@@ -41,17 +42,25 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
   activation_fl->capture_default_str();
   CLI::Option* rounding =
       train->add_option("--rounding", *rounding_name,
-                        "fixed16: rounding of every conversion, GEMM output and weight update: "
-                        "stochastic | nearest")
+                        "fixed16: rounding of every conversion, GEMM output and (unless "
+                        "--update-rounding) weight update: stochastic | nearest")
           ->check(CLI::IsMember({"stochastic", "nearest"}))
           ->capture_default_str();
-  train->callback([&commands, opts, metrics_out, precision, rounding_name, fl, activation_fl,
-                   rounding] {
-    // Both strings passed IsMember, so parsing cannot fail.
+  CLI::Option* update_rounding =
+      train->add_option("--update-rounding", *update_rounding_name,
+                        "fixed16: rounding of the master-weight updates only: stochastic | "
+                        "nearest (default: --rounding)")
+          ->check(CLI::IsMember({"stochastic", "nearest"}));
+  train->callback([&commands, opts, metrics_out, precision, rounding_name, update_rounding_name,
+                   fl, activation_fl, rounding, update_rounding] {
+    // The strings passed IsMember, so parsing cannot fail.
     opts->precision.compute = learner::ParseComputeFormat(*precision).value();
     opts->precision.fixed.rounding = learner::ParseRounding(*rounding_name).value();
+    if (!update_rounding_name->empty()) {
+      opts->precision.fixed.update_rounding = learner::ParseRounding(*update_rounding_name).value();
+    }
     if (opts->precision.compute != learner::ComputeFormat::kFixed16) {
-      for (const CLI::Option* o : {fl, activation_fl, rounding}) {
+      for (const CLI::Option* o : {fl, activation_fl, rounding, update_rounding}) {
         if (o->count() > 0) {
           throw CLI::ValidationError(o->get_name(), "applies only with --precision fixed16");
         }

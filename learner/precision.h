@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -22,7 +23,14 @@ struct FixedComputeOptions {
   // FL of a dense layer's inputs and rounded outputs (the activations): <16 - activation_fl,
   // activation_fl>. The default <6, 10> holds activations and logits up to +-32 at eps ~ 0.001.
   int activation_fl = 10;
+  // Rounding of every conversion and GEMM output (and of the weight updates unless
+  // update_rounding says otherwise).
   quant::Rounding rounding = quant::Rounding::kStochastic;
+  // Rounding of the master-weight updates (FixedSgdMomentum); unset: `rounding`. Separating the
+  // two shows which rounding causes a failure.
+  std::optional<quant::Rounding> update_rounding;
+
+  quant::Rounding weight_update_rounding() const { return update_rounding.value_or(rounding); }
 };
 
 struct PrecisionOptions {

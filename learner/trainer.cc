@@ -59,7 +59,8 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
   if (o.precision.compute == ComputeFormat::kFixed16) {
     ASSIGN_OR_RETURN(fixed_sgd, FixedSgdMomentum::Create(
                                     o.lr, o.momentum, quant::FixedFormat{o.precision.fixed.fl},
-                                    o.precision.fixed.rounding, o.seed, model->params().flat()));
+                                    o.precision.fixed.weight_update_rounding(), o.seed,
+                                    model->params().flat()));
   } else {
     sgd.emplace(o.lr, o.momentum, model->params().total_size());
   }
@@ -158,6 +159,7 @@ std::string TrainReportJson(const TrainReport& r, const TrainOptions& o) {
     j["options"]["fl"] = o.precision.fixed.fl;
     j["options"]["activation_fl"] = o.precision.fixed.activation_fl;
     j["options"]["rounding"] = RoundingName(o.precision.fixed.rounding);
+    j["options"]["update_rounding"] = RoundingName(o.precision.fixed.weight_update_rounding());
   }
   auto& per = j["per_epoch"] = nlohmann::json::array();
   for (const auto& e : r.per_epoch) {

@@ -57,7 +57,7 @@ TEST(CliTest, TrainHelpDescribesEveryFlag) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--model", "--data", "--epochs", "--batch", "--lr", "--momentum", "--threads",
                            "--seed", "--limit-train", "--metrics-out", "--precision", "--fl",
-                           "--activation-fl", "--rounding"}) {
+                           "--activation-fl", "--rounding", "--update-rounding"}) {
     EXPECT_TRUE(absl::StrContains(r.out, flag)) << flag;
   }
 }
@@ -81,7 +81,9 @@ TEST(CliTest, BadPrecisionFlagsAreUsageErrorsNamingTheFlag) {
            {"--precision fixed8", "--precision"},
            {"--precision fixed16 --rounding up", "--rounding"},
            {"--fl 12", "--fl"},  // fixed-point flags need --precision fixed16
-           {"--rounding nearest", "--rounding"}}) {
+           {"--rounding nearest", "--rounding"},
+           {"--update-rounding nearest", "--update-rounding"},
+           {"--precision fixed16 --update-rounding down", "--update-rounding"}}) {
     Result r = Orrery(absl::StrCat("train --model ", model, " ", args));
     EXPECT_EQ(r.exit_code, 2) << args;
     EXPECT_EQ(Lines(r.err), 1) << r.err;

@@ -130,6 +130,29 @@ TEST(TrainTest, Fixed16NearestWithFewFractionalBitsLosesSmallUpdates) {
       << "stochastic " << stochastic->test_accuracy << " nearest " << nearest->test_accuracy;
 }
 
+TEST(TrainTest, Fixed16NearestWeightUpdatesAloneLoseSubEpsilonUpdates) {
+  // Stochastic compute, nearest rounding only where the master weights are updated: without
+  // momentum, lr * g is mostly below eps / 2 at FL = 8 and the weights barely move.
+  if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TrainOptions o = MlpOptions();
+  o.limit_train = 3000;
+  o.limit_test = 1000;
+  o.lr = 0.02f;
+  o.momentum = 0.0f;
+  o.precision.compute = ComputeFormat::kFixed16;
+  o.precision.fixed.fl = 8;
+  o.precision.fixed.rounding = quant::Rounding::kStochastic;
+  o.precision.fixed.update_rounding = quant::Rounding::kNearest;
+  absl::StatusOr<TrainReport> nearest = Train(o);
+  o.precision.fixed.update_rounding = quant::Rounding::kStochastic;
+  absl::StatusOr<TrainReport> stochastic = Train(o);
+  ASSERT_TRUE(nearest.ok() && stochastic.ok());
+  EXPECT_LT(stochastic->train_loss, nearest->train_loss - 0.3)
+      << "stochastic " << stochastic->train_loss << " nearest " << nearest->train_loss;
+  EXPECT_GT(stochastic->test_accuracy, nearest->test_accuracy + 0.05)
+      << "stochastic " << stochastic->test_accuracy << " nearest " << nearest->test_accuracy;
+}
+
 TEST(TrainTest, Fixed16SameSeedGivesTheSameResult) {
   if (!std::filesystem::exists(kDefaultFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   TrainOptions o = MlpOptions();
