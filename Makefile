@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps deps-bench build demo test bench fuzz clean
+.PHONY: all deps deps-bench build demo test bench fuzz soak clean
 
 all: build
 
@@ -31,6 +31,11 @@ bench: deps-bench build
 FUZZ_SECONDS ?= 60
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# 32 learner clients against 2 shards for SOAK_SECONDS (make test runs it for 8 s).
+SOAK_SECONDS ?= 300
+soak: build
+	cd $(BUILD) && ORRERY_SOAK_SECONDS=$(SOAK_SECONDS) ctest --output-on-failure -R '^SoakTest\.' --timeout $$(( $(SOAK_SECONDS) + 300 ))
 
 clean:
 	rm -rf $(BUILD)

@@ -163,3 +163,35 @@ TEST(RunJobTest, ShardThatCannotStartFailsTheJobWithItsReason) {
 
 }  // namespace
 }  // namespace orrery::scheduler
+
+namespace orrery::scheduler {
+namespace {
+
+// A learner killed once is started again by the spec's restart policy; the job then finishes
+// with every learner, the restarted one registering afresh.
+TEST(RunJobRestartTest, KilledLearnerIsRestartedByThePolicy) {
+  JobSpec job = MlpJob("async", 2);
+  job.slow_learners = {{1, 5.0}};
+  job.restart.max_restarts = 1;
+  job.restart.backoff = absl::Milliseconds(100);
+  RunJobOptions o = Options("restart");
+  int kills = 0;
+  int joined_learner_1 = 0;
+  o.on_line = [&](const OutputLine& line, Backend& backend) {
+    if (line.role.find("learner-1") == std::string::npos) return;
+    if (absl::StartsWith(line.text, "ORRERY_LEARNER_JOINED ")) ++joined_learner_1;
+    if (kills == 0 && absl::StartsWith(line.text, "ORRERY_LEARNER ")) {
+      if (backend.Signal(line.id, SIGKILL).ok()) ++kills;
+    }
+  };
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(kills, 1);
+  EXPECT_EQ(joined_learner_1, 2) << "the restarted learner registers again";
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->learners_failed, 0);
+  EXPECT_GT(r->test_accuracy, 0.6);
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
