@@ -2,11 +2,15 @@
 // `orrery render-k8s`: a job's Kubernetes manifests.
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
+#include <cerrno>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -14,6 +18,10 @@
 #include "cli/mpi_rendezvous.h"
 #include "cli/rank_main.h"
 #include "scheduler/backends/file_rendezvous.h"
+#include "scheduler/backends/kubernetes_manifests.h"
+#include "scheduler/job_spec.h"
+
+extern char** environ;
 
 namespace orrery::cli {
 namespace {
@@ -83,7 +91,8 @@ void AddSlurmRankCommand(CLI::App& app, Commands& commands) {
       "Run one rank of a job under srun (or any launcher): rendezvous through files in a shared "
       "directory; rank and size from SLURM_PROCID and SLURM_NTASKS");
   AddRankOptions(cmd, o.get(), start_timeout.get());
-  cmd->add_option("--rendezvous", *dir, "Directory shared by every rank, fresh for each job")->required();
+  cmd->add_option("--rendezvous", *dir, "Directory shared by every rank, fresh for each job (default: $ORRERY_RENDEZVOUS)")
+      ->envname("ORRERY_RENDEZVOUS");
   cmd->add_option("--rank", *rank, "This rank (default: $SLURM_PROCID)");
   cmd->add_option("--size", *size, "Number of ranks (default: $SLURM_NTASKS)");
   cmd->callback([&commands, o, start_timeout, dir, rank, size] {
@@ -91,6 +100,9 @@ void AddSlurmRankCommand(CLI::App& app, Commands& commands) {
       o->start_timeout = absl::Seconds(*start_timeout);
       const int r = *rank >= 0 ? *rank : EnvInt("SLURM_PROCID", -1);
       const int n = *size >= 0 ? *size : EnvInt("SLURM_NTASKS", -1);
+      if (dir->empty()) {
+        return Fail("slurm-rank", absl::InvalidArgumentError("--rendezvous: no directory given (nor $ORRERY_RENDEZVOUS)"));
+      }
       if (r < 0 || n < 1) {
         return Fail("slurm-rank", absl::InvalidArgumentError(
                                       "no rank: run it under srun, or give --rank and --size"));
@@ -105,11 +117,72 @@ void AddSlurmRankCommand(CLI::App& app, Commands& commands) {
   });
 }
 
+// Runs `argv` with this process's stdout and stderr; returns its exit code (127: not started).
+int RunAndWait(const std::vector<std::string>& argv) {
+  std::vector<std::string> copy = argv;
+  std::vector<char*> args;
+  for (std::string& a : copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return 127;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void AddRenderK8sCommand(CLI::App& app, Commands& commands) {
+  auto o = std::make_shared<scheduler::KubernetesOptions>();
+  auto job_path = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto no_secret = std::make_shared<bool>(false);
+  auto json = std::make_shared<bool>(false);
+  auto apply = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand(
+      "render-k8s",
+      "Write a job's Kubernetes manifests (ConfigMap, Secret, headless Service + StatefulSet of shards, "
+      "Indexed Job of learners, evaluator Job, NetworkPolicy) and a kustomization.yaml; --apply also runs "
+      "kubectl apply -k on them");
+  cmd->add_option("job", *job_path, "Job spec YAML")->required();
+  cmd->add_option("--out", *out, "Directory to write the manifests to")->required();
+  cmd->add_option("--image", o->image, "Container image (built from deploy/Dockerfile)")->capture_default_str();
+  cmd->add_option("--namespace", o->namespace_name, "metadata.namespace of every object (default: none)");
+  cmd->add_option("--token", o->token, "Job token for the Secret (default: $ORRERY_TOKEN, else random)")
+      ->envname("ORRERY_TOKEN");
+  cmd->add_option("--port", o->port, "The shards' gRPC port")->capture_default_str();
+  cmd->add_option("--threads", o->threads_per_learner, "Compute threads per learner")->capture_default_str();
+  cmd->add_option("--data", o->data_dir, "Fashion-MNIST directory inside the image")->capture_default_str();
+  cmd->add_flag("--no-secret", *no_secret, "Leave the Secret out (a kustomize overlay generates it)");
+  cmd->add_flag("--json", *json, "Write JSON instead of YAML");
+  cmd->add_flag("--apply", *apply, "Then run kubectl apply -k DIR against the configured cluster");
+  cmd->callback([&commands, o, job_path, out, no_secret, json, apply] {
+    commands.Set([o, job_path, out, no_secret, json, apply] {
+      absl::StatusOr<scheduler::JobSpec> job = scheduler::LoadJobSpec(*job_path);
+      if (!job.ok()) return Fail("render-k8s", job.status());
+      o->secret = !*no_secret;
+      absl::StatusOr<std::vector<scheduler::KubernetesObject>> objects = scheduler::RenderKubernetes(*job, *o);
+      if (!objects.ok()) return Fail("render-k8s", objects.status());
+      absl::StatusOr<std::vector<std::string>> written = scheduler::WriteKubernetesManifests(*objects, *out, *json);
+      if (!written.ok()) return Fail("render-k8s", written.status());
+      for (const std::string& path : *written) std::printf("%s\n", path.c_str());
+      std::fflush(stdout);
+      if (!*apply) return 0;
+      const int code = RunAndWait({"kubectl", "apply", "-k", *out});
+      if (code != 0) {
+        return Fail("render-k8s", absl::UnavailableError(absl::StrCat(
+                                      "kubectl apply -k ", *out, " failed (exit code ", code, ")")));
+      }
+      return 0;
+    });
+  });
+}
+
 }  // namespace
 
 void AddBackendCommands(CLI::App& app, Commands& commands) {
   AddMpiRankCommand(app, commands);
   AddSlurmRankCommand(app, commands);
+  AddRenderK8sCommand(app, commands);
 }
 
 }  // namespace orrery::cli

@@ -114,6 +114,8 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  // The sync server's threads notice a shutdown only between polls (1 s by default).
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 100);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return absl::UnavailableError(absl::StrCat("--listen ", options.listen, ": cannot listen"));
   const std::string host = options.listen.substr(0, options.listen.rfind(':'));
@@ -149,6 +151,8 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   loop.Run();
   if (server_stopper.joinable()) server_stopper.join();
   scheduler.Unwatch(metrics_watch);
+  server.reset();
+  exposer.reset();
   return absl::OkStatus();
 }
 

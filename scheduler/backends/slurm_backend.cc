@@ -263,8 +263,7 @@ void SlurmBackend::Submitted(GroupId group, CommandResult result) {
   std::string id = result.out.empty() ? "" : std::string(absl::StripAsciiWhitespace(result.out[0]));
   id = id.substr(0, id.find(';'));  // "123;cluster"
   if (!result.ok() || id.empty()) {
-    launch.job.state = "REFUSED";
-    Conclude(group, result.run.ok() && !result.exit.ok() ? result.exit : ExitStatus{1, 0},
+    Conclude(group, result.run.ok() && !result.exit.ok() ? result.exit : ExitStatus{1, 0}, "REFUSED",
              result.Describe("sbatch refused the job"));
     return;
   }
@@ -356,7 +355,8 @@ void SlurmBackend::Finished(GroupId group) {
                 });
 }
 
-void SlurmBackend::Conclude(GroupId group, std::optional<ExitStatus> status, const std::string& final_state) {
+void SlurmBackend::Conclude(GroupId group, std::optional<ExitStatus> status, const std::string& final_state,
+                            const std::string& error) {
   auto it = launches_.find(group);
   if (it == launches_.end()) return;
   Submission& launch = *it->second;
@@ -368,11 +368,7 @@ void SlurmBackend::Conclude(GroupId group, std::optional<ExitStatus> status, con
   ReadOutput(group, /*final=*/true);
   // The batch script records srun's exit code; it is missing when the job was cancelled or
   // failed before srun ended, and then Slurm's ExitCode stands.
-  std::string error;
-  if (launch.job.state == "REFUSED") {
-    error = final_state;
-    launch.job.state = "REFUSED";
-  } else {
+  if (error.empty()) {
     std::ifstream in(launch.job.dir + "/exit");
     int code = 0;
     if (in >> code) status = ExitStatus{code, 0};

@@ -81,7 +81,9 @@ class SlurmBackend final : public GroupBackend {
   void Poll(GroupId group);
   void QueryQueue(GroupId group);
   void Finished(GroupId group);
-  void Conclude(GroupId group, std::optional<ExitStatus> status, const std::string& final_state);
+  // `error`: why the job never ran (sbatch refused it); "" otherwise.
+  void Conclude(GroupId group, std::optional<ExitStatus> status, const std::string& final_state,
+                const std::string& error = "");
   void ReadOutput(GroupId group, bool final);
   void Cancel(GroupId group, bool kill);
 

@@ -1,0 +1,461 @@
+// The scheduler daemon end to end: a real `orrery scheduler` process on 127.0.0.1 (OS-chosen
+// ports) running real `orrery server`/`learner` processes, driven over gRPC and through the CLI.
+// Every wait is on an event (a line, a job event, a process exit) with a deadline; nothing sleeps.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "scheduler.grpc.pb.h"
+#include "scheduler/adopted_process.h"
+#include "scheduler/backends/local_backend.h"
+#include "scheduler/event_loop.h"
+#include "scheduler/job_store.h"
+#include "scheduler/line_waiter.h"
+
+namespace orrery::scheduler {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "test-token-7f3a";
+constexpr absl::Duration kDeadline = absl::Seconds(45);
+
+std::string TinyJob(const std::string& name) {
+  return absl::StrCat("name: ", name, "\nmodel: ", ORRERY_SOURCE_DIR,
+                      "/examples/models/mlp.yaml\n"
+                      "servers: 1\nlearners: 1\nprotocol: async\nlr: {base: 0.05}\n"
+                      "epochs: 1\nlimit_train: 3000\nlimit_test: 1000\nseed: 3\n");
+}
+
+// A job that keeps running until it is cancelled: its learner stretches every step 1000-fold.
+std::string SlowJob(const std::string& name) {
+  return absl::StrCat(TinyJob(name), "slow_learners: [{learner: 0, factor: 1000}]\n");
+}
+
+bool Alive(int pid) { return ProcessStartTicks(pid).has_value(); }
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class SchedulerDaemonTest : public ::testing::Test {
+ protected:
+  SchedulerDaemonTest() {
+    dir_ = fs::temp_directory_path() /
+           absl::StrCat("orrery-sched-", ::getpid(), "-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    backend_.AddLineListener([this](const OutputLine& line) {
+      if (line.id == daemon_) daemon_lines_.push_back(line.text);
+    });
+  }
+
+  ~SchedulerDaemonTest() override {
+    stub_.reset();
+    if (daemon_running_) StopDaemon();
+    // Safety net: nothing a test started may outlive it, whatever failed.
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open((dir_ / "jobs.db").string());
+    if (store.ok()) {
+      absl::StatusOr<std::vector<JobRecord>> jobs = (*store)->LoadAll();
+      if (jobs.ok()) {
+        for (const JobRecord& job : *jobs) {
+          for (const ProcessRecord& p : job.processes) {
+            if (p.pid > 0 && ProcessStartTicks(p.pid) == p.start_ticks) ::kill(-p.pid, SIGKILL);
+          }
+        }
+      }
+    }
+    fs::remove_all(dir_);
+  }
+
+  // Starts `orrery scheduler` on the test's store and connects to it.
+  void StartDaemon(int slots) {
+    ProcessSpec spec;
+    spec.role = absl::StrCat("scheduler-", ++daemons_started_);
+    spec.argv = {ORRERY_BINARY, "scheduler", "--listen", "127.0.0.1:0", "--store", (dir_ / "jobs.db").string(),
+                 "--slots", absl::StrCat(slots), "--metrics-listen", "127.0.0.1:0"};
+    spec.env["ORRERY_SCHEDULER_TOKEN"] = kToken;
+    spec.log_path = (dir_ / absl::StrCat(spec.role, ".log")).string();
+    absl::StatusOr<ProcessId> id = backend_.Start(spec);
+    ASSERT_TRUE(id.ok()) << id.status();
+    daemon_ = *id;
+    daemon_lines_.clear();
+    absl::StatusOr<std::vector<LineMatch>> ready =
+        WaitForLines(loop_, backend_, {daemon_}, R"(^ORRERY_SCHEDULER_READY (\S+))", kDeadline);
+    ASSERT_TRUE(ready.ok()) << ready.status();
+    address_ = (*ready)[0].groups[1];
+    for (const std::string& line : daemon_lines_) {
+      if (absl::StartsWith(line, "ORRERY_SCHEDULER_METRICS ")) metrics_address_ = line.substr(25);
+    }
+    daemon_running_ = true;
+    stub_ = proto::JobService::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+
+  // Waits for the daemon to exit after `signal`.
+  void SignalDaemonAndWait(int signal) {
+    bool exited = false;
+    ListenerId listener = backend_.AddExitListener([&](const ProcessExit& e) { exited |= e.id == daemon_; });
+    ASSERT_TRUE(backend_.Signal(daemon_, signal).ok());
+    ASSERT_TRUE(loop_.RunUntil([&] { return exited; }, kDeadline)) << "the scheduler did not exit";
+    backend_.RemoveListener(listener);
+    daemon_running_ = false;
+  }
+  void StopDaemon() { SignalDaemonAndWait(SIGTERM); }
+
+  std::unique_ptr<grpc::ClientContext> Context(const std::string& token = kToken,
+                                               absl::Duration deadline = kDeadline) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    return context;
+  }
+
+  grpc::Status Submit(const std::string& yaml, int priority, proto::Job* job, const std::string& token = kToken) {
+    proto::SubmitRequest request;
+    request.set_spec_yaml(yaml);
+    request.set_base_dir(dir_.string());
+    request.set_priority(priority);
+    return stub_->Submit(Context(token).get(), request, job);
+  }
+
+  int64_t SubmitOk(const std::string& yaml, int priority = 0) {
+    proto::Job job;
+    grpc::Status st = Submit(yaml, priority, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return job.id();
+  }
+
+  proto::Job Get(int64_t id) {
+    proto::GetRequest request;
+    request.set_job(absl::StrCat(id));
+    proto::Job job;
+    grpc::Status st = stub_->Get(Context().get(), request, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return job;
+  }
+
+  proto::Job Cancel(int64_t id) {
+    proto::CancelRequest request;
+    request.set_job(absl::StrCat(id));
+    proto::Job job;
+    grpc::Status st = stub_->Cancel(Context().get(), request, &job);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return job;
+  }
+
+  std::vector<proto::Job> List() {
+    proto::ListResponse response;
+    grpc::Status st = stub_->List(Context().get(), proto::ListRequest(), &response);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return {response.jobs().begin(), response.jobs().end()};
+  }
+
+  // Follows the job's Events until `done(job)` holds; fails the test at the deadline or if the
+  // job ends first.
+  proto::Job WaitFor(int64_t id, const std::function<bool(const proto::Job&)>& done, const std::string& what) {
+    std::unique_ptr<grpc::ClientContext> context = Context(kToken, kDeadline);
+    proto::EventsRequest request;
+    request.set_job(absl::StrCat(id));
+    std::unique_ptr<grpc::ClientReader<proto::JobEvent>> reader = stub_->Events(context.get(), request);
+    proto::JobEvent event;
+    proto::Job last;
+    while (reader->Read(&event)) {
+      last = event.job();
+      if (done(last)) {
+        context->TryCancel();
+        (void)reader->Finish();
+        return last;
+      }
+    }
+    grpc::Status st = reader->Finish();
+    ADD_FAILURE() << "job " << id << " never became " << what << " (" << st.error_message()
+                  << "); last state " << proto::JobState_Name(last.state()) << ": " << last.reason();
+    return last;
+  }
+
+  proto::Job WaitUntilEnded(int64_t id) {
+    return WaitFor(id, [](const proto::Job& j) { return j.finished_unix_ms() != 0; }, "finished");
+  }
+
+  // Running with every process (1 shard, 1 learner, the evaluator) started and recorded.
+  proto::Job WaitUntilAllProcessesRun(int64_t id) {
+    return WaitFor(id, [](const proto::Job& j) { return j.state() == proto::JOB_RUNNING && j.processes_size() == 3; },
+                   "running with 3 processes");
+  }
+
+  // Runs the orrery CLI against this daemon; `env` is prepended ("ORRERY_SCHEDULER_TOKEN=x").
+  CliResult Cli(const std::string& args, const std::string& env = "") {
+    const std::string err_path = (dir_ / "cli.err").string();
+    const std::string cmd =
+        absl::StrCat("env ORRERY_SCHEDULER=", address_, " ORRERY_SCHEDULER_TOKEN=", kToken, " ", env, " ",
+                     ORRERY_BINARY, " ", args, " 2>", err_path, " </dev/null");
+    CliResult r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (p == nullptr) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int status = pclose(p);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream in(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(in), {});
+    return r;
+  }
+
+  // GET http://<metrics_address_>/metrics.
+  std::string Metrics() {
+    std::vector<std::string> parts = absl::StrSplit(metrics_address_, ':');
+    int port = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    ::inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
+    timeval timeout{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    std::string response;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+      if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+      }
+    }
+    ::close(fd);
+    return response;
+  }
+
+  fs::path dir_;
+  EventLoop loop_;
+  LocalBackend backend_{loop_};
+  ProcessId daemon_ = 0;
+  int daemons_started_ = 0;
+  bool daemon_running_ = false;
+  std::vector<std::string> daemon_lines_;
+  std::string address_;
+  std::string metrics_address_;
+  std::unique_ptr<proto::JobService::Stub> stub_;
+};
+
+TEST_F(SchedulerDaemonTest, SubmittedJobRunsToSucceededWithLogsStatusAndMetrics) {
+  StartDaemon(2);
+  const int64_t id = SubmitOk(TinyJob("tiny"));
+  // Follow the logs from the start, on another thread, until the job ends.
+  std::vector<std::string> followed;
+  std::thread follower([&] {
+    std::unique_ptr<grpc::ClientContext> context = Context();
+    proto::LogsRequest request;
+    request.set_job(absl::StrCat(id));
+    request.set_follow(true);
+    std::unique_ptr<grpc::ClientReader<proto::LogLine>> reader = stub_->Logs(context.get(), request);
+    proto::LogLine line;
+    while (reader->Read(&line)) followed.push_back(line.line());
+    grpc::Status st = reader->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  });
+  proto::Job job = WaitUntilEnded(id);
+  follower.join();
+  ASSERT_EQ(job.state(), proto::JOB_SUCCEEDED) << job.reason();
+  EXPECT_GT(job.test_accuracy(), 0.3) << "chance is 0.1";
+  nlohmann::json result = nlohmann::json::parse(job.result_json());
+  EXPECT_DOUBLE_EQ(result["test_accuracy"].get<double>(), job.test_accuracy());
+  ASSERT_EQ(job.processes_size(), 3);
+  for (const proto::JobProcess& p : job.processes()) EXPECT_THAT(p.exit(), HasSubstr("exit code 0")) << p.role();
+
+  auto has = [](const std::vector<std::string>& lines, const std::string& text) {
+    for (const std::string& l : lines) {
+      if (absl::StrContains(l, text)) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has(followed, "ORRERY_SERVER_READY")) << followed.size() << " lines followed";
+  EXPECT_TRUE(has(followed, R"("final":true)")) << "the final evaluation streams before the end";
+
+  CliResult logs = Cli(absl::StrCat("logs ", id));
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("job1:learner-0 sys| exited: exit code 0"));
+
+  CliResult status = Cli("status tiny --output json");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  nlohmann::json j = nlohmann::json::parse(status.out);
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["id"], id);
+
+  CliResult table = Cli("list");
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("succeeded"));
+
+  const std::string metrics = Metrics();
+  EXPECT_THAT(metrics, HasSubstr("orrery_scheduler_jobs{state=\"succeeded\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("orrery_scheduler_queue_length 0"));
+}
+
+TEST_F(SchedulerDaemonTest, CancelStopsEveryProcessOfARunningJob) {
+  StartDaemon(2);
+  const int64_t id = SubmitOk(SlowJob("slow"));
+  proto::Job running = WaitUntilAllProcessesRun(id);
+  proto::Job cancelling = Cancel(id);
+  EXPECT_TRUE(cancelling.cancel_requested());
+  proto::Job job = WaitUntilEnded(id);
+  EXPECT_EQ(job.state(), proto::JOB_CANCELLED) << job.reason();
+  for (const proto::JobProcess& p : running.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  for (const proto::JobProcess& p : job.processes()) EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();
+  // Cancelling again is harmless; the CLI says it is over.
+  CliResult again = Cli(absl::StrCat("cancel ", id));
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_THAT(again.out, HasSubstr("cancelled"));
+}
+
+TEST_F(SchedulerDaemonTest, SlotsMakeLaterJobsWaitAndPriorityGoesFirst) {
+  StartDaemon(2);  // each job needs 2 (1 shard + 1 learner)
+  const int64_t a = SubmitOk(SlowJob("holder"));
+  WaitUntilAllProcessesRun(a);
+  const int64_t b = SubmitOk(TinyJob("low"), 0);
+  const int64_t c = SubmitOk(TinyJob("high"), 5);
+  const int64_t d = SubmitOk(TinyJob("low-too"), 0);
+  EXPECT_EQ(Get(b).state(), proto::JOB_QUEUED);
+  EXPECT_EQ(Get(c).queue_position(), 1) << "higher priority first";
+  EXPECT_EQ(Get(b).queue_position(), 2);
+  EXPECT_EQ(Get(d).queue_position(), 3);
+  EXPECT_THAT(Metrics(), HasSubstr("orrery_scheduler_queue_length 3"));
+
+  // A queued job that is cancelled never starts.
+  proto::Job cancelled = Cancel(b);
+  EXPECT_EQ(cancelled.state(), proto::JOB_CANCELLED);
+  EXPECT_EQ(cancelled.started_unix_ms(), 0);
+  EXPECT_EQ(Get(d).queue_position(), 2);
+
+  Cancel(a);
+  const proto::Job holder = WaitUntilEnded(a);
+  const proto::Job high = WaitUntilEnded(c);
+  EXPECT_EQ(high.state(), proto::JOB_SUCCEEDED) << high.reason();
+  EXPECT_GE(high.started_unix_ms(), holder.finished_unix_ms()) << "started before the slots were free";
+  const proto::Job low = WaitUntilEnded(d);
+  EXPECT_EQ(low.state(), proto::JOB_SUCCEEDED) << low.reason();
+  EXPECT_GE(low.started_unix_ms(), high.finished_unix_ms()) << "two 2-slot jobs ran at once on 2 slots";
+  EXPECT_EQ(Get(b).processes_size(), 0);
+}
+
+TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
+  StartDaemon(2);
+  proto::Job job;
+  std::string bad = TinyJob("bad");
+  bad.replace(bad.find("lr: {base: 0.05}"), 16, "lr: {base: 0.05, staleness: inversee}");
+  grpc::Status st = Submit(bad, 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("lr.staleness"));
+
+  st = Submit(absl::StrCat(TinyJob("typo"), "epochz: 2\n"), 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("epochz"));
+
+  std::string big = TinyJob("big");
+  big.replace(big.find("learners: 1"), 11, "learners: 4");
+  st = Submit(big, 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("5 slots"));
+
+  EXPECT_TRUE(List().empty()) << "a refused job must not be stored";
+
+  // The CLI: exit 1, one line naming the file and the field.
+  std::ofstream(dir_ / "bad.yaml") << bad;
+  CliResult r = Cli(absl::StrCat("submit ", (dir_ / "bad.yaml").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("bad.yaml: lr.staleness"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(List().empty());
+}
+
+TEST_F(SchedulerDaemonTest, RequestsWithoutTheRightTokenAreRefused) {
+  StartDaemon(2);
+  proto::Job job;
+  grpc::Status st = Submit(TinyJob("anon"), 0, &job, /*token=*/"");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  st = Submit(TinyJob("wrong"), 0, &job, /*token=*/"not-the-token");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  proto::ListResponse response;
+  EXPECT_EQ(stub_->List(Context("nope").get(), proto::ListRequest(), &response).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(List().empty()) << "an unauthenticated submit must not be stored";
+
+  // The CLI's documented exit codes: 4 unauthenticated, 3 no such job, 2 usage.
+  std::ofstream(dir_ / "job.yaml") << TinyJob("cli");
+  CliResult r = Cli(absl::StrCat("submit ", (dir_ / "job.yaml").string()), "ORRERY_SCHEDULER_TOKEN=wrong");
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("token"));
+  r = Cli("status 999");
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  r = Cli("list", "ORRERY_SCHEDULER=");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(List().empty());
+}
+
+TEST_F(SchedulerDaemonTest, KillNineLosesNothingAndTheRestartReattachesToTheRunningJob) {
+  StartDaemon(2);
+  const int64_t running_id = SubmitOk(SlowJob("survivor"));
+  const proto::Job before = WaitUntilAllProcessesRun(running_id);
+  const int64_t queued_id = SubmitOk(TinyJob("waiting"));
+  ASSERT_EQ(Get(queued_id).state(), proto::JOB_QUEUED);
+
+  SignalDaemonAndWait(SIGKILL);
+  for (const proto::JobProcess& p : before.processes()) {
+    EXPECT_TRUE(Alive(p.pid())) << p.role() << " died with the scheduler";
+  }
+
+  StartDaemon(2);
+  std::vector<proto::Job> jobs = List();
+  ASSERT_EQ(jobs.size(), 2u) << "a job was lost";
+  const proto::Job after = Get(running_id);
+  EXPECT_EQ(after.name(), "survivor");
+  EXPECT_FALSE(after.reason().empty()) << "a re-attached or lost job says why";
+  ASSERT_TRUE(after.state() == proto::JOB_RUNNING || after.state() == proto::JOB_LOST)
+      << proto::JobState_Name(after.state());
+  const proto::Job waiting = Get(queued_id);
+  EXPECT_EQ(waiting.name(), "waiting");
+  EXPECT_EQ(waiting.submitted_unix_ms(), Get(queued_id).submitted_unix_ms());
+
+  if (after.state() == proto::JOB_RUNNING) {
+    EXPECT_TRUE(after.reattached());
+    EXPECT_EQ(waiting.state(), proto::JOB_QUEUED) << "the re-attached job still holds the slots";
+    // The re-attached job can still be cancelled: every process of it stops.
+    Cancel(running_id);
+    const proto::Job cancelled = WaitUntilEnded(running_id);
+    EXPECT_EQ(cancelled.state(), proto::JOB_CANCELLED) << cancelled.reason();
+  }
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  // Then the queued job gets its turn.
+  const proto::Job done = WaitUntilEnded(queued_id);
+  EXPECT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
