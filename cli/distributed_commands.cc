@@ -49,6 +49,9 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--momentum", o->momentum, "Server-side momentum in [0, 1)")->capture_default_str();
   cmd->add_option("--learner-timeout", o->learner_timeout_seconds, "Seconds of silence before a learner is dropped from hardsync/ssp accounting")->capture_default_str();
   cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest request or response")->capture_default_str();
+  cmd->add_option("--checkpoint-dir", o->checkpoint_dir, "Keep this shard's checkpoint (shard-<i>.ckpt) in this directory");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every_seconds, "Seconds between checkpoints")->capture_default_str();
+  cmd->add_flag("--resume", o->resume, "Continue from the checkpoint in --checkpoint-dir (a missing one starts fresh; a corrupt or mismatched one is refused)");
   cmd->callback([&commands, o] { commands.Set([o] { return server::RunServer(*o); }); });
 }
 

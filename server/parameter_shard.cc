@@ -1,6 +1,7 @@
 #include "server/parameter_shard.h"
 
 #include <cmath>
+#include <cstring>
 
 #include <glog/logging.h>
 
@@ -218,9 +219,11 @@ absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushReques
         }
       }
       if (st.ok() && base > store_->version()) {
-        st = absl::InvalidArgumentError(absl::StrCat(
+        // FAILED_PRECONDITION: after a restart from a checkpoint the learner's last pull can be
+        // ahead of the shard; the learner drops this gradient and pulls again.
+        st = absl::FailedPreconditionError(absl::StrCat(
             "base version ", base, " is from the future: this shard is at version ",
-            store_->version()));
+            store_->version(), " (restarted from a checkpoint?); pull again"));
       }
     }
     if (st.ok() && !finite) {
@@ -420,6 +423,146 @@ void ParameterShard::SettleLocked(std::vector<Completion>* out) {
 
 void ParameterShard::RunCompletions(std::vector<Completion> completions) {
   for (Completion& c : completions) std::move(c.done)(std::move(c.result));
+}
+
+namespace {
+
+std::string FloatBytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+absl::StatusOr<std::vector<float>> BytesToFloats(const std::string& bytes, const char* what) {
+  if (bytes.size() % sizeof(float) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint's ", what, " has ", bytes.size(),
+                                                   " bytes, not a whole number of floats"));
+  }
+  std::vector<float> v(bytes.size() / sizeof(float));
+  if (!v.empty()) std::memcpy(v.data(), bytes.data(), bytes.size());
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<proto::ShardCheckpoint> ParameterShard::Checkpoint() const {
+  absl::MutexLock lock(&mu_);
+  if (store_ == nullptr || !store_->initialized()) {
+    return absl::FailedPreconditionError("the shard has no weights yet; nothing to checkpoint");
+  }
+  proto::ShardCheckpoint c;
+  c.set_job_id(config_.job_id);
+  c.set_shard_index(config_.shard_index);
+  c.set_num_shards(config_.num_shards);
+  *c.mutable_layout() = plan_->layout();
+  c.set_protocol(config_.protocol);
+  c.set_num_learners(config_.num_learners);
+  c.set_written_unix_micros(absl::ToUnixMicros(absl::Now()));
+  c.set_version(store_->version());
+  c.set_weights(FloatBytes(store_->weights()));
+  c.set_velocity(FloatBytes(store_->velocity()));
+  // The accumulator is complete here: Push flushes a deferred gradient before it unlocks.
+  if (protocol_.pending() > 0) c.set_accumulator(FloatBytes(store_->accumulator()));
+  const SyncProtocol::Snapshot p = protocol_.Save();
+  for (const auto& [id, l] : p.learners) {
+    proto::CheckpointLearner* cl = c.add_learners();
+    cl->set_id(id);
+    cl->set_active(l.active);
+    cl->set_clock(l.clock);
+    cl->set_last_pushed(l.last_pushed);
+  }
+  c.set_next_learner_id(p.next_id);
+  c.set_ever_joined(p.ever_joined);
+  c.set_started(p.started);
+  c.set_hardsync_step(p.step);
+  c.set_pending(p.pending);
+  for (uint64_t s : pending_staleness_) c.add_pending_staleness(s);
+  c.set_pending_samples(pending_samples_);
+  for (uint64_t h : staleness_.histogram()) c.add_staleness_histogram(h);
+  c.set_staleness_count(staleness_.count());
+  c.set_staleness_sum(staleness_.sum());
+  c.set_staleness_max(staleness_.max());
+  c.set_gradients_applied(gradients_applied_);
+  c.set_gradients_rejected(gradients_rejected_);
+  c.set_gradients_nonfinite(gradients_nonfinite_);
+  c.set_samples_applied(samples_applied_);
+  c.set_pushes(pushes_);
+  c.set_pulls(pulls_);
+  return c;
+}
+
+absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
+  auto mismatch = [](const std::string& what, const auto& theirs, const auto& ours) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint is of ", what, " ", theirs,
+                                                   ", this shard is of ", what, " ", ours));
+  };
+  if (c.job_id() != config_.job_id) return mismatch("job", c.job_id(), config_.job_id);
+  if (c.shard_index() != config_.shard_index) return mismatch("shard", c.shard_index(), config_.shard_index);
+  if (c.num_shards() != config_.num_shards) return mismatch("a job of shards", c.num_shards(), config_.num_shards);
+  if (c.protocol() != config_.protocol) return mismatch("protocol", c.protocol(), config_.protocol);
+  ASSIGN_OR_RETURN(std::vector<float> weights, BytesToFloats(c.weights(), "weights"));
+  ASSIGN_OR_RETURN(std::vector<float> velocity, BytesToFloats(c.velocity(), "momentum"));
+  ASSIGN_OR_RETURN(std::vector<float> accumulator, BytesToFloats(c.accumulator(), "pending gradient"));
+  if (!AllFinite(weights) || !AllFinite(velocity) || !AllFinite(accumulator)) {
+    return absl::InvalidArgumentError("the checkpoint holds NaN or Inf values");
+  }
+  if (c.pending_staleness_size() != c.pending()) {
+    return absl::InvalidArgumentError("the checkpoint's pending gradients do not add up");
+  }
+  SyncProtocol::Snapshot p;
+  for (const proto::CheckpointLearner& l : c.learners()) {
+    p.learners[l.id()] = SyncProtocol::Learner{l.active(), l.clock(), l.last_pushed(), absl::Time()};
+  }
+  p.next_id = c.next_learner_id();
+  p.ever_joined = c.ever_joined();
+  p.started = c.started();
+  p.step = c.hardsync_step();
+  p.pending = c.pending();
+  StalenessStats staleness;
+  if (!staleness.Restore({c.staleness_histogram().begin(), c.staleness_histogram().end()},
+                         c.staleness_count(), c.staleness_sum(), c.staleness_max())) {
+    return absl::InvalidArgumentError("the checkpoint's staleness histogram has the wrong size");
+  }
+
+  absl::MutexLock lock(&mu_);
+  if (store_ != nullptr && store_->initialized()) {
+    return absl::FailedPreconditionError("this shard already has weights; restore before serving");
+  }
+  if (store_ != nullptr &&
+      plan_->layout().SerializeAsString() != c.layout().SerializeAsString()) {
+    return absl::InvalidArgumentError(
+        "the checkpoint is of another model (its tensors or chunk size differ from this job's layout)");
+  }
+  // Validate everything on copies, then commit: a refused checkpoint changes nothing.
+  std::unique_ptr<ShardPlan> plan;
+  std::unique_ptr<ShardStore> store;
+  if (store_ == nullptr) {
+    if (c.layout().num_shards() != config_.num_shards) {
+      return mismatch("a layout for shards", c.layout().num_shards(), config_.num_shards);
+    }
+    ASSIGN_OR_RETURN(ShardPlan created, ShardPlan::Create(c.layout()));
+    plan = std::make_unique<ShardPlan>(std::move(created));
+    store = std::make_unique<ShardStore>(plan.get(), config_.shard_index, config_.momentum);
+  } else {
+    store = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum);
+  }
+  if (config_.momentum == 0) velocity.clear();
+  RETURN_IF_ERROR(store->Restore(c.version(), std::move(weights), std::move(velocity),
+                                 std::move(accumulator)));
+  SyncProtocol protocol = protocol_;
+  RETURN_IF_ERROR(protocol.Load(p, clock_->Now()));
+
+  if (plan) plan_ = std::move(plan);
+  store_ = std::move(store);
+  protocol_ = std::move(protocol);
+  pending_staleness_.assign(c.pending_staleness().begin(), c.pending_staleness().end());
+  pending_samples_ = c.pending_samples();
+  staleness_ = std::move(staleness);
+  gradients_applied_ = c.gradients_applied();
+  gradients_rejected_ = c.gradients_rejected();
+  gradients_nonfinite_ = c.gradients_nonfinite();
+  samples_applied_ = c.samples_applied();
+  pushes_ = c.pushes();
+  pulls_ = c.pulls();
+  return absl::OkStatus();
 }
 
 int ParameterShard::parked_pulls() const {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "checkpoint.pb.h"
 #include "parameter_server.pb.h"
 #include "server/clock.h"
 #include "server/lr_rule.h"
@@ -97,6 +98,14 @@ class ParameterShard {
   int ExpireSilentLearners();
   // Answers all parked pulls with UNAVAILABLE and refuses new pulls.
   void Shutdown();
+
+  // The shard's full state for a checkpoint file (server/checkpoint.h). FAILED_PRECONDITION
+  // before the shard has weights (nothing worth keeping yet).
+  absl::StatusOr<proto::ShardCheckpoint> Checkpoint() const;
+  // Continues from a checkpoint; call before serving. Refused, changing nothing, when it is of
+  // another job, shard, shard count, protocol or model (INVALID_ARGUMENT naming the mismatch) or
+  // when this shard already has weights (FAILED_PRECONDITION).
+  absl::Status Restore(const proto::ShardCheckpoint& checkpoint);
 
   int parked_pulls() const;
   ShardState DebugState() const;

@@ -27,6 +27,10 @@ int RunServer(const ServerOptions& options) {
       std::cerr << "orrery server: " << server.status().message() << std::endl;
       exit_code = 1;
     } else {
+      if (auto v = (*server)->restored_version()) {
+        std::cout << "ORRERY_SERVER_RESTORED {\"shard\":" << options.shard_index
+                  << ",\"version\":" << *v << "}" << std::endl;
+      }
       std::cout << "ORRERY_SERVER_READY " << (*server)->address() << std::endl;  // flushes
       int signal_number = 0;
       sigwait(&stop_signals, &signal_number);

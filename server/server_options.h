@@ -42,6 +42,15 @@ struct ServerOptions {
   double learner_timeout_seconds = 60.0;
   // --max-message-bytes: largest request or response the shard accepts or sends.
   int64_t max_message_bytes = 512ll << 20;
+  // --checkpoint-dir: where the shard keeps DIR/shard-<i>.ckpt (server/checkpoint.h); empty: no
+  // checkpoints. Written once the weights are set, then every --checkpoint-every seconds when
+  // the version moved, and at a clean stop.
+  std::string checkpoint_dir;
+  // --checkpoint-every: seconds between checkpoints.
+  double checkpoint_every_seconds = 30.0;
+  // --resume: continue from the checkpoint in --checkpoint-dir. A missing file starts fresh; a
+  // corrupt or mismatched one is refused (the shard does not start).
+  bool resume = false;
 };
 
 }  // namespace orrery::server

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "server/checkpoint.h"
 #include "server/sharding.h"
 
 namespace orrery::server {
@@ -45,6 +46,12 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
     return absl::InvalidArgumentError("--max-message-bytes must be in [1024, 2^31)");
   }
+  if (!(options.checkpoint_every_seconds > 0) || !std::isfinite(options.checkpoint_every_seconds)) {
+    return absl::InvalidArgumentError("--checkpoint-every must be a positive number of seconds");
+  }
+  if (options.resume && options.checkpoint_dir.empty()) {
+    return absl::InvalidArgumentError("--resume needs --checkpoint-dir");
+  }
   if (!options.initial_weights_path.empty() && options.layout_path.empty()) {
     return absl::InvalidArgumentError("--init-weights needs --layout");
   }
@@ -65,7 +72,32 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
 
   std::unique_ptr<ShardServer> s(new ShardServer());
   ASSIGN_OR_RETURN(s->shard_, ParameterShard::Create(config, &s->clock_));
-  if (!options.initial_weights_path.empty()) {
+  if (!options.checkpoint_dir.empty()) {
+    s->checkpoint_path_ = CheckpointPath(options.checkpoint_dir, options.shard_index);
+    s->checkpoint_every_ = absl::Seconds(options.checkpoint_every_seconds);
+  }
+  if (options.resume) {
+    absl::StatusOr<proto::ShardCheckpoint> checkpoint = ReadCheckpointFile(s->checkpoint_path_);
+    if (checkpoint.ok()) {
+      absl::Status restored = s->shard_->Restore(*checkpoint);
+      if (!restored.ok()) {
+        return absl::Status(restored.code(), absl::StrCat("checkpoint ", s->checkpoint_path_,
+                                                          " refused: ", restored.message()));
+      }
+      s->restored_version_ = checkpoint->version();
+      absl::MutexLock lock(&s->checkpoint_mu_);
+      s->checkpointed_version_ = checkpoint->version();
+      s->next_checkpoint_ = absl::Now() + s->checkpoint_every_;
+      LOG(INFO) << "shard " << options.shard_index << ": resumed from " << s->checkpoint_path_
+                << " at version " << checkpoint->version();
+    } else if (absl::IsNotFound(checkpoint.status())) {
+      LOG(INFO) << "shard " << options.shard_index << ": no checkpoint at " << s->checkpoint_path_
+                << " yet; starting fresh";
+    } else {
+      return checkpoint.status();
+    }
+  }
+  if (!options.initial_weights_path.empty() && !s->restored_version_) {
     ASSIGN_OR_RETURN(std::vector<float> flat, ReadFloatFile(options.initial_weights_path));
     RETURN_IF_ERROR(s->shard_->InitializeFromFlat(flat));
   }
@@ -101,8 +133,33 @@ void ShardServer::ExpiryLoop(absl::Duration period) {
     if (stopping_) break;
     mu_.Unlock();
     shard_->ExpireSilentLearners();
+    MaybeCheckpoint();
     mu_.Lock();
   }
+}
+
+void ShardServer::MaybeCheckpoint() {
+  if (checkpoint_path_.empty()) return;
+  {
+    absl::MutexLock lock(&checkpoint_mu_);
+    // The first checkpoint as soon as the weights are set, then on the period.
+    if (checkpointed_version_.has_value() && absl::Now() < next_checkpoint_) return;
+  }
+  absl::Status st = WriteCheckpoint();
+  if (!st.ok() && !absl::IsFailedPrecondition(st)) LOG(ERROR) << st;
+}
+
+absl::Status ShardServer::WriteCheckpoint() {
+  if (checkpoint_path_.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&checkpoint_mu_);
+  absl::StatusOr<proto::ShardCheckpoint> state = shard_->Checkpoint();
+  if (!state.ok()) return state.status();  // FAILED_PRECONDITION: no weights yet
+  next_checkpoint_ = absl::Now() + checkpoint_every_;
+  if (checkpointed_version_ == state->version()) return absl::OkStatus();
+  RETURN_IF_ERROR(WriteCheckpointFile(checkpoint_path_, *state));
+  checkpointed_version_ = state->version();
+  VLOG(1) << "checkpoint " << checkpoint_path_ << " at version " << state->version();
+  return absl::OkStatus();
 }
 
 void ShardServer::Shutdown() {
@@ -116,6 +173,11 @@ void ShardServer::Shutdown() {
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
+  }
+  // A clean stop keeps everything: the last checkpoint holds the final state.
+  if (shard_) {
+    absl::Status st = WriteCheckpoint();
+    if (!st.ok() && !absl::IsFailedPrecondition(st)) LOG(ERROR) << "final " << st;
   }
 }
 

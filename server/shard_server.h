@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -29,18 +30,29 @@ class ShardServer {
   // host:port actually bound (the OS-chosen port when the option said 0).
   const std::string& address() const { return address_; }
   ParameterShard& shard() { return *shard_; }
+  // The version restored from a checkpoint by --resume (unset when the shard started fresh).
+  std::optional<uint64_t> restored_version() const { return restored_version_; }
+  // Writes a checkpoint now (when checkpoints are configured and the shard has weights).
+  absl::Status WriteCheckpoint();
   // Idempotent.
   void Shutdown();
 
  private:
   ShardServer() = default;
   void ExpiryLoop(absl::Duration period);
+  void MaybeCheckpoint();
 
   RealClock clock_;
   std::unique_ptr<ParameterShard> shard_;
   std::unique_ptr<PsService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
+  std::string checkpoint_path_;  // empty: no checkpoints
+  absl::Duration checkpoint_every_;
+  std::optional<uint64_t> restored_version_;
+  absl::Mutex checkpoint_mu_;  // one writer at a time
+  std::optional<uint64_t> checkpointed_version_ ABSL_GUARDED_BY(checkpoint_mu_);
+  absl::Time next_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::thread expiry_thread_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

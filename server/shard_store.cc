@@ -87,6 +87,35 @@ void ShardStore::Initialize(std::vector<float> values) {
   initialized_ = true;
 }
 
+absl::Status ShardStore::Restore(uint64_t version, std::vector<float> weights,
+                                 std::vector<float> velocity, std::vector<float> accumulator) {
+  if (weights.size() != weights_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint holds ", weights.size(),
+                                                   " weights; this shard owns ", weights_.size()));
+  }
+  if (!velocity.empty() && velocity.size() != weights_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint's momentum has ",
+                                                   velocity.size(), " values, not ", weights_.size()));
+  }
+  if (!accumulator.empty() && accumulator.size() != weights_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the checkpoint's pending gradient has ",
+                                                   accumulator.size(), " values, not ", weights_.size()));
+  }
+  deferred_.clear();
+  weights_ = std::move(weights);
+  if (!velocity.empty()) velocity_ = std::move(velocity);
+  if (accumulator.empty()) {
+    std::fill(accumulator_.begin(), accumulator_.end(), 0.0f);
+    accumulator_empty_ = true;
+  } else {
+    accumulator_ = std::move(accumulator);
+    accumulator_empty_ = false;
+  }
+  version_ = version;
+  initialized_ = true;
+  return absl::OkStatus();
+}
+
 absl::Status ShardStore::InitializeFromFlat(std::span<const float> flat) {
   if (flat.size() != plan_->total_elements()) {
     return absl::InvalidArgumentError(absl::StrCat("initial weights have ", flat.size(),

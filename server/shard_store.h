@@ -44,6 +44,11 @@ class ShardStore {
 
   // Sets the initial weights (`values` in this shard's chunk order). Version stays 0.
   void Initialize(std::vector<float> values);
+  // Puts back a checkpointed state (server/checkpoint.h): every vector in this shard's chunk
+  // order, velocity empty or as long as weights (empty when momentum is 0), accumulator empty or
+  // as long as weights. INVALID_ARGUMENT naming the mismatch; changes nothing then.
+  absl::Status Restore(uint64_t version, std::vector<float> weights, std::vector<float> velocity,
+                       std::vector<float> accumulator);
   // Copies this shard's chunks out of the model's flat buffer (all tensors in layout order).
   absl::Status InitializeFromFlat(std::span<const float> flat);
 

@@ -27,6 +27,16 @@ class StalenessStats {
   double mean() const { return count_ == 0 ? 0.0 : sum_ / static_cast<double>(count_); }
   const std::vector<uint64_t>& histogram() const { return histogram_; }
 
+  // From checkpointed parts; false (and unchanged) when the histogram has the wrong size.
+  bool Restore(std::vector<uint64_t> histogram, uint64_t count, double sum, uint64_t max) {
+    if (histogram.size() != static_cast<size_t>(kBuckets)) return false;
+    histogram_ = std::move(histogram);
+    count_ = count;
+    sum_ = sum;
+    max_ = max;
+    return true;
+  }
+
   bool operator==(const StalenessStats&) const = default;
 
  private:

@@ -243,4 +243,29 @@ void SyncProtocol::OnUpdateApplied() {
   if (spec_.kind == ProtocolKind::kHardSync) ++step_;
 }
 
+SyncProtocol::Snapshot SyncProtocol::Save() const {
+  return Snapshot{learners_, next_id_, ever_joined_, started_, step_, pending_};
+}
+
+absl::Status SyncProtocol::Load(const Snapshot& s, absl::Time now) {
+  if (s.pending < 0 || s.step < 0 || s.next_id < 0 || s.ever_joined < 0) {
+    return absl::InvalidArgumentError("negative protocol counters");
+  }
+  for (const auto& [id, learner] : s.learners) {
+    if (id < 0 || id > kMaxLearnerId || learner.clock < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("impossible learner ", id));
+    }
+  }
+  learners_ = s.learners;
+  for (auto& [id, learner] : learners_) learner.last_seen = now;
+  next_id_ = s.next_id;
+  ever_joined_ = s.ever_joined;
+  started_ = s.started;
+  any_joined_ = !learners_.empty();
+  first_join_ = now;
+  step_ = s.step;
+  pending_ = s.pending;
+  return absl::OkStatus();
+}
+
 }  // namespace orrery::server

@@ -108,6 +108,20 @@ class SyncProtocol {
   const std::map<int, Learner>& learners() const { return learners_; }
   bool operator==(const SyncProtocol&) const = default;
 
+  // Everything but the spec, for checkpoints.
+  struct Snapshot {
+    std::map<int, Learner> learners;
+    int next_id = 0;
+    int ever_joined = 0;
+    bool started = false;
+    int64_t step = 0;
+    int pending = 0;
+  };
+  Snapshot Save() const;
+  // Puts a snapshot back; every learner counts as heard from at `now` (the restarted shard gives
+  // them one learner timeout to come back). INVALID_ARGUMENT for an impossible snapshot.
+  absl::Status Load(const Snapshot& snapshot, absl::Time now);
+
  private:
   ProtocolSpec spec_;
   int num_learners_;

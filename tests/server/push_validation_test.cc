@@ -61,7 +61,7 @@ std::vector<BadPush> BadPushes() {
          r->mutable_chunks(0)->mutable_id()->set_tensor(plan.TensorName(other.tensor));
          r->mutable_chunks(0)->mutable_id()->set_index(other.index);
        }},
-      {"base version from the future", C::kInvalidArgument,
+      {"base version from the future", C::kFailedPrecondition,
        [](const ShardPlan&, proto::PushRequest* r) {
          for (auto& c : *r->mutable_chunks()) c.set_base_version(c.base_version() + 5);
        }},
