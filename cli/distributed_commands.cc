@@ -101,6 +101,7 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
   auto timeout = std::make_shared<double>(0);
   auto threads = std::make_shared<int>(0);
   auto quiet = std::make_shared<bool>(false);
+  auto resume = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("run", "Run a job spec as local processes: its shards, learners and an evaluator on 127.0.0.1");
   cmd->add_option("job", *job_path, "Job spec YAML (see examples/jobs/)")->required();
   cmd->add_option("--metrics-out", *metrics_out, "Write metrics JSON here");
@@ -108,9 +109,10 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
   cmd->add_option("--timeout", *timeout, "Fail the job after this many seconds (0 = no limit)")->capture_default_str();
   cmd->add_option("--threads", *threads, "Compute threads per learner (0 = cores / learners)")->capture_default_str();
   cmd->add_flag("--quiet", *quiet, "No progress output");
+  cmd->add_flag("--resume", *resume, "Continue a stopped job: the shards start from the checkpoints in the spec's checkpoint.dir, the learners from the clocks kept there");
   std::string self = SelfPath(argv0);
-  cmd->callback([&commands, job_path, metrics_out, log_dir, timeout, threads, quiet, self] {
-    commands.Set([job_path, metrics_out, log_dir, timeout, threads, quiet, self] {
+  cmd->callback([&commands, job_path, metrics_out, log_dir, timeout, threads, quiet, resume, self] {
+    commands.Set([job_path, metrics_out, log_dir, timeout, threads, quiet, resume, self] {
       absl::StatusOr<scheduler::JobSpec> job = scheduler::LoadJobSpec(*job_path);
       if (!job.ok()) return Fail("run", job.status());
       if (job->backend != scheduler::BackendKind::kLocal) {
@@ -119,12 +121,17 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
                                scheduler::BackendKindName(job->backend), " jobs with orrery submit")));
       }
       if (*timeout < 0) return Fail("run", absl::InvalidArgumentError("--timeout: must be >= 0"));
+      if (*resume && !job->checkpoint) {
+        return Fail("run", absl::InvalidArgumentError(absl::StrCat(
+                               "--resume: ", *job_path, " has no checkpoint: {dir, every_seconds} to resume from")));
+      }
       scheduler::RunJobOptions options;
       options.orrery_binary = self;
       options.log_dir = log_dir->empty() ? "orrery-runs/" + job->name : *log_dir;
       if (*timeout > 0) options.timeout = absl::Seconds(*timeout);
       options.threads_per_learner = *threads;
       options.progress = !*quiet;
+      options.resume = *resume;
       absl::StatusOr<scheduler::RunReport> report = scheduler::RunJob(*job, options);
       if (!report.ok()) return Fail("run", report.status());
       std::printf("%s: test_accuracy %.4f  updates %llu  staleness mean %.2f max %llu  images/s %.0f  wall %.1fs%s\n",

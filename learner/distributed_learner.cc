@@ -169,6 +169,13 @@ absl::Status RunLearner(const LearnerOptions& o) {
     }
 
     RETURN_IF_ERROR(ps->Pull(t, model->params().flat()));
+    for (const server::PsClient::ShardRestart& r : ps->TakeShardRestarts()) {
+      Emit("ORRERY_LEARNER_SHARD_RESTART", {{"learner", ps->learner_id()},
+                                            {"shard", r.shard},
+                                            {"version_before", r.version_before},
+                                            {"version_after", r.version_after},
+                                            {"updates_lost", r.version_before - r.version_after}});
+    }
     ASSIGN_OR_RETURN(StepResult r, model->TrainStep(images, labels));
     if (!std::isfinite(r.loss)) {
       return absl::FailedPreconditionError(absl::StrFormat(

@@ -133,6 +133,8 @@ class JobRun::Impl {
   std::map<ProcessId, int> learner_index_;  // learner process -> index
   std::map<int, nlohmann::json> learner_progress_;
   std::map<ProcessId, int> learner_id_;     // learner process -> id the shards gave it
+  std::map<int, int> restarts_of_shard_;    // shard -> restarts so far
+  std::map<std::pair<int, int>, uint64_t> lost_per_restart_;  // (shard, restart) -> updates lost
   ProcessId evaluator_ = -1;
   int learners_exited_ = 0;
   bool evaluator_asked_to_stop_ = false;
@@ -188,8 +190,12 @@ absl::StatusOr<std::vector<ProcessId>> JobRun::Impl::StartGroup(const std::vecto
 void JobRun::Impl::StartServers() {
   std::vector<ProcessSpec> specs;
   for (int s = 0; s < job_.servers; ++s) {
-    specs.push_back(Spec(absl::StrCat("server-", s),
-                         ServerArgv(job_, options_.orrery_binary, s, absl::StrCat(options_.host, ":0"))));
+    ProcessSpec spec = Spec(absl::StrCat("server-", s),
+                            ServerArgv(job_, options_.orrery_binary, s,
+                                       absl::StrCat(options_.host, ":0"), options_.resume));
+    // Without a checkpoint a restarted shard would come back empty: the job fails instead.
+    if (job_.checkpoint) spec.restart = job_.restart;
+    specs.push_back(std::move(spec));
   }
   absl::StatusOr<std::vector<ProcessId>> ids = StartGroup(specs);
   if (!ids.ok()) return Fail(ids.status());
@@ -212,7 +218,8 @@ void JobRun::Impl::OnServerReady(size_t shard, absl::StatusOr<LineMatch> match) 
   endpoints_[shard] = match->groups[1];
   // A restarted shard comes back at the address the learners already know.
   absl::Status st = backend_.SetRestartArgv(
-      server_ids_[shard], ServerArgv(job_, options_.orrery_binary, static_cast<int>(shard), endpoints_[shard]));
+      server_ids_[shard], ServerArgv(job_, options_.orrery_binary, static_cast<int>(shard),
+                                     endpoints_[shard], /*resume=*/true));
   if (!st.ok()) return Fail(st);
   if (--servers_pending_ > 0) return;
   ready_waits_.clear();
@@ -318,6 +325,17 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
     learner_id_[line.id] = Get<int>(body, "learner", -1);
   } else if (tag == "ORRERY_EVAL" && line.id == evaluator_) {
     OnEval(body);
+  } else if (tag == "ORRERY_LEARNER_SHARD_RESTART" && learner_index_.count(line.id)) {
+    // Every learner reports the restart it saw; the largest loss seen counts, once per restart.
+    const int shard = Get<int>(body, "shard", -1);
+    const uint64_t lost = Get<uint64_t>(body, "updates_lost", 0);
+    if (shard >= 0 && shard < static_cast<int>(server_ids_.size())) {
+      uint64_t& worst = lost_per_restart_[{shard, restarts_of_shard_[shard]}];
+      if (lost > worst) {
+        report_.updates_lost += lost - worst;
+        worst = lost;
+      }
+    }
   } else if (tag == "ORRERY_LEARNER" || tag == "ORRERY_LEARNER_DONE") {
     auto it = learner_index_.find(line.id);
     if (it != learner_index_.end()) {
@@ -380,7 +398,14 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
   }
   // A shard.
   if (!exit.final()) {
-    if (options_.progress) progress_.Print(absl::StrCat(exit.role, " ", exit.status.ToString(), "; restarting"));
+    for (size_t s = 0; s < server_ids_.size(); ++s) {
+      if (server_ids_[s] == exit.id) ++restarts_of_shard_[static_cast<int>(s)];
+    }
+    ++report_.shard_restarts;
+    if (options_.progress) {
+      progress_.Print(absl::StrCat(exit.role, " ", exit.status.ToString(),
+                                   "; restarting it from its last checkpoint"));
+    }
     return;
   }
   Fail(absl::UnavailableError(absl::StrCat(exit.role, " ", exit.status.ToString(),
@@ -493,7 +518,7 @@ bool JobRun::finished() const { return impl_->finished(); }
 std::vector<ProcessId> JobRun::processes() const { return impl_->processes(); }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
-                                    const std::string& listen) {
+                                    const std::string& listen, bool resume) {
   std::vector<std::string> argv = {binary, "server",
                                    "--listen", listen,
                                    "--shard", absl::StrCat(shard),
@@ -506,6 +531,11 @@ std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binar
                                    "--momentum", Num(job.lr.momentum)};
   if (job.learner_timeout) {
     argv.insert(argv.end(), {"--learner-timeout", Num(absl::ToDoubleSeconds(*job.learner_timeout))});
+  }
+  if (job.checkpoint) {
+    argv.insert(argv.end(), {"--checkpoint-dir", job.checkpoint->dir, "--checkpoint-every",
+                             Num(absl::ToDoubleSeconds(job.checkpoint->every))});
+    if (resume) argv.push_back("--resume");
   }
   return argv;
 }
@@ -582,6 +612,8 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["learners_finished"] = r.learners_finished;
   j["learners_failed"] = r.learners_failed;
   j["learners_evicted"] = r.learners_evicted;
+  j["shard_restarts"] = r.shard_restarts;
+  j["updates_lost"] = r.updates_lost;
   j["learner_failures"] = r.learner_failures;
   auto& evals = j["evals"] = nlohmann::json::array();
   for (const EvalPoint& p : r.evals) {

@@ -35,6 +35,8 @@ struct RunJobOptions {
   // Called on the loop thread right after each group of processes has started (the shards, then
   // the learners with the evaluator), with their ids in the backend (e.g. to record their pids).
   std::function<void(const std::vector<ProcessId>&, Backend&)> on_started;
+  // Start the shards from the checkpoints in the spec's checkpoint.dir (orrery run --resume).
+  bool resume = false;
 };
 
 // One evaluation of the pulled weights on the test set.
@@ -67,6 +69,11 @@ struct RunReport {
   int learners_finished = 0;
   int learners_failed = 0;
   int learners_evicted = 0;      // failed learners the runner removed from the shards' accounting
+  int shard_restarts = 0;        // shards that died and came back from their checkpoint
+  // Updates a restarted shard lost (its version before the crash, as the learners last saw it,
+  // minus the version of its checkpoint), summed over restarts: a lower bound, since learners see
+  // a shard's version only when they pull.
+  uint64_t updates_lost = 0;
   std::vector<std::string> learner_failures;  // "learner-2: killed by signal 9 (SIGKILL)"
   std::vector<EvalPoint> evals;
 };
@@ -112,8 +119,9 @@ absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& option
 std::string RunReportJson(const RunReport& report, const JobSpec& job);
 
 // The command lines the job's processes run (exposed for tests and for other backends).
+// With a checkpoint in the spec the shard keeps it; `resume` starts it from the checkpoint.
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
-                                    const std::string& listen);
+                                    const std::string& listen, bool resume = false);
 std::vector<std::string> LearnerArgv(const JobSpec& job, const std::string& binary, int index,
                                      const std::vector<std::string>& servers, int threads);
 std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& binary,

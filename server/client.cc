@@ -327,7 +327,20 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Pull"));
   impl_->pulled_ = true;
+  shard_version_.resize(n, 0);
+  for (int s = 0; s < n; ++s) {
+    const std::vector<int>& chunks = plan.ChunksOfShard(s);
+    if (chunks.empty()) continue;
+    uint64_t v = 0;
+    for (int c : chunks) v = std::max(v, impl_->chunk_versions_[c]);
+    if (v < shard_version_[s]) restarts_.push_back({s, shard_version_[s], v});
+    shard_version_[s] = v;
+  }
   return absl::OkStatus();
+}
+
+std::vector<PsClient::ShardRestart> PsClient::TakeShardRestarts() {
+  return std::exchange(restarts_, {});
 }
 
 absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t samples,

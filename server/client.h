@@ -108,6 +108,16 @@ class PsClient {
   // Leaves the job on every shard (hardsync/ssp stop waiting for this learner).
   absl::Status Leave();
 
+  // A shard whose version went backwards between two pulls: it was restarted from a checkpoint
+  // and lost the updates between its checkpoint and its crash (as far as this client saw them).
+  struct ShardRestart {
+    int shard = 0;
+    uint64_t version_before = 0;  // the largest version this client had pulled from it
+    uint64_t version_after = 0;   // the version it came back with
+  };
+  // The restarts seen since the last call.
+  std::vector<ShardRestart> TakeShardRestarts();
+
   int learner_id() const { return learner_id_; }
   // The clock to continue from: the largest clock the shards reported at (re-)registration.
   int64_t start_clock() const { return start_clock_; }
@@ -120,6 +130,8 @@ class PsClient {
   absl::Status RegisterAll(const std::vector<int>& shards);
 
   std::unique_ptr<Impl> impl_;
+  std::vector<uint64_t> shard_version_;  // per shard, the largest chunk version of the last pull
+  std::vector<ShardRestart> restarts_;
   int learner_id_ = -1;
   int64_t start_clock_ = 0;
 };

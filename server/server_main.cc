@@ -5,6 +5,8 @@
 
 #include <iostream>
 
+#include <cstdio>
+
 #include <glog/logging.h>
 
 #include "server/memory_reuse.h"
@@ -31,6 +33,11 @@ int RunServer(const ServerOptions& options) {
         std::cout << "ORRERY_SERVER_RESTORED {\"shard\":" << options.shard_index
                   << ",\"version\":" << *v << "}" << std::endl;
       }
+      (*server)->OnCheckpoint([shard = options.shard_index](uint64_t version) {
+        std::printf("ORRERY_SERVER_CHECKPOINT {\"shard\":%d,\"version\":%llu}\n", shard,
+                    static_cast<unsigned long long>(version));
+        std::fflush(stdout);
+      });
       std::cout << "ORRERY_SERVER_READY " << (*server)->address() << std::endl;  // flushes
       int signal_number = 0;
       sigwait(&stop_signals, &signal_number);

@@ -158,7 +158,8 @@ absl::Status ShardServer::WriteCheckpoint() {
   if (checkpointed_version_ == state->version()) return absl::OkStatus();
   RETURN_IF_ERROR(WriteCheckpointFile(checkpoint_path_, *state));
   checkpointed_version_ = state->version();
-  VLOG(1) << "checkpoint " << checkpoint_path_ << " at version " << state->version();
+  if (on_checkpoint_) on_checkpoint_(state->version());
+  LOG(INFO) << "checkpoint written: " << checkpoint_path_ << " at version " << state->version();
   return absl::OkStatus();
 }
 

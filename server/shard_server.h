@@ -2,6 +2,7 @@
 // drops silent learners. Used by RunServer and by tests that run shards in-process.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +35,11 @@ class ShardServer {
   std::optional<uint64_t> restored_version() const { return restored_version_; }
   // Writes a checkpoint now (when checkpoints are configured and the shard has weights).
   absl::Status WriteCheckpoint();
+  // Called (on the writing thread) with the version of every checkpoint written.
+  void OnCheckpoint(std::function<void(uint64_t version)> callback) {
+    absl::MutexLock lock(&checkpoint_mu_);
+    on_checkpoint_ = std::move(callback);
+  }
   // Idempotent.
   void Shutdown();
 
@@ -52,6 +58,7 @@ class ShardServer {
   std::optional<uint64_t> restored_version_;
   absl::Mutex checkpoint_mu_;  // one writer at a time
   std::optional<uint64_t> checkpointed_version_ ABSL_GUARDED_BY(checkpoint_mu_);
+  std::function<void(uint64_t)> on_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
   absl::Time next_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::thread expiry_thread_;
   absl::Mutex mu_;

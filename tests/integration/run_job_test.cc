@@ -195,3 +195,48 @@ TEST(RunJobRestartTest, KilledLearnerIsRestartedByThePolicy) {
 
 }  // namespace
 }  // namespace orrery::scheduler
+
+namespace orrery::scheduler {
+namespace {
+
+// kill -9 of a shard mid-run: the runner restarts it from its last checkpoint at the same
+// address, the learners retry and carry on, and the job ends as well as an undisturbed one.
+TEST(RunJobFaultTest, KilledShardIsRestartedFromItsCheckpointAndTheJobFinishes) {
+  JobSpec job = MlpJob("async", 2);
+  job.restart.max_restarts = 2;
+  job.restart.backoff = absl::Milliseconds(100);
+  for (int i = 0; i < kLearners; ++i) job.slow_learners.push_back({i, 3.0});  // room for a kill
+
+  RunJobOptions calm = Options("calm");
+  job.checkpoint = CheckpointSpec{calm.log_dir + "/ckpt", absl::Milliseconds(300)};
+  absl::StatusOr<RunReport> baseline = RunJob(job, calm);
+  ASSERT_TRUE(baseline.ok()) << baseline.status();
+
+  RunJobOptions o = Options("killed");
+  job.checkpoint = CheckpointSpec{o.log_dir + "/ckpt", absl::Milliseconds(300)};
+  int kills = 0;
+  int restored = 0;
+  o.on_line = [&](const OutputLine& line, Backend& backend) {
+    if (line.role.find("server-1") == std::string::npos) return;
+    if (absl::StartsWith(line.text, "ORRERY_SERVER_RESTORED ")) ++restored;
+    // After a checkpoint with training in it, not at version 0.
+    if (kills == 0 && absl::StartsWith(line.text, "ORRERY_SERVER_CHECKPOINT ") &&
+        line.text.find("\"version\":0}") == std::string::npos) {
+      if (backend.Signal(line.id, SIGKILL).ok()) ++kills;
+    }
+  };
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(kills, 1);
+  EXPECT_EQ(restored, 1);
+  EXPECT_EQ(r->shard_restarts, 1);
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->learners_failed, 0);
+  std::fprintf(stderr, "shard kill: accuracy %.4f (undisturbed %.4f), updates lost %llu\n",
+               r->test_accuracy, baseline->test_accuracy,
+               static_cast<unsigned long long>(r->updates_lost));
+  EXPECT_NEAR(r->test_accuracy, baseline->test_accuracy, 0.02);
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
