@@ -129,8 +129,10 @@ absl::Status RunLearner(const LearnerOptions& o) {
         "--index %d of --learners %d: the slice of the training set is empty", o.index, o.learners));
   }
 
+  // The learner's id is its index: a learner restarted after a crash, or started again by
+  // `orrery run --resume`, rejoins as itself and continues from the clock the shards kept.
   ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
-                   server::PsClient::Connect(MakeClientOptions(o, *model, -1)));
+                   server::PsClient::Connect(MakeClientOptions(o, *model, o.index)));
   Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
                                  {"index", o.index},
                                  {"start_clock", ps->start_clock()},
