@@ -52,6 +52,9 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir, "Keep this shard's checkpoint (shard-<i>.ckpt) in this directory");
   cmd->add_option("--checkpoint-every", o->checkpoint_every_seconds, "Seconds between checkpoints")->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint in --checkpoint-dir (a missing one starts fresh; a corrupt or mismatched one is refused)");
+  cmd->add_option("--tls-cert", o->tls_cert, "Serve TLS with this PEM certificate (needs --tls-key)");
+  cmd->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--tls-client-ca", o->tls_client_ca, "Mutual TLS: require client certificates signed by this PEM CA");
   cmd->callback([&commands, o] { commands.Set([o] { return server::RunServer(*o); }); });
 }
 
@@ -82,6 +85,9 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--rpc-timeout", *rpc_timeout, "Seconds per RPC attempt")->capture_default_str();
   cmd->add_option("--pull-timeout", *pull_timeout, "Seconds a pull may wait for other learners")->capture_default_str();
   cmd->add_option("--retry-budget", *retry_budget, "Seconds of backoff spent retrying an unavailable shard")->capture_default_str();
+  cmd->add_option("--tls-ca", o->tls.ca, "Connect with TLS, verifying the shards against this PEM CA");
+  cmd->add_option("--tls-cert", o->tls.cert, "Mutual TLS: this learner's PEM certificate (needs --tls-key)");
+  cmd->add_option("--tls-key", o->tls.key, "Mutual TLS: PEM private key of --tls-cert");
   cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget] {
     commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget] {
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());

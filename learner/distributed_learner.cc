@@ -55,6 +55,7 @@ server::ClientOptions MakeClientOptions(const LearnerOptions& o, Model& model, i
   c.job_id = o.job_id;
   c.token = o.token;
   c.learner_id = learner_id;
+  c.tls = o.tls;
   for (const TensorInfo& t : model.params().infos()) {
     c.tensors.push_back({t.name, static_cast<uint64_t>(t.size)});
   }

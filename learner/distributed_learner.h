@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "learner/fashion_mnist.h"
+#include "server/tls.h"
 
 namespace orrery::learner {
 
@@ -26,6 +27,7 @@ struct LearnerOptions {
   std::vector<std::string> servers;  // --servers: host:port of shard i at index i
   std::string job_id = "default";    // --job
   std::string token;                 // --token / ORRERY_TOKEN
+  server::TlsFiles tls;              // --tls-ca, --tls-cert, --tls-key
   std::string model_path;            // --model
   std::string data_dir = kDefaultFashionMnistDir;  // --data
   int index = 0;                     // --index: this learner's data slice, 0 <= index < learners

@@ -231,6 +231,24 @@ absl::Status ParseCheckpoint(const YAML::Node& node, const std::string& base_dir
   return absl::OkStatus();
 }
 
+absl::Status ParseTls(const YAML::Node& node, const std::string& base_dir, TlsSpec* out) {
+  ASSIGN_OR_RETURN(auto entries, MapEntries(node, "tls", {"ca", "cert", "key", "mutual"}));
+  for (const auto& [key, value] : entries) {
+    std::string full = KeyPath("tls", key);
+    if (key == "mutual") {
+      ASSIGN_OR_RETURN(out->mutual, Choice<bool>(value, full, {{"true", true}, {"false", false}}));
+    } else {
+      ASSIGN_OR_RETURN((key == "ca" ? out->ca : key == "cert" ? out->cert : out->key),
+                       ResolveExistingFile(value, full, base_dir));
+    }
+  }
+  for (const char* key : {"ca", "cert", "key"}) {
+    const std::string& v = std::string(key) == "ca" ? out->ca : std::string(key) == "cert" ? out->cert : out->key;
+    if (v.empty()) return Invalid(KeyPath("tls", key), "missing");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParsePrecision(const YAML::Node& node, PrecisionSpec* out) {
   ASSIGN_OR_RETURN(auto entries, MapEntries(node, "precision", {"wire", "weights", "compute"}));
   const std::vector<std::pair<absl::string_view, NumberFormat>> formats = {
@@ -262,7 +280,7 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
                                          "batch", "epochs", "seed", "target_accuracy", "slow_learners",
                                          "limit_train", "limit_test", "eval_every_seconds",
                                          "learner_timeout_seconds", "backend", "restart",
-                                         "checkpoint", "precision"}));
+                                         "checkpoint", "precision", "tls"}));
   JobSpec spec;
   bool has_name = false, has_model = false;
   for (const auto& [key, value] : entries) {
@@ -319,6 +337,9 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
       RETURN_IF_ERROR(ParseCheckpoint(value, base_dir, &*spec.checkpoint));
     } else if (key == "precision") {
       RETURN_IF_ERROR(ParsePrecision(value, &spec.precision));
+    } else if (key == "tls") {
+      spec.tls.emplace();
+      RETURN_IF_ERROR(ParseTls(value, base_dir, &*spec.tls));
     }
   }
   if (!has_name) return Invalid("name", "missing (every job needs a name)");

@@ -53,6 +53,15 @@ struct CheckpointSpec {
 enum class NumberFormat { kFp32, kFixed16 };
 const char* NumberFormatName(NumberFormat format);  // "fp32", "fixed16"
 
+// TLS on every channel between the job's processes (server/tls.h). One certificate serves the
+// shards and, with `mutual`, identifies the learners to them.
+struct TlsSpec {
+  std::string ca;    // key `ca`: PEM CA the shards' (and with mutual, the learners') certificates chain to
+  std::string cert;  // key `cert`: PEM certificate for the job's hosts
+  std::string key;   // key `key`: its PEM private key
+  bool mutual = false;  // key `mutual`: shards require client certificates
+};
+
 // Reserved for the 16-bit fixed-point work; parsed and validated now so specs stay stable.
 struct PrecisionSpec {
   NumberFormat wire = NumberFormat::kFp32;
@@ -83,6 +92,7 @@ struct JobSpec {
   BackendKind backend = BackendKind::kLocal;
   RestartPolicy restart;   // key `restart`: {max_restarts, backoff_seconds, max_backoff_seconds}
   std::optional<CheckpointSpec> checkpoint;  // key `checkpoint`: {dir, every_seconds}
+  std::optional<TlsSpec> tls;  // key `tls`: {ca, cert, key, mutual}
   PrecisionSpec precision;  // key `precision`: {wire, weights, compute}
 };
 

@@ -19,6 +19,7 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "parameter_server.grpc.pb.h"
+#include "server/tls.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/line_waiter.h"
@@ -415,9 +416,15 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
 void JobRun::Impl::EvictLearner(const std::string& role, int learner_id) {
   int evicted = 0;
   std::string errors;
+  server::TlsFiles tls;
+  if (job_.tls) tls = {job_.tls->ca, job_.tls->mutual ? job_.tls->cert : "", job_.tls->mutual ? job_.tls->key : ""};
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = server::MakeChannelCredentials(tls);
   for (const std::string& endpoint : endpoints_) {
-    auto stub = proto::ParameterServer::NewStub(
-        grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+    if (!credentials.ok()) {
+      absl::StrAppend(&errors, " ", credentials.status().message());
+      break;
+    }
+    auto stub = proto::ParameterServer::NewStub(grpc::CreateChannel(endpoint, *credentials));
     proto::LeaveRequest request;
     request.set_job_id(job_.name);
     request.set_token(token_);
@@ -537,6 +544,10 @@ std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binar
                              Num(absl::ToDoubleSeconds(job.checkpoint->every))});
     if (resume) argv.push_back("--resume");
   }
+  if (job.tls) {
+    argv.insert(argv.end(), {"--tls-cert", job.tls->cert, "--tls-key", job.tls->key});
+    if (job.tls->mutual) argv.insert(argv.end(), {"--tls-client-ca", job.tls->ca});
+  }
   return argv;
 }
 
@@ -554,6 +565,10 @@ std::vector<std::string> CommonLearnerArgv(const JobSpec& job, const std::string
                                    "--seed", absl::StrCat(job.seed),
                                    "--threads", absl::StrCat(threads)};
   if (job.limit_train) argv.insert(argv.end(), {"--limit-train", absl::StrCat(*job.limit_train)});
+  if (job.tls) {
+    argv.insert(argv.end(), {"--tls-ca", job.tls->ca});
+    if (job.tls->mutual) argv.insert(argv.end(), {"--tls-cert", job.tls->cert, "--tls-key", job.tls->key});
+  }
   return argv;
 }
 }  // namespace

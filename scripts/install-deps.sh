@@ -13,7 +13,7 @@ BASE_PKGS=(
   libboost-system-dev libboost-filesystem-dev
   libgoogle-glog-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist openssl
 )
 BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox )
 SLURM_PKGS=( slurmctld slurmd munge slurm-client )

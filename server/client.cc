@@ -41,13 +41,14 @@ double ShardStats::staleness_mean() const {
 
 class PsClient::Impl {
  public:
-  Impl(ClientOptions options, ShardPlan plan) : options_(std::move(options)), plan_(std::move(plan)) {
+  Impl(ClientOptions options, ShardPlan plan, std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : options_(std::move(options)), plan_(std::move(plan)) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // each client its own connections
     for (const std::string& endpoint : options_.endpoints) {
-      auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+      auto channel = grpc::CreateCustomChannel(endpoint, credentials, args);
       stubs_.push_back(proto::ParameterServer::NewStub(channel));
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
@@ -215,8 +216,10 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
   layout.set_num_shards(static_cast<uint32_t>(options.endpoints.size()));
   ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   MakeChannelCredentials(options.tls));
   std::unique_ptr<PsClient> client(
-      new PsClient(std::make_unique<Impl>(options, std::move(plan))));
+      new PsClient(std::make_unique<Impl>(options, std::move(plan), std::move(credentials))));
   client->learner_id_ = options.learner_id;
   std::vector<int> rest = client->impl_->AllShards();
   if (options.learner_id == -1) {

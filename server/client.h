@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "parameter_server.pb.h"
+#include "server/tls.h"
 
 namespace orrery::server {
 
@@ -48,6 +49,9 @@ struct ClientOptions {
   // Connect calls KeepFreedMemoryForReuse() (server/memory_reuse.h), a process-wide malloc
   // setting that makes multi-megabyte pulls and pushes several times faster.
   bool keep_freed_memory = true;
+  // TLS to the shards (server/tls.h): the shards' CA, and for mutual TLS this client's
+  // certificate and key. Empty: plaintext.
+  TlsFiles tls;
 };
 
 // One shard's counters (see StatsResponse in proto/parameter_server.proto).

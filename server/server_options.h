@@ -51,6 +51,11 @@ struct ServerOptions {
   // --resume: continue from the checkpoint in --checkpoint-dir. A missing file starts fresh; a
   // corrupt or mismatched one is refused (the shard does not start).
   bool resume = false;
+  // --tls-cert, --tls-key: serve TLS with this PEM certificate and key; --tls-client-ca: also
+  // require client certificates signed by this CA (mutual TLS). All empty: plaintext.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
 };
 
 }  // namespace orrery::server

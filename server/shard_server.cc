@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "server/checkpoint.h"
 #include "server/sharding.h"
+#include "server/tls.h"
 
 namespace orrery::server {
 
@@ -103,9 +104,11 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   }
   s->service_ = std::make_unique<PsService>(s->shard_.get());
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   MakeServerCredentials(TlsFiles{options.tls_client_ca, options.tls_cert, options.tls_key}));
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen_address, credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.RegisterService(s->service_.get());
