@@ -276,6 +276,13 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
     if (st.ok() && store_ == nullptr) {
       st = absl::FailedPreconditionError("this shard has no model layout yet; Register first");
     }
+    const proto::Encoding encoding = request.encoding();
+    if (st.ok() && encoding != proto::ENCODING_UNSPECIFIED && encoding != proto::FP32 &&
+        encoding != proto::FIXED16) {
+      st = absl::InvalidArgumentError(absl::StrCat("pull asks for unknown encoding ",
+                                                   static_cast<int>(encoding),
+                                                   "; use FP32 or FIXED16"));
+    }
     const int learner = request.learner_id();
     if (st.ok() && learner != kObserver) st = protocol_.CheckPull(learner, request.clock());
     if (!st.ok()) {
