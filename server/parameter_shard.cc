@@ -35,6 +35,13 @@ absl::StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(ShardConf
     return absl::InvalidArgumentError(
         absl::StrCat("momentum must be in [0, 1), got ", config.momentum));
   }
+  if (config.fixed_weights.has_value() &&
+      (config.fixed_weights->format.fl < 0 ||
+       config.fixed_weights->format.fl > quant::kMaxFractionalBits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the fixed16 weights' FL must be in [0, ", quant::kMaxFractionalBits, "], got ",
+        config.fixed_weights->format.fl));
+  }
   if (config.learner_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("the learner timeout must be positive");
   }
@@ -82,7 +89,8 @@ absl::Status ParameterShard::SetLayoutLocked(const proto::ModelLayout& layout) {
   }
   ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
   plan_ = std::make_unique<ShardPlan>(std::move(plan));
-  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum);
+  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum,
+                                        config_.fixed_weights);
   return absl::OkStatus();
 }
 

@@ -20,9 +20,12 @@ constexpr int kShards = 2;
 // A fresh pair of async shards for two learners.
 class Shards {
  public:
-  Shards() {
+  // `weights`: the shards' --weights (fp32 | fixed16, FL 12).
+  explicit Shards(const std::string& weights = "fp32") {
     for (int s = 0; s < kShards; ++s) {
       ServerOptions o;
+      o.weights = weights;
+      o.weights_fl = 12;
       o.shard_index = s;
       o.num_shards = kShards;
       o.job_id = "wire";
@@ -144,6 +147,29 @@ TEST(WireEncodingTest, Fixed16PushIsStochasticallyRoundedAndReproducible) {
   for (float v : runs[0]) mean += v;
   mean /= static_cast<double>(runs[0].size());
   EXPECT_NEAR(mean, -0.5 * g, 0.02 * 0.5 * g) << "lr 0.5 times the gradient, in expectation";
+}
+
+// precision.weights and precision.wire both fixed16: the shards' master weights stay on the
+// FL 12 grid after updates and travel exactly, in FL 12.
+TEST(WireEncodingTest, Fixed16MasterWeightsArePulledExactly) {
+  Shards shards("fixed16");
+  auto ps = PsClient::Connect(shards.Options(proto::FIXED16, 0));
+  ASSERT_TRUE(ps.ok()) << ps.status();
+  const size_t n = (*ps)->total_elements();
+  ASSERT_TRUE((*ps)->Init(Wave(n, 0.7f, 0.3f)).ok());
+  std::vector<float> w(n);
+  for (int64_t t = 0; t < 3; ++t) {
+    ASSERT_TRUE((*ps)->Pull(t, w).ok());
+    ASSERT_TRUE((*ps)->Push(t, Wave(n, 0.001f, 2.0f + t), 8, 1.0f).ok());
+  }
+  ASSERT_TRUE((*ps)->Pull(3, w).ok());
+  const std::vector<float> exact = shards.Weights(w);  // FP32 pull by an observer
+  EXPECT_EQ(w, exact);
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(w[i] * 4096, std::round(w[i] * 4096)) << "weight " << i << " is off the grid";
+  }
+  const std::vector<float> init = Wave(n, 0.7f, 0.3f);
+  EXPECT_NE(w, init) << "the pushes moved the weights";
 }
 
 TEST(WireEncodingTest, ShardAnswersAPullInTheRequestedEncoding) {
