@@ -82,7 +82,30 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--rpc-timeout", *rpc_timeout, "Seconds per RPC attempt")->capture_default_str();
   cmd->add_option("--pull-timeout", *pull_timeout, "Seconds a pull may wait for other learners")->capture_default_str();
   cmd->add_option("--retry-budget", *retry_budget, "Seconds of backoff spent retrying an unavailable shard")->capture_default_str();
-  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget] {
+  auto precision = std::make_shared<std::string>("fp32");
+  auto rounding = std::make_shared<std::string>("stochastic");
+  auto wire = std::make_shared<std::string>("fp32");
+  auto wire_fl = std::make_shared<int>(-1);
+  cmd->add_option("--precision", *precision, "Arithmetic of the dense layers: fp32 | fixed16 (as in orrery train)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
+  CLI::Option* fl = cmd->add_option("--fl", o->precision.fixed.fl, "fixed16: fractional bits FL of weights, gradients and errors in the GEMMs")->capture_default_str();
+  CLI::Option* activation_fl = cmd->add_option("--activation-fl", o->precision.fixed.activation_fl, "fixed16: fractional bits of the dense layers' inputs and outputs")->capture_default_str();
+  CLI::Option* rounding_opt = cmd->add_option("--rounding", *rounding, "fixed16: rounding of every conversion and GEMM output: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();
+  cmd->add_option("--wire", *wire, "Encoding of pushes and pulls: fp32 | fixed16 (half the bytes)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
+  CLI::Option* wire_fl_opt = cmd->add_option("--wire-fl", *wire_fl, "fixed16 wire: FL of pushed gradients in [0, 30] (default: per chunk from its range)")->check(CLI::Range(0, 30));
+  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt] {
+    // The strings passed IsMember, so parsing cannot fail.
+    o->precision.compute = learner::ParseComputeFormat(*precision).value();
+    o->precision.fixed.rounding = learner::ParseRounding(*rounding).value();
+    o->wire = *wire == "fixed16" ? proto::FIXED16 : proto::FP32;
+    if (o->precision.compute != learner::ComputeFormat::kFixed16) {
+      for (const CLI::Option* opt : {fl, activation_fl, rounding_opt}) {
+        if (opt->count() > 0) throw CLI::ValidationError(opt->get_name(), "applies only with --precision fixed16");
+      }
+    }
+    if (wire_fl_opt->count() > 0) {
+      if (o->wire != proto::FIXED16) throw CLI::ValidationError("--wire-fl", "applies only with --wire fixed16");
+      o->wire_fl = *wire_fl;
+    }
     commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget] {
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
       o->rpc_timeout = absl::Seconds(*rpc_timeout);
