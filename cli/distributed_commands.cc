@@ -47,6 +47,9 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--lr", o->lr, "α₀: base learning rate")->capture_default_str();
   cmd->add_option("--staleness-rule", o->staleness_rule, "none (α₀) | inverse (α₀ / max(1, τ))")->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "Server-side momentum in [0, 1)")->capture_default_str();
+  cmd->add_option("--weights", o->weights, "Master weights: fp32 | fixed16 (16-bit fixed point <16-FL, FL>, rounded after every update)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
+  cmd->add_option("--weights-fl", o->weights_fl, "fixed16 weights: fractional bits FL in [0, 30]")->check(CLI::Range(0, 30))->capture_default_str();
+  cmd->add_option("--weights-rounding", o->weights_rounding, "fixed16 weights: rounding after each update: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();
   cmd->add_option("--learner-timeout", o->learner_timeout_seconds, "Seconds of silence before a learner is dropped from hardsync/ssp accounting")->capture_default_str();
   cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest request or response")->capture_default_str();
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir, "Keep this shard's checkpoint (shard-<i>.ckpt) in this directory");
@@ -88,7 +91,30 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--tls-ca", o->tls.ca, "Connect with TLS, verifying the shards against this PEM CA");
   cmd->add_option("--tls-cert", o->tls.cert, "Mutual TLS: this learner's PEM certificate (needs --tls-key)");
   cmd->add_option("--tls-key", o->tls.key, "Mutual TLS: PEM private key of --tls-cert");
-  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget] {
+  auto precision = std::make_shared<std::string>("fp32");
+  auto rounding = std::make_shared<std::string>("stochastic");
+  auto wire = std::make_shared<std::string>("fp32");
+  auto wire_fl = std::make_shared<int>(-1);
+  cmd->add_option("--precision", *precision, "Arithmetic of the dense layers: fp32 | fixed16 (as in orrery train)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
+  CLI::Option* fl = cmd->add_option("--fl", o->precision.fixed.fl, "fixed16: fractional bits FL of weights, gradients and errors in the GEMMs")->capture_default_str();
+  CLI::Option* activation_fl = cmd->add_option("--activation-fl", o->precision.fixed.activation_fl, "fixed16: fractional bits of the dense layers' inputs and outputs")->capture_default_str();
+  CLI::Option* rounding_opt = cmd->add_option("--rounding", *rounding, "fixed16: rounding of every conversion and GEMM output: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();
+  cmd->add_option("--wire", *wire, "Encoding of pushes and pulls: fp32 | fixed16 (half the bytes)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
+  CLI::Option* wire_fl_opt = cmd->add_option("--wire-fl", *wire_fl, "fixed16 wire: FL of pushed gradients in [0, 30] (default: per chunk from its range)")->check(CLI::Range(0, 30));
+  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt] {
+    // The strings passed IsMember, so parsing cannot fail.
+    o->precision.compute = learner::ParseComputeFormat(*precision).value();
+    o->precision.fixed.rounding = learner::ParseRounding(*rounding).value();
+    o->wire = *wire == "fixed16" ? proto::FIXED16 : proto::FP32;
+    if (o->precision.compute != learner::ComputeFormat::kFixed16) {
+      for (const CLI::Option* opt : {fl, activation_fl, rounding_opt}) {
+        if (opt->count() > 0) throw CLI::ValidationError(opt->get_name(), "applies only with --precision fixed16");
+      }
+    }
+    if (wire_fl_opt->count() > 0) {
+      if (o->wire != proto::FIXED16) throw CLI::ValidationError("--wire-fl", "applies only with --wire fixed16");
+      o->wire_fl = *wire_fl;
+    }
     commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget] {
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
       o->rpc_timeout = absl::Seconds(*rpc_timeout);

@@ -120,6 +120,12 @@ absl::StatusOr<server::ServerOptions> ServerOptionsFromArgv(const std::vector<st
       ok = absl::SimpleAtof(v, &o.momentum);
     } else if (flag == "--learner-timeout") {
       ok = absl::SimpleAtod(v, &o.learner_timeout_seconds);
+    } else if (flag == "--weights") {
+      o.weights = v;
+    } else if (flag == "--weights-fl") {
+      ok = absl::SimpleAtoi(v, &o.weights_fl);
+    } else if (flag == "--weights-rounding") {
+      o.weights_rounding = v;
     } else if (flag == "--max-message-bytes") {
       ok = absl::SimpleAtoi(v, &o.max_message_bytes);
     } else {

@@ -36,7 +36,10 @@ void Emit(const char* tag, const nlohmann::json& body) {
 
 absl::StatusOr<std::unique_ptr<Model>> BuildModel(const LearnerOptions& o) {
   ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(o.model_path));
-  return Model::Create(spec, o.seed);
+  // Every learner starts from the same seeded weights but draws its own rounding noise.
+  PrecisionOptions precision = o.precision;
+  precision.fixed.stream_salt = o.evaluator ? 1 : static_cast<uint64_t>(o.index) + 2;
+  return Model::Create(spec, o.seed, precision);
 }
 
 absl::Status CheckInputShape(const Model& model, const Dataset& data, const std::string& path) {
@@ -63,6 +66,8 @@ server::ClientOptions MakeClientOptions(const LearnerOptions& o, Model& model, i
   c.rpc_timeout = o.rpc_timeout;
   c.pull_timeout = o.pull_timeout;
   c.retry_budget = o.retry_budget;
+  c.wire = o.wire;
+  c.wire_fl = o.wire_fl;
   return c;
 }
 
@@ -111,7 +116,14 @@ absl::Status ValidateLearnerOptions(const LearnerOptions& o) {
   if (o.chunk_size < 1) return absl::InvalidArgumentError("--chunk-size: must be >= 1");
   if (!(o.eval_every_seconds > 0)) return absl::InvalidArgumentError("--eval-every: must be > 0 seconds");
   if (!(o.report_every_seconds > 0)) return absl::InvalidArgumentError("--report-every: must be > 0 seconds");
-  return absl::OkStatus();
+  if (o.wire != proto::FP32 && o.wire != proto::FIXED16) {
+    return absl::InvalidArgumentError("--wire: must be fp32 or fixed16");
+  }
+  if (o.wire_fl.has_value() && (*o.wire_fl < 0 || *o.wire_fl > quant::kMaxFractionalBits)) {
+    return absl::InvalidArgumentError(absl::StrFormat("--wire-fl: must be in [0, %d], got %d",
+                                                      quant::kMaxFractionalBits, *o.wire_fl));
+  }
+  return ValidatePrecision(o.precision);
 }
 
 absl::Status RunLearner(const LearnerOptions& o) {
@@ -225,7 +237,12 @@ absl::Status RunLearner(const LearnerOptions& o) {
                                {"dropped", dropped},
                                {"images", images_done},
                                {"seconds", seconds},
-                               {"images_per_second", images_done / std::max(seconds, 1e-9)}});
+                               {"images_per_second", images_done / std::max(seconds, 1e-9)},
+                               {"wire", o.wire == proto::FIXED16 ? "fixed16" : "fp32"},
+                               {"pushes", ps->wire_stats().pushes},
+                               {"push_bytes", ps->wire_stats().push_bytes},
+                               {"pulls", ps->wire_stats().pulls},
+                               {"pull_bytes", ps->wire_stats().pull_bytes}});
   return left;
 }
 

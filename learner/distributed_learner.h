@@ -7,12 +7,15 @@
 // Both report on stdout with one machine-readable line per event, a tag then a JSON object:
 //   ORRERY_LEARNER_JOINED {"learner":<id the shards assigned>,"index":..,"start_clock":..}
 //   ORRERY_LEARNER {"learner":..,"step":..,"steps":..,"loss":..,"images_per_second":..}
-//   ORRERY_LEARNER_DONE {"learner":..,"steps":..,"images":..,"seconds":..,"images_per_second":..}
+//   ORRERY_LEARNER_DONE {"learner":..,"steps":..,"images":..,"seconds":..,"images_per_second":..,
+//                        "wire":"fp32"|"fixed16","pushes":..,"push_bytes":..,"pulls":..,"pull_bytes":..}
+//   (push_bytes and pull_bytes: serialised Push requests and Pull responses, all shards)
 //   ORRERY_EVAL {"seconds":..,"test_accuracy":..,"test_loss":..,"final":bool,"stats":{...}}
 // `orrery run` and the scheduler parse these lines; people can read them too.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,8 @@
 #include "absl/time/time.h"
 #include "learner/fashion_mnist.h"
 #include "server/tls.h"
+#include "learner/precision.h"
+#include "parameter_server.pb.h"
 
 namespace orrery::learner {
 
@@ -46,6 +51,13 @@ struct LearnerOptions {
   absl::Duration rpc_timeout = absl::Seconds(30);    // --rpc-timeout
   absl::Duration pull_timeout = absl::Minutes(10);   // --pull-timeout
   absl::Duration retry_budget = absl::Seconds(60);   // --retry-budget
+  // --precision, --fl, --activation-fl, --rounding: the arithmetic of the dense layers, as in
+  // `orrery train` (precision.compute). The master weights live on the shards (--weights there).
+  PrecisionOptions precision;
+  // --wire fp32 | fixed16: the encoding of pushes and pulls (precision.wire); --wire-fl: FL of
+  // the pushed gradients (unset: per chunk from its range).
+  proto::Encoding wire = proto::FP32;
+  std::optional<int> wire_fl;
 };
 
 // Checks the options (errors name the flag). Pure.

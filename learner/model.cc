@@ -12,6 +12,7 @@
 #include "learner/batch_plan.h"
 #include "learner/layers/softmax_cross_entropy.h"
 #include "learner/model_graph.h"
+#include "quant/counter_rng.h"
 
 namespace orrery::learner {
 namespace {
@@ -32,7 +33,9 @@ class ModelImpl final : public Model {
         stream_(engine_),
         precision_(precision) {
     fixed_.options = precision.fixed;
-    fixed_.seed = seed;
+    fixed_.seed = precision.fixed.stream_salt == 0
+                      ? seed
+                      : quant::Mix64(seed ^ quant::Mix64(precision.fixed.stream_salt));
     fixed_.pass = &pass_;
     fixed_.threads = std::max(1, omp_get_max_threads());
   }

@@ -29,6 +29,10 @@ struct FixedComputeOptions {
   // Rounding of the master-weight updates (FixedSgdMomentum); unset: `rounding`. Separating the
   // two shows which rounding causes a failure.
   std::optional<quant::Rounding> update_rounding;
+  // Mixed into the key of the stochastic-rounding streams; 0 keeps the key the model's seed.
+  // Processes that share the weight seed (a distributed job's learners) set distinct salts so
+  // that they do not draw the same rounding noise.
+  uint64_t stream_salt = 0;
 
   quant::Rounding weight_update_rounding() const { return update_rounding.value_or(rounding); }
 };

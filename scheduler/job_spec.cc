@@ -250,10 +250,19 @@ absl::Status ParseTls(const YAML::Node& node, const std::string& base_dir, TlsSp
 }
 
 absl::Status ParsePrecision(const YAML::Node& node, PrecisionSpec* out) {
-  ASSIGN_OR_RETURN(auto entries, MapEntries(node, "precision", {"wire", "weights", "compute"}));
+  ASSIGN_OR_RETURN(auto entries,
+                   MapEntries(node, "precision", {"wire", "weights", "compute", "fl"}));
   const std::vector<std::pair<absl::string_view, NumberFormat>> formats = {
       {"fp32", NumberFormat::kFp32}, {"fixed16", NumberFormat::kFixed16}};
   for (const auto& [key, value] : entries) {
+    if (key == "fl") {
+      const std::string what = absl::StrCat("an integer in [0, ", kMaxSpecFractionalBits, "]");
+      ASSIGN_OR_RETURN(out->fl, Int32(value, "precision.fl", 0, what));
+      if (out->fl > kMaxSpecFractionalBits) {
+        return Invalid("precision.fl", absl::StrCat("expected ", what, ", got '", out->fl, "'"));
+      }
+      continue;
+    }
     ASSIGN_OR_RETURN(NumberFormat f, Choice(value, KeyPath("precision", key), formats));
     (key == "wire" ? out->wire : key == "weights" ? out->weights : out->compute) = f;
   }

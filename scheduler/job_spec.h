@@ -62,12 +62,17 @@ struct TlsSpec {
   bool mutual = false;  // key `mutual`: shards require client certificates
 };
 
-// Reserved for the 16-bit fixed-point work; parsed and validated now so specs stay stable.
+// Key `precision`: where 16-bit fixed point <16 - FL, FL> with stochastic rounding replaces fp32.
 struct PrecisionSpec {
+  // Pushed gradients and pulled weights (half the bytes); FL chosen per chunk from its range.
   NumberFormat wire = NumberFormat::kFp32;
+  // The shards' master weights, rounded after every update, in <16 - fl, fl>.
   NumberFormat weights = NumberFormat::kFp32;
+  // The learners' dense-layer GEMMs (weights, gradients and errors in <16 - fl, fl>).
   NumberFormat compute = NumberFormat::kFp32;
+  int fl = 12;  // key `fl`: an integer in [0, 15], for weights and compute
 };
+inline constexpr int kMaxSpecFractionalBits = 15;
 
 // Every field is validated; defaults are those shown. Paths are absolute after parsing.
 struct JobSpec {
@@ -93,7 +98,7 @@ struct JobSpec {
   RestartPolicy restart;   // key `restart`: {max_restarts, backoff_seconds, max_backoff_seconds}
   std::optional<CheckpointSpec> checkpoint;  // key `checkpoint`: {dir, every_seconds}
   std::optional<TlsSpec> tls;  // key `tls`: {ca, cert, key, mutual}
-  PrecisionSpec precision;  // key `precision`: {wire, weights, compute}
+  PrecisionSpec precision;  // key `precision`: {wire, weights, compute, fl}
 };
 
 // Parses a job spec from YAML text. Relative paths (model, data, checkpoint.dir) are resolved

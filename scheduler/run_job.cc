@@ -512,6 +512,13 @@ void JobRun::Impl::Finish() {
   }
   report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
   report_.images_per_second = report_.samples_applied / std::max(report_.train_seconds, 1e-9);
+  for (const auto& [index, p] : learner_progress_) {
+    if (!Get<bool>(p, "done", false)) continue;
+    report_.pushes += Get<uint64_t>(p, "pushes", 0);
+    report_.push_bytes += Get<uint64_t>(p, "push_bytes", 0);
+    report_.pulls += Get<uint64_t>(p, "pulls", 0);
+    report_.pull_bytes += Get<uint64_t>(p, "pull_bytes", 0);
+  }
   report_.wall_seconds = SecondsSince(start_);
   done(report_);  // may destroy this run: nothing after it
 }
@@ -548,6 +555,9 @@ std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binar
     argv.insert(argv.end(), {"--tls-cert", job.tls->cert, "--tls-key", job.tls->key});
     if (job.tls->mutual) argv.insert(argv.end(), {"--tls-client-ca", job.tls->ca});
   }
+  if (job.precision.weights == NumberFormat::kFixed16) {
+    argv.insert(argv.end(), {"--weights", "fixed16", "--weights-fl", absl::StrCat(job.precision.fl)});
+  }
   return argv;
 }
 
@@ -569,6 +579,10 @@ std::vector<std::string> CommonLearnerArgv(const JobSpec& job, const std::string
     argv.insert(argv.end(), {"--tls-ca", job.tls->ca});
     if (job.tls->mutual) argv.insert(argv.end(), {"--tls-cert", job.tls->cert, "--tls-key", job.tls->key});
   }
+  if (job.precision.compute == NumberFormat::kFixed16) {
+    argv.insert(argv.end(), {"--precision", "fixed16", "--fl", absl::StrCat(job.precision.fl)});
+  }
+  if (job.precision.wire == NumberFormat::kFixed16) argv.insert(argv.end(), {"--wire", "fixed16"});
   return argv;
 }
 }  // namespace
@@ -630,6 +644,12 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["shard_restarts"] = r.shard_restarts;
   j["updates_lost"] = r.updates_lost;
   j["learner_failures"] = r.learner_failures;
+  auto per = [](uint64_t bytes, uint64_t n) { return n == 0 ? 0.0 : static_cast<double>(bytes) / n; };
+  j["wire"] = {{"encoding", NumberFormatName(job.precision.wire)},
+               {"pushes", r.pushes}, {"push_bytes", r.push_bytes},
+               {"bytes_per_push", per(r.push_bytes, r.pushes)},
+               {"pulls", r.pulls}, {"pull_bytes", r.pull_bytes},
+               {"bytes_per_pull", per(r.pull_bytes, r.pulls)}};
   auto& evals = j["evals"] = nlohmann::json::array();
   for (const EvalPoint& p : r.evals) {
     evals.push_back({{"seconds", p.seconds}, {"test_accuracy", p.test_accuracy}, {"test_loss", p.test_loss},
@@ -643,7 +663,11 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
                            {"momentum", job.lr.momentum}}},
                    {"batch", job.batch}, {"epochs", job.epochs}, {"seed", job.seed},
                    {"target_accuracy", job.target_accuracy ? nlohmann::json(*job.target_accuracy) : nlohmann::json(nullptr)},
-                   {"slow_learners", slow}};
+                   {"slow_learners", slow},
+                   {"precision", {{"wire", NumberFormatName(job.precision.wire)},
+                                  {"weights", NumberFormatName(job.precision.weights)},
+                                  {"compute", NumberFormatName(job.precision.compute)},
+                                  {"fl", job.precision.fl}}}};
   return j.dump(2) + "\n";
 }
 

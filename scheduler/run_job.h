@@ -76,6 +76,12 @@ struct RunReport {
   uint64_t updates_lost = 0;
   std::vector<std::string> learner_failures;  // "learner-2: killed by signal 9 (SIGKILL)"
   std::vector<EvalPoint> evals;
+  // Summed over the learners that finished (their ORRERY_LEARNER_DONE lines): serialised Push
+  // requests sent and Pull responses received, over all shards.
+  uint64_t pushes = 0;
+  uint64_t push_bytes = 0;
+  uint64_t pulls = 0;
+  uint64_t pull_bytes = 0;
 };
 
 // One job's run on a loop and backend that the caller owns and may share with other runs: the

@@ -205,6 +205,16 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
   if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
     return absl::InvalidArgumentError("max_message_bytes must be in [1024, 2^31)");
   }
+  if (options.wire != proto::FP32 && options.wire != proto::FIXED16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the wire encoding must be FP32 or FIXED16, got ", static_cast<int>(options.wire)));
+  }
+  if (options.wire_fl.has_value() &&
+      (*options.wire_fl < 0 || *options.wire_fl > quant::kMaxFractionalBits)) {
+    return absl::InvalidArgumentError(absl::StrCat("the wire FL must be in [0, ",
+                                                   quant::kMaxFractionalBits, "], got ",
+                                                   *options.wire_fl));
+  }
   if (options.keep_freed_memory) KeepFreedMemoryForReuse();
   proto::ModelLayout layout;
   for (const TensorShape& t : options.tensors) {
@@ -302,7 +312,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     SetCredentials(impl_->options(), r.get());
     r->set_learner_id(learner_id_);
     r->set_clock(clock);
-    r->set_encoding(proto::FP32);
+    r->set_encoding(impl_->options().wire);
     requests[s] = SerializeAliased(std::move(r));
   }
   StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
@@ -339,6 +349,8 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     if (v < shard_version_[s]) restarts_.push_back({s, shard_version_[s], v});
     shard_version_[s] = v;
   }
+  ++wire_stats_.pulls;
+  for (const grpc::ByteBuffer& b : responses) wire_stats_.pull_bytes += b.Length();
   return absl::OkStatus();
 }
 
@@ -358,6 +370,12 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
     return absl::FailedPreconditionError("Push needs a Pull first (to know the base versions)");
   }
   const int n = impl_->num_shards();
+  const ClientOptions& options = impl_->options();
+  Fixed16Encoding fixed16;  // read for FIXED16 only
+  fixed16.fl = options.wire_fl;
+  fixed16.rounding = quant::Rounding::kStochastic;
+  const quant::RandomStream stream =
+      quant::RandomStream::For(static_cast<uint64_t>(learner_id_), static_cast<uint64_t>(step));
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
     auto request = std::make_shared<proto::PushRequest>();
@@ -374,8 +392,14 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
       pc->mutable_id()->set_index(c.index);
       pc->set_base_version(impl_->chunk_versions_[i]);
-      RETURN_IF_ERROR(
-          EncodeFloats(grads.subspan(c.offset, c.length), proto::FP32, pc->mutable_gradient()));
+      fixed16.stream = stream.Advanced(c.offset);
+      absl::Status encoded = EncodeFloats(grads.subspan(c.offset, c.length), options.wire,
+                                          pc->mutable_gradient(), fixed16);
+      if (!encoded.ok()) {
+        return absl::Status(encoded.code(),
+                            absl::StrCat("Push: gradient chunk ", plan.TensorName(c.tensor), "/",
+                                         c.index, ": ", encoded.message()));
+      }
     }
     // The payloads were copied once, into `request`; the serialised buffer points into it.
     requests[s] = SerializeAliased(std::move(request));
@@ -398,7 +422,10 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
                              Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
   }
-  return impl_->Combine(statuses, "Push");
+  RETURN_IF_ERROR(impl_->Combine(statuses, "Push"));
+  ++wire_stats_.pushes;
+  for (const grpc::ByteBuffer& b : requests) wire_stats_.push_bytes += b.Length();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PsStats> PsClient::Stats() {

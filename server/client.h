@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,15 @@ struct ClientOptions {
   absl::Duration pull_timeout = absl::Minutes(10);  // a pull may wait for other learners
   absl::Duration retry_budget = absl::Seconds(30);  // total backoff spent retrying UNAVAILABLE
   int64_t max_message_bytes = 512ll << 20;
+  // The encoding of pushed gradients and pulled weights (a job's precision.wire): FP32 or
+  // FIXED16, which halves the bytes of both. FIXED16 gradients are rounded stochastically, element
+  // e of the flat buffer drawing counter e of the stream keyed by (learner id, step), so a run is
+  // reproducible and chunking does not change the draws; the shards round their weights to
+  // nearest. Init always sends FP32.
+  proto::Encoding wire = proto::FP32;
+  // FIXED16: FL of the pushed gradients, in [0, 30]. Unset: chosen per chunk from its range
+  // (WireFractionalBits in server/tensor_codec.h), as the shards do for the weights they send.
+  std::optional<int> wire_fl;
   // Connect calls KeepFreedMemoryForReuse() (server/memory_reuse.h), a process-wide malloc
   // setting that makes multi-megabyte pulls and pushes several times faster.
   bool keep_freed_memory = true;
@@ -80,6 +90,15 @@ struct PsStats {
   // shards; rejections add up; the staleness histogram and sum add up (each gradient counted once
   // per shard, so the mean is unchanged) and staleness_max is the maximum.
   ShardStats total;
+};
+
+// What this client put on the wire: serialised Push requests sent and Pull responses received,
+// summed over shards (the final attempt of each call).
+struct WireStats {
+  uint64_t pushes = 0;
+  uint64_t push_bytes = 0;
+  uint64_t pulls = 0;
+  uint64_t pull_bytes = 0;
 };
 
 // Not thread-safe: call from one thread at a time. Every call blocks the caller until all shards
@@ -127,6 +146,8 @@ class PsClient {
   int64_t start_clock() const { return start_clock_; }
   uint64_t total_elements() const;
   const proto::ModelLayout& layout() const;
+  // Counts successful pushes and pulls only.
+  const WireStats& wire_stats() const { return wire_stats_; }
 
  private:
   class Impl;
@@ -138,6 +159,7 @@ class PsClient {
   std::vector<ShardRestart> restarts_;
   int learner_id_ = -1;
   int64_t start_clock_ = 0;
+  WireStats wire_stats_;
 };
 
 }  // namespace orrery::server

@@ -36,6 +36,13 @@ absl::StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(ShardConf
     return absl::InvalidArgumentError(
         absl::StrCat("momentum must be in [0, 1), got ", config.momentum));
   }
+  if (config.fixed_weights.has_value() &&
+      (config.fixed_weights->format.fl < 0 ||
+       config.fixed_weights->format.fl > quant::kMaxFractionalBits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the fixed16 weights' FL must be in [0, ", quant::kMaxFractionalBits, "], got ",
+        config.fixed_weights->format.fl));
+  }
   if (config.learner_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("the learner timeout must be positive");
   }
@@ -83,7 +90,8 @@ absl::Status ParameterShard::SetLayoutLocked(const proto::ModelLayout& layout) {
   }
   ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
   plan_ = std::make_unique<ShardPlan>(std::move(plan));
-  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum);
+  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum,
+                                        config_.fixed_weights);
   return absl::OkStatus();
 }
 
@@ -278,6 +286,13 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
     if (st.ok() && shutting_down_) st = absl::UnavailableError("the shard is shutting down");
     if (st.ok() && store_ == nullptr) {
       st = absl::FailedPreconditionError("this shard has no model layout yet; Register first");
+    }
+    const proto::Encoding encoding = request.encoding();
+    if (st.ok() && encoding != proto::ENCODING_UNSPECIFIED && encoding != proto::FP32 &&
+        encoding != proto::FIXED16) {
+      st = absl::InvalidArgumentError(absl::StrCat("pull asks for unknown encoding ",
+                                                   static_cast<int>(encoding),
+                                                   "; use FP32 or FIXED16"));
     }
     const int learner = request.learner_id();
     if (st.ok() && learner != kObserver) st = protocol_.CheckPull(learner, request.clock());
@@ -540,9 +555,11 @@ absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
     }
     ASSIGN_OR_RETURN(ShardPlan created, ShardPlan::Create(c.layout()));
     plan = std::make_unique<ShardPlan>(std::move(created));
-    store = std::make_unique<ShardStore>(plan.get(), config_.shard_index, config_.momentum);
+    store = std::make_unique<ShardStore>(plan.get(), config_.shard_index, config_.momentum,
+                                          config_.fixed_weights);
   } else {
-    store = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum);
+    store = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum,
+                                          config_.fixed_weights);
   }
   if (config_.momentum == 0) velocity.clear();
   RETURN_IF_ERROR(store->Restore(c.version(), std::move(weights), std::move(velocity),

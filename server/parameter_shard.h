@@ -43,6 +43,9 @@ struct ShardConfig {
   float lr = 0.01f;                          // α₀
   std::string staleness_rule = "none";       // none | inverse
   float momentum = 0.0f;                     // server-side momentum μ (0 = plain SGD)
+  // Unset: float weights. Set: fixed16 master weights in this format (FL in
+  // [0, quant::kMaxFractionalBits]), rounded after every update (see shard_store.h).
+  std::optional<FixedWeights> fixed_weights;
   absl::Duration learner_timeout = absl::Seconds(60);
 };
 

@@ -10,6 +10,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "parameter_server.pb.h"
+#include "server/fixed16_payload.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
@@ -91,10 +92,11 @@ class Decoder {
     uint32_t index = 0;
     uint64_t version = 0;
     int64_t encoding = 0;
+    int32_t fractional_bits = 0;
     uint64_t element_count = 0;
     size_t data_bytes = 0;
     int written_to = -1;  // chunk whose place already holds the payload
-    std::string held;
+    std::string& held = held_;  // reused across chunks
     bool have_held = false;
 
     auto find = [&]() -> int {
@@ -125,13 +127,20 @@ class Decoder {
           element_count = static_cast<uint32_t>(v);
           return true;
         }
-        if (tag != kBytes(4)) return WireFormat::SkipField(input, tag);  // fractional_bits, ...
+        if (tag == kVarint(3)) {  // int32 fractional_bits = 3
+          if (!input->ReadVarint64(&v)) return false;
+          fractional_bits = static_cast<int32_t>(v);
+          return true;
+        }
+        if (tag != kBytes(4)) return WireFormat::SkipField(input, tag);
         uint32_t length = 0;  // bytes data = 4
         if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
         data_bytes = length;
         const int i = find();
-        if (i >= 0 && Owns(i) &&
-            CheckPayloadHeader(static_cast<proto::Encoding>(encoding), element_count, length,
+        // FP32 bytes are the weights themselves: read them straight into place. FIXED16 words
+        // are held and converted at the end of the chunk.
+        if (i >= 0 && Owns(i) && encoding == proto::FP32 &&
+            CheckPayloadHeader(proto::FP32, fractional_bits, element_count, length,
                                plan_.chunks()[i].length)
                 .ok()) {
           have_held = false;
@@ -170,10 +179,15 @@ class Decoder {
     }
     seen_[i] = true;
     ++chunks_;
-    RETURN_IF_ERROR(CheckPayloadHeader(static_cast<proto::Encoding>(encoding), element_count,
-                                       data_bytes, c.length));
+    RETURN_IF_ERROR(CheckPayloadHeader(static_cast<proto::Encoding>(encoding), fractional_bits,
+                                       element_count, data_bytes, c.length));
     if (have_held) {
-      if (c.length != 0) std::memcpy(weights_.data() + c.offset, held.data(), held.size());
+      const std::span<float> place = weights_.subspan(c.offset, c.length);
+      if (encoding == proto::FIXED16) {
+        DecodeFixed16Payload(held, quant::FixedFormat{fractional_bits}, place);
+      } else if (c.length != 0) {
+        std::memcpy(place.data(), held.data(), held.size());
+      }
     } else if (written_to != i && c.length != 0) {
       return Malformed("chunk id changed after its payload");
     }
@@ -190,6 +204,7 @@ class Decoder {
   std::span<uint64_t> versions_;
   std::vector<bool> seen_;
   size_t chunks_ = 0;
+  std::string held_;
   absl::Status status_;
 };
 

@@ -37,6 +37,13 @@ struct ServerOptions {
   std::string staleness_rule = "none";
   // --momentum: server-side momentum μ in [0, 1); 0 disables it.
   float momentum = 0.0f;
+  // --weights: fp32 | fixed16. fixed16 keeps the master weights in 16-bit fixed point
+  // <16 - weights_fl, weights_fl> and rounds them after every update (precision.weights).
+  std::string weights = "fp32";
+  // --weights-fl: FL of fixed16 weights, in [0, 30]; eps = 2^-FL, range +-2^(15-FL).
+  int weights_fl = 12;
+  // --weights-rounding: stochastic | nearest (the baseline that loses updates below eps/2).
+  std::string weights_rounding = "stochastic";
   // --learner-timeout: seconds of silence after which a learner is dropped from hardsync and ssp
   // accounting (it may register again).
   double learner_timeout_seconds = 60.0;

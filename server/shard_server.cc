@@ -56,7 +56,26 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   if (!options.initial_weights_path.empty() && options.layout_path.empty()) {
     return absl::InvalidArgumentError("--init-weights needs --layout");
   }
+  if (options.weights != "fp32" && options.weights != "fixed16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weights must be fp32 or fixed16, got '", options.weights, "'"));
+  }
+  if (options.weights_fl < 0 || options.weights_fl > quant::kMaxFractionalBits) {
+    return absl::InvalidArgumentError(absl::StrCat("--weights-fl must be in [0, ",
+                                                   quant::kMaxFractionalBits, "], got ",
+                                                   options.weights_fl));
+  }
+  if (options.weights_rounding != "stochastic" && options.weights_rounding != "nearest") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights-rounding must be stochastic or nearest, got '", options.weights_rounding, "'"));
+  }
   ShardConfig config;
+  if (options.weights == "fixed16") {
+    config.fixed_weights = FixedWeights{quant::FixedFormat{options.weights_fl},
+                                        options.weights_rounding == "nearest"
+                                            ? quant::Rounding::kNearest
+                                            : quant::Rounding::kStochastic};
+  }
   config.shard_index = static_cast<uint32_t>(options.shard_index);
   config.num_shards = static_cast<uint32_t>(options.num_shards);
   config.job_id = options.job_id;
@@ -125,7 +144,11 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   s->expiry_thread_ = std::thread([raw = s.get(), period] { raw->ExpiryLoop(period); });
   LOG(INFO) << "shard " << options.shard_index << "/" << options.num_shards << " of job '"
             << options.job_id << "' serving on " << s->address_ << " (" << options.protocol
-            << ", λ=" << options.learners << ")";
+            << ", λ=" << options.learners << ", weights " << options.weights
+            << (options.weights == "fixed16" ? absl::StrCat(" FL ", options.weights_fl, " ",
+                                                            options.weights_rounding)
+                                             : std::string())
+            << ")";
   return s;
 }
 

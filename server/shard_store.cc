@@ -5,8 +5,12 @@
 
 namespace orrery::server {
 
-ShardStore::ShardStore(const ShardPlan* plan, uint32_t shard, float momentum)
+ShardStore::ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
+                       std::optional<FixedWeights> fixed)
     : plan_(plan), shard_(shard), momentum_(momentum) {
+  if (fixed.has_value()) {
+    fixed_ = std::make_unique<FixedMasterWeights>(fixed->format, fixed->rounding, shard_);
+  }
   owned_ = plan_->ChunksOfShard(shard_);
   local_slot_.assign(plan_->chunks().size(), -1);
   uint64_t offset = 0;
@@ -84,6 +88,7 @@ template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::Ch
 
 void ShardStore::Initialize(std::vector<float> values) {
   weights_ = std::move(values);
+  if (fixed_ != nullptr) fixed_->Initialize(weights_);
   initialized_ = true;
 }
 
@@ -103,6 +108,9 @@ absl::Status ShardStore::Restore(uint64_t version, std::vector<float> weights,
   }
   deferred_.clear();
   weights_ = std::move(weights);
+  // Fixed16 master weights: the checkpointed values are on the grid already, so this only
+  // rebuilds the words (nearest rounding of grid values is exact).
+  if (fixed_ != nullptr) fixed_->Initialize(weights_);
   if (!velocity.empty()) velocity_ = std::move(velocity);
   if (accumulator.empty()) {
     std::fill(accumulator_.begin(), accumulator_.end(), 0.0f);
@@ -170,6 +178,7 @@ void ShardStore::ApplyAccumulated(int count) {
     ApplyAccumulator(count);
   }
   ++version_;
+  if (fixed_ != nullptr) fixed_->Round(weights_, version_);
 }
 
 void ShardStore::ApplyDeferred() {
@@ -211,6 +220,8 @@ void ShardStore::ApplyAccumulator(int count) {
 absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out) const {
   out->set_version(version_);
   out->mutable_chunks()->Reserve(static_cast<int>(owned_.size()));
+  Fixed16Encoding fixed16;  // nearest, FL per chunk
+  if (fixed_ != nullptr) fixed16.fl = fixed_->format().fl;  // the grid itself: exact
   for (size_t i = 0; i < owned_.size(); ++i) {
     const Chunk& c = plan_->chunks()[owned_[i]];
     proto::PullChunk* pc = out->add_chunks();
@@ -219,7 +230,7 @@ absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse*
     pc->set_version(version_);
     absl::Status st = EncodeFloats(
         std::span<const float>(weights_.data() + local_offset_[i], c.length), encoding,
-        pc->mutable_weights());
+        pc->mutable_weights(), fixed16);
     if (!st.ok()) return st;
   }
   return absl::OkStatus();

@@ -4,9 +4,17 @@
 // The sign convention is gradient descent: pushed values are dL/dw and an update subtracts them.
 // An update applies u = (1/c)·Σ αᵢ·gᵢ over the c gradients collected, then v ← μ·v + u, w ← w − v
 // (with μ = 0 this is w ← w − u).
+//
+// With fixed16 master weights (precision.weights: fixed16) the weights live on the grid of
+// <16 − FL, FL>: the initial weights are rounded to nearest, and after each update the result is
+// rounded back onto the grid (stochastically, by default, drawing from a stream keyed by the shard
+// and the new version), so an update smaller than eps = 2^−FL survives in expectation. The
+// accumulator and the momentum buffer stay in float.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -14,14 +22,24 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "parameter_server.pb.h"
+#include "quant/fixed_format.h"
+#include "server/fixed_master_weights.h"
 #include "server/sharding.h"
 
 namespace orrery::server {
 
-// Not thread-safe; ParameterShard locks. `plan` must outlive the store.
+// Master weights in 16-bit fixed point.
+struct FixedWeights {
+  quant::FixedFormat format;
+  quant::Rounding rounding = quant::Rounding::kStochastic;
+};
+
+// Not thread-safe; ParameterShard locks. `plan` must outlive the store. `fixed` unset: float
+// weights; set: fixed16 master weights in that format (format.fl in [0, kMaxFractionalBits]).
 class ShardStore {
  public:
-  ShardStore(const ShardPlan* plan, uint32_t shard, float momentum);
+  ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
+             std::optional<FixedWeights> fixed = std::nullopt);
 
   uint32_t shard() const { return shard_; }
   uint64_t version() const { return version_; }
@@ -42,7 +60,8 @@ class ShardStore {
   absl::StatusOr<std::vector<const proto::EncodedTensor*>> CheckChunks(
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
 
-  // Sets the initial weights (`values` in this shard's chunk order). Version stays 0.
+  // Sets the initial weights (`values` in this shard's chunk order; with fixed16 weights, rounded
+  // to nearest on the grid). Version stays 0.
   void Initialize(std::vector<float> values);
   // Puts back a checkpointed state (server/checkpoint.h): every vector in this shard's chunk
   // order, velocity empty or as long as weights (empty when momentum is 0), accumulator empty or
@@ -60,17 +79,22 @@ class ShardStore {
   // Adds a remembered gradient to the accumulator. Call before the payloads given to Accumulate
   // go away; a no-op when there is none.
   void FlushDeferred();
-  // Applies the accumulator averaged over `count` gradients and clears it; version += 1.
-  // Bit-for-bit the same weights whether or not the gradient was remembered.
+  // Applies the accumulator averaged over `count` gradients and clears it; version += 1; with
+  // fixed16 weights, rounds the result onto the grid. Bit-for-bit the same weights whether or
+  // not the gradient was remembered.
   void ApplyAccumulated(int count);
 
-  // Appends every owned chunk, encoded in `encoding`, with the current version.
+  // Appends every owned chunk, encoded in `encoding`, with the current version. FIXED16 rounds to
+  // nearest with FL chosen per chunk from its range; with fixed16 weights it sends them exactly,
+  // in their own FL.
   absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out) const;
 
   const std::vector<float>& weights() const { return weights_; }
   // Excludes a gradient still remembered by Accumulate (see FlushDeferred).
   const std::vector<float>& accumulator() const { return accumulator_; }
   const std::vector<float>& velocity() const { return velocity_; }
+  // The fixed16 master weights (null with float weights); weights() holds their values.
+  const FixedMasterWeights* fixed_weights() const { return fixed_.get(); }
 
  private:
   const ShardPlan* plan_;
@@ -82,6 +106,7 @@ class ShardStore {
   std::vector<float> weights_;
   std::vector<float> accumulator_;
   std::vector<float> velocity_;
+  std::unique_ptr<FixedMasterWeights> fixed_;  // null: float weights
   uint64_t version_ = 0;
   bool initialized_ = false;
   bool accumulator_empty_ = true;

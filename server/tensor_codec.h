@@ -1,33 +1,60 @@
-// Encoding and decoding runs of floats to and from the wire's EncodedTensor payloads.
-// FP32 is implemented; FIXED16 is declared in the proto and answered with UNIMPLEMENTED until the
-// quant library provides it (add it here, in one place).
+// Encoding and decoding runs of floats to and from the wire's EncodedTensor payloads, in one
+// place for every encoding: FP32 (little-endian float32) and FIXED16 (little-endian int16 words in
+// <16 - FL, FL>, FL in EncodedTensor.fractional_bits; the FIXED16 work is server/fixed16_payload).
+//
+// All functions are thread-safe. Nothing here trusts a payload's header: the Check functions
+// validate encoding, element count, FL and byte length, and the others require a checked payload.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "absl/status/status.h"
 #include "parameter_server.pb.h"
+#include "quant/counter_rng.h"
+#include "quant/fixed_format.h"
 
 namespace orrery::server {
 
-// Writes `values` into `out` (replacing its contents) in `encoding`.
+// The largest FL the wire uses when it chooses one itself.
+inline constexpr int kMaxWireFractionalBits = 15;
+
+// The FL a FIXED16 payload of `values` gets when none is fixed: the smallest IL whose range holds
+// max |x| without saturating, FL = 16 - IL, capped to [0, kMaxWireFractionalBits] (so IL >= 1:
+// values below 1 in magnitude get FL 15, eps = 2^-15; values beyond 32767 saturate at FL 0).
+// NaNs are ignored.
+int WireFractionalBits(std::span<const float> values);
+
+// How EncodeFloats writes FIXED16 (ignored for FP32).
+struct Fixed16Encoding {
+  std::optional<int> fl;  // unset: WireFractionalBits(values), per encoded run (chunk)
+  quant::Rounding rounding = quant::Rounding::kNearest;
+  // Stochastic rounding: element i of the run draws stream.offset + i.
+  quant::RandomStream stream;
+};
+
+// Writes `values` into `out` (replacing its contents) in `encoding`. FIXED16: INVALID_ARGUMENT
+// when a value is NaN or Inf or the FL is outside [0, quant::kMaxFractionalBits]; `out` is then
+// untouched.
 absl::Status EncodeFloats(std::span<const float> values, proto::Encoding encoding,
-                          proto::EncodedTensor* out);
+                          proto::EncodedTensor* out, const Fixed16Encoding& fixed16 = {});
 
 // Decodes `in` into `out`, which must have exactly in.element_count() elements. Checks that the
 // byte length matches the element count and encoding; never trusts the peer.
 absl::Status DecodeFloats(const proto::EncodedTensor& in, std::span<float> out);
 
-// Checks what DecodeFloats checks (element count, encoding, byte length) without decoding.
+// Checks what DecodeFloats checks (element count, encoding, FL, byte length) without decoding.
+// INVALID_ARGUMENT saying what is wrong.
 absl::Status CheckPayload(const proto::EncodedTensor& in, size_t elements);
 // The same check on a payload's header fields and byte length (for decoders that read the wire
-// format directly).
-absl::Status CheckPayloadHeader(proto::Encoding encoding, uint64_t element_count,
-                                size_t byte_size, size_t elements);
+// format directly). `fractional_bits` is read for FIXED16 only.
+absl::Status CheckPayloadHeader(proto::Encoding encoding, int32_t fractional_bits,
+                                uint64_t element_count, size_t byte_size, size_t elements);
 
-// True when every value `in` encodes is finite. `in` must have passed CheckPayload.
+// True when every value `in` encodes is finite (always, for FIXED16). `in` must have passed
+// CheckPayload.
 bool PayloadAllFinite(const proto::EncodedTensor& in);
 
 // acc[i] += scale · value[i] for the acc.size() values `in` encodes, with exactly the float

@@ -72,6 +72,7 @@ std::string JobSpecToYaml(const JobSpec& job) {
   out << YAML::Key << "wire" << YAML::Value << NumberFormatName(job.precision.wire);
   out << YAML::Key << "weights" << YAML::Value << NumberFormatName(job.precision.weights);
   out << YAML::Key << "compute" << YAML::Value << NumberFormatName(job.precision.compute);
+  out << YAML::Key << "fl" << YAML::Value << job.precision.fl;
   out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";

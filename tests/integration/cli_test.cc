@@ -95,6 +95,39 @@ TEST(CliTest, BadPrecisionFlagsAreUsageErrorsNamingTheFlag) {
   EXPECT_TRUE(absl::StrContains(r.err, "--fl")) << r.err;
 }
 
+TEST(CliTest, BadLearnerPrecisionFlagsNameTheFlag) {
+  const std::string learner =
+      absl::StrCat("learner --servers 127.0.0.1:1 --model ", ORRERY_SOURCE_DIR,
+                   "/examples/models/mlp.yaml ");
+  for (const auto& [args, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"--precision fixed8", "--precision"},
+           {"--fl 12", "--fl"},  // fixed-point flags need --precision fixed16
+           {"--precision fixed16 --rounding up", "--rounding"},
+           {"--wire fp16", "--wire"},
+           {"--wire-fl 12", "--wire-fl"},  // needs --wire fixed16
+           {"--wire fixed16 --wire-fl 31", "--wire-fl"}}) {
+    Result r = Orrery(learner + args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, flag)) << r.err;
+  }
+  Result r = Orrery(learner + "--precision fixed16 --fl 31");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--fl")) << r.err;
+}
+
+TEST(CliTest, BadServerWeightsFlagsNameTheFlag) {
+  for (const auto& [args, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"--weights fixed8", "--weights"},
+           {"--weights fixed16 --weights-fl 31", "--weights-fl"},
+           {"--weights fixed16 --weights-rounding up", "--weights-rounding"}}) {
+    Result r = Orrery("server --listen 127.0.0.1:0 " + args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_TRUE(absl::StrContains(r.err, flag)) << r.err;
+  }
+}
+
 TEST(CliTest, MissingSubcommandIsUsageError) {
   Result r = Orrery("");
   EXPECT_EQ(r.exit_code, 2);

@@ -4,6 +4,8 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -116,6 +118,49 @@ TEST(RunJobTest, WritesMetricsJsonWithTheRequiredKeys) {
   EXPECT_GE(*r->time_to_target_seconds, 0);
   // ssp:1 bounds how far apart learners drift, so every gradient is at most a few versions old.
   EXPECT_LE(r->staleness_max, static_cast<uint64_t>(2 * kLearners));
+}
+
+// precision: all three in 16-bit fixed point. The argv of every process carries them, the job
+// still learns on its small budget, and the metrics record the precision.
+TEST(RunJobTest, Fixed16WireWeightsAndComputeTrainAndAreRecorded) {
+  JobSpec job = MlpJob("async");
+  job.precision = {NumberFormat::kFixed16, NumberFormat::kFixed16, NumberFormat::kFixed16, 12};
+  const std::vector<std::string> server = ServerArgv(job, "orrery", 0, "127.0.0.1:0");
+  const std::vector<std::string> learner = LearnerArgv(job, "orrery", 0, {"127.0.0.1:1"}, 1);
+  const std::vector<std::string> evaluator = EvaluatorArgv(job, "orrery", {"127.0.0.1:1"}, 1);
+  auto has = [](const std::vector<std::string>& argv, const std::string& flag,
+                const std::string& value) {
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == flag && argv[i + 1] == value) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has(server, "--weights", "fixed16"));
+  EXPECT_TRUE(has(server, "--weights-fl", "12"));
+  for (const auto* argv : {&learner, &evaluator}) {
+    EXPECT_TRUE(has(*argv, "--wire", "fixed16"));
+    EXPECT_TRUE(has(*argv, "--precision", "fixed16"));
+    EXPECT_TRUE(has(*argv, "--fl", "12"));
+  }
+
+  absl::StatusOr<RunReport> r = RunJob(job, Options("fixed16"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->gradients_rejected, 0u);
+  EXPECT_EQ(r->updates_applied, static_cast<uint64_t>(kStepsPerLearner * kLearners));
+  EXPECT_GT(r->test_accuracy, 0.5) << "chance is 0.1";
+  std::printf("fixed16 wire, weights and compute: test accuracy %.4f, %.0f bytes per push\n",
+              r->test_accuracy, static_cast<double>(r->push_bytes) / std::max<uint64_t>(1, r->pushes));
+  nlohmann::json j = nlohmann::json::parse(RunReportJson(*r, job));
+  const nlohmann::json& p = j["job_spec"]["precision"];
+  EXPECT_EQ(p["wire"], "fixed16");
+  EXPECT_EQ(p["weights"], "fixed16");
+  EXPECT_EQ(p["compute"], "fixed16");
+  EXPECT_EQ(p["fl"], 12);
+  EXPECT_EQ(j["wire"]["encoding"], "fixed16");
+  EXPECT_EQ(r->pushes, static_cast<uint64_t>(kStepsPerLearner * kLearners));
+  EXPECT_GT(r->push_bytes, 0u);
+  EXPECT_GT(r->pull_bytes, 0u);
 }
 
 // Kills (SIGKILL) learner-1 once it has reported progress at step >= 5. The others must finish

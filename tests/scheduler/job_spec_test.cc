@@ -67,7 +67,7 @@ eval_every_seconds: 5
 backend: slurm
 restart: {max_restarts: 3, backoff_seconds: 0.5, max_backoff_seconds: 4}
 checkpoint: {dir: ckpt, every_seconds: 30}
-precision: {wire: fixed16, weights: fp32, compute: fixed16}
+precision: {wire: fixed16, weights: fp32, compute: fixed16, fl: 14}
 )");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name, "demo");
@@ -99,6 +99,7 @@ precision: {wire: fixed16, weights: fp32, compute: fixed16}
   EXPECT_EQ(spec->precision.wire, NumberFormat::kFixed16);
   EXPECT_EQ(spec->precision.weights, NumberFormat::kFp32);
   EXPECT_EQ(spec->precision.compute, NumberFormat::kFixed16);
+  EXPECT_EQ(spec->precision.fl, 14);
 }
 
 TEST_F(JobSpecTest, OptionalKeysTakeDefaults) {
@@ -149,6 +150,12 @@ TEST_F(JobSpecTest, BadValuesAreRejectedWithTheKeyNamed) {
   EXPECT_EQ(Error("eval_every_seconds: -2"), "eval_every_seconds: expected a number of seconds > 0, got '-2'");
   EXPECT_EQ(Error("backend: yarn"), "backend: expected one of local, mpi, slurm, kubernetes, got 'yarn'");
   EXPECT_EQ(Error("precision: {wire: fp16}"), "precision.wire: expected fp32 or fixed16, got 'fp16'");
+  EXPECT_EQ(Error("precision: {weights: float}"), "precision.weights: expected fp32 or fixed16, got 'float'");
+  EXPECT_EQ(Error("precision: {fl: 16}"), "precision.fl: expected an integer in [0, 15], got '16'");
+  EXPECT_EQ(Error("precision: {fl: -1}"), "precision.fl: expected an integer in [0, 15], got '-1'");
+  EXPECT_EQ(Error("precision: {fl: 12.5}"), "precision.fl: expected an integer in [0, 15], got '12.5'");
+  EXPECT_EQ(Error("precision: {il: 4}"),
+            "precision.il: unknown key (expected one of: wire, weights, compute, fl)");
   EXPECT_EQ(Error("restart: {max_restarts: -1}"), "restart.max_restarts: expected an integer >= 0, got '-1'");
   EXPECT_EQ(Error("restart: {backoff_seconds: 10, max_backoff_seconds: 1}"),
             "restart.max_backoff_seconds: must be >= restart.backoff_seconds");

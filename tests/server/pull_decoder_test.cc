@@ -4,6 +4,7 @@
 
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "google/protobuf/io/coded_stream.h"
@@ -137,6 +138,76 @@ TEST(PullDecoderTest, RejectsAnswersThatDoNotMatchThePlan) {
   EXPECT_EQ(decode(no_encoding).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The same answer with every payload re-encoded as FIXED16 (FL chosen per chunk, nearest).
+proto::PullResponse Fixed16Answer(const ShardPlan& plan, uint32_t shard) {
+  proto::PullResponse r = Answer(plan, shard);
+  for (proto::PullChunk& c : *r.mutable_chunks()) {
+    std::vector<float> values(c.weights().element_count());
+    EXPECT_TRUE(DecodeFloats(c.weights(), values).ok());
+    EXPECT_TRUE(EncodeFloats(values, proto::FIXED16, c.mutable_weights()).ok());
+  }
+  return r;
+}
+
+TEST(PullDecoderTest, DecodesFixed16AnswersIntoPlace) {
+  const ShardPlan plan = TestPlan();
+  std::vector<float> weights(plan.total_elements(), -9.0f);
+  std::vector<uint64_t> versions(plan.chunks().size(), 0);
+  size_t fixed_bytes = 0, fp32_bytes = 0;
+  for (uint32_t s = 0; s < 2; ++s) {
+    const proto::PullResponse r = Fixed16Answer(plan, s);
+    EXPECT_EQ(r.chunks(0).weights().encoding(), proto::FIXED16);
+    fixed_bytes += r.ByteSizeLong();
+    fp32_bytes += Answer(plan, s).ByteSizeLong();
+    ASSERT_TRUE(Decode(r.SerializeAsString(), plan, s, &weights, &versions).ok());
+  }
+  EXPECT_EQ(weights, Flat(plan)) << "multiples of 1/4 are exact in FIXED16";
+  EXPECT_EQ(versions, std::vector<uint64_t>(plan.chunks().size(), 1));
+  EXPECT_LT(fixed_bytes, fp32_bytes);
+}
+
+TEST(PullDecoderTest, RejectsBadFixed16Headers) {
+  const ShardPlan plan = TestPlan();
+  std::vector<float> weights(plan.total_elements());
+  std::vector<uint64_t> versions(plan.chunks().size());
+  auto decode = [&](const proto::PullResponse& r) {
+    return Decode(r.SerializeAsString(), plan, 0, &weights, &versions);
+  };
+  const proto::PullResponse good = Fixed16Answer(plan, 0);
+  ASSERT_TRUE(decode(good).ok());
+
+  proto::PullResponse bad_fl = good;
+  bad_fl.mutable_chunks(0)->mutable_weights()->set_fractional_bits(31);
+  absl::Status st = decode(bad_fl);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("fractional_bits 31"), std::string_view::npos) << st;
+
+  proto::PullResponse negative_fl = good;
+  negative_fl.mutable_chunks(0)->mutable_weights()->set_fractional_bits(-3);
+  EXPECT_EQ(decode(negative_fl).code(), absl::StatusCode::kInvalidArgument);
+
+  proto::PullResponse short_payload = good;
+  short_payload.mutable_chunks(0)->mutable_weights()->mutable_data()->pop_back();
+  EXPECT_EQ(decode(short_payload).code(), absl::StatusCode::kInvalidArgument);
+
+  proto::PullResponse relabelled = good;  // FIXED16 bytes under an FP32 tag
+  relabelled.mutable_chunks(0)->mutable_weights()->set_encoding(proto::FP32);
+  st = decode(relabelled);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("FP32 payload"), std::string_view::npos) << st;
+}
+
+TEST(PullDecoderTest, EveryTruncationOfAFixed16AnswerIsAnError) {
+  const ShardPlan plan = TestPlan();
+  const std::string bytes = Fixed16Answer(plan, 1).SerializeAsString();
+  std::vector<float> weights(plan.total_elements());
+  std::vector<uint64_t> versions(plan.chunks().size());
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(Decode(bytes.substr(0, n), plan, 1, &weights, &versions).ok()) << n << " bytes";
+  }
+  EXPECT_TRUE(Decode(bytes, plan, 1, &weights, &versions).ok());
+}
+
 TEST(PullDecoderTest, EveryTruncationIsAnError) {
   const ShardPlan plan = TestPlan();
   const std::string bytes = Answer(plan, 1).SerializeAsString();
@@ -150,11 +221,13 @@ TEST(PullDecoderTest, EveryTruncationIsAnError) {
 
 TEST(PullDecoderTest, CorruptBytesNeverCrash) {
   const ShardPlan plan = TestPlan();
-  const std::string good = Answer(plan, 0).SerializeAsString();
   std::vector<float> weights(plan.total_elements());
   std::vector<uint64_t> versions(plan.chunks().size());
+  const std::string answers[2] = {Answer(plan, 0).SerializeAsString(),
+                                  Fixed16Answer(plan, 0).SerializeAsString()};
   std::mt19937 gen(7);
-  for (int trial = 0; trial < 2000; ++trial) {
+  for (int trial = 0; trial < 4000; ++trial) {
+    const std::string& good = answers[trial % 2];
     std::string bytes = good;
     const int flips = 1 + static_cast<int>(gen() % 4);
     for (int f = 0; f < flips; ++f) bytes[gen() % bytes.size()] = static_cast<char>(gen());

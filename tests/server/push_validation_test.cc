@@ -81,9 +81,20 @@ std::vector<BadPush> BadPushes() {
        [](const ShardPlan&, proto::PushRequest* r) {
          r->mutable_chunks(0)->mutable_gradient()->set_encoding(proto::ENCODING_UNSPECIFIED);
        }},
-      {"unsupported encoding", C::kUnimplemented,
+      {"FIXED16 tag on FP32-sized bytes", C::kInvalidArgument,
        [](const ShardPlan&, proto::PushRequest* r) {
          r->mutable_chunks(0)->mutable_gradient()->set_encoding(proto::FIXED16);
+       }},
+      {"FIXED16 with FL out of range", C::kInvalidArgument,
+       [](const ShardPlan&, proto::PushRequest* r) {
+         auto* g = r->mutable_chunks(0)->mutable_gradient();
+         g->set_encoding(proto::FIXED16);
+         g->mutable_data()->resize(2 * g->element_count());
+         g->set_fractional_bits(31);
+       }},
+      {"unknown encoding", C::kInvalidArgument,
+       [](const ShardPlan&, proto::PushRequest* r) {
+         r->mutable_chunks(0)->mutable_gradient()->set_encoding(static_cast<proto::Encoding>(7));
        }},
       {"unknown learner", C::kNotFound,
        [](const ShardPlan&, proto::PushRequest* r) { r->set_learner_id(7); }},

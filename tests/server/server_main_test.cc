@@ -114,6 +114,15 @@ TEST(RunServerTest, BadOptionsExitWithOne) {
   o.shard_index = 0;
   o.protocol = "softsync:zero";
   EXPECT_EQ(RunServer(o), 1);
+  o.protocol = "async";
+  o.weights = "fixed8";
+  EXPECT_EQ(RunServer(o), 1);
+  o.weights = "fixed16";
+  o.weights_fl = 31;
+  EXPECT_EQ(RunServer(o), 1);
+  o.weights_fl = 12;
+  o.weights_rounding = "up";
+  EXPECT_EQ(RunServer(o), 1);
 }
 
 }  // namespace

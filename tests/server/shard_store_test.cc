@@ -105,5 +105,68 @@ TEST(ShardStoreTest, RememberedGradientIsVisibleAfterFlush) {
   EXPECT_EQ(store.version(), 0u);
 }
 
+
+// precision.weights: fixed16. An update of a quarter epsilon per step moves the stochastically
+// rounded weights by that much in expectation; rounding to nearest loses every one of them.
+TEST(ShardStoreTest, Fixed16WeightsKeepSubEpsilonUpdatesOnlyWithStochasticRounding) {
+  proto::ModelLayout layout;
+  auto* w = layout.add_tensors();
+  w->set_name("w");
+  w->set_element_count(40000);
+  layout.set_chunk_size(4096);
+  layout.set_num_shards(1);
+  const ShardPlan plan = *ShardPlan::Create(layout);
+  constexpr int kFl = 12;
+  const float eps = 1.0f / 4096;
+  for (quant::Rounding rounding : {quant::Rounding::kStochastic, quant::Rounding::kNearest}) {
+    SCOPED_TRACE(rounding == quant::Rounding::kStochastic ? "stochastic" : "nearest");
+    ShardStore store(&plan, 0, 0.0f, FixedWeights{quant::FixedFormat{kFl}, rounding});
+    ASSERT_TRUE(store.InitializeFromFlat(std::vector<float>(40000, 0.5f)).ok());
+    const proto::PushRequest g = Gradient(plan, std::vector<float>(40000, eps / 4));
+    for (int step = 0; step < 10; ++step) {
+      auto payloads = store.CheckChunks(g.chunks());
+      ASSERT_TRUE(payloads.ok()) << payloads.status();
+      store.Accumulate(*payloads, 1.0f);
+      store.ApplyAccumulated(1);
+    }
+    double mean = 0;
+    for (float x : store.weights()) mean += x;
+    mean /= 40000;
+    if (rounding == quant::Rounding::kStochastic) {
+      EXPECT_NEAR((0.5 - mean) / eps, 2.5, 0.05) << "10 updates of eps/4";
+    } else {
+      EXPECT_EQ(mean, 0.5) << "each update was below eps/2 and was lost";
+    }
+    // The float weights are the master words' values: every weight is on the grid.
+    ASSERT_NE(store.fixed_weights(), nullptr);
+    const auto words = store.fixed_weights()->words();
+    ASSERT_EQ(words.size(), store.weights().size());
+    for (size_t i = 0; i < words.size(); ++i) ASSERT_EQ(store.weights()[i], words[i] * eps) << i;
+  }
+}
+
+TEST(ShardStoreTest, Fixed16WeightsAreSentExactlyInTheirOwnFl) {
+  const ShardPlan plan = Plan();
+  ShardStore store(&plan, 0, 0.9f, FixedWeights{quant::FixedFormat{10}});
+  ASSERT_TRUE(store.InitializeFromFlat(Random(plan.total_elements(), 1.0f, 5)).ok());
+  for (int step = 0; step < 3; ++step) {
+    const proto::PushRequest g = Gradient(plan, Random(plan.total_elements(), 0.01f, 6 + step));
+    auto payloads = store.CheckChunks(g.chunks());
+    ASSERT_TRUE(payloads.ok());
+    store.Accumulate(*payloads, 0.1f);
+    store.ApplyAccumulated(1);
+  }
+  proto::PullResponse r;
+  ASSERT_TRUE(store.FillPull(proto::FIXED16, &r).ok());
+  std::vector<float> pulled;
+  for (const proto::PullChunk& c : r.chunks()) {
+    EXPECT_EQ(c.weights().fractional_bits(), 10);
+    std::vector<float> v(c.weights().element_count());
+    ASSERT_TRUE(DecodeFloats(c.weights(), v).ok());
+    pulled.insert(pulled.end(), v.begin(), v.end());
+  }
+  EXPECT_TRUE(BitwiseEqual(pulled, store.weights()));
+}
+
 }  // namespace
 }  // namespace orrery::server
