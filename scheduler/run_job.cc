@@ -121,6 +121,20 @@ class JobRun::Impl {
   ListenerId exit_listener_ = 0;
   TimerId timeout_timer_ = 0;
   TimerId ticker_ = 0;
+  TimerId health_timer_ = 0;
+  // Health checks of the shards (a Stats call each): channel, last answer, a check in flight.
+  std::vector<std::unique_ptr<proto::ParameterServer::Stub>> health_stubs_;
+  std::vector<absl::Time> shard_answered_;
+  std::vector<bool> probing_;
+  // Checks in flight, so that the destructor can cancel them and wait: their callbacks post to
+  // the loop, which may not outlive this run by much.
+  struct Probes {
+    absl::Mutex mu;
+    std::set<grpc::ClientContext*> live ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<Probes> probes_ = std::make_shared<Probes>();
+  void StartHealthChecks();
+  void CheckShards();
   std::set<ProcessId> own_;        // every process of this job in the shared backend
   std::vector<WaitId> ready_waits_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -154,6 +168,11 @@ JobRun::Impl::~Impl() {
   backend_.RemoveListener(exit_listener_);
   if (timeout_timer_) loop_.Cancel(timeout_timer_);
   if (ticker_) loop_.Cancel(ticker_);
+  if (health_timer_) loop_.Cancel(health_timer_);
+  absl::MutexLock lock(&probes_->mu);
+  for (grpc::ClientContext* c : probes_->live) c->TryCancel();
+  probes_->mu.Await(absl::Condition(
+      +[](std::set<grpc::ClientContext*>* p) { return p->empty(); }, &probes_->live));
 }
 
 ProcessSpec JobRun::Impl::Spec(const std::string& role, std::vector<std::string> argv) const {
@@ -224,6 +243,7 @@ void JobRun::Impl::OnServerReady(size_t shard, absl::StatusOr<LineMatch> match) 
   if (!st.ok()) return Fail(st);
   if (--servers_pending_ > 0) return;
   ready_waits_.clear();
+  StartHealthChecks();
   if (options_.progress) {
     progress_.Print(absl::StrFormat("%s: %d shard(s) at %s; starting %d learner(s), protocol %s, lr %g (%s)%s",
                                     job_.name, job_.servers, absl::StrJoin(endpoints_, ", "),
@@ -413,6 +433,68 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
                                            LastLines(backend_, exit.id, 10))));
 }
 
+void JobRun::Impl::StartHealthChecks() {
+  server::TlsFiles tls;
+  if (job_.tls) tls = {job_.tls->ca, job_.tls->mutual ? job_.tls->cert : "", job_.tls->mutual ? job_.tls->key : ""};
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = server::MakeChannelCredentials(tls);
+  if (!credentials.ok()) return Fail(credentials.status());
+  for (const std::string& endpoint : endpoints_) {
+    health_stubs_.push_back(proto::ParameterServer::NewStub(grpc::CreateChannel(endpoint, *credentials)));
+  }
+  shard_answered_.assign(endpoints_.size(), absl::Now());
+  probing_.assign(endpoints_.size(), false);
+  const absl::Duration period =
+      std::clamp(options_.shard_timeout / 4, absl::Milliseconds(250), absl::Seconds(5));
+  health_timer_ = loop_.RunEvery(period, [this] { CheckShards(); });
+}
+
+void JobRun::Impl::CheckShards() {
+  if (stopping_) return;
+  const absl::Time now = absl::Now();
+  for (size_t s = 0; s < health_stubs_.size(); ++s) {
+    absl::StatusOr<ProcessInfo> info = backend_.Info(server_ids_[s]);
+    if (!info.ok() || info->state != ProcessState::kRunning) {
+      shard_answered_[s] = now;  // restarting: the clock starts again when it runs
+      continue;
+    }
+    if (now - shard_answered_[s] > options_.shard_timeout) {
+      return Fail(absl::UnavailableError(absl::StrCat(
+          "server-", s, " at ", endpoints_[s], " (pid ", info->pid, ") has answered nothing for ",
+          absl::FormatDuration(now - shard_answered_[s]), ": it is stopped or hung",
+          LastLines(backend_, server_ids_[s], 5))));
+    }
+    if (probing_[s]) continue;
+    probing_[s] = true;
+    struct Call {
+      grpc::ClientContext context;
+      proto::StatsRequest request;
+      proto::StatsResponse response;
+    };
+    auto call = std::make_shared<Call>();
+    call->context.set_deadline(absl::ToChronoTime(now + std::min(options_.shard_timeout, absl::Seconds(10))));
+    call->request.set_job_id(job_.name);
+    call->request.set_token(token_);
+    std::weak_ptr<bool> alive = alive_;
+    {
+      absl::MutexLock lock(&probes_->mu);
+      probes_->live.insert(&call->context);
+    }
+    // The callback touches neither `this` nor its members directly: the run may be gone by then.
+    // The destructor waits for it, so the loop (which outlives the run) is still there to post to.
+    health_stubs_[s]->async()->Stats(
+        &call->context, &call->request, &call->response,
+        [this, loop = &loop_, probes = probes_, call, alive, s](grpc::Status st) {
+          loop->Post([this, alive, s, ok = st.ok()] {
+            if (alive.expired() || !*alive.lock()) return;
+            probing_[s] = false;
+            if (ok) shard_answered_[s] = absl::Now();
+          });
+          absl::MutexLock lock(&probes->mu);
+          probes->live.erase(&call->context);
+        });
+  }
+}
+
 void JobRun::Impl::EvictLearner(const std::string& role, int learner_id) {
   int evicted = 0;
   std::string errors;
@@ -488,6 +570,8 @@ void JobRun::Impl::Finish() {
   finished_ = true;
   if (ticker_) loop_.Cancel(ticker_);
   ticker_ = 0;
+  if (health_timer_) loop_.Cancel(health_timer_);
+  health_timer_ = 0;
   if (timeout_timer_) loop_.Cancel(timeout_timer_);
   timeout_timer_ = 0;
   Done done = std::move(done_);

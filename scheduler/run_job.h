@@ -37,6 +37,9 @@ struct RunJobOptions {
   std::function<void(const std::vector<ProcessId>&, Backend&)> on_started;
   // Start the shards from the checkpoints in the spec's checkpoint.dir (orrery run --resume).
   bool resume = false;
+  // A running shard that answers no health check (a Stats call) for this long fails the job as
+  // stopped or hung, instead of leaving the learners waiting on it.
+  absl::Duration shard_timeout = absl::Seconds(60);
 };
 
 // One evaluation of the pulled weights on the test set.

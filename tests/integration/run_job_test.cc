@@ -11,6 +11,8 @@
 #include <numeric>
 #include <string>
 
+#include <gmock/gmock.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -284,6 +286,38 @@ TEST(RunJobFaultTest, KilledShardIsRestartedFromItsCheckpointAndTheJobFinishes) 
   // loaded 2-core machine (arrival order), so the check is one-sided: the crash must not cost
   // accuracy beyond that noise.
   EXPECT_GT(r->test_accuracy, baseline->test_accuracy - 0.03);
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
+
+namespace orrery::scheduler {
+namespace {
+
+// A shard that is stopped (SIGSTOP), not dead: it keeps its socket, so nothing fails by itself.
+// The runner's health checks notice that it answers nothing and fail the job with the reason,
+// well before the job's own timeout, and every process is stopped.
+TEST(RunJobFaultTest, StoppedShardFailsTheJobWithTheReasonInsteadOfHanging) {
+  JobSpec job = MlpJob("async", 3);
+  for (int i = 0; i < kLearners; ++i) job.slow_learners.push_back({i, 3.0});
+  RunJobOptions o = Options("stopped");
+  o.shard_timeout = absl::Seconds(3);
+  int stops = 0;
+  o.on_line = [&](const OutputLine& line, Backend& backend) {
+    if (stops == 0 && absl::StartsWith(line.text, "ORRERY_LEARNER ")) {
+      for (const ProcessInfo& info : backend.List()) {
+        if (info.role == "server-1" && backend.Signal(info.id, SIGSTOP).ok()) ++stops;
+      }
+    }
+  };
+  const absl::Time start = absl::Now();
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_EQ(stops, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("server-1"));
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("stopped or hung"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(120)) << "well before the 240 s job timeout";
 }
 
 }  // namespace
