@@ -197,6 +197,11 @@ absl::Status RunLearner(const LearnerOptions& o) {
           "learner %d: training diverged at step %d (loss %g); lower lr.base or use the inverse "
           "staleness rule", ps->learner_id(), t, r.loss));
     }
+    if (o.slow_factor > 1) {
+      // A straggler: stretch this step (pull and compute) to slow_factor times its duration
+      // before pushing, so its gradient is as stale as a slow machine's would be.
+      std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
+    }
     absl::Status pushed = ps->Push(t, model->grads().flat(), static_cast<uint32_t>(batch),
                                    static_cast<float>(r.loss));
     if (absl::IsFailedPrecondition(pushed)) {
@@ -212,10 +217,6 @@ absl::Status RunLearner(const LearnerOptions& o) {
     loss_window += r.loss;
     ++window_steps;
     window_images += batch;
-    if (o.slow_factor > 1) {
-      // A straggler: stretch this step to slow_factor times its own duration.
-      std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
-    }
     if (done_steps == 1 || SecondsSince(last_report) >= o.report_every_seconds) {
       Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
                               {"index", o.index},
