@@ -55,6 +55,7 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--checkpoint-dir", o->checkpoint_dir, "Keep this shard's checkpoint (shard-<i>.ckpt) in this directory");
   cmd->add_option("--checkpoint-every", o->checkpoint_every_seconds, "Seconds between checkpoints")->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue from the checkpoint in --checkpoint-dir (a missing one starts fresh; a corrupt or mismatched one is refused)");
+  cmd->add_option("--metrics-listen", o->metrics_listen, "host:port serving Prometheus /metrics (port 0: the OS chooses; printed as ORRERY_SERVER_METRICS)");
   cmd->add_option("--tls-cert", o->tls_cert, "Serve TLS with this PEM certificate (needs --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--tls-client-ca", o->tls_client_ca, "Mutual TLS: require client certificates signed by this PEM CA");

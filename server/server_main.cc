@@ -38,6 +38,9 @@ int RunServer(const ServerOptions& options) {
                     static_cast<unsigned long long>(version));
         std::fflush(stdout);
       });
+      if (!(*server)->metrics_address().empty()) {
+        std::cout << "ORRERY_SERVER_METRICS " << (*server)->metrics_address() << std::endl;
+      }
       std::cout << "ORRERY_SERVER_READY " << (*server)->address() << std::endl;  // flushes
       int signal_number = 0;
       sigwait(&stop_signals, &signal_number);

@@ -63,6 +63,9 @@ struct ServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  // --metrics-listen: host:port serving Prometheus /metrics (server/shard_metrics.h); port 0 lets
+  // the OS choose. Empty: none.
+  std::string metrics_listen;
 };
 
 }  // namespace orrery::server

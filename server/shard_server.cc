@@ -139,6 +139,20 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   const size_t colon = options.listen_address.rfind(':');
   s->address_ = absl::StrCat(options.listen_address.substr(0, colon), ":", port);
 
+  if (!options.metrics_listen.empty()) {
+    try {
+      s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("--metrics-listen ", options.metrics_listen,
+                                                 ": cannot listen (", e.what(), ")"));
+    }
+    s->metrics_ = std::make_shared<ShardMetrics>(s->shard_.get());
+    s->exposer_->RegisterCollectable(s->metrics_);
+    const std::vector<int> ports = s->exposer_->GetListeningPorts();
+    const size_t mcolon = options.metrics_listen.rfind(':');
+    s->metrics_address_ = absl::StrCat(options.metrics_listen.substr(0, mcolon), ":",
+                                       ports.empty() ? 0 : ports.front());
+  }
   const absl::Duration period =
       std::clamp(config.learner_timeout / 4, absl::Milliseconds(10), absl::Seconds(1));
   s->expiry_thread_ = std::thread([raw = s.get(), period] { raw->ExpiryLoop(period); });
@@ -201,6 +215,7 @@ void ShardServer::Shutdown() {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
   }
+  exposer_.reset();  // no scrape may read the shard from here on
   // A clean stop keeps everything: the last checkpoint holds the final state.
   if (shard_) {
     absl::Status st = WriteCheckpoint();

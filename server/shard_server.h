@@ -15,7 +15,9 @@
 #include "server/clock.h"
 #include "server/parameter_shard.h"
 #include "server/ps_service.h"
+#include "prometheus/exposer.h"
 #include "server/server_options.h"
+#include "server/shard_metrics.h"
 
 namespace orrery::server {
 
@@ -33,6 +35,8 @@ class ShardServer {
   ParameterShard& shard() { return *shard_; }
   // The version restored from a checkpoint by --resume (unset when the shard started fresh).
   std::optional<uint64_t> restored_version() const { return restored_version_; }
+  // host:port of the Prometheus /metrics endpoint ("" without --metrics-listen).
+  const std::string& metrics_address() const { return metrics_address_; }
   // Writes a checkpoint now (when checkpoints are configured and the shard has weights).
   absl::Status WriteCheckpoint();
   // Called (on the writing thread) with the version of every checkpoint written.
@@ -53,6 +57,9 @@ class ShardServer {
   std::unique_ptr<PsService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
+  std::shared_ptr<ShardMetrics> metrics_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string metrics_address_;
   std::string checkpoint_path_;  // empty: no checkpoints
   absl::Duration checkpoint_every_;
   std::optional<uint64_t> restored_version_;

@@ -1,0 +1,107 @@
+// A shard's Prometheus /metrics over real HTTP: the counters of pushes, pulls, applied and
+// rejected gradients and the staleness histogram follow what the shard did.
+#include "server/shard_metrics.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <limits>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/numbers.h"
+#include "server/client.h"
+#include "server/shard_server.h"
+
+namespace orrery::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+// GET /metrics from host:port with HTTP/1.0 (the server closes the connection after answering).
+std::string Scrape(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port)) return "";
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      for (int i = 0; i < 10000; ++i) {  // bounded
+        const ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        response.append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  close(fd);
+  return response;
+}
+
+TEST(ShardMetricsTest, ScrapeShowsPushesPullsRejectionsAndStaleness) {
+  ServerOptions o;
+  o.job_id = "metrics-job";
+  o.token = "tk";
+  o.protocol = "async";
+  o.metrics_listen = "127.0.0.1:0";
+  auto server = ShardServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_FALSE((*server)->metrics_address().empty());
+
+  ClientOptions c;
+  c.endpoints = {(*server)->address()};
+  c.job_id = "metrics-job";
+  c.token = "tk";
+  c.tensors = {{"w", 50}};
+  auto client = PsClient::Connect(c);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(50, 0.0f)).ok());
+  std::vector<float> w(50), g(50, 0.1f);
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE((*client)->Pull(step, w).ok());
+    ASSERT_TRUE((*client)->Push(step, g, 8, 1.0f).ok());
+  }
+  ASSERT_TRUE((*client)->Pull(3, w).ok());
+  g[7] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE((*client)->Push(3, g, 8, 1.0f).ok());
+
+  const std::string text = Scrape((*server)->metrics_address());
+  ASSERT_THAT(text, HasSubstr("200 OK"));
+  const std::string labels = "{job=\"metrics-job\",shard=\"0\"}";
+  EXPECT_THAT(text, HasSubstr("orrery_shard_version" + labels + " 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_pushes_total" + labels + " 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_gradients_applied_total" + labels + " 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_samples_applied_total" + labels + " 24"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_gradients_rejected_total{job=\"metrics-job\",shard=\"0\",reason=\"nonfinite\"} 1"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_staleness_count" + labels + " 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_staleness_bucket{job=\"metrics-job\",shard=\"0\",le=\"0\"} 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_pulls_total" + labels));
+}
+
+TEST(ShardMetricsTest, AnAddressInUseIsAnErrorNamingIt) {
+  ServerOptions o;
+  o.job_id = "metrics-job";
+  o.metrics_listen = "127.0.0.1:0";
+  auto first = ShardServer::Start(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  o.metrics_listen = (*first)->metrics_address();
+  auto second = ShardServer::Start(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(o.metrics_listen));
+}
+
+}  // namespace
+}  // namespace orrery::server
