@@ -102,7 +102,7 @@ def markdown(rows, args, command):
     epochs = max((len(r.get("test_accuracy_per_epoch", [])) for r in rows), default=0)
     head = ["configuration"] + [f"ep {e + 1}" for e in range(epochs)] + ["final − float", "images/s"]
     fp = next((r for r in rows if r["precision"] == "fp32" and "final_test_accuracy" in r), None)
-    lines = [f"# Fashion-MNIST test accuracy (%) per epoch, mlp.yaml, float32 vs fixed16 <16-FL, FL>",
+    lines = [f"# Fashion-MNIST test accuracy (%) per epoch, {os.path.basename(args.model)}, float32 vs fixed16 <16-FL, FL>",
              "",
              f"Command: `{command}`  ",
              f"Settings: batch {args.batch}, lr {args.lr}, momentum {args.momentum}, seed {args.seed}, "
