@@ -150,7 +150,7 @@ def plot(rows, gp_path, png_path):
         "# Run from bench/results: gnuplot " + os.path.basename(gp_path),
         "set terminal pngcairo size 1000,650 font 'DejaVu Sans,11'",
         f"set output '{os.path.basename(png_path)}'",
-        "set title 'mlp.yaml on Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest, dotted: nearest updates only)'",
+        "set title 'Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest, dotted: nearest updates only)'",
         "set xlabel 'epoch'", "set ylabel 'test accuracy (%)'",
         "set key outside right", "set grid"] + blocks + [
         "plot " + ", \\\n     ".join(series), ""])
