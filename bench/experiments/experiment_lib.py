@@ -246,6 +246,7 @@ def gnuplot_accuracy(png, title, series, xlabel="seconds since the learners star
     Returns an error string or None."""
     if not shutil.which("gnuplot"):
         return "gnuplot not found (apt-get install gnuplot-nox)"
+    png = os.path.abspath(png)  # gnuplot runs elsewhere: relative data paths would not resolve
     data_dir = os.path.dirname(png)
     base = os.path.splitext(png)[0]
     plots = []
