@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/random_token.h"
 #include "cli/commands.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backends/job_ranks.h"
@@ -58,15 +59,6 @@ int WaitSignal(absl::Duration d) {
   timespec ts = absl::ToTimespec(d);
   const int sig = sigtimedwait(&set, nullptr, &ts);
   return sig > 0 ? sig : 0;
-}
-
-std::string RandomToken() {
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) {
-    absl::StrAppend(&token, absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
-  }
-  return token;
 }
 
 // The launcher (mpirun, orted, slurmstepd) is our parent; if it dies we are orphaned and nobody

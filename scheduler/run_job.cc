@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/progress_line.h"
+#include "base/random_token.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "parameter_server.grpc.pb.h"
@@ -35,11 +36,10 @@ double SecondsSince(Clock::time_point t0) {
 
 std::string Num(double v) { return absl::StrFormat("%.10g", v); }
 
-std::string RandomToken() {
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) absl::StrAppend(&token, absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
-  return token;
+// What a client of the job's shards presents: their CA, and with mutual TLS the certificate.
+server::TlsFiles ClientTls(const JobSpec& job) {
+  if (!job.tls) return {};
+  return {job.tls->ca, job.tls->mutual ? job.tls->cert : "", job.tls->mutual ? job.tls->key : ""};
 }
 
 double SlowFactor(const JobSpec& job, int index) {
@@ -122,8 +122,10 @@ class JobRun::Impl {
   TimerId timeout_timer_ = 0;
   TimerId ticker_ = 0;
   TimerId health_timer_ = 0;
-  // Health checks of the shards (a Stats call each): channel, last answer, a check in flight.
-  std::vector<std::unique_ptr<proto::ParameterServer::Stub>> health_stubs_;
+  // The runner's own channel to each shard (health checks, and leaving on a dead learner's
+  // behalf), opened once the shards are ready.
+  std::vector<std::unique_ptr<proto::ParameterServer::Stub>> shard_stubs_;
+  // Health checks of the shards (a Stats call each): last answer, a check in flight.
   std::vector<absl::Time> shard_answered_;
   std::vector<bool> probing_;
   // Checks in flight, so that the destructor can cancel them and wait: their callbacks post to
@@ -148,8 +150,7 @@ class JobRun::Impl {
   std::map<ProcessId, int> learner_index_;  // learner process -> index
   std::map<int, nlohmann::json> learner_progress_;
   std::map<ProcessId, int> learner_id_;     // learner process -> id the shards gave it
-  std::map<int, int> restarts_of_shard_;    // shard -> restarts so far
-  std::map<std::pair<int, int>, uint64_t> lost_per_restart_;  // (shard, restart) -> updates lost
+  std::map<std::pair<int, int>, uint64_t> lost_per_restart_;  // (shard, incarnation) -> updates lost
   ProcessId evaluator_ = -1;
   int learners_exited_ = 0;
   bool evaluator_asked_to_stop_ = false;
@@ -350,8 +351,13 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
     // Every learner reports the restart it saw; the largest loss seen counts, once per restart.
     const int shard = Get<int>(body, "shard", -1);
     const uint64_t lost = Get<uint64_t>(body, "updates_lost", 0);
-    if (shard >= 0 && shard < static_cast<int>(server_ids_.size())) {
-      uint64_t& worst = lost_per_restart_[{shard, restarts_of_shard_[shard]}];
+    absl::StatusOr<ProcessInfo> info =
+        shard >= 0 && shard < static_cast<int>(server_ids_.size())
+            ? backend_.Info(server_ids_[shard])
+            : absl::StatusOr<ProcessInfo>(absl::NotFoundError("no such shard"));
+    if (info.ok()) {
+      // The learner saw the shard come back: the report belongs to its current incarnation.
+      uint64_t& worst = lost_per_restart_[{shard, info->incarnation}];
       if (lost > worst) {
         report_.updates_lost += lost - worst;
         worst = lost;
@@ -419,9 +425,6 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
   }
   // A shard.
   if (!exit.final()) {
-    for (size_t s = 0; s < server_ids_.size(); ++s) {
-      if (server_ids_[s] == exit.id) ++restarts_of_shard_[static_cast<int>(s)];
-    }
     ++report_.shard_restarts;
     if (options_.progress) {
       progress_.Print(absl::StrCat(exit.role, " ", exit.status.ToString(),
@@ -434,12 +437,11 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
 }
 
 void JobRun::Impl::StartHealthChecks() {
-  server::TlsFiles tls;
-  if (job_.tls) tls = {job_.tls->ca, job_.tls->mutual ? job_.tls->cert : "", job_.tls->mutual ? job_.tls->key : ""};
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = server::MakeChannelCredentials(tls);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      server::MakeChannelCredentials(ClientTls(job_));
   if (!credentials.ok()) return Fail(credentials.status());
   for (const std::string& endpoint : endpoints_) {
-    health_stubs_.push_back(proto::ParameterServer::NewStub(grpc::CreateChannel(endpoint, *credentials)));
+    shard_stubs_.push_back(proto::ParameterServer::NewStub(grpc::CreateChannel(endpoint, *credentials)));
   }
   shard_answered_.assign(endpoints_.size(), absl::Now());
   probing_.assign(endpoints_.size(), false);
@@ -451,7 +453,7 @@ void JobRun::Impl::StartHealthChecks() {
 void JobRun::Impl::CheckShards() {
   if (stopping_) return;
   const absl::Time now = absl::Now();
-  for (size_t s = 0; s < health_stubs_.size(); ++s) {
+  for (size_t s = 0; s < shard_stubs_.size(); ++s) {
     absl::StatusOr<ProcessInfo> info = backend_.Info(server_ids_[s]);
     if (!info.ok() || info->state != ProcessState::kRunning) {
       shard_answered_[s] = now;  // restarting: the clock starts again when it runs
@@ -481,7 +483,7 @@ void JobRun::Impl::CheckShards() {
     }
     // The callback touches neither `this` nor its members directly: the run may be gone by then.
     // The destructor waits for it, so the loop (which outlives the run) is still there to post to.
-    health_stubs_[s]->async()->Stats(
+    shard_stubs_[s]->async()->Stats(
         &call->context, &call->request, &call->response,
         [this, loop = &loop_, probes = probes_, call, alive, s](grpc::Status st) {
           loop->Post([this, alive, s, ok = st.ok()] {
@@ -498,15 +500,7 @@ void JobRun::Impl::CheckShards() {
 void JobRun::Impl::EvictLearner(const std::string& role, int learner_id) {
   int evicted = 0;
   std::string errors;
-  server::TlsFiles tls;
-  if (job_.tls) tls = {job_.tls->ca, job_.tls->mutual ? job_.tls->cert : "", job_.tls->mutual ? job_.tls->key : ""};
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = server::MakeChannelCredentials(tls);
-  for (const std::string& endpoint : endpoints_) {
-    if (!credentials.ok()) {
-      absl::StrAppend(&errors, " ", credentials.status().message());
-      break;
-    }
-    auto stub = proto::ParameterServer::NewStub(grpc::CreateChannel(endpoint, *credentials));
+  for (size_t s = 0; s < shard_stubs_.size(); ++s) {
     proto::LeaveRequest request;
     request.set_job_id(job_.name);
     request.set_token(token_);
@@ -514,11 +508,11 @@ void JobRun::Impl::EvictLearner(const std::string& role, int learner_id) {
     proto::LeaveResponse response;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    grpc::Status st = stub->Leave(&context, request, &response);
+    grpc::Status st = shard_stubs_[s]->Leave(&context, request, &response);
     if (st.ok()) {
       ++evicted;
     } else {
-      absl::StrAppend(&errors, " ", endpoint, ": ", st.error_message(), ";");
+      absl::StrAppend(&errors, " ", endpoints_[s], ": ", st.error_message(), ";");
     }
   }
   if (evicted > 0) ++report_.learners_evicted;
@@ -659,10 +653,9 @@ std::vector<std::string> CommonLearnerArgv(const JobSpec& job, const std::string
                                    "--seed", absl::StrCat(job.seed),
                                    "--threads", absl::StrCat(threads)};
   if (job.limit_train) argv.insert(argv.end(), {"--limit-train", absl::StrCat(*job.limit_train)});
-  if (job.tls) {
-    argv.insert(argv.end(), {"--tls-ca", job.tls->ca});
-    if (job.tls->mutual) argv.insert(argv.end(), {"--tls-cert", job.tls->cert, "--tls-key", job.tls->key});
-  }
+  const server::TlsFiles tls = ClientTls(job);
+  if (!tls.ca.empty()) argv.insert(argv.end(), {"--tls-ca", tls.ca});
+  if (!tls.cert.empty()) argv.insert(argv.end(), {"--tls-cert", tls.cert, "--tls-key", tls.key});
   if (job.precision.compute == NumberFormat::kFixed16) {
     argv.insert(argv.end(), {"--precision", "fixed16", "--fl", absl::StrCat(job.precision.fl)});
   }

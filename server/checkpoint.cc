@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 
@@ -18,20 +19,12 @@ namespace {
 
 constexpr char kMagic[8] = {'O', 'R', 'R', 'Y', 'C', 'K', 'P', '1'};
 constexpr size_t kHeader = sizeof kMagic + sizeof(uint64_t) + sizeof(uint32_t);
-// Far above any model this system trains on one shard; a larger length is corruption.
-constexpr uint64_t kMaxPayload = 16ull << 30;
+// Protobuf parses at most 2^31 - 1 bytes; a larger length is corruption.
+constexpr uint64_t kMaxPayload = INT32_MAX;
 
-uint32_t Crc32(const std::string& bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
-  size_t left = bytes.size();
-  while (left > 0) {  // crc32 takes a uInt length
-    const uInt n = static_cast<uInt>(std::min<size_t>(left, 1u << 30));
-    crc = crc32(crc, p, n);
-    p += n;
-    left -= n;
-  }
-  return static_cast<uint32_t>(crc);
+uint32_t Crc32(std::string_view bytes) {
+  return static_cast<uint32_t>(
+      crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
 }
 
 absl::Status ErrnoError(const std::string& what, const std::string& path) {
@@ -117,10 +110,12 @@ absl::StatusOr<proto::ShardCheckpoint> ReadCheckpointFile(const std::string& pat
     return corrupt(absl::StrCat("truncated or padded: the header says ", length,
                                 " bytes of state, the file holds ", bytes.size() - kHeader));
   }
-  const std::string payload = bytes.substr(kHeader);
+  const std::string_view payload = std::string_view(bytes).substr(kHeader);
   if (Crc32(payload) != crc) return corrupt("checksum mismatch (the file was damaged)");
   proto::ShardCheckpoint checkpoint;
-  if (!checkpoint.ParseFromString(payload)) return corrupt("the state does not parse");
+  if (!checkpoint.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return corrupt("the state does not parse");
+  }
   return checkpoint;
 }
 

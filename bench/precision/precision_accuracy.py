@@ -23,34 +23,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import experiment_lib as lib  # noqa: E402
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def load_average():
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def source_revision():
-    try:
-        return subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+REPO = lib.REPO
 
 
 def configurations(fls, update_only_fls):
@@ -111,7 +88,7 @@ def markdown(rows, args, command):
              f"master weights fixed16 (velocity float). \"nearest\" rounds everything to nearest; "
              f"\"nearest updates only\" keeps stochastic arithmetic and rounds only the "
              f"master-weight updates to nearest.  ",
-             f"Date {datetime.date.today().isoformat()}, CPU {cpu_model()}.",
+             f"Date {datetime.date.today().isoformat()}, CPU {lib.cpu_model()}.",
              "",
              "| " + " | ".join(head) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
@@ -186,7 +163,8 @@ def main():
     os.makedirs(args.results, exist_ok=True)
     command = os.environ.get("EXPERIMENT_COMMAND") or " ".join(["bench/precision/precision_accuracy.py"] + sys.argv[1:])
     fls = [int(x) for x in args.fls.split(",")]
-    load_before = load_average()
+    machine = lib.machine_details()
+    load_before = machine["load_average_1m_before"]
     start = time.time()
     workdir = tempfile.mkdtemp(prefix="orrery-precision-")
     update_only = [int(x) for x in args.update_only_fls.split(",") if x]
@@ -216,7 +194,7 @@ def main():
         "target_ratio": 0.99,
         "command": command,
         "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
+        "cpu": lib.cpu_model(),
         "details": {
             "rows": rows,
             "table": os.path.basename(base + ".md"),
@@ -229,7 +207,7 @@ def main():
             "load_average_1m_before": load_before,
             "cores": os.cpu_count(),
             "seconds": round(time.time() - start, 1),
-            "source_revision": source_revision(),
+            "source_revision": machine["source_revision"],
         },
     }
     if errors or plot_error:

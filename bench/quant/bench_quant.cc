@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/machine_info.h"
 #include "benchmark/benchmark.h"
 #include "nlohmann/json.hpp"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -32,6 +33,9 @@
 
 namespace orrery::quant {
 namespace {
+
+using ::orrery::bench::CpuModel;
+using ::orrery::bench::Today;
 
 struct Flags {
   std::string results_dir = "bench/results";
@@ -191,25 +195,6 @@ class CollectingReporter : public benchmark::ConsoleReporter {
   std::map<std::string, double> rates;
   std::map<std::string, std::string> labels;
 };
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  }
-  return "unknown";
-}
-
-std::string Today() {
-  const std::time_t t = std::time(nullptr);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
-  return buf;
-}
 
 double Get(const std::map<std::string, double>& m, const std::string& key) {
   auto it = m.find(key);

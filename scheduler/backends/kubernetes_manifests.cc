@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/random_token.h"
 #include "scheduler/backends/job_spec_yaml.h"
 #include "scheduler/run_job.h"
 #include "yaml-cpp/yaml.h"
@@ -24,15 +25,6 @@ namespace fs = std::filesystem;
 
 constexpr char kJobMount[] = "/etc/orrery/job";
 constexpr size_t kMaxName = 40;
-
-std::string RandomToken() {
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) {
-    absl::StrAppend(&token, absl::Hex(static_cast<uint64_t>(rd()) << 32 | rd(), absl::kZeroPad16));
-  }
-  return token;
-}
 
 // Sets the value after `flag` in `argv`.
 void SetFlag(std::vector<std::string>& argv, const std::string& flag, const std::string& value) {

@@ -15,31 +15,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "tests/util/process_io.h"
 
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
+using Result = ::orrery::testing::CommandResult;
 
 // Runs ORRERY_BINARY with `args` (shell-quoted by the caller), capturing both streams.
 Result Orrery(const std::string& args) {
-  const std::string err_path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-", getpid(), ".err");
-  const std::string cmd = absl::StrCat(ORRERY_BINARY, " ", args, " 2>", err_path, " </dev/null");
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  std::filesystem::remove(err_path);
-  return r;
+  return ::orrery::testing::RunCommand(absl::StrCat(ORRERY_BINARY, " ", args),
+                             std::filesystem::temp_directory_path() /
+                                 absl::StrCat("orrery-cli-", getpid(), ".err"));
 }
 
 int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }

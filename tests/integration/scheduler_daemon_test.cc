@@ -34,6 +34,7 @@
 #include "scheduler/event_loop.h"
 #include "scheduler/job_store.h"
 #include "scheduler/line_waiter.h"
+#include "tests/util/process_io.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -58,11 +59,7 @@ std::string SlowJob(const std::string& name) {
 
 bool Alive(int pid) { return ProcessStartTicks(pid).has_value(); }
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using CliResult = ::orrery::testing::CommandResult;
 
 class SchedulerDaemonTest : public ::testing::Test {
  protected:
@@ -212,21 +209,9 @@ class SchedulerDaemonTest : public ::testing::Test {
 
   // Runs the orrery CLI against this daemon; `env` is prepended ("ORRERY_SCHEDULER_TOKEN=x").
   CliResult Cli(const std::string& args, const std::string& env = "") {
-    const std::string err_path = (dir_ / "cli.err").string();
-    const std::string cmd =
-        absl::StrCat("env ORRERY_SCHEDULER=", address_, " ORRERY_SCHEDULER_TOKEN=", kToken, " ", env, " ",
-                     ORRERY_BINARY, " ", args, " 2>", err_path, " </dev/null");
-    CliResult r;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (p == nullptr) return r;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream in(err_path);
-    r.err.assign(std::istreambuf_iterator<char>(in), {});
-    return r;
+    return ::orrery::testing::RunCommand(absl::StrCat("env ORRERY_SCHEDULER=", address_, " ORRERY_SCHEDULER_TOKEN=",
+                                            kToken, " ", env, " ", ORRERY_BINARY, " ", args),
+                               dir_ / "cli.err");
   }
 
   // GET http://<metrics_address_>/metrics.

@@ -22,9 +22,12 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/client.h"
+#include "tests/util/process_io.h"
 
 namespace orrery::server {
 namespace {
+
+using ::orrery::testing::ReadLine;
 
 constexpr int kLearners = 32;
 constexpr int kShards = 2;
@@ -39,21 +42,6 @@ struct ServerProcess {
   int out = -1;
   std::string endpoint;
 };
-
-std::string ReadLine(int fd, absl::Duration limit) {
-  std::string line;
-  const absl::Time end = absl::Now() + limit;
-  while (absl::Now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
-    if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
-    char c;
-    if (read(fd, &c, 1) != 1) break;
-    if (c == '\n') return line;
-    line.push_back(c);
-  }
-  return line;
-}
 
 ServerProcess StartServer(int shard) {
   int out[2];

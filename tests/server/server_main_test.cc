@@ -15,25 +15,12 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "server/client.h"
+#include "tests/util/process_io.h"
 
 namespace orrery::server {
 namespace {
 
-// Reads from `fd` until a newline or EOF or the deadline.
-std::string ReadLine(int fd, absl::Duration limit) {
-  std::string line;
-  const absl::Time end = absl::Now() + limit;
-  while (absl::Now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
-    if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
-    char c;
-    if (read(fd, &c, 1) != 1) break;
-    if (c == '\n') return line;
-    line.push_back(c);
-  }
-  return line;
-}
+using ::orrery::testing::ReadLine;
 
 // Waits for `pid` to exit within `limit`; returns its wait status or -1.
 int WaitExit(pid_t pid, absl::Duration limit) {

@@ -1,0 +1,64 @@
+// Helpers for tests that drive real processes: reading a child's output line with a deadline,
+// and running a command line to completion with both streams captured.
+#pragma once
+
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace orrery::testing {
+
+// Reads from `fd` until a newline, EOF or the deadline; returns the line without its newline.
+inline std::string ReadLine(int fd, absl::Duration limit) {
+  std::string line;
+  const absl::Time end = absl::Now() + limit;
+  while (absl::Now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
+    if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
+    char c;
+    if (read(fd, &c, 1) != 1) break;
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+  return line;
+}
+
+struct CommandResult {
+  int exit_code = -1;  // -1: did not start, or ended by a signal
+  std::string out;     // stdout
+  std::string err;     // stderr
+};
+
+// Runs `command` through the shell with stdin from /dev/null; stderr goes through `err_path`
+// (removed afterwards).
+inline CommandResult RunCommand(const std::string& command, const std::filesystem::path& err_path) {
+  CommandResult r;
+  FILE* p = popen(absl::StrCat(command, " 2>", err_path.string(), " </dev/null").c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  {
+    std::ifstream in(err_path);
+    r.err.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+}  // namespace orrery::testing
