@@ -232,6 +232,12 @@ void AddDaemonCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--token-file", *token_file, "File holding the bearer token clients must send (default: $ORRERY_SCHEDULER_TOKEN)");
   cmd->add_option("--metrics-listen", o->metrics_listen, "host:port serving Prometheus /metrics (default: none)");
   cmd->add_option("--log-root", o->log_root, "Per-job process logs (default: <store dir>/<store name>-logs)");
+  cmd->add_option("--mpirun-arg", o->mpirun_args, "Extra argument for mpirun in backend: mpi jobs (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--sbatch-arg", o->sbatch_args, "Extra argument for sbatch in backend: slurm jobs (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--slurm-work-dir", o->slurm_work_dir,
+                  "Batch scripts and task output of slurm jobs, seen by every node (default: <store dir>/<store name>-slurm)");
   cmd->callback([&commands, o, token_file] {
     commands.Set([o, token_file] {
       absl::StatusOr<std::string> token = ReadToken(*token_file);

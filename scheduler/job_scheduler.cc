@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "scheduler/adopted_process.h"
+#include "scheduler/group_job_run.h"
 #include "scheduler/job_spec.h"
 #include "scheduler/run_job.h"
 
@@ -25,7 +26,8 @@ namespace fs = std::filesystem;
 struct JobScheduler::Entry {
   JobRecord record;
   std::optional<JobSpec> spec;  // parsed when it started
-  std::unique_ptr<JobRun> run;  // while it runs under this daemon
+  Backend* backend = nullptr;      // the one its spec names (null: none here; it cannot start)
+  std::unique_ptr<JobRunner> run;  // while it runs under this daemon
   std::map<ProcessId, size_t> process_index;  // backend process -> index in record.processes
   // While re-attached: the survivors of an earlier daemon, with their index in record.processes.
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> adopted;
@@ -43,17 +45,41 @@ std::string FormatLogLine(absl::Time now, const OutputLine& line) {
 
 }  // namespace
 
-JobScheduler::JobScheduler(EventLoop& loop, Backend& backend, JobStore& store, SchedulerOptions options)
-    : loop_(loop), backend_(backend), store_(store), options_(std::move(options)), queue_(options_.slots) {
-  exit_listener_ = backend_.AddExitListener([this](const ProcessExit& exit) { OnProcessExit(exit); });
+JobScheduler::JobScheduler(EventLoop& loop, SchedulerBackends backends, JobStore& store, SchedulerOptions options)
+    : loop_(loop), backends_(std::move(backends)), store_(store), options_(std::move(options)),
+      queue_(options_.slots) {
+  for (Backend* backend : {backends_.local, backends_.mpi, backends_.slurm}) {
+    if (backend == nullptr) continue;
+    exit_listeners_.emplace_back(backend, backend->AddExitListener([this, backend](const ProcessExit& exit) {
+      OnProcessExit(backend, exit);
+    }));
+  }
 }
+
+namespace {
+SchedulerBackends LocalOnly(Backend& local) {
+  SchedulerBackends backends;
+  backends.local = &local;
+  return backends;
+}
+}  // namespace
+
+JobScheduler::JobScheduler(EventLoop& loop, Backend& local, JobStore& store, SchedulerOptions options)
+    : JobScheduler(loop, LocalOnly(local), store, std::move(options)) {}
 
 JobScheduler::~JobScheduler() {
   *alive_ = false;
-  backend_.RemoveListener(exit_listener_);
+  for (auto& [backend, listener] : exit_listeners_) backend->RemoveListener(listener);
   for (auto& [id, entry] : jobs_) {
     if (entry->kill_timer) loop_.Cancel(entry->kill_timer);
   }
+}
+
+Backend* JobScheduler::BackendFor(const std::string& kind) const {
+  if (kind == "local") return backends_.local;
+  if (kind == "mpi") return backends_.mpi;
+  if (kind == "slurm") return backends_.slurm;
+  return nullptr;
 }
 
 int64_t JobScheduler::NowMs() const { return absl::ToUnixMillis(options_.now()); }
@@ -195,11 +221,25 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
         absl::StrCat("base_dir: must be the absolute directory of the job file, got '", base_dir, "'"));
   }
   ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml, base_dir));
-  if (spec.backend != BackendKind::kLocal) {
-    return absl::FailedPreconditionError(absl::StrCat("backend: this scheduler runs local jobs only, not ",
-                                                      BackendKindName(spec.backend)));
+  switch (spec.backend) {
+    case BackendKind::kLocal:
+      if (backends_.local == nullptr) return absl::FailedPreconditionError("backend: this scheduler runs no local jobs");
+      break;
+    case BackendKind::kMpi:
+      if (backends_.mpi == nullptr) return absl::FailedPreconditionError(absl::StrCat("backend: mpi: ", backends_.mpi_missing));
+      break;
+    case BackendKind::kSlurm:
+      if (backends_.slurm == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat("backend: slurm: ", backends_.slurm_missing));
+      }
+      break;
+    case BackendKind::kKubernetes:
+      return absl::FailedPreconditionError(
+          "backend: kubernetes jobs are not run by this scheduler: render them with `orrery render-k8s JOB.yaml` "
+          "and apply them with kubectl (see docs/backends.md)");
   }
-  const int slots = spec.servers + spec.learners;
+  // Slurm finds nodes for its jobs itself; local and mpi jobs run on this machine's cores.
+  const int slots = spec.backend == BackendKind::kSlurm ? 0 : spec.servers + spec.learners;
   if (slots > options_.slots) {
     return absl::FailedPreconditionError(absl::StrCat("servers + learners: the job needs ", slots,
                                                       " slots but this scheduler has ", options_.slots,
@@ -302,8 +342,27 @@ void JobScheduler::StartJob(Entry& entry) {
   r.log_dir = (fs::path(options_.log_root) / absl::StrCat("job-", id)).string();
   r.boot_id = BootId();
   r.processes.clear();
+  entry.backend = BackendFor(r.backend);
   Persist(entry, /*with_processes=*/true);
   Changed(entry);
+  if (entry.backend == nullptr) {  // stored by a daemon that had the backend
+    return Finish(entry, JobState::kFailed, absl::StrCat("backend: this scheduler has no ", r.backend, " backend"));
+  }
+  entry.spec = *spec;
+  auto on_started = [this, id](const std::vector<ProcessId>& ids, Backend&) { OnStarted(id, ids); };
+  auto on_line = [this, id](const OutputLine& line, Backend&) { OnJobLine(id, line); };
+  if (spec->backend != BackendKind::kLocal) {
+    GroupRunOptions o;
+    o.orrery_binary = options_.orrery_binary;
+    o.log_dir = r.log_dir;
+    o.role_prefix = RolePrefix(id);
+    o.threads_per_learner = 1;  // a learner holds one slot
+    o.on_started = on_started;
+    o.on_line = on_line;
+    entry.run = std::make_unique<GroupJobRun>(*std::move(spec), std::move(o), loop_, *entry.backend);
+    entry.run->Start([this, id](absl::StatusOr<RunReport> result) { OnRunDone(id, std::move(result)); });
+    return;
+  }
 
   RunJobOptions o;
   o.orrery_binary = options_.orrery_binary;
@@ -311,10 +370,9 @@ void JobScheduler::StartJob(Entry& entry) {
   o.progress = false;
   o.threads_per_learner = 1;  // a learner holds one slot
   o.role_prefix = RolePrefix(id);
-  o.on_started = [this, id](const std::vector<ProcessId>& ids, Backend&) { OnStarted(id, ids); };
-  o.on_line = [this, id](const OutputLine& line, Backend&) { OnJobLine(id, line); };
-  entry.spec = *spec;
-  entry.run = std::make_unique<JobRun>(*std::move(spec), std::move(o), loop_, backend_);
+  o.on_started = on_started;
+  o.on_line = on_line;
+  entry.run = std::make_unique<JobRun>(*std::move(spec), std::move(o), loop_, *entry.backend);
   entry.run->Start([this, id](absl::StatusOr<RunReport> result) { OnRunDone(id, std::move(result)); });
 }
 
@@ -322,16 +380,16 @@ void JobScheduler::OnStarted(int64_t id, const std::vector<ProcessId>& ids) {
   Entry& entry = *jobs_.at(id);
   const std::string prefix = RolePrefix(id);
   for (ProcessId pid : ids) {
-    absl::StatusOr<ProcessInfo> info = backend_.Info(pid);
+    absl::StatusOr<ProcessInfo> info = entry.backend->Info(pid);
     if (!info.ok()) continue;
     ProcessRecord p;
     p.role = absl::StartsWith(info->role, prefix) ? info->role.substr(prefix.size()) : info->role;
     p.pid = info->pid;
-    p.start_ticks = ProcessStartTicks(info->pid).value_or(0);
+    p.start_ticks = info->pid > 0 ? ProcessStartTicks(info->pid).value_or(0) : 0;
     p.incarnation = info->incarnation;
     entry.process_index[pid] = entry.record.processes.size();
     entry.record.processes.push_back(std::move(p));
-    process_job_[pid] = id;
+    process_job_[{entry.backend, pid}] = id;
   }
   Persist(entry, /*with_processes=*/true);
   Changed(entry);
@@ -344,9 +402,10 @@ void JobScheduler::OnJobLine(int64_t id, const OutputLine& line) {
   auto index = entry.process_index.find(line.id);
   if (index != entry.process_index.end()) {
     ProcessRecord& p = entry.record.processes[index->second];
-    if (p.incarnation != line.incarnation) {  // restarted: follow its new pid
-      absl::StatusOr<ProcessInfo> info = backend_.Info(line.id);
-      if (info.ok() && info->pid > 0) {
+    // Restarted, or (a rank of a launch) it announced its pid: follow its pid.
+    if (p.incarnation != line.incarnation || (p.pid == 0 && p.exit.empty())) {
+      absl::StatusOr<ProcessInfo> info = entry.backend->Info(line.id);
+      if (info.ok() && info->pid > 0 && (info->pid != p.pid || info->incarnation != p.incarnation)) {
         p.pid = info->pid;
         p.start_ticks = ProcessStartTicks(info->pid).value_or(0);
         p.incarnation = info->incarnation;
@@ -365,8 +424,8 @@ void JobScheduler::OnJobLine(int64_t id, const OutputLine& line) {
   for (const auto& fn : watchers) fn(text);
 }
 
-void JobScheduler::OnProcessExit(const ProcessExit& exit) {
-  auto job = process_job_.find(exit.id);
+void JobScheduler::OnProcessExit(const Backend* backend, const ProcessExit& exit) {
+  auto job = process_job_.find({backend, exit.id});
   if (job == process_job_.end() || !exit.final()) return;
   auto it = jobs_.find(job->second);
   if (it == jobs_.end()) return;
@@ -478,7 +537,9 @@ void JobScheduler::Unwatch(WatchId id) {
 void JobScheduler::Shutdown(std::function<void()> done) {
   if (done) shutdown_done_.push_back(std::move(done));
   if (shutting_down_) {  // asked again: kill what is left now
-    backend_.StopAll(absl::ZeroDuration(), nullptr);
+    for (Backend* backend : {backends_.local, backends_.mpi, backends_.slurm}) {
+      if (backend != nullptr) backend->StopAll(absl::ZeroDuration(), nullptr);
+    }
     for (auto& [id, entry] : jobs_) {
       for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGKILL).IgnoreError();
     }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +33,16 @@ struct SchedulerOptions {
   std::function<absl::Time()> now = [] { return absl::Now(); };
 };
 
+// The backends a scheduler runs jobs on, by the spec's `backend:`; borrowed. A null one is
+// refused at submit with `*_missing` as the reason.
+struct SchedulerBackends {
+  Backend* local = nullptr;
+  Backend* mpi = nullptr;    // an MpiBackend
+  Backend* slurm = nullptr;  // a SlurmBackend
+  std::string mpi_missing = "this scheduler has no mpi backend";
+  std::string slurm_missing = "this scheduler has no slurm backend";
+};
+
 struct SchedulerStats {
   std::map<JobState, int> jobs;  // every state present, zero or not
   int queue_length = 0;
@@ -42,11 +53,13 @@ struct SchedulerStats {
 using WatchId = int64_t;
 
 // Threads: not thread-safe. Construct, call and destroy it on the loop's thread; every callback
-// runs there. `loop`, `backend` and `store` are borrowed and must outlive it. Store writes block
+// runs there. `loop`, the backends and `store` are borrowed and must outlive it. Store writes block
 // the loop for the disk; a failed write is logged and the in-memory state goes on.
 class JobScheduler {
  public:
-  JobScheduler(EventLoop& loop, Backend& backend, JobStore& store, SchedulerOptions options);
+  JobScheduler(EventLoop& loop, SchedulerBackends backends, JobStore& store, SchedulerOptions options);
+  // Local jobs only.
+  JobScheduler(EventLoop& loop, Backend& local, JobStore& store, SchedulerOptions options);
   ~JobScheduler();
   JobScheduler(const JobScheduler&) = delete;
   JobScheduler& operator=(const JobScheduler&) = delete;
@@ -61,7 +74,8 @@ class JobScheduler {
   // Validates `spec_yaml` (relative paths resolve against `base_dir`, which must be absolute),
   // stores the job and queues it; it starts on a later loop turn if it fits. INVALID_ARGUMENT
   // naming the key at fault, or FAILED_PRECONDITION (more slots than the scheduler has, a backend
-  // it cannot run); nothing is stored then.
+  // it cannot run); nothing is stored then. Local and mpi jobs hold servers + learners slots of
+  // this machine; slurm jobs hold none (Slurm queues them for its own nodes).
   absl::StatusOr<JobRecord> Submit(const std::string& spec_yaml, const std::string& base_dir, int priority);
 
   // `job` is an id ("7") or a name (the latest job of that name). NOT_FOUND if none.
@@ -97,7 +111,8 @@ class JobScheduler {
   void StartJob(Entry& entry);
   void OnStarted(int64_t id, const std::vector<ProcessId>& ids);
   void OnJobLine(int64_t id, const OutputLine& line);
-  void OnProcessExit(const ProcessExit& exit);
+  void OnProcessExit(const Backend* backend, const ProcessExit& exit);
+  Backend* BackendFor(const std::string& kind) const;
   void OnRunDone(int64_t id, absl::StatusOr<RunReport> result);
   void Reattach(Entry& entry);
   void OnAdoptedExit(int64_t id);
@@ -108,13 +123,13 @@ class JobScheduler {
   int64_t NowMs() const;
 
   EventLoop& loop_;
-  Backend& backend_;
+  SchedulerBackends backends_;
   JobStore& store_;
   SchedulerOptions options_;
   JobQueue queue_;
   std::map<int64_t, std::unique_ptr<Entry>> jobs_;
-  std::map<ProcessId, int64_t> process_job_;  // backend process -> job
-  ListenerId exit_listener_ = 0;
+  std::map<std::pair<const Backend*, ProcessId>, int64_t> process_job_;  // backend process -> job
+  std::vector<std::pair<Backend*, ListenerId>> exit_listeners_;
   struct LineWatch {
     int64_t job;
     std::function<void(const std::string&)> line;

@@ -23,6 +23,7 @@
 #include "server/tls.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/job_report.h"
 #include "scheduler/line_waiter.h"
 
 namespace orrery::scheduler {
@@ -47,34 +48,6 @@ double SlowFactor(const JobSpec& job, int index) {
     if (s.learner == index) return s.factor;
   }
   return 1;
-}
-
-// Splits "TAG {json}" lines; returns false for anything else.
-bool ParseTagged(const std::string& line, std::string* tag, nlohmann::json* body) {
-  if (!absl::StartsWith(line, "ORRERY_")) return false;
-  const size_t space = line.find(' ');
-  if (space == std::string::npos) return false;
-  *body = nlohmann::json::parse(line.substr(space + 1), nullptr, /*allow_exceptions=*/false);
-  if (body->is_discarded() || !body->is_object()) return false;
-  *tag = line.substr(0, space);
-  return true;
-}
-
-template <typename T>
-T Get(const nlohmann::json& j, const char* key, T fallback) {
-  auto it = j.find(key);
-  if (it == j.end()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    return fallback;
-  }
-}
-
-std::string LastLines(const Backend& backend, ProcessId id, size_t n) {
-  std::vector<std::string> tail = backend.Tail(id, n);
-  if (tail.empty()) return "";
-  return absl::StrCat("; last lines:\n    ", absl::StrJoin(tail, "\n    "));
 }
 
 }  // namespace
@@ -314,13 +287,8 @@ void JobRun::Impl::MaybeFinish() {
 }
 
 void JobRun::Impl::OnEval(const nlohmann::json& body) {
-  EvalPoint p;
-  p.seconds = SecondsSince(learners_start_);
-  p.test_accuracy = Get<double>(body, "test_accuracy", 0);
-  p.test_loss = Get<double>(body, "test_loss", 0);
+  const EvalPoint p = ParseEvalPoint(body, SecondsSince(learners_start_));
   const nlohmann::json stats = body.value("stats", nlohmann::json::object());
-  p.updates_applied = Get<uint64_t>(stats, "updates_applied", 0);
-  p.samples_applied = Get<uint64_t>(stats, "samples_applied", 0);
   report_.evals.push_back(p);
   last_eval_ = body;
   if (job_.target_accuracy && !report_.time_to_target_seconds &&
@@ -332,10 +300,10 @@ void JobRun::Impl::OnEval(const nlohmann::json& body) {
     progress_.Print(absl::StrFormat(
         "[%6.1fs] test accuracy %.2f%%  loss %.4f  updates %d  staleness mean %.2f max %d%s",
         p.seconds, 100 * p.test_accuracy, p.test_loss, p.updates_applied,
-        Get<double>(st, "mean", 0), Get<uint64_t>(st, "max", 0),
-        Get<bool>(body, "final", false) ? "  (final)" : ""));
+        JsonGet<double>(st, "mean", 0), JsonGet<uint64_t>(st, "max", 0),
+        JsonGet<bool>(body, "final", false) ? "  (final)" : ""));
   }
-  if (Get<bool>(body, "final", false)) final_eval_seen_ = true;
+  if (JsonGet<bool>(body, "final", false)) final_eval_seen_ = true;
 }
 
 void JobRun::Impl::OnLine(const OutputLine& line) {
@@ -344,13 +312,13 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
   nlohmann::json body;
   if (!ParseTagged(line.text, &tag, &body)) return;
   if (tag == "ORRERY_LEARNER_JOINED" && learner_index_.count(line.id)) {
-    learner_id_[line.id] = Get<int>(body, "learner", -1);
+    learner_id_[line.id] = JsonGet<int>(body, "learner", -1);
   } else if (tag == "ORRERY_EVAL" && line.id == evaluator_) {
     OnEval(body);
   } else if (tag == "ORRERY_LEARNER_SHARD_RESTART" && learner_index_.count(line.id)) {
     // Every learner reports the restart it saw; the largest loss seen counts, once per restart.
-    const int shard = Get<int>(body, "shard", -1);
-    const uint64_t lost = Get<uint64_t>(body, "updates_lost", 0);
+    const int shard = JsonGet<int>(body, "shard", -1);
+    const uint64_t lost = JsonGet<uint64_t>(body, "updates_lost", 0);
     absl::StatusOr<ProcessInfo> info =
         shard >= 0 && shard < static_cast<int>(server_ids_.size())
             ? backend_.Info(server_ids_[shard])
@@ -527,12 +495,12 @@ void JobRun::Impl::ShowProgress() {
   int64_t steps = 0, total = 0;
   double ips = 0;
   for (const auto& [index, p] : learner_progress_) {
-    steps += Get<int64_t>(p, "step", Get<int64_t>(p, "steps", 0));
-    total += Get<int64_t>(p, "steps", 0);
-    if (!Get<bool>(p, "done", false)) ips += Get<double>(p, "images_per_second", 0);
+    steps += JsonGet<int64_t>(p, "step", JsonGet<int64_t>(p, "steps", 0));
+    total += JsonGet<int64_t>(p, "steps", 0);
+    if (!JsonGet<bool>(p, "done", false)) ips += JsonGet<double>(p, "images_per_second", 0);
   }
   std::string acc = "";
-  if (last_eval_) acc = absl::StrFormat("  test accuracy %.2f%%", 100 * Get<double>(*last_eval_, "test_accuracy", 0));
+  if (last_eval_) acc = absl::StrFormat("  test accuracy %.2f%%", 100 * JsonGet<double>(*last_eval_, "test_accuracy", 0));
   progress_.Update(absl::StrFormat("[%6.1fs] learners %d/%d running  steps %d/%d  %.0f images/s%s",
                                    SecondsSince(learners_start_), job_.learners - learners_exited_,
                                    job_.learners, steps, total, ips, acc));
@@ -573,29 +541,12 @@ void JobRun::Impl::Finish() {
   if (!failure_.ok()) return done(failure_);
   if (!last_eval_) return done(absl::InternalError("the job ended without an evaluation"));
 
-  const nlohmann::json& e = *last_eval_;
-  const nlohmann::json stats = e.value("stats", nlohmann::json::object());
-  const nlohmann::json st = stats.value("staleness", nlohmann::json::object());
-  report_.test_accuracy = Get<double>(e, "test_accuracy", 0);
-  report_.test_loss = Get<double>(e, "test_loss", 0);
-  report_.updates_applied = Get<uint64_t>(stats, "updates_applied", 0);
-  report_.gradients_applied = Get<uint64_t>(stats, "gradients_applied", 0);
-  report_.gradients_rejected = Get<uint64_t>(stats, "gradients_rejected", 0);
-  report_.samples_applied = Get<uint64_t>(stats, "samples_applied", 0);
-  report_.staleness_mean = Get<double>(st, "mean", 0);
-  report_.staleness_max = Get<uint64_t>(st, "max", 0);
-  report_.staleness_histogram = Get<std::vector<uint64_t>>(st, "histogram", {});
-  while (!report_.staleness_histogram.empty() && report_.staleness_histogram.back() == 0) {
-    report_.staleness_histogram.pop_back();
-  }
+  FillFromFinalEval(*last_eval_, &report_);
   report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
   report_.images_per_second = report_.samples_applied / std::max(report_.train_seconds, 1e-9);
   for (const auto& [index, p] : learner_progress_) {
-    if (!Get<bool>(p, "done", false)) continue;
-    report_.pushes += Get<uint64_t>(p, "pushes", 0);
-    report_.push_bytes += Get<uint64_t>(p, "push_bytes", 0);
-    report_.pulls += Get<uint64_t>(p, "pulls", 0);
-    report_.pull_bytes += Get<uint64_t>(p, "pull_bytes", 0);
+    if (!JsonGet<bool>(p, "done", false)) continue;
+    AddLearnerTraffic(p, &report_);
   }
   report_.wall_seconds = SecondsSince(start_);
   done(report_);  // may destroy this run: nothing after it

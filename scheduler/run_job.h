@@ -87,30 +87,42 @@ struct RunReport {
   uint64_t pull_bytes = 0;
 };
 
-// One job's run on a loop and backend that the caller owns and may share with other runs: the
-// asynchronous form of RunJob, which the scheduler daemon drives. Threads: construct, call and
+// A job's run on a loop and backend that the caller owns and may share with other runs, as the
+// scheduler daemon drives it: JobRun (the local backend, role by role) or GroupJobRun
+// (group_job_run.h: mpirun or Slurm, the whole job as one launch). Threads: construct, call and
 // destroy on the loop's thread. Destroying a run that has not finished drops `done` and leaves
 // its processes to the backend.
-class JobRun {
+class JobRunner {
  public:
-  // Called once with the report, or with the reason the job failed (as RunJob returns them).
+  // Called once with the report, or with the reason the job failed.
   using Done = std::function<void(absl::StatusOr<RunReport>)>;
 
+  virtual ~JobRunner() = default;
+  // Starts the job's processes and returns at once. `done` runs later on the loop thread, after
+  // every process of the job has exited (never inside this call).
+  virtual void Start(Done done) = 0;
+  // Fails the run with `why`: each process gets SIGTERM (or the launcher's equivalent), then
+  // SIGKILL after `grace`. No-op once finishing.
+  virtual void Cancel(absl::Status why, absl::Duration grace) = 0;
+  virtual bool finished() const = 0;
+  // The ids in the backend of every process started so far.
+  virtual std::vector<ProcessId> processes() const = 0;
+};
+
+// The asynchronous form of RunJob: the shards first, then the learners and the evaluator when
+// every shard is ready; shard health checks, learner evictions and shard restarts as RunJob.
+class JobRun final : public JobRunner {
+ public:
   // `loop` and `backend` are borrowed and must outlive the run.
   JobRun(JobSpec job, RunJobOptions options, EventLoop& loop, Backend& backend);
-  ~JobRun();
+  ~JobRun() override;
   JobRun(const JobRun&) = delete;
   JobRun& operator=(const JobRun&) = delete;
 
-  // Starts the shards and returns at once; the learners and the evaluator start when every shard
-  // is ready. `done` runs later on the loop thread, after every process of the job has exited.
-  void Start(Done done);
-  // Fails the run with `why`: each process gets SIGTERM, then SIGKILL after `grace`. No-op once
-  // finishing.
-  void Cancel(absl::Status why, absl::Duration grace);
-  bool finished() const;
-  // The ids in the backend of every process started so far.
-  std::vector<ProcessId> processes() const;
+  void Start(Done done) override;
+  void Cancel(absl::Status why, absl::Duration grace) override;
+  bool finished() const override;
+  std::vector<ProcessId> processes() const override;
 
  private:
   class Impl;

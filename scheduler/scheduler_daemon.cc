@@ -16,7 +16,10 @@
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "boost/process/search_path.hpp"
 #include "scheduler/backends/local_backend.h"
+#include "scheduler/backends/mpi_backend.h"
+#include "scheduler/backends/slurm_backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/job_scheduler.h"
 #include "scheduler/job_service.h"
@@ -25,6 +28,7 @@
 namespace orrery::scheduler {
 namespace {
 
+namespace bp = boost::process;
 namespace fs = std::filesystem;
 
 // The scheduler's gauges, refreshed on the loop thread after every job change.
@@ -88,7 +92,39 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   backend_options.ignore_sigpipe = true;
   backend_options.tail_lines = 50;
   LocalBackend backend(loop, backend_options);
-  JobScheduler scheduler(loop, backend, *store, scheduler_options);
+  SchedulerBackends backends;
+  backends.local = &backend;
+
+  std::unique_ptr<MpiBackend> mpi;
+  if (const std::string mpirun = bp::search_path("mpirun").string(); !mpirun.empty()) {
+    MpiBackend::Options o;
+    o.mpirun = mpirun;
+    o.extra_args = options.mpirun_args;
+    o.launcher = backend_options;  // mpirun outlives a crashed daemon too, and so its ranks
+    o.group.tail_lines = backend_options.tail_lines;
+    mpi = std::make_unique<MpiBackend>(loop, o);
+    backends.mpi = mpi.get();
+  } else {
+    backends.mpi_missing = "no mpirun in the scheduler's PATH (install openmpi-bin, then restart the scheduler)";
+  }
+  std::unique_ptr<SlurmBackend> slurm;
+  if (!bp::search_path("sbatch").empty()) {
+    SlurmBackend::Options o;
+    o.work_dir = options.slurm_work_dir.empty()
+                     ? (store_path.parent_path() / absl::StrCat(store_path.stem().string(), "-slurm")).string()
+                     : fs::absolute(options.slurm_work_dir).string();
+    o.sbatch_args = options.sbatch_args;
+    o.commands = backend_options;
+    o.commands.kill_with_parent = true;  // sbatch, squeue, ...: short commands of this daemon
+    o.group.tail_lines = backend_options.tail_lines;
+    // A daemon that stops leaves its Slurm jobs to Slurm; the next one finds them by their pids.
+    o.cancel_on_destroy = false;
+    slurm = std::make_unique<SlurmBackend>(loop, o);
+    backends.slurm = slurm.get();
+  } else {
+    backends.slurm_missing = "no sbatch in the scheduler's PATH (install slurm-client, then restart the scheduler)";
+  }
+  JobScheduler scheduler(loop, backends, *store, scheduler_options);
   RETURN_IF_ERROR(scheduler.Recover());
 
   std::unique_ptr<prometheus::Exposer> exposer;

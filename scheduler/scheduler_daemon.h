@@ -1,8 +1,10 @@
-// `orrery scheduler`: the daemon's object graph — the job store, the event loop and local backend,
+// `orrery scheduler`: the daemon's object graph — the job store, the event loop and the local, mpi
+// and slurm backends,
 // the JobScheduler, the gRPC JobService and the Prometheus /metrics endpoint — and its lifecycle.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -16,6 +18,15 @@ struct SchedulerDaemonOptions {
   std::string token;                      // bearer token every request must carry; required
   std::string metrics_listen;             // "host:port" for GET /metrics; "" = none
   std::string orrery_binary;              // started for every process of every job
+  // `backend: mpi` jobs: mpirun's extra arguments (e.g. --hostfile FILE). Refused at submit when
+  // no mpirun is in the daemon's PATH.
+  std::vector<std::string> mpirun_args;
+  // `backend: slurm` jobs: sbatch's extra arguments (e.g. --partition=debug) and the directory of
+  // their batch scripts, rendezvous and task output ("" = <store directory>/<store name>-slurm;
+  // every node must see it). Refused at submit when no sbatch is in the daemon's PATH. Slurm
+  // commands find the cluster as the daemon's environment says (SLURM_CONF).
+  std::vector<std::string> sbatch_args;
+  std::string slurm_work_dir;
 };
 
 // Runs the daemon until SIGINT or SIGTERM. Prints `ORRERY_SCHEDULER_METRICS host:port` (when

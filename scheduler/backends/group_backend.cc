@@ -335,7 +335,7 @@ absl::StatusOr<ProcessInfo> GroupBackend::Info(ProcessId id) const {
   info.id = proc->id;
   info.role = proc->spec.role;
   info.state = proc->state;
-  info.pid = proc->state == ProcessState::kRunning ? proc->pid : 0;
+  info.pid = proc->state == ProcessState::kRunning && LocalRank(*proc) ? proc->pid : 0;  // pids elsewhere mean nothing here
   info.last_exit = proc->last_exit;
   info.log_path = proc->spec.log_path;
   return info;

@@ -35,6 +35,7 @@
 #include "scheduler/job_store.h"
 #include "scheduler/line_waiter.h"
 #include "tests/util/process_io.h"
+#include "tests/util/scheduler_daemon_fixture.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -42,218 +43,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr char kToken[] = "test-token-7f3a";
-constexpr absl::Duration kDeadline = absl::Seconds(45);
+using namespace ::orrery::scheduler::testing;  // NOLINT(build/namespaces): the fixture's helpers
 
-std::string TinyJob(const std::string& name) {
-  return absl::StrCat("name: ", name, "\nmodel: ", ORRERY_SOURCE_DIR,
-                      "/examples/models/mlp.yaml\n"
-                      "servers: 1\nlearners: 1\nprotocol: async\nlr: {base: 0.05}\n"
-                      "epochs: 1\nlimit_train: 3000\nlimit_test: 1000\nseed: 3\n");
-}
-
-// A job that keeps running until it is cancelled: its learner stretches every step 1000-fold.
-std::string SlowJob(const std::string& name) {
-  return absl::StrCat(TinyJob(name), "slow_learners: [{learner: 0, factor: 1000}]\n");
-}
-
-bool Alive(int pid) { return ProcessStartTicks(pid).has_value(); }
-
-using CliResult = ::orrery::testing::CommandResult;
-
-class SchedulerDaemonTest : public ::testing::Test {
- protected:
-  SchedulerDaemonTest() {
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("orrery-sched-", ::getpid(), "-",
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    backend_.AddLineListener([this](const OutputLine& line) {
-      if (line.id == daemon_) daemon_lines_.push_back(line.text);
-    });
-  }
-
-  ~SchedulerDaemonTest() override {
-    stub_.reset();
-    if (daemon_running_) StopDaemon();
-    // Safety net: nothing a test started may outlive it, whatever failed.
-    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open((dir_ / "jobs.db").string());
-    if (store.ok()) {
-      absl::StatusOr<std::vector<JobRecord>> jobs = (*store)->LoadAll();
-      if (jobs.ok()) {
-        for (const JobRecord& job : *jobs) {
-          for (const ProcessRecord& p : job.processes) {
-            if (p.pid > 0 && ProcessStartTicks(p.pid) == p.start_ticks) ::kill(-p.pid, SIGKILL);
-          }
-        }
-      }
-    }
-    fs::remove_all(dir_);
-  }
-
-  // Starts `orrery scheduler` on the test's store and connects to it.
-  void StartDaemon(int slots) {
-    ProcessSpec spec;
-    spec.role = absl::StrCat("scheduler-", ++daemons_started_);
-    spec.argv = {ORRERY_BINARY, "scheduler", "--listen", "127.0.0.1:0", "--store", (dir_ / "jobs.db").string(),
-                 "--slots", absl::StrCat(slots), "--metrics-listen", "127.0.0.1:0"};
-    spec.env["ORRERY_SCHEDULER_TOKEN"] = kToken;
-    spec.log_path = (dir_ / absl::StrCat(spec.role, ".log")).string();
-    absl::StatusOr<ProcessId> id = backend_.Start(spec);
-    ASSERT_TRUE(id.ok()) << id.status();
-    daemon_ = *id;
-    daemon_lines_.clear();
-    absl::StatusOr<std::vector<LineMatch>> ready =
-        WaitForLines(loop_, backend_, {daemon_}, R"(^ORRERY_SCHEDULER_READY (\S+))", kDeadline);
-    ASSERT_TRUE(ready.ok()) << ready.status();
-    address_ = (*ready)[0].groups[1];
-    for (const std::string& line : daemon_lines_) {
-      if (absl::StartsWith(line, "ORRERY_SCHEDULER_METRICS ")) metrics_address_ = line.substr(25);
-    }
-    daemon_running_ = true;
-    stub_ = proto::JobService::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
-  }
-
-  // Waits for the daemon to exit after `signal`.
-  void SignalDaemonAndWait(int signal) {
-    bool exited = false;
-    ListenerId listener = backend_.AddExitListener([&](const ProcessExit& e) { exited |= e.id == daemon_; });
-    ASSERT_TRUE(backend_.Signal(daemon_, signal).ok());
-    ASSERT_TRUE(loop_.RunUntil([&] { return exited; }, kDeadline)) << "the scheduler did not exit";
-    backend_.RemoveListener(listener);
-    daemon_running_ = false;
-  }
-  void StopDaemon() { SignalDaemonAndWait(SIGTERM); }
-
-  std::unique_ptr<grpc::ClientContext> Context(const std::string& token = kToken,
-                                               absl::Duration deadline = kDeadline) {
-    auto context = std::make_unique<grpc::ClientContext>();
-    if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-    context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-    return context;
-  }
-
-  grpc::Status Submit(const std::string& yaml, int priority, proto::Job* job, const std::string& token = kToken) {
-    proto::SubmitRequest request;
-    request.set_spec_yaml(yaml);
-    request.set_base_dir(dir_.string());
-    request.set_priority(priority);
-    return stub_->Submit(Context(token).get(), request, job);
-  }
-
-  int64_t SubmitOk(const std::string& yaml, int priority = 0) {
-    proto::Job job;
-    grpc::Status st = Submit(yaml, priority, &job);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return job.id();
-  }
-
-  proto::Job Get(int64_t id) {
-    proto::GetRequest request;
-    request.set_job(absl::StrCat(id));
-    proto::Job job;
-    grpc::Status st = stub_->Get(Context().get(), request, &job);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return job;
-  }
-
-  proto::Job Cancel(int64_t id) {
-    proto::CancelRequest request;
-    request.set_job(absl::StrCat(id));
-    proto::Job job;
-    grpc::Status st = stub_->Cancel(Context().get(), request, &job);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return job;
-  }
-
-  std::vector<proto::Job> List() {
-    proto::ListResponse response;
-    grpc::Status st = stub_->List(Context().get(), proto::ListRequest(), &response);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return {response.jobs().begin(), response.jobs().end()};
-  }
-
-  // Follows the job's Events until `done(job)` holds; fails the test at the deadline or if the
-  // job ends first.
-  proto::Job WaitFor(int64_t id, const std::function<bool(const proto::Job&)>& done, const std::string& what) {
-    std::unique_ptr<grpc::ClientContext> context = Context(kToken, kDeadline);
-    proto::EventsRequest request;
-    request.set_job(absl::StrCat(id));
-    std::unique_ptr<grpc::ClientReader<proto::JobEvent>> reader = stub_->Events(context.get(), request);
-    proto::JobEvent event;
-    proto::Job last;
-    while (reader->Read(&event)) {
-      last = event.job();
-      if (done(last)) {
-        context->TryCancel();
-        (void)reader->Finish();
-        return last;
-      }
-    }
-    grpc::Status st = reader->Finish();
-    ADD_FAILURE() << "job " << id << " never became " << what << " (" << st.error_message()
-                  << "); last state " << proto::JobState_Name(last.state()) << ": " << last.reason();
-    return last;
-  }
-
-  proto::Job WaitUntilEnded(int64_t id) {
-    return WaitFor(id, [](const proto::Job& j) { return j.finished_unix_ms() != 0; }, "finished");
-  }
-
-  // Running with every process (1 shard, 1 learner, the evaluator) started and recorded.
-  proto::Job WaitUntilAllProcessesRun(int64_t id) {
-    return WaitFor(id, [](const proto::Job& j) { return j.state() == proto::JOB_RUNNING && j.processes_size() == 3; },
-                   "running with 3 processes");
-  }
-
-  // Runs the orrery CLI against this daemon; `env` is prepended ("ORRERY_SCHEDULER_TOKEN=x").
-  CliResult Cli(const std::string& args, const std::string& env = "") {
-    return ::orrery::testing::RunCommand(absl::StrCat("env ORRERY_SCHEDULER=", address_, " ORRERY_SCHEDULER_TOKEN=",
-                                            kToken, " ", env, " ", ORRERY_BINARY, " ", args),
-                               dir_ / "cli.err");
-  }
-
-  // GET http://<metrics_address_>/metrics.
-  std::string Metrics() {
-    std::vector<std::string> parts = absl::StrSplit(metrics_address_, ':');
-    int port = 0;
-    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    ::inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-    timeval timeout{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    std::string response;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-      if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(fd);
-    return response;
-  }
-
-  fs::path dir_;
-  EventLoop loop_;
-  LocalBackend backend_{loop_};
-  ProcessId daemon_ = 0;
-  int daemons_started_ = 0;
-  bool daemon_running_ = false;
-  std::vector<std::string> daemon_lines_;
-  std::string address_;
-  std::string metrics_address_;
-  std::unique_ptr<proto::JobService::Stub> stub_;
-};
+class SchedulerDaemonTest : public SchedulerDaemonFixture {};
 
 TEST_F(SchedulerDaemonTest, SubmittedJobRunsToSucceededWithLogsStatusAndMetrics) {
   StartDaemon(2);
-  const int64_t id = SubmitOk(TinyJob("tiny"));
+  const int64_t id = SubmitOk(TinyJobYaml("tiny"));
   // Follow the logs from the start, on another thread, until the job ends.
   std::vector<std::string> followed;
   std::thread follower([&] {
@@ -306,7 +102,7 @@ TEST_F(SchedulerDaemonTest, SubmittedJobRunsToSucceededWithLogsStatusAndMetrics)
 
 TEST_F(SchedulerDaemonTest, CancelStopsEveryProcessOfARunningJob) {
   StartDaemon(2);
-  const int64_t id = SubmitOk(SlowJob("slow"));
+  const int64_t id = SubmitOk(SlowJobYaml("slow"));
   proto::Job running = WaitUntilAllProcessesRun(id);
   proto::Job cancelling = Cancel(id);
   EXPECT_TRUE(cancelling.cancel_requested());
@@ -322,11 +118,11 @@ TEST_F(SchedulerDaemonTest, CancelStopsEveryProcessOfARunningJob) {
 
 TEST_F(SchedulerDaemonTest, SlotsMakeLaterJobsWaitAndPriorityGoesFirst) {
   StartDaemon(2);  // each job needs 2 (1 shard + 1 learner)
-  const int64_t a = SubmitOk(SlowJob("holder"));
+  const int64_t a = SubmitOk(SlowJobYaml("holder"));
   WaitUntilAllProcessesRun(a);
-  const int64_t b = SubmitOk(TinyJob("low"), 0);
-  const int64_t c = SubmitOk(TinyJob("high"), 5);
-  const int64_t d = SubmitOk(TinyJob("low-too"), 0);
+  const int64_t b = SubmitOk(TinyJobYaml("low"), 0);
+  const int64_t c = SubmitOk(TinyJobYaml("high"), 5);
+  const int64_t d = SubmitOk(TinyJobYaml("low-too"), 0);
   EXPECT_EQ(Get(b).state(), proto::JOB_QUEUED);
   EXPECT_EQ(Get(c).queue_position(), 1) << "higher priority first";
   EXPECT_EQ(Get(b).queue_position(), 2);
@@ -353,17 +149,17 @@ TEST_F(SchedulerDaemonTest, SlotsMakeLaterJobsWaitAndPriorityGoesFirst) {
 TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
   StartDaemon(2);
   proto::Job job;
-  std::string bad = TinyJob("bad");
+  std::string bad = TinyJobYaml("bad");
   bad.replace(bad.find("lr: {base: 0.05}"), 16, "lr: {base: 0.05, staleness: inversee}");
   grpc::Status st = Submit(bad, 0, &job);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("lr.staleness"));
 
-  st = Submit(absl::StrCat(TinyJob("typo"), "epochz: 2\n"), 0, &job);
+  st = Submit(absl::StrCat(TinyJobYaml("typo"), "epochz: 2\n"), 0, &job);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("epochz"));
 
-  std::string big = TinyJob("big");
+  std::string big = TinyJobYaml("big");
   big.replace(big.find("learners: 1"), 11, "learners: 4");
   st = Submit(big, 0, &job);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -383,9 +179,9 @@ TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
 TEST_F(SchedulerDaemonTest, RequestsWithoutTheRightTokenAreRefused) {
   StartDaemon(2);
   proto::Job job;
-  grpc::Status st = Submit(TinyJob("anon"), 0, &job, /*token=*/"");
+  grpc::Status st = Submit(TinyJobYaml("anon"), 0, &job, /*token=*/"");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  st = Submit(TinyJob("wrong"), 0, &job, /*token=*/"not-the-token");
+  st = Submit(TinyJobYaml("wrong"), 0, &job, /*token=*/"not-the-token");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   proto::ListResponse response;
   EXPECT_EQ(stub_->List(Context("nope").get(), proto::ListRequest(), &response).error_code(),
@@ -393,7 +189,7 @@ TEST_F(SchedulerDaemonTest, RequestsWithoutTheRightTokenAreRefused) {
   EXPECT_TRUE(List().empty()) << "an unauthenticated submit must not be stored";
 
   // The CLI's documented exit codes: 4 unauthenticated, 3 no such job, 2 usage.
-  std::ofstream(dir_ / "job.yaml") << TinyJob("cli");
+  std::ofstream(dir_ / "job.yaml") << TinyJobYaml("cli");
   CliResult r = Cli(absl::StrCat("submit ", (dir_ / "job.yaml").string()), "ORRERY_SCHEDULER_TOKEN=wrong");
   EXPECT_EQ(r.exit_code, 4) << r.err;
   EXPECT_THAT(r.err, HasSubstr("token"));
@@ -406,9 +202,9 @@ TEST_F(SchedulerDaemonTest, RequestsWithoutTheRightTokenAreRefused) {
 
 TEST_F(SchedulerDaemonTest, KillNineLosesNothingAndTheRestartReattachesToTheRunningJob) {
   StartDaemon(2);
-  const int64_t running_id = SubmitOk(SlowJob("survivor"));
+  const int64_t running_id = SubmitOk(SlowJobYaml("survivor"));
   const proto::Job before = WaitUntilAllProcessesRun(running_id);
-  const int64_t queued_id = SubmitOk(TinyJob("waiting"));
+  const int64_t queued_id = SubmitOk(TinyJobYaml("waiting"));
   ASSERT_EQ(Get(queued_id).state(), proto::JOB_QUEUED);
 
   SignalDaemonAndWait(SIGKILL);

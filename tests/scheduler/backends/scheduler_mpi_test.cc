@@ -1,0 +1,105 @@
+// Jobs with `backend: mpi` submitted to a real `orrery scheduler`: the daemon launches them with a
+// real mpirun (ranks `orrery mpi-rank`), follows them to succeeded, cancels them (every rank
+// stops), and after being killed with -9 re-attaches to a launch that is still running.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "backend_test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/scheduler_daemon_fixture.h"
+
+namespace orrery::scheduler::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMpi[] = "backend: mpi\n";
+
+class SchedulerMpiTest : public SchedulerDaemonFixture {
+ protected:
+  // Running, with every rank's pid announced and recorded.
+  proto::Job WaitUntilRanksRun(int64_t id) {
+    return WaitFor(
+        id,
+        [](const proto::Job& j) {
+          if (j.state() != proto::JOB_RUNNING || j.processes_size() != 3) return false;
+          for (const proto::JobProcess& p : j.processes()) {
+            if (p.pid() <= 0) return false;
+          }
+          return true;
+        },
+        "running with the pids of its 3 ranks");
+  }
+  std::string JobFile(int64_t id) const {
+    return (dir_ / "jobs-logs" / absl::StrCat("job-", id) / "job.yaml").string();
+  }
+};
+
+TEST_F(SchedulerMpiTest, SubmittedMpiJobSucceeds) {
+  StartDaemon(4);
+  const int64_t id = SubmitOk(TinyJobYaml("tiny-mpi", kMpi));
+  const proto::Job job = WaitUntilEnded(id);
+  ASSERT_EQ(job.state(), proto::JOB_SUCCEEDED) << job.reason();
+  EXPECT_EQ(job.backend(), "mpi");
+  EXPECT_GT(job.test_accuracy(), 0.3) << "chance is 0.1";
+  nlohmann::json result = nlohmann::json::parse(job.result_json());
+  EXPECT_DOUBLE_EQ(result["test_accuracy"].get<double>(), job.test_accuracy());
+  EXPECT_GT(result["updates_applied"].get<int>(), 0);
+  ASSERT_EQ(job.processes_size(), 3);
+  for (const proto::JobProcess& p : job.processes()) EXPECT_THAT(p.exit(), HasSubstr("exit code 0")) << p.role();
+
+  // Logs of every rank, through the CLI; the ranks announced themselves to mpirun's launch.
+  CliResult logs = Cli(absl::StrCat("logs ", id));
+  ASSERT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("job1:server-0 out| ORRERY_RANK "));
+  EXPECT_THAT(logs.out, HasSubstr("job1:evaluator out| ORRERY_EVAL "));
+  CliResult status = Cli(absl::StrCat("status ", id, " --output json"));
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(nlohmann::json::parse(status.out)["backend"], "mpi");
+}
+
+TEST_F(SchedulerMpiTest, CancelStopsEveryRank) {
+  StartDaemon(4);
+  const int64_t id = SubmitOk(SlowJobYaml("slow-mpi", kMpi));
+  const proto::Job running = WaitUntilRanksRun(id);
+  EXPECT_GE(ProcessesWith(JobFile(id)).size(), 3u) << "the ranks run `orrery mpi-rank " << JobFile(id) << "`";
+  Cancel(id);
+  const proto::Job job = WaitUntilEnded(id);
+  EXPECT_EQ(job.state(), proto::JOB_CANCELLED) << job.reason();
+  for (const proto::JobProcess& p : running.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  EXPECT_THAT(ProcessesWith(JobFile(id)), ::testing::IsEmpty()) << "a rank or mpirun outlived the cancel";
+}
+
+TEST_F(SchedulerMpiTest, KillNineThenRestartReattachesToTheRunningLaunch) {
+  StartDaemon(4);
+  const int64_t id = SubmitOk(SlowJobYaml("survivor-mpi", kMpi));
+  const proto::Job before = WaitUntilRanksRun(id);
+  SignalDaemonAndWait(SIGKILL);
+  for (const proto::JobProcess& p : before.processes()) EXPECT_TRUE(Alive(p.pid())) << p.role() << " died with the scheduler";
+
+  StartDaemon(4);
+  const proto::Job after = Get(id);
+  ASSERT_EQ(after.state(), proto::JOB_RUNNING) << after.reason();
+  EXPECT_TRUE(after.reattached());
+  Cancel(id);
+  const proto::Job cancelled = WaitUntilEnded(id);
+  EXPECT_EQ(cancelled.state(), proto::JOB_CANCELLED) << cancelled.reason();
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  EXPECT_TRUE(PollUntil(loop_, [&] { return ProcessesWith(JobFile(id)).empty(); }, absl::Seconds(20)))
+      << "mpirun outlived its ranks";
+}
+
+TEST_F(SchedulerMpiTest, KubernetesJobsAreRefusedAtSubmitWithWhatToDoInstead) {
+  StartDaemon(4);
+  proto::Job job;
+  grpc::Status st = Submit(TinyJobYaml("k8s", "backend: kubernetes\n"), 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("render-k8s"));
+  EXPECT_TRUE(List().empty());
+}
+
+}  // namespace
+}  // namespace orrery::scheduler::testing
