@@ -23,6 +23,7 @@
 #include "nlohmann/json.hpp"
 #include "scheduler.grpc.pb.h"
 #include "scheduler/job_service.h"
+#include "server/tls.h"
 #include "scheduler/scheduler_daemon.h"
 
 namespace orrery::cli {
@@ -71,6 +72,7 @@ struct ClientFlags {
   std::string token_file;
   std::string output = "table";
   double timeout = 30;
+  server::TlsFiles tls;  // ca: the scheduler's CA (TLS); cert + key: this client's (mutual TLS)
 };
 
 void AddClientFlags(CLI::App* cmd, ClientFlags& flags) {
@@ -82,6 +84,11 @@ void AddClientFlags(CLI::App* cmd, ClientFlags& flags) {
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
   cmd->add_option("--timeout", flags.timeout, "Seconds to wait for each answer")->capture_default_str();
+  cmd->add_option("--tls-ca", flags.tls.ca, "PEM CA of a scheduler serving TLS (default: $ORRERY_SCHEDULER_CA)")
+      ->envname("ORRERY_SCHEDULER_CA");
+  cmd->add_option("--tls-cert", flags.tls.cert, "PEM certificate for a scheduler that asks for one (mutual TLS)")
+      ->envname("ORRERY_SCHEDULER_CERT");
+  cmd->add_option("--tls-key", flags.tls.key, "PEM private key of --tls-cert")->envname("ORRERY_SCHEDULER_KEY");
 }
 
 // A connected client: the stub and the metadata every call carries.
@@ -97,7 +104,9 @@ class Client {
     client->command_ = command;
     client->token_ = *token;
     client->timeout_ = flags.timeout;
-    client->stub_ = proto::JobService::NewStub(grpc::CreateChannel(flags.scheduler, grpc::InsecureChannelCredentials()));
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = server::MakeChannelCredentials(flags.tls);
+    if (!credentials.ok()) return Complain(command, kExitUsage, std::string(credentials.status().message()));
+    client->stub_ = proto::JobService::NewStub(grpc::CreateChannel(flags.scheduler, *credentials));
     *out = std::move(client);
     return 0;
   }
@@ -232,6 +241,9 @@ void AddDaemonCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--token-file", *token_file, "File holding the bearer token clients must send (default: $ORRERY_SCHEDULER_TOKEN)");
   cmd->add_option("--metrics-listen", o->metrics_listen, "host:port serving Prometheus /metrics (default: none)");
   cmd->add_option("--log-root", o->log_root, "Per-job process logs (default: <store dir>/<store name>-logs)");
+  cmd->add_option("--tls-cert", o->tls.cert, "PEM certificate the JobService presents (with --tls-key: TLS)");
+  cmd->add_option("--tls-key", o->tls.key, "PEM private key of --tls-cert");
+  cmd->add_option("--tls-client-ca", o->tls.ca, "PEM CA that must have signed every client's certificate (mutual TLS)");
   cmd->add_option("--mpirun-arg", o->mpirun_args, "Extra argument for mpirun in backend: mpi jobs (repeatable)")
       ->allow_extra_args(false);
   cmd->add_option("--sbatch-arg", o->sbatch_args, "Extra argument for sbatch in backend: slurm jobs (repeatable)")

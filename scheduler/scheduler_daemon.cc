@@ -145,10 +145,11 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
     std::printf("ORRERY_SCHEDULER_METRICS %s:%d\n", host.c_str(), ports.empty() ? 0 : ports[0]);
   }
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, server::MakeServerCredentials(options.tls));
   JobServiceImpl service(loop, scheduler, options.token);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, credentials, &port);
   builder.RegisterService(&service);
   // The sync server's threads notice a shutdown only between polls (1 s by default).
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::CQ_TIMEOUT_MSEC, 100);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "server/tls.h"
 
 namespace orrery::scheduler {
 
@@ -18,6 +19,9 @@ struct SchedulerDaemonOptions {
   std::string token;                      // bearer token every request must carry; required
   std::string metrics_listen;             // "host:port" for GET /metrics; "" = none
   std::string orrery_binary;              // started for every process of every job
+  // TLS on the JobService: the daemon's certificate and key; with `tls.ca`, clients must present
+  // a certificate it signed (mutual TLS). All empty: plaintext (fine on 127.0.0.1 only).
+  server::TlsFiles tls;
   // `backend: mpi` jobs: mpirun's extra arguments (e.g. --hostfile FILE). Refused at submit when
   // no mpirun is in the daemon's PATH.
   std::vector<std::string> mpirun_args;

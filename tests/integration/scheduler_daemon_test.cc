@@ -238,5 +238,36 @@ TEST_F(SchedulerDaemonTest, KillNineLosesNothingAndTheRestartReattachesToTheRunn
   EXPECT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
 }
 
+TEST_F(SchedulerDaemonTest, TlsChannelServesOnlyClientsThatTrustItsCertificate) {
+  const std::string certs = (dir_ / "certs").string();
+  CliResult made = ::orrery::testing::RunCommand(
+      absl::StrCat(ORRERY_SOURCE_DIR, "/scripts/make-test-certs.sh ", certs), dir_ / "certs.err");
+  if (made.exit_code != 0) GTEST_SKIP() << "scripts/make-test-certs.sh failed (is openssl installed?): " << made.err;
+  StartDaemon(2, {"--tls-cert", certs + "/node.pem", "--tls-key", certs + "/node.key"});
+
+  // The CLI with the scheduler's CA: the token still decides.
+  std::ofstream(dir_ / "job.yaml") << TinyJobYaml("over-tls");
+  const std::string ca = absl::StrCat("--tls-ca ", certs, "/ca.pem ");
+  CliResult r = Cli(absl::StrCat("submit ", ca, (dir_ / "job.yaml").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Cli(absl::StrCat("list ", ca, "--output json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 1u);
+  r = Cli(absl::StrCat("list ", ca), "ORRERY_SCHEDULER_TOKEN=wrong");
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+
+  // Plaintext, and a client trusting another CA, get no answer; a missing CA file is a usage error.
+  r = Cli("list");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("scheduler unavailable"));
+  r = Cli(absl::StrCat("list --tls-ca ", certs, "/other-ca.pem"));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  r = Cli(absl::StrCat("list --tls-ca ", certs, "/missing.pem"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("missing.pem"));
+  proto::ListResponse response;
+  EXPECT_EQ(stub_->List(Context().get(), proto::ListRequest(), &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
 }  // namespace
 }  // namespace orrery::scheduler
