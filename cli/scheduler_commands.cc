@@ -270,12 +270,15 @@ void AddSubmitCommand(CLI::App& app, Commands& commands) {
   auto flags = std::make_shared<ClientFlags>();
   auto path = std::make_shared<std::string>();
   auto priority = std::make_shared<int>(0);
+  auto backend = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand("submit", "Submit a job spec to the scheduler; prints the job's id");
   cmd->add_option("job", *path, "Job spec YAML (see examples/jobs/)")->required();
   cmd->add_option("--priority", *priority, "Higher runs first; FIFO among equal priorities")->capture_default_str();
+  cmd->add_option("--backend", *backend, "Run it with this backend instead of the spec's: local, mpi or slurm")
+      ->check(CLI::IsMember({"local", "mpi", "slurm", "kubernetes"}));
   AddClientFlags(cmd, *flags);
-  cmd->callback([&commands, flags, path, priority] {
-    commands.Set([flags, path, priority] {
+  cmd->callback([&commands, flags, path, priority, backend] {
+    commands.Set([flags, path, priority, backend] {
       std::ifstream in(*path);
       if (!in) return Complain("submit", kExitFailed, absl::StrCat(*path, ": cannot read the job spec"));
       std::stringstream text;
@@ -286,6 +289,7 @@ void AddSubmitCommand(CLI::App& app, Commands& commands) {
       request.set_spec_yaml(text.str());
       request.set_base_dir(fs::absolute(*path).parent_path().string());
       request.set_priority(*priority);
+      request.set_backend(*backend);
       proto::Job job;
       grpc::Status st = client->stub().Submit(client->Context().get(), request, &job);
       if (!st.ok()) {

@@ -214,13 +214,21 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
 }
 
 absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, const std::string& base_dir,
-                                               int priority) {
+                                               int priority, const std::string& backend) {
   if (shutting_down_) return absl::UnavailableError("the scheduler is shutting down");
   if (base_dir.empty() || base_dir[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("base_dir: must be the absolute directory of the job file, got '", base_dir, "'"));
   }
   ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml, base_dir));
+  if (!backend.empty()) {
+    std::optional<BackendKind> kind = ParseBackendKind(backend);
+    if (!kind) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("backend: unknown backend '", backend, "' (expected local, mpi, slurm or kubernetes)"));
+    }
+    spec.backend = *kind;
+  }
   switch (spec.backend) {
     case BackendKind::kLocal:
       if (backends_.local == nullptr) return absl::FailedPreconditionError("backend: this scheduler runs no local jobs");
@@ -348,6 +356,7 @@ void JobScheduler::StartJob(Entry& entry) {
   if (entry.backend == nullptr) {  // stored by a daemon that had the backend
     return Finish(entry, JobState::kFailed, absl::StrCat("backend: this scheduler has no ", r.backend, " backend"));
   }
+  spec->backend = ParseBackendKind(r.backend).value_or(spec->backend);  // as submitted, override included
   entry.spec = *spec;
   auto on_started = [this, id](const std::vector<ProcessId>& ids, Backend&) { OnStarted(id, ids); };
   auto on_line = [this, id](const OutputLine& line, Backend&) { OnJobLine(id, line); };

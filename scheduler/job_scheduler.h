@@ -76,7 +76,9 @@ class JobScheduler {
   // naming the key at fault, or FAILED_PRECONDITION (more slots than the scheduler has, a backend
   // it cannot run); nothing is stored then. Local and mpi jobs hold servers + learners slots of
   // this machine; slurm jobs hold none (Slurm queues them for its own nodes).
-  absl::StatusOr<JobRecord> Submit(const std::string& spec_yaml, const std::string& base_dir, int priority);
+  // A non-empty `backend` ("mpi") overrides the spec's `backend:`.
+  absl::StatusOr<JobRecord> Submit(const std::string& spec_yaml, const std::string& base_dir, int priority,
+                                   const std::string& backend = "");
 
   // `job` is an id ("7") or a name (the latest job of that name). NOT_FOUND if none.
   absl::StatusOr<JobRecord> Get(const std::string& job) const;

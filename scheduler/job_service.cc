@@ -158,7 +158,8 @@ grpc::Status JobServiceImpl::Submit(grpc::ServerContext* context, const proto::S
                                     proto::Job* response) {
   if (grpc::Status auth = Authenticate(*context); !auth.ok()) return auth;
   return OnLoop(loop_, [&] {
-    absl::StatusOr<JobRecord> job = scheduler_.Submit(request->spec_yaml(), request->base_dir(), request->priority());
+    absl::StatusOr<JobRecord> job = scheduler_.Submit(request->spec_yaml(), request->base_dir(), request->priority(),
+                                                         request->backend());
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = JobToProto(*job, scheduler_.QueuePosition(job->id), /*with_spec=*/false);
     return grpc::Status::OK;

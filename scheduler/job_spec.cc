@@ -418,6 +418,13 @@ std::string ProtocolToString(const Protocol& protocol) {
 
 const char* LrStalenessName(LrStaleness rule) { return rule == LrStaleness::kInverse ? "inverse" : "none"; }
 
+std::optional<BackendKind> ParseBackendKind(const std::string& name) {
+  for (BackendKind kind : {BackendKind::kLocal, BackendKind::kMpi, BackendKind::kSlurm, BackendKind::kKubernetes}) {
+    if (name == BackendKindName(kind)) return kind;
+  }
+  return std::nullopt;
+}
+
 const char* BackendKindName(BackendKind kind) {
   switch (kind) {
     case BackendKind::kLocal: return "local";

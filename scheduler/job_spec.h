@@ -44,6 +44,8 @@ struct SlowLearner {
 
 enum class BackendKind { kLocal, kMpi, kSlurm, kKubernetes };
 const char* BackendKindName(BackendKind kind);  // "local", "mpi", "slurm", "kubernetes"
+// The kind BackendKindName names; nullopt for any other text.
+std::optional<BackendKind> ParseBackendKind(const std::string& name);
 
 struct CheckpointSpec {
   std::string dir;  // resolved like `model` (relative to the job file's directory)

@@ -1,6 +1,7 @@
 // Jobs with `backend: mpi` submitted to a real `orrery scheduler`: the daemon launches them with a
 // real mpirun (ranks `orrery mpi-rank`), follows them to succeeded, cancels them (every rank
 // stops), and after being killed with -9 re-attaches to a launch that is still running.
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,20 @@ TEST_F(SchedulerMpiTest, KillNineThenRestartReattachesToTheRunningLaunch) {
   for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
   EXPECT_TRUE(PollUntil(loop_, [&] { return ProcessesWith(JobFile(id)).empty(); }, absl::Seconds(20)))
       << "mpirun outlived its ranks";
+}
+
+TEST_F(SchedulerMpiTest, SubmitBackendFlagOverridesTheSpec) {
+  StartDaemon(4);
+  std::ofstream(dir_ / "job.yaml") << TinyJobYaml("local-spec");  // no backend: key, so local
+  CliResult r = Cli(absl::StrCat("submit --backend mpi ", (dir_ / "job.yaml").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const proto::Job job = WaitUntilEnded(1);
+  EXPECT_EQ(job.backend(), "mpi");
+  ASSERT_EQ(job.state(), proto::JOB_SUCCEEDED) << job.reason();
+  CliResult logs = Cli("logs 1");
+  EXPECT_THAT(logs.out, HasSubstr("ORRERY_RANK ")) << "it ran as mpirun's ranks";
+  r = Cli(absl::StrCat("submit --backend pbs ", (dir_ / "job.yaml").string()));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
 TEST_F(SchedulerMpiTest, KubernetesJobsAreRefusedAtSubmitWithWhatToDoInstead) {
