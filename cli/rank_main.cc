@@ -83,6 +83,11 @@ absl::StatusOr<server::ServerOptions> ServerOptionsFromArgv(const std::vector<st
   server::ServerOptions o;
   for (size_t i = 2; i < argv.size(); i += 2) {
     const std::string& flag = argv[i];
+    if (flag == "--resume") {  // the one flag without a value
+      o.resume = true;
+      --i;
+      continue;
+    }
     if (i + 1 >= argv.size()) return absl::InvalidArgumentError(absl::StrCat(flag, ": missing value"));
     const std::string& v = argv[i + 1];
     bool ok = true;
@@ -120,6 +125,18 @@ absl::StatusOr<server::ServerOptions> ServerOptionsFromArgv(const std::vector<st
       o.weights_rounding = v;
     } else if (flag == "--max-message-bytes") {
       ok = absl::SimpleAtoi(v, &o.max_message_bytes);
+    } else if (flag == "--checkpoint-dir") {
+      o.checkpoint_dir = v;
+    } else if (flag == "--checkpoint-every") {
+      ok = absl::SimpleAtod(v, &o.checkpoint_every_seconds);
+    } else if (flag == "--tls-cert") {
+      o.tls_cert = v;
+    } else if (flag == "--tls-key") {
+      o.tls_key = v;
+    } else if (flag == "--tls-client-ca") {
+      o.tls_client_ca = v;
+    } else if (flag == "--metrics-listen") {
+      o.metrics_listen = v;
     } else {
       return absl::UnimplementedError(absl::StrCat("server flag ", flag, " is not supported in a rank yet"));
     }
@@ -243,6 +260,7 @@ RankResult RankRun::Run() {
       shard_ = *std::move(started);
       const std::string& bound = shard_->address();
       endpoint = absl::StrCat(advertise_, ":", bound.substr(bound.rfind(':') + 1));
+      if (!shard_->metrics_address().empty()) std::printf("ORRERY_SERVER_METRICS %s\n", shard_->metrics_address().c_str());
       std::printf("ORRERY_SERVER_READY %s\n", endpoint.c_str());
       std::fflush(stdout);
     } else {

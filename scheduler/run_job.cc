@@ -310,6 +310,11 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
   if (options_.on_line) options_.on_line(line, backend_);
   std::string tag;
   nlohmann::json body;
+  if (absl::StartsWith(line.text, "ORRERY_SERVER_METRICS ") && options_.progress) {
+    progress_.Print(absl::StrCat(line.role.substr(options_.role_prefix.size()), " serves Prometheus metrics at http://",
+                                 line.text.substr(22), "/metrics"));
+    return;
+  }
   if (!ParseTagged(line.text, &tag, &body)) return;
   if (tag == "ORRERY_LEARNER_JOINED" && learner_index_.count(line.id)) {
     learner_id_[line.id] = JsonGet<int>(body, "learner", -1);
@@ -571,7 +576,9 @@ std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binar
                                    "--learners", absl::StrCat(job.learners),
                                    "--lr", Num(job.lr.base),
                                    "--staleness-rule", LrStalenessName(job.lr.staleness),
-                                   "--momentum", Num(job.lr.momentum)};
+                                   "--momentum", Num(job.lr.momentum),
+                                   // Prometheus /metrics beside the gRPC port, on a port the OS chooses.
+                                   "--metrics-listen", absl::StrCat(listen.substr(0, listen.rfind(':')), ":0")};
   if (job.learner_timeout) {
     argv.insert(argv.end(), {"--learner-timeout", Num(absl::ToDoubleSeconds(*job.learner_timeout))});
   }

@@ -224,10 +224,13 @@ absl::StatusOr<std::vector<KubernetesObject>> RenderKubernetes(const JobSpec& jo
   // Shards: the pod index (a label Kubernetes sets on StatefulSet pods) is the shard index.
   std::vector<std::string> server_argv = ServerArgv(in_pod, "orrery", 0, absl::StrCat("0.0.0.0:", o.port));
   SetFlag(server_argv, "--shard", "$(ORRERY_SHARD)");
+  const int metrics_port = o.port + 1;  // Prometheus /metrics of the shard
+  SetFlag(server_argv, "--metrics-listen", absl::StrCat("0.0.0.0:", metrics_port));
   Json server = Container("server", server_argv, secret, o.server_cpu, o.server_memory, o,
                           Json::array({{{"name", "ORRERY_SHARD"},
                                         {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.labels['apps.kubernetes.io/pod-index']"}}}}}}}));
-  server["ports"] = Json::array({{{"name", "grpc"}, {"containerPort", o.port}, {"protocol", "TCP"}}});
+  server["ports"] = Json::array({{{"name", "grpc"}, {"containerPort", o.port}, {"protocol", "TCP"}},
+                                 {{"name", "metrics"}, {"containerPort", metrics_port}, {"protocol", "TCP"}}});
   server["readinessProbe"] = {{"tcpSocket", {{"port", o.port}}}, {"periodSeconds", 2}};
   Json sts = {{"apiVersion", "apps/v1"}, {"kind", "StatefulSet"}, {"metadata", Metadata(servers, name, "server", job.name, o)}};
   sts["spec"] = {{"serviceName", servers},

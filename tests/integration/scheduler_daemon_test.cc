@@ -104,6 +104,10 @@ TEST_F(SchedulerDaemonTest, CancelStopsEveryProcessOfARunningJob) {
   StartDaemon(2);
   const int64_t id = SubmitOk(SlowJobYaml("slow"));
   proto::Job running = WaitUntilAllProcessesRun(id);
+  // Its shard serves Prometheus metrics while it runs.
+  const std::string shard_metrics = ShardMetricsAddress(id);
+  ASSERT_FALSE(shard_metrics.empty()) << "no ORRERY_SERVER_METRICS line in the job's logs";
+  EXPECT_THAT(Scrape(shard_metrics), HasSubstr("orrery_shard_pushes_total{job=\"slow\",shard=\"0\"}"));
   proto::Job cancelling = Cancel(id);
   EXPECT_TRUE(cancelling.cancel_requested());
   proto::Job job = WaitUntilEnded(id);

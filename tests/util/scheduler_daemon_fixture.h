@@ -212,9 +212,21 @@ class SchedulerDaemonFixture : public ::testing::Test {
                                dir_ / "cli.err");
   }
 
-  // GET http://<metrics_address_>/metrics.
-  std::string Metrics() {
-    std::vector<std::string> parts = absl::StrSplit(metrics_address_, ':');
+  // GET http://<metrics_address_>/metrics: the daemon's.
+  std::string Metrics() { return Scrape(metrics_address_); }
+
+  // The address a shard of job `id` serves /metrics at, from its ORRERY_SERVER_METRICS line.
+  std::string ShardMetricsAddress(int64_t id) {
+    CliResult logs = Cli(absl::StrCat("logs ", id));
+    const size_t at = logs.out.find("ORRERY_SERVER_METRICS ");
+    if (at == std::string::npos) return "";
+    const size_t begin = at + 22;
+    return logs.out.substr(begin, logs.out.find('\n', begin) - begin);
+  }
+
+  // GET http://<address>/metrics ("" when it cannot be reached).
+  std::string Scrape(const std::string& address) {
+    std::vector<std::string> parts = absl::StrSplit(address, ':');
     int port = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port)) return "";
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

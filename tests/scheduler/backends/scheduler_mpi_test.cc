@@ -67,6 +67,10 @@ TEST_F(SchedulerMpiTest, CancelStopsEveryRank) {
   const int64_t id = SubmitOk(SlowJobYaml("slow-mpi", kMpi));
   const proto::Job running = WaitUntilRanksRun(id);
   EXPECT_GE(ProcessesWith(JobFile(id)).size(), 3u) << "the ranks run `orrery mpi-rank " << JobFile(id) << "`";
+  // A rank shard serves Prometheus metrics as a local one does.
+  const std::string shard_metrics = ShardMetricsAddress(id);
+  ASSERT_FALSE(shard_metrics.empty()) << "no ORRERY_SERVER_METRICS line in the job's logs";
+  EXPECT_THAT(Scrape(shard_metrics), HasSubstr("orrery_shard_pushes_total{job=\"slow-mpi\",shard=\"0\"}"));
   Cancel(id);
   const proto::Job job = WaitUntilEnded(id);
   EXPECT_EQ(job.state(), proto::JOB_CANCELLED) << job.reason();
