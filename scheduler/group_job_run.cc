@@ -46,27 +46,15 @@ void GroupJobRun::Start(Done done) {
   std::filesystem::create_directories(options_.log_dir, ec);
   if (absl::Status st = WriteJobSpecFile(job_, job_file); !st.ok()) return FinishSoon(st);
 
-  std::vector<ProcessSpec> specs;
-  const std::string token = RandomToken();  // in the ranks' environment, never on a command line
-  if (job_.backend == BackendKind::kMpi) {
-    MpiJobOptions o;
-    o.binary = options_.orrery_binary;
-    o.job_file = job_file;
-    o.token = token;
-    o.log_dir = options_.log_dir;
-    o.role_prefix = options_.role_prefix;
-    o.threads_per_learner = options_.threads_per_learner;
-    specs = MpiJobProcesses(job_, o);
-  } else {
-    SlurmJobOptions o;
-    o.binary = options_.orrery_binary;
-    o.job_file = job_file;
-    o.token = token;
-    o.log_dir = options_.log_dir;
-    o.role_prefix = options_.role_prefix;
-    o.threads_per_learner = options_.threads_per_learner;
-    specs = SlurmJobProcesses(job_, o);
-  }
+  RankJobOptions o;
+  o.binary = options_.orrery_binary;
+  o.job_file = job_file;
+  o.token = RandomToken();  // in the ranks' environment, never on a command line
+  o.log_dir = options_.log_dir;
+  o.role_prefix = options_.role_prefix;
+  o.threads_per_learner = options_.threads_per_learner;
+  const std::vector<ProcessSpec> specs =
+      job_.backend == BackendKind::kMpi ? MpiJobProcesses(job_, o) : SlurmJobProcesses(job_, o);
   absl::StatusOr<std::vector<ProcessId>> ids = backend_.StartGroup(specs);
   if (!ids.ok()) {
     return FinishSoon(absl::Status(ids.status().code(), absl::StrCat("starting the job under ",

@@ -18,6 +18,17 @@ struct RankRole {
   std::string name;  // "server-0", "learner-3", "evaluator": the roles `orrery run` uses
 };
 
+// What a launcher needs to start a job's ranks (MpiJobProcesses, SlurmJobProcesses).
+struct RankJobOptions {
+  std::string binary;    // the orrery executable, the same path on every node
+  std::string job_file;  // holds the job (WriteJobSpecFile), where every node can read it
+  std::string token;     // in the ranks' environment (ORRERY_TOKEN), never on a command line; "" lets rank 0 make one
+  std::string log_dir;   // per-role log files; "" = none
+  std::string role_prefix;
+  std::string host;      // --host for the ranks; "" = automatic
+  int threads_per_learner = 0;
+};
+
 // S + L + 1.
 int JobRankCount(const JobSpec& job);
 // `rank` must be in [0, JobRankCount(job)).

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "scheduler/backends/group_backend.h"
+#include "scheduler/backends/job_ranks.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/job_spec.h"
 
@@ -65,15 +66,7 @@ class MpiBackend final : public GroupBackend {
 // learner-i, evaluator, each `role_prefix` + role), all running
 // `<binary> mpi-rank <job_file>`. `job_file` must hold `job` (WriteJobSpecFile) where every node
 // can read it. The token goes in the environment (ORRERY_TOKEN), never on a command line.
-struct MpiJobOptions {
-  std::string binary;        // the orrery executable, the same path on every node
-  std::string job_file;
-  std::string token;         // "" lets rank 0 make one
-  std::string log_dir;       // per-role log files; "" = none
-  std::string role_prefix;
-  std::string host;          // --host for the ranks; "" = automatic
-  int threads_per_learner = 0;
-};
+using MpiJobOptions = RankJobOptions;
 std::vector<ProcessSpec> MpiJobProcesses(const JobSpec& job, const MpiJobOptions& options);
 
 }  // namespace orrery::scheduler

@@ -14,6 +14,7 @@
 
 #include "scheduler/backends/command_runner.h"
 #include "scheduler/backends/group_backend.h"
+#include "scheduler/backends/job_ranks.h"
 #include "scheduler/job_spec.h"
 
 namespace orrery::scheduler {
@@ -96,15 +97,7 @@ class SlurmBackend final : public GroupBackend {
 // What to start for `job` under Slurm: S + L + 1 specs, one per task (roles server-i,
 // learner-i, evaluator, each `role_prefix` + role), all running `<binary> slurm-rank <job_file>`.
 // `job_file` must hold `job` (WriteJobSpecFile) on a filesystem every node sees.
-struct SlurmJobOptions {
-  std::string binary;  // the orrery executable, the same path on every node
-  std::string job_file;
-  std::string token;   // "" lets rank 0 make one
-  std::string log_dir;
-  std::string role_prefix;
-  std::string host;
-  int threads_per_learner = 0;
-};
+using SlurmJobOptions = RankJobOptions;
 std::vector<ProcessSpec> SlurmJobProcesses(const JobSpec& job, const SlurmJobOptions& options);
 
 }  // namespace orrery::scheduler

@@ -205,6 +205,26 @@ class SchedulerDaemonFixture : public ::testing::Test {
                    "running with 3 processes");
   }
 
+  // Running with its 3 processes (1 shard, 1 learner, the evaluator) recorded with their pids
+  // (ranks of mpirun or Slurm announce theirs once they run).
+  proto::Job WaitUntilPidsKnown(int64_t id) {
+    return WaitFor(
+        id,
+        [](const proto::Job& j) {
+          if (j.state() != proto::JOB_RUNNING || j.processes_size() != 3) return false;
+          for (const proto::JobProcess& p : j.processes()) {
+            if (p.pid() <= 0) return false;
+          }
+          return true;
+        },
+        "running with the pids of its 3 processes");
+  }
+
+  // The job file the daemon wrote for job `id`'s ranks (mpi, slurm).
+  std::string JobFile(int64_t id) const {
+    return (dir_ / "jobs-logs" / absl::StrCat("job-", id) / "job.yaml").string();
+  }
+
   // Runs the orrery CLI against this daemon; `env` is prepended ("ORRERY_SCHEDULER_TOKEN=x").
   CliResult Cli(const std::string& args, const std::string& env = "") {
     return ::orrery::testing::RunCommand(absl::StrCat("env ORRERY_SCHEDULER=", address_, " ORRERY_SCHEDULER_TOKEN=",

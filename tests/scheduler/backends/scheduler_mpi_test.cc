@@ -19,25 +19,7 @@ using ::testing::HasSubstr;
 
 constexpr char kMpi[] = "backend: mpi\n";
 
-class SchedulerMpiTest : public SchedulerDaemonFixture {
- protected:
-  // Running, with every rank's pid announced and recorded.
-  proto::Job WaitUntilRanksRun(int64_t id) {
-    return WaitFor(
-        id,
-        [](const proto::Job& j) {
-          if (j.state() != proto::JOB_RUNNING || j.processes_size() != 3) return false;
-          for (const proto::JobProcess& p : j.processes()) {
-            if (p.pid() <= 0) return false;
-          }
-          return true;
-        },
-        "running with the pids of its 3 ranks");
-  }
-  std::string JobFile(int64_t id) const {
-    return (dir_ / "jobs-logs" / absl::StrCat("job-", id) / "job.yaml").string();
-  }
-};
+class SchedulerMpiTest : public SchedulerDaemonFixture {};
 
 TEST_F(SchedulerMpiTest, SubmittedMpiJobSucceeds) {
   StartDaemon(4);
@@ -65,7 +47,7 @@ TEST_F(SchedulerMpiTest, SubmittedMpiJobSucceeds) {
 TEST_F(SchedulerMpiTest, CancelStopsEveryRank) {
   StartDaemon(4);
   const int64_t id = SubmitOk(SlowJobYaml("slow-mpi", kMpi));
-  const proto::Job running = WaitUntilRanksRun(id);
+  const proto::Job running = WaitUntilPidsKnown(id);
   EXPECT_GE(ProcessesWith(JobFile(id)).size(), 3u) << "the ranks run `orrery mpi-rank " << JobFile(id) << "`";
   // A rank shard serves Prometheus metrics as a local one does.
   const std::string shard_metrics = ShardMetricsAddress(id);
@@ -81,7 +63,7 @@ TEST_F(SchedulerMpiTest, CancelStopsEveryRank) {
 TEST_F(SchedulerMpiTest, KillNineThenRestartReattachesToTheRunningLaunch) {
   StartDaemon(4);
   const int64_t id = SubmitOk(SlowJobYaml("survivor-mpi", kMpi));
-  const proto::Job before = WaitUntilRanksRun(id);
+  const proto::Job before = WaitUntilPidsKnown(id);
   SignalDaemonAndWait(SIGKILL);
   for (const proto::JobProcess& p : before.processes()) EXPECT_TRUE(Alive(p.pid())) << p.role() << " died with the scheduler";
 

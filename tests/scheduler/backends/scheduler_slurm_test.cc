@@ -34,9 +34,6 @@ class SchedulerSlurmTest : public SchedulerDaemonFixture {
     if (daemon_running_) StopDaemon();
     cluster_.reset();
   }
-  std::string JobFile(int64_t id) const {
-    return (dir_ / "jobs-logs" / absl::StrCat("job-", id) / "job.yaml").string();
-  }
   std::unique_ptr<SlurmCluster> cluster_;
 };
 
@@ -56,16 +53,7 @@ TEST_F(SchedulerSlurmTest, SubmittedSlurmJobSucceeds) {
 
 TEST_F(SchedulerSlurmTest, CancelStopsEveryTask) {
   const int64_t id = SubmitOk(SlowJobYaml("slow-slurm", kSlurm));
-  const proto::Job running = WaitFor(
-      id,
-      [](const proto::Job& j) {
-        if (j.state() != proto::JOB_RUNNING || j.processes_size() != 3) return false;
-        for (const proto::JobProcess& p : j.processes()) {
-          if (p.pid() <= 0) return false;
-        }
-        return true;
-      },
-      "running with the pids of its 3 tasks");
+  const proto::Job running = WaitUntilPidsKnown(id);
   Cancel(id);
   const proto::Job job = WaitUntilEnded(id);
   EXPECT_EQ(job.state(), proto::JOB_CANCELLED) << job.reason();
