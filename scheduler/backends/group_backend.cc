@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/adopted_process.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -36,6 +37,7 @@ struct GroupBackend::Proc {
   ProcessState state = ProcessState::kRunning;
   int pid = 0;           // from ORRERY_RANK
   std::string host;      // from ORRERY_RANK
+  uint64_t start_ticks = 0;  // of `pid`, when it runs on this host (tells a reused pid apart)
   std::optional<int> announced_exit;  // from ORRERY_RANK_EXIT
   std::optional<ExitStatus> last_exit;
   bool stop_requested = false;
@@ -49,6 +51,8 @@ struct GroupBackend::Group {
   std::vector<ProcessId> procs;  // by rank
   bool running = true;
   bool stopping = false;
+  bool ended = false;   // the launcher has ended (GroupEnded)
+  int reap_checks = 0;  // since then: checks that its ranks here are gone
 };
 
 GroupBackend::GroupBackend(EventLoop& loop, Options options) : loop_(loop), options_(std::move(options)) {
@@ -175,6 +179,7 @@ void GroupBackend::RankLine(GroupId gid, int rank, Stream stream, std::string te
     if (auto body = Tagged(text, "ORRERY_RANK")) {
       proc->pid = body->value("pid", 0);
       proc->host = body->value("host", "");
+      if (LocalRank(*proc)) proc->start_ticks = ProcessStartTicks(proc->pid).value_or(0);
     } else if (auto exit = Tagged(text, "ORRERY_RANK_EXIT")) {
       proc->announced_exit = exit->value("code", 0);
     }
@@ -198,7 +203,36 @@ void GroupBackend::LauncherLine(GroupId gid, const std::string& text) {
 
 void GroupBackend::GroupEnded(GroupId gid, const ExitStatus& launcher, const std::string& error) {
   Group* group = LookupGroup(gid);
+  if (group == nullptr || !group->running || group->ended) return;
+  group->ended = true;
+  ReportEnded(gid, launcher, error);
+}
+
+void GroupBackend::ReportEnded(GroupId gid, const ExitStatus& launcher, const std::string& error) {
+  Group* group = LookupGroup(gid);
   if (group == nullptr || !group->running) return;
+  // A launcher may end before every rank it started here has (mpirun that gave up on a job it
+  // was stopping): such a rank gets SIGKILL, and the exits are reported once it is gone, so that
+  // an exit always means the process no longer runs.
+  constexpr int kReapChecks = 100;  // 50 ms apart
+  bool waiting = false;
+  for (ProcessId id : group->procs) {
+    Proc* proc = Lookup(id);
+    if (!LocalRank(*proc) || proc->start_ticks == 0 || ProcessStartTicks(proc->pid) != proc->start_ticks) continue;
+    waiting = true;
+    if (group->reap_checks == 0) {
+      Note(*proc, absl::StrCat("still running after the launcher ended: SIGKILL to pid ", proc->pid));
+      ::kill(proc->pid, SIGKILL);
+    }
+  }
+  if (waiting && group->reap_checks < kReapChecks) {
+    ++group->reap_checks;
+    std::weak_ptr<bool> alive = alive_;
+    loop_.RunAfter(absl::Milliseconds(50), [this, alive, gid, launcher, error] {
+      if (!alive.expired() && *alive.lock()) ReportEnded(gid, launcher, error);
+    });
+    return;
+  }
   group->running = false;
   std::vector<ProcessExit> exits;
   for (ProcessId id : group->procs) {

@@ -96,6 +96,8 @@ class GroupBackend : public Backend {
   void AppendToLog(Proc& proc, const std::string& tag, const std::string& text);
   bool LocalRank(const Proc& proc) const;
   void StopWholeGroup(Group& group, absl::Duration grace);
+  // GroupEnded's work: waits (briefly) for ranks on this host to be gone, then reports the exits.
+  void ReportEnded(GroupId gid, const ExitStatus& launcher, const std::string& error);
   void MaybeReportStopped();
 
   EventLoop& loop_;
