@@ -93,6 +93,26 @@ TEST_F(SchedulerMpiTest, SubmitBackendFlagOverridesTheSpec) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
+TEST_F(SchedulerMpiTest, JobFailsWithTheReasonWhenEveryLearnerRankFails) {
+  // The test set is real (the evaluator works); the training images are corrupt.
+  const fs::path data = dir_ / "data";
+  fs::create_directories(data);
+  const std::string real = "/usr/share/datasets/fashion-mnist";
+  for (const char* f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"}) {
+    fs::create_symlink(real + "/" + f, data / f);
+  }
+  std::ofstream(data / "train-images-idx3-ubyte.gz") << "not a gzip file";
+  StartDaemon(4);
+  const int64_t id = SubmitOk(TinyJobYaml("corrupt-mpi", absl::StrCat(kMpi, "data: ", data.string(), "\n")));
+  const proto::Job job = WaitUntilEnded(id);
+  EXPECT_EQ(job.state(), proto::JOB_FAILED);
+  EXPECT_THAT(job.reason(), HasSubstr("every learner failed; learner-0: exit code"));
+  ASSERT_EQ(job.processes_size(), 3);
+  for (const proto::JobProcess& p : job.processes()) {
+    EXPECT_FALSE(p.exit().empty()) << p.role() << ": its exit is recorded";
+  }
+}
+
 TEST_F(SchedulerMpiTest, KubernetesJobsAreRefusedAtSubmitWithWhatToDoInstead) {
   StartDaemon(4);
   proto::Job job;
