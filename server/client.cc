@@ -16,6 +16,7 @@
 #include "server/aliased_serializer.h"
 #include "server/memory_reuse.h"
 #include "server/pull_decoder.h"
+#include "server/push_streams.h"
 #include "server/sharding.h"
 #include "server/status_util.h"
 #include "server/tensor_codec.h"
@@ -53,7 +54,18 @@ class PsClient::Impl {
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
     chunk_versions_.assign(plan_.chunks().size(), 0);
+    if (options_.push_streams) {
+      std::vector<grpc::GenericStub*> stubs;
+      for (const auto& g : generic_stubs_) stubs.push_back(g.get());
+      // A stream lives (under its call deadline) far longer than a push may take, and is
+      // replaced before a push could outlive it.
+      push_streams_ = std::make_unique<PushStreams>(
+          std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
+          options_.rpc_timeout);
+    }
   }
+  // Streams first: they hold calls on the channels below.
+  ~Impl() { push_streams_.reset(); }
 
   const ClientOptions& options() const { return options_; }
   const ShardPlan& plan() const { return plan_; }
@@ -61,6 +73,8 @@ class PsClient::Impl {
   // Byte-level stub on the same channel as shard s's typed stub, for the calls whose large
   // payloads bypass protobuf's copies (Pull answers, Push requests).
   grpc::GenericStub* generic_stub(int s) const { return generic_stubs_[s].get(); }
+  // Null when options().push_streams is off.
+  PushStreams* push_streams() const { return push_streams_.get(); }
   std::vector<int> AllShards() const {
     std::vector<int> all(stubs_.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
@@ -180,6 +194,7 @@ class PsClient::Impl {
   ShardPlan plan_;
   std::vector<std::unique_ptr<Stub>> stubs_;
   std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
+  std::unique_ptr<PushStreams> push_streams_;
 };
 
 namespace {
@@ -376,11 +391,23 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   fixed16.rounding = quant::Rounding::kStochastic;
   const quant::RandomStream stream =
       quant::RandomStream::For(static_cast<uint64_t>(learner_id_), static_cast<uint64_t>(step));
+  // Shards reached by stream, and whether theirs was just opened: only a stream's first message
+  // carries the credentials (the shard checks them once per stream).
+  PushStreams* streams = impl_->push_streams();
+  std::vector<int> streamed;
+  std::vector<bool> fresh(n, true);
+  for (int s = 0; s < n; ++s) {
+    if (streams != nullptr && streams->Supported(s)) {
+      streamed.push_back(s);
+      fresh[s] = streams->Open(s);
+    }
+  }
+  std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
     auto request = std::make_shared<proto::PushRequest>();
     proto::PushRequest& r = *request;
-    SetCredentials(impl_->options(), &r);
+    if (fresh[s]) SetCredentials(impl_->options(), &r);
     r.set_learner_id(learner_id_);
     r.set_step(step);
     r.set_samples(samples);
@@ -402,15 +429,50 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       }
     }
     // The payloads were copied once, into `request`; the serialised buffer points into it.
-    requests[s] = SerializeAliased(std::move(request));
+    requests[s] = SerializeAliased(request);
+    messages[s] = std::move(request);
+  }
+  std::vector<absl::Status> statuses(n);
+  std::vector<int> unary;  // shards to push to with the unary call
+  uint64_t answered_on_stream = 0;
+  std::vector<bool> is_streamed(n, false);
+  if (!streamed.empty()) {
+    std::vector<grpc::ByteBuffer> stream_requests;
+    for (int s : streamed) stream_requests.push_back(requests[s]);
+    const std::vector<PushStreams::Result> results = streams->Push(
+        streamed, stream_requests, step, absl::Now() + impl_->options().rpc_timeout);
+    for (size_t k = 0; k < streamed.size(); ++k) {
+      const int s = streamed[k];
+      is_streamed[s] = true;
+      if (results[k].outcome == PushStreams::Outcome::kNoAnswer) {
+        unary.push_back(s);  // the unary call is the authority on what went wrong
+      } else {
+        statuses[s] = results[k].status;
+        if (results[k].outcome == PushStreams::Outcome::kAnswered) ++answered_on_stream;
+      }
+    }
+  }
+  for (int s = 0; s < n; ++s) {
+    if (!is_streamed[s]) unary.push_back(s);
+  }
+  std::sort(unary.begin(), unary.end());
+  for (int s : unary) {
+    if (!fresh[s]) {  // serialised for a stream without credentials: the unary call needs them
+      SetCredentials(impl_->options(), messages[s].get());
+      requests[s] = SerializeAliased(messages[s]);
+      fresh[s] = true;
+    }
   }
   StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
     responses[s].Clear();
     impl_->generic_stub(s)->UnaryCall(ctx, kPushMethod, grpc::StubOptions(), &requests[s],
                                       &responses[s], std::move(done));
   };
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, start, nullptr,
+  if (!unary.empty()) {
+    auto called = impl_->Call(unary, impl_->options().rpc_timeout, start, nullptr,
                               Impl::OnFailure::kLetFinish);
+    for (int s : unary) statuses[s] = called[s];
+  }
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsAlreadyExists(statuses[s])) statuses[s] = absl::OkStatus();  // a retried push
@@ -418,12 +480,20 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   }
   if (!unknown.empty()) {
     RETURN_IF_ERROR(RegisterAll(unknown));
+    for (int s : unknown) {
+      if (!fresh[s]) {
+        SetCredentials(impl_->options(), messages[s].get());
+        requests[s] = SerializeAliased(messages[s]);
+        fresh[s] = true;
+      }
+    }
     auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start, nullptr,
                              Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Push"));
   ++wire_stats_.pushes;
+  wire_stats_.streamed_shard_pushes += answered_on_stream;
   for (const grpc::ByteBuffer& b : requests) wire_stats_.push_bytes += b.Length();
   return absl::OkStatus();
 }
