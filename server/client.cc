@@ -3,16 +3,17 @@
 #include <algorithm>
 #include <functional>
 
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
-#include "parameter_server.grpc.pb.h"
+#include "parameter_server.pb.h"
 #include "server/aliased_serializer.h"
 #include "server/memory_reuse.h"
 #include "server/pull_decoder.h"
@@ -23,16 +24,41 @@
 
 namespace orrery::server {
 
-// Full method names of the calls made through the byte-level stub (see parameter_server.proto).
+// Full method names of the calls (see parameter_server.proto). Every call goes through the
+// byte-level stub: requests are serialised by us (Push with its payloads aliased) and answers
+// parsed by us (Pull straight into the caller's buffer).
+const char kRegisterMethod[] = "/orrery.proto.ParameterServer/Register";
+const char kInitMethod[] = "/orrery.proto.ParameterServer/Init";
 const char kPullMethod[] = "/orrery.proto.ParameterServer/Pull";
 const char kPushMethod[] = "/orrery.proto.ParameterServer/Push";
+const char kStatsMethod[] = "/orrery.proto.ParameterServer/Stats";
+const char kLeaveMethod[] = "/orrery.proto.ParameterServer/Leave";
 
-using Stub = proto::ParameterServer::Stub;
-using DoneFn = std::function<void(grpc::Status)>;
-// Starts one asynchronous call to shard `shard` on `stub`; `done` runs on a gRPC thread.
-using StartFn = std::function<void(int shard, Stub* stub, grpc::ClientContext* ctx, DoneFn done)>;
-// Runs on a gRPC thread when shard `shard` answered OK; may turn the answer into an error.
+// What one call to a shard sends and where its answer goes; both must outlive the call.
+struct CallIo {
+  const char* method = nullptr;
+  const grpc::ByteBuffer* request = nullptr;
+  grpc::ByteBuffer* response = nullptr;
+};
+using IoFn = std::function<CallIo(int shard)>;
+// Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
 using OnOkFn = std::function<absl::Status(int shard)>;
+
+template <typename Message>
+grpc::ByteBuffer ToBytes(const Message& m) {
+  grpc::ByteBuffer bytes;
+  bool own = false;
+  (void)grpc::SerializationTraits<Message>::Serialize(m, &bytes, &own);
+  return bytes;
+}
+
+template <typename Message>
+absl::Status FromBytes(grpc::ByteBuffer* bytes, Message* m) {
+  if (!grpc::SerializationTraits<Message>::Deserialize(bytes, m).ok()) {
+    return absl::InternalError(absl::StrCat("the shard's answer is not a ", m->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
 
 double ShardStats::staleness_mean() const {
   uint64_t n = 0;
@@ -50,7 +76,6 @@ class PsClient::Impl {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // each client its own connections
     for (const std::string& endpoint : options_.endpoints) {
       auto channel = grpc::CreateCustomChannel(endpoint, credentials, args);
-      stubs_.push_back(proto::ParameterServer::NewStub(channel));
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
     chunk_versions_.assign(plan_.chunks().size(), 0);
@@ -64,19 +89,23 @@ class PsClient::Impl {
           options_.rpc_timeout);
     }
   }
-  // Streams first: they hold calls on the channels below.
-  ~Impl() { push_streams_.reset(); }
+  // Streams first: they hold calls on the channels below. Every Round has drained its calls.
+  ~Impl() {
+    push_streams_.reset();
+    cq_.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
 
   const ClientOptions& options() const { return options_; }
   const ShardPlan& plan() const { return plan_; }
-  int num_shards() const { return static_cast<int>(stubs_.size()); }
-  // Byte-level stub on the same channel as shard s's typed stub, for the calls whose large
-  // payloads bypass protobuf's copies (Pull answers, Push requests).
-  grpc::GenericStub* generic_stub(int s) const { return generic_stubs_[s].get(); }
+  int num_shards() const { return static_cast<int>(generic_stubs_.size()); }
   // Null when options().push_streams is off.
   PushStreams* push_streams() const { return push_streams_.get(); }
   std::vector<int> AllShards() const {
-    std::vector<int> all(stubs_.size());
+    std::vector<int> all(generic_stubs_.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
     return all;
   }
@@ -90,13 +119,13 @@ class PsClient::Impl {
   // Calls `shards` concurrently, retrying those that answer UNAVAILABLE with backoff until the
   // retry budget is spent. Returns one status per shard index (OK for shards not called).
   std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
-                                 const StartFn& start, const OnOkFn& on_ok = nullptr,
+                                 const IoFn& io, const OnOkFn& on_ok = nullptr,
                                  OnFailure on_failure = OnFailure::kCancelRest) {
-    std::vector<absl::Status> result(stubs_.size());
+    std::vector<absl::Status> result(generic_stubs_.size());
     const absl::Time give_up = absl::Now() + options_.retry_budget;
     absl::Duration backoff = absl::Milliseconds(50);
     while (true) {
-      std::vector<absl::Status> round = Round(shards, timeout, start, on_ok, on_failure);
+      std::vector<absl::Status> round = Round(shards, timeout, io, on_ok, on_failure);
       std::vector<int> again;
       for (size_t k = 0; k < shards.size(); ++k) {
         result[shards[k]] = round[k];
@@ -129,71 +158,67 @@ class PsClient::Impl {
 
  private:
   // One concurrent attempt on `shards`; with kCancelRest the first hard failure cancels the calls
-  // still running.
+  // still running. The calls run on this client's completion queue, which only the calling
+  // thread polls: no gRPC thread, and no thread hop, in a call's path.
   std::vector<absl::Status> Round(const std::vector<int>& shards, absl::Duration timeout,
-                                  const StartFn& start, const OnOkFn& on_ok, OnFailure on_failure) {
-    const bool cancel_rest = on_failure == OnFailure::kCancelRest;
-    // Shared with the callbacks, so the last one may still unlock after the waiter returned.
-    struct State {
-      absl::Mutex mu;
-      int remaining ABSL_GUARDED_BY(mu) = 0;
-      size_t started ABSL_GUARDED_BY(mu) = 0;
-      bool failed ABSL_GUARDED_BY(mu) = false;
-      std::vector<absl::Status> out ABSL_GUARDED_BY(mu);
+                                  const IoFn& io, const OnOkFn& on_ok, OnFailure on_failure) {
+    struct Pending {
+      grpc::ClientContext context;
+      std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
+      grpc::Status status;
+      size_t k = 0;
     };
-    auto state = std::make_shared<State>();
-    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
     const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-    for (size_t k = 0; k < shards.size(); ++k) {
-      contexts.push_back(std::make_unique<grpc::ClientContext>());
-      contexts.back()->set_deadline(deadline);
-    }
-    {
-      absl::MutexLock lock(&state->mu);
-      state->remaining = static_cast<int>(shards.size());
-      state->out.resize(shards.size());
-    }
+    std::vector<std::unique_ptr<Pending>> calls;
     for (size_t k = 0; k < shards.size(); ++k) {
       const int shard = shards[k];
-      start(shard, stubs_[shard].get(), contexts[k].get(),
-            [state, &contexts, &on_ok, k, shard, cancel_rest](grpc::Status s) {
-              absl::Status st = FromGrpcStatus(s);
-              if (st.ok() && on_ok) st = on_ok(shard);
-              absl::MutexLock lock(&state->mu);
-              if (absl::IsCancelled(st) && !state->failed) {
-                // Not cancelled by us: the shard reset the stream, which is how gRPC ends a
-                // request over the shard's receive limit when the reset overtakes the status.
-                st = absl::CancelledError(absl::StrCat(
-                    st.message(), " (the shard closed the call before answering; a request "
-                    "larger than the shard's max_message_bytes is the usual cause)"));
-              }
-              state->out[k] = st;
-              // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success:
-              // only other failures make the rest of the round pointless.
-              const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
-                                !absl::IsAlreadyExists(st);
-              if (hard && !state->failed && cancel_rest) {
-                state->failed = true;
-                for (size_t j = 0; j < state->started; ++j) {
-                  if (j != k) contexts[j]->TryCancel();
-                }
-              }
-              --state->remaining;  // the waiter may return (and free `contexts`) after this
-            });
-      absl::MutexLock lock(&state->mu);
-      ++state->started;
-      if (state->failed) contexts[k]->TryCancel();
+      const CallIo call_io = io(shard);
+      call_io.response->Clear();
+      auto p = std::make_unique<Pending>();
+      p->k = k;
+      p->context.set_deadline(deadline);
+      p->reader = generic_stubs_[shard]->PrepareUnaryCall(&p->context, call_io.method,
+                                                          *call_io.request, &cq_);
+      p->reader->StartCall();
+      p->reader->Finish(call_io.response, &p->status, p.get());
+      calls.push_back(std::move(p));
     }
-    absl::MutexLock lock(&state->mu);
-    state->mu.Await(absl::Condition(
-        +[](int* remaining) { return *remaining == 0; }, &state->remaining));
-    return state->out;
+    std::vector<absl::Status> out(shards.size());
+    bool failed = false;
+    for (size_t remaining = calls.size(); remaining > 0; --remaining) {
+      void* tag = nullptr;
+      bool ok = false;
+      // Every call has a deadline, so this returns; false only after Shutdown (never here).
+      if (!cq_.Next(&tag, &ok)) break;
+      const Pending& p = *static_cast<Pending*>(tag);
+      absl::Status st = FromGrpcStatus(p.status);
+      if (st.ok() && on_ok) st = on_ok(shards[p.k]);
+      if (absl::IsCancelled(st) && !failed) {
+        // Not cancelled by us: the shard reset the stream, which is how gRPC ends a request over
+        // the shard's receive limit when the reset overtakes the status.
+        st = absl::CancelledError(absl::StrCat(
+            st.message(), " (the shard closed the call before answering; a request larger than "
+            "the shard's max_message_bytes is the usual cause)"));
+      }
+      out[p.k] = st;
+      // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success: only other
+      // failures make the rest of the round pointless.
+      const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+                        !absl::IsAlreadyExists(st);
+      if (hard && !failed && on_failure == OnFailure::kCancelRest) {
+        failed = true;
+        for (const auto& other : calls) {
+          if (other.get() != &p) other->context.TryCancel();
+        }
+      }
+    }
+    return out;
   }
 
   ClientOptions options_;
   ShardPlan plan_;
-  std::vector<std::unique_ptr<Stub>> stubs_;
   std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
+  grpc::CompletionQueue cq_;  // the unary calls' (Round)
   std::unique_ptr<PushStreams> push_streams_;
 };
 
@@ -264,11 +289,12 @@ absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
     requests[s].set_learner_id(learner_id_);
     *requests[s].mutable_layout() = impl_->plan().layout();
   }
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s : shards) request_bytes[s] = ToBytes(requests[s]);
   auto statuses = impl_->Call(
       shards, impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Register(ctx, &requests[s], &responses[s], std::move(done));
-      });
+      [&](int s) { return CallIo{kRegisterMethod, &request_bytes[s], &response_bytes[s]}; },
+      [&](int s) { return FromBytes(&response_bytes[s], &responses[s]); });
   RETURN_IF_ERROR(impl_->Combine(statuses, "Register"));
   for (int s : shards) {
     if (learner_id_ == -1) {
@@ -292,7 +318,6 @@ absl::Status PsClient::Init(std::span<const float> weights) {
   }
   const int n = impl_->num_shards();
   std::vector<proto::InitRequest> requests(n);
-  std::vector<proto::InitResponse> responses(n);
   for (int s = 0; s < n; ++s) {
     SetCredentials(impl_->options(), &requests[s]);
     requests[s].set_learner_id(learner_id_);
@@ -305,11 +330,11 @@ absl::Status PsClient::Init(std::span<const float> weights) {
                                    ic->mutable_weights()));
     }
   }
-  auto statuses = impl_->Call(
-      impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Init(ctx, &requests[s], &responses[s], std::move(done));
-      });
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s = 0; s < n; ++s) request_bytes[s] = ToBytes(requests[s]);
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, [&](int s) {
+    return CallIo{kInitMethod, &request_bytes[s], &response_bytes[s]};
+  });
   return impl_->Combine(statuses, "Init");
 }
 
@@ -330,11 +355,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     r->set_encoding(impl_->options().wire);
     requests[s] = SerializeAliased(std::move(r));
   }
-  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
-    responses[s].Clear();
-    impl_->generic_stub(s)->UnaryCall(ctx, kPullMethod, grpc::StubOptions(), &requests[s],
-                                      &responses[s], std::move(done));
-  };
+  IoFn start = [&](int s) { return CallIo{kPullMethod, &requests[s], &responses[s]}; };
   // Decode each shard's answer on arrival, straight from the received bytes into `weights`;
   // shards write disjoint ranges of `weights` and of the chunk versions.
   OnOkFn decode = [&](int s) -> absl::Status {
@@ -463,11 +484,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       fresh[s] = true;
     }
   }
-  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
-    responses[s].Clear();
-    impl_->generic_stub(s)->UnaryCall(ctx, kPushMethod, grpc::StubOptions(), &requests[s],
-                                      &responses[s], std::move(done));
-  };
+  IoFn start = [&](int s) { return CallIo{kPushMethod, &requests[s], &responses[s]}; };
   if (!unary.empty()) {
     auto called = impl_->Call(unary, impl_->options().rpc_timeout, start, nullptr,
                               Impl::OnFailure::kLetFinish);
@@ -502,12 +519,15 @@ absl::StatusOr<PsStats> PsClient::Stats() {
   const int n = impl_->num_shards();
   std::vector<proto::StatsRequest> requests(n);
   std::vector<proto::StatsResponse> responses(n);
-  for (int s = 0; s < n; ++s) SetCredentials(impl_->options(), &requests[s]);
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s = 0; s < n; ++s) {
+    SetCredentials(impl_->options(), &requests[s]);
+    request_bytes[s] = ToBytes(requests[s]);
+  }
   auto statuses = impl_->Call(
       impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Stats(ctx, &requests[s], &responses[s], std::move(done));
-      });
+      [&](int s) { return CallIo{kStatsMethod, &request_bytes[s], &response_bytes[s]}; },
+      [&](int s) { return FromBytes(&response_bytes[s], &responses[s]); });
   RETURN_IF_ERROR(impl_->Combine(statuses, "Stats"));
   PsStats out;
   ShardStats& t = out.total;
@@ -553,17 +573,16 @@ absl::StatusOr<PsStats> PsClient::Stats() {
 
 absl::Status PsClient::Leave() {
   const int n = impl_->num_shards();
-  std::vector<proto::LeaveRequest> requests(n);
-  std::vector<proto::LeaveResponse> responses(n);
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
   for (int s = 0; s < n; ++s) {
-    SetCredentials(impl_->options(), &requests[s]);
-    requests[s].set_learner_id(learner_id_);
+    proto::LeaveRequest request;
+    SetCredentials(impl_->options(), &request);
+    request.set_learner_id(learner_id_);
+    request_bytes[s] = ToBytes(request);
   }
-  auto statuses = impl_->Call(
-      impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Leave(ctx, &requests[s], &responses[s], std::move(done));
-      });
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, [&](int s) {
+    return CallIo{kLeaveMethod, &request_bytes[s], &response_bytes[s]};
+  });
   for (auto& st : statuses) {
     if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
   }
