@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <future>
 
 #include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
@@ -41,6 +42,8 @@ struct CallIo {
   grpc::ByteBuffer* response = nullptr;
 };
 using IoFn = std::function<CallIo(int shard)>;
+// Pull answers at least this large are decoded beside the calling thread (see Pull).
+constexpr size_t kDecodeAsideBytes = 1 << 20;
 // Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
 using OnOkFn = std::function<absl::Status(int shard)>;
 
@@ -364,7 +367,23 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     return DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
                               impl_->chunk_versions_);
   };
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode);
+  // With several shards, a large answer is decoded on a helper thread while this one goes on
+  // receiving the others' (nothing else reads the sockets meanwhile).
+  std::vector<std::future<absl::Status>> decoding(n);
+  OnOkFn decode_or_hand_off = [&](int s) -> absl::Status {
+    if (n > 1 && responses[s].Length() >= kDecodeAsideBytes) {
+      decoding[s] = std::async(std::launch::async, decode, s);
+      return absl::OkStatus();
+    }
+    return decode(s);
+  };
+  auto statuses =
+      impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode_or_hand_off);
+  for (int s = 0; s < n; ++s) {
+    if (!decoding[s].valid()) continue;
+    absl::Status decoded = decoding[s].get();
+    if (statuses[s].ok()) statuses[s] = decoded;
+  }
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
