@@ -13,6 +13,9 @@ const grpc::Status& ShuttingDown() {
   return *status;
 }
 
+// Requests with more payload than this release their buffers once answered.
+constexpr size_t kKeepRequestBytes = 1 << 20;
+
 }  // namespace
 
 bool PushStreamRegistry::Add(PushStreamReactor* reactor) {
@@ -87,8 +90,14 @@ void PushStreamReactor::OnReadDone(bool ok) {
   }
   absl::StatusOr<proto::PushResponse> result =
       st.ok() ? shard_->PushAuthenticated(request_) : absl::StatusOr<proto::PushResponse>(st);
+  // A large request's buffers are not kept for the next push: a stream lives as long as its
+  // learner, and every learner would otherwise hold a copy of its shard's part of the model.
+  size_t payload_bytes = 0;
+  for (const proto::PushChunk& c : request_.chunks()) payload_bytes += c.gradient().data().size();
+  const int64_t step = request_.step();
+  if (payload_bytes > kKeepRequestBytes) request_ = proto::PushRequest();
   response_.Clear();
-  response_.set_step(request_.step());
+  response_.set_step(step);
   if (result.ok()) {
     response_.set_version(result->version());
   } else {

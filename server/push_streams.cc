@@ -169,6 +169,7 @@ void PushStreams::Complete(Op* op, bool ok) {
       break;
     case Op::kWrite:
       if (!ok) s->broken = true;
+      s->out.Clear();  // lets go of the request (and its payloads) as soon as gRPC has
       break;
     case Op::kRead: {
       proto::PushStreamResponse response;
