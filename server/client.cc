@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <functional>
-#include <future>
+#include <thread>
 
 #include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
@@ -42,8 +42,8 @@ struct CallIo {
   grpc::ByteBuffer* response = nullptr;
 };
 using IoFn = std::function<CallIo(int shard)>;
-// Pull answers at least this large are decoded beside the calling thread (see Pull).
-constexpr size_t kDecodeAsideBytes = 1 << 20;
+// Pulls of at least this many bytes per shard run each shard's call on its own thread (see Pull).
+constexpr size_t kSpreadPullBytes = 1 << 20;
 // Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
 using OnOkFn = std::function<absl::Status(int shard)>;
 
@@ -113,6 +113,8 @@ class PsClient::Impl {
     return all;
   }
 
+  // Call's `spread`: each call on a thread of its own, for answers so large that receiving and
+  // decoding them one after another on the calling thread would leave a core idle.
   // How a round reacts to one shard's hard failure.
   enum class OnFailure {
     kCancelRest,  // the others' answers are useless now (pulls, registration)
@@ -123,12 +125,15 @@ class PsClient::Impl {
   // retry budget is spent. Returns one status per shard index (OK for shards not called).
   std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
                                  const IoFn& io, const OnOkFn& on_ok = nullptr,
-                                 OnFailure on_failure = OnFailure::kCancelRest) {
+                                 OnFailure on_failure = OnFailure::kCancelRest,
+                                 bool spread = false) {
     std::vector<absl::Status> result(generic_stubs_.size());
     const absl::Time give_up = absl::Now() + options_.retry_budget;
     absl::Duration backoff = absl::Milliseconds(50);
     while (true) {
-      std::vector<absl::Status> round = Round(shards, timeout, io, on_ok, on_failure);
+      std::vector<absl::Status> round = spread && shards.size() > 1
+                                            ? SpreadRound(shards, timeout, io, on_ok, on_failure)
+                                            : Round(shards, timeout, io, on_ok, on_failure);
       std::vector<int> again;
       for (size_t k = 0; k < shards.size(); ++k) {
         result[shards[k]] = round[k];
@@ -160,6 +165,67 @@ class PsClient::Impl {
   bool pulled_ = false;
 
  private:
+  // Round with each call on its own thread and completion queue (the caller's thread takes the
+  // first); `io` and `on_ok` run on those threads and must touch only their shard's data.
+  std::vector<absl::Status> SpreadRound(const std::vector<int>& shards, absl::Duration timeout,
+                                        const IoFn& io, const OnOkFn& on_ok,
+                                        OnFailure on_failure) {
+    const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    for (size_t k = 0; k < shards.size(); ++k) {
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      contexts.back()->set_deadline(deadline);
+    }
+    std::vector<absl::Status> out(shards.size());
+    absl::Mutex mu;
+    bool failed = false;
+    auto run = [&](size_t k) {
+      const int shard = shards[k];
+      const CallIo call_io = io(shard);
+      call_io.response->Clear();
+      grpc::CompletionQueue cq;
+      grpc::Status status;
+      auto reader = generic_stubs_[shard]->PrepareUnaryCall(contexts[k].get(), call_io.method,
+                                                            *call_io.request, &cq);
+      reader->StartCall();
+      reader->Finish(call_io.response, &status, &status);
+      void* tag = nullptr;
+      bool ok = false;
+      cq.Next(&tag, &ok);  // the call's deadline bounds the wait
+      absl::Status st = FromGrpcStatus(status);
+      if (st.ok() && on_ok) st = on_ok(shard);
+      bool cancel_others = false;
+      {
+        absl::MutexLock lock(&mu);
+        if (absl::IsCancelled(st) && !failed) {
+          st = absl::CancelledError(absl::StrCat(
+              st.message(), " (the shard closed the call before answering; a request larger "
+              "than the shard's max_message_bytes is the usual cause)"));
+        }
+        const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+                          !absl::IsAlreadyExists(st);
+        if (hard && !failed && on_failure == OnFailure::kCancelRest) {
+          failed = true;
+          cancel_others = true;
+        }
+      }
+      if (cancel_others) {  // a context not yet used cancels its call when it starts
+        for (size_t j = 0; j < contexts.size(); ++j) {
+          if (j != k) contexts[j]->TryCancel();
+        }
+      }
+      out[k] = st;
+      cq.Shutdown();
+      while (cq.Next(&tag, &ok)) {
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t k = 1; k < shards.size(); ++k) threads.emplace_back(run, k);
+    run(0);
+    for (std::thread& t : threads) t.join();
+    return out;
+  }
+
   // One concurrent attempt on `shards`; with kCancelRest the first hard failure cancels the calls
   // still running. The calls run on this client's completion queue, which only the calling
   // thread polls: no gRPC thread, and no thread hop, in a call's path.
@@ -367,30 +433,20 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     return DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
                               impl_->chunk_versions_);
   };
-  // With several shards, a large answer is decoded on a helper thread while this one goes on
-  // receiving the others' (nothing else reads the sockets meanwhile).
-  std::vector<std::future<absl::Status>> decoding(n);
-  OnOkFn decode_or_hand_off = [&](int s) -> absl::Status {
-    if (n > 1 && responses[s].Length() >= kDecodeAsideBytes) {
-      decoding[s] = std::async(std::launch::async, decode, s);
-      return absl::OkStatus();
-    }
-    return decode(s);
-  };
-  auto statuses =
-      impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode_or_hand_off);
-  for (int s = 0; s < n; ++s) {
-    if (!decoding[s].valid()) continue;
-    absl::Status decoded = decoding[s].get();
-    if (statuses[s].ok()) statuses[s] = decoded;
-  }
+  // With several shards and a large model, each shard's answer is received and decoded on a
+  // thread of its own; shards write disjoint ranges of `weights` and of the chunk versions.
+  const size_t bytes_per_element = impl_->options().wire == proto::FIXED16 ? 2 : 4;
+  const bool spread = plan.total_elements() * bytes_per_element / n >= kSpreadPullBytes;
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode,
+                              Impl::OnFailure::kCancelRest, spread);
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
   }
   if (!unknown.empty()) {  // dropped after a timeout, or the shard restarted: register again
     RETURN_IF_ERROR(RegisterAll(unknown));
-    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode);
+    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode,
+                             Impl::OnFailure::kCancelRest, spread);
     for (int s : unknown) statuses[s] = again[s];
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Pull"));
