@@ -2,36 +2,66 @@
 
 #include <algorithm>
 #include <functional>
+#include <thread>
 
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
-#include "parameter_server.grpc.pb.h"
+#include "parameter_server.pb.h"
 #include "server/aliased_serializer.h"
 #include "server/memory_reuse.h"
 #include "server/pull_decoder.h"
+#include "server/push_streams.h"
 #include "server/sharding.h"
 #include "server/status_util.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
 
-// Full method names of the calls made through the byte-level stub (see parameter_server.proto).
+// Full method names of the calls (see parameter_server.proto). Every call goes through the
+// byte-level stub: requests are serialised by us (Push with its payloads aliased) and answers
+// parsed by us (Pull straight into the caller's buffer).
+const char kRegisterMethod[] = "/orrery.proto.ParameterServer/Register";
+const char kInitMethod[] = "/orrery.proto.ParameterServer/Init";
 const char kPullMethod[] = "/orrery.proto.ParameterServer/Pull";
 const char kPushMethod[] = "/orrery.proto.ParameterServer/Push";
+const char kStatsMethod[] = "/orrery.proto.ParameterServer/Stats";
+const char kLeaveMethod[] = "/orrery.proto.ParameterServer/Leave";
 
-using Stub = proto::ParameterServer::Stub;
-using DoneFn = std::function<void(grpc::Status)>;
-// Starts one asynchronous call to shard `shard` on `stub`; `done` runs on a gRPC thread.
-using StartFn = std::function<void(int shard, Stub* stub, grpc::ClientContext* ctx, DoneFn done)>;
-// Runs on a gRPC thread when shard `shard` answered OK; may turn the answer into an error.
+// What one call to a shard sends and where its answer goes; both must outlive the call.
+struct CallIo {
+  const char* method = nullptr;
+  const grpc::ByteBuffer* request = nullptr;
+  grpc::ByteBuffer* response = nullptr;
+};
+using IoFn = std::function<CallIo(int shard)>;
+// Pulls of at least this many bytes per shard run each shard's call on its own thread (see Pull).
+constexpr size_t kSpreadPullBytes = 1 << 20;
+// Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
 using OnOkFn = std::function<absl::Status(int shard)>;
+
+template <typename Message>
+grpc::ByteBuffer ToBytes(const Message& m) {
+  grpc::ByteBuffer bytes;
+  bool own = false;
+  (void)grpc::SerializationTraits<Message>::Serialize(m, &bytes, &own);
+  return bytes;
+}
+
+template <typename Message>
+absl::Status FromBytes(grpc::ByteBuffer* bytes, Message* m) {
+  if (!grpc::SerializationTraits<Message>::Deserialize(bytes, m).ok()) {
+    return absl::InternalError(absl::StrCat("the shard's answer is not a ", m->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
 
 double ShardStats::staleness_mean() const {
   uint64_t n = 0;
@@ -49,24 +79,42 @@ class PsClient::Impl {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // each client its own connections
     for (const std::string& endpoint : options_.endpoints) {
       auto channel = grpc::CreateCustomChannel(endpoint, credentials, args);
-      stubs_.push_back(proto::ParameterServer::NewStub(channel));
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
     chunk_versions_.assign(plan_.chunks().size(), 0);
+    if (options_.push_streams) {
+      std::vector<grpc::GenericStub*> stubs;
+      for (const auto& g : generic_stubs_) stubs.push_back(g.get());
+      // A stream lives (under its call deadline) far longer than a push may take, and is
+      // replaced before a push could outlive it.
+      push_streams_ = std::make_unique<PushStreams>(
+          std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
+          options_.rpc_timeout);
+    }
+  }
+  // Streams first: they hold calls on the channels below. Every Round has drained its calls.
+  ~Impl() {
+    push_streams_.reset();
+    cq_.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+    }
   }
 
   const ClientOptions& options() const { return options_; }
   const ShardPlan& plan() const { return plan_; }
-  int num_shards() const { return static_cast<int>(stubs_.size()); }
-  // Byte-level stub on the same channel as shard s's typed stub, for the calls whose large
-  // payloads bypass protobuf's copies (Pull answers, Push requests).
-  grpc::GenericStub* generic_stub(int s) const { return generic_stubs_[s].get(); }
+  int num_shards() const { return static_cast<int>(generic_stubs_.size()); }
+  // Null when options().push_streams is off.
+  PushStreams* push_streams() const { return push_streams_.get(); }
   std::vector<int> AllShards() const {
-    std::vector<int> all(stubs_.size());
+    std::vector<int> all(generic_stubs_.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
     return all;
   }
 
+  // Call's `spread`: each call on a thread of its own, for answers so large that receiving and
+  // decoding them one after another on the calling thread would leave a core idle.
   // How a round reacts to one shard's hard failure.
   enum class OnFailure {
     kCancelRest,  // the others' answers are useless now (pulls, registration)
@@ -76,13 +124,16 @@ class PsClient::Impl {
   // Calls `shards` concurrently, retrying those that answer UNAVAILABLE with backoff until the
   // retry budget is spent. Returns one status per shard index (OK for shards not called).
   std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
-                                 const StartFn& start, const OnOkFn& on_ok = nullptr,
-                                 OnFailure on_failure = OnFailure::kCancelRest) {
-    std::vector<absl::Status> result(stubs_.size());
+                                 const IoFn& io, const OnOkFn& on_ok = nullptr,
+                                 OnFailure on_failure = OnFailure::kCancelRest,
+                                 bool spread = false) {
+    std::vector<absl::Status> result(generic_stubs_.size());
     const absl::Time give_up = absl::Now() + options_.retry_budget;
     absl::Duration backoff = absl::Milliseconds(50);
     while (true) {
-      std::vector<absl::Status> round = Round(shards, timeout, start, on_ok, on_failure);
+      std::vector<absl::Status> round = spread && shards.size() > 1
+                                            ? SpreadRound(shards, timeout, io, on_ok, on_failure)
+                                            : Round(shards, timeout, io, on_ok, on_failure);
       std::vector<int> again;
       for (size_t k = 0; k < shards.size(); ++k) {
         result[shards[k]] = round[k];
@@ -114,72 +165,130 @@ class PsClient::Impl {
   bool pulled_ = false;
 
  private:
-  // One concurrent attempt on `shards`; with kCancelRest the first hard failure cancels the calls
-  // still running.
-  std::vector<absl::Status> Round(const std::vector<int>& shards, absl::Duration timeout,
-                                  const StartFn& start, const OnOkFn& on_ok, OnFailure on_failure) {
-    const bool cancel_rest = on_failure == OnFailure::kCancelRest;
-    // Shared with the callbacks, so the last one may still unlock after the waiter returned.
-    struct State {
-      absl::Mutex mu;
-      int remaining ABSL_GUARDED_BY(mu) = 0;
-      size_t started ABSL_GUARDED_BY(mu) = 0;
-      bool failed ABSL_GUARDED_BY(mu) = false;
-      std::vector<absl::Status> out ABSL_GUARDED_BY(mu);
-    };
-    auto state = std::make_shared<State>();
-    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  // Round with each call on its own thread and completion queue (the caller's thread takes the
+  // first); `io` and `on_ok` run on those threads and must touch only their shard's data.
+  std::vector<absl::Status> SpreadRound(const std::vector<int>& shards, absl::Duration timeout,
+                                        const IoFn& io, const OnOkFn& on_ok,
+                                        OnFailure on_failure) {
     const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
     for (size_t k = 0; k < shards.size(); ++k) {
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       contexts.back()->set_deadline(deadline);
     }
-    {
-      absl::MutexLock lock(&state->mu);
-      state->remaining = static_cast<int>(shards.size());
-      state->out.resize(shards.size());
-    }
+    std::vector<absl::Status> out(shards.size());
+    absl::Mutex mu;
+    bool failed = false;
+    auto run = [&](size_t k) {
+      const int shard = shards[k];
+      const CallIo call_io = io(shard);
+      call_io.response->Clear();
+      grpc::CompletionQueue cq;
+      grpc::Status status;
+      auto reader = generic_stubs_[shard]->PrepareUnaryCall(contexts[k].get(), call_io.method,
+                                                            *call_io.request, &cq);
+      reader->StartCall();
+      reader->Finish(call_io.response, &status, &status);
+      void* tag = nullptr;
+      bool ok = false;
+      cq.Next(&tag, &ok);  // the call's deadline bounds the wait
+      absl::Status st = FromGrpcStatus(status);
+      if (st.ok() && on_ok) st = on_ok(shard);
+      bool cancel_others = false;
+      {
+        absl::MutexLock lock(&mu);
+        if (absl::IsCancelled(st) && !failed) {
+          st = absl::CancelledError(absl::StrCat(
+              st.message(), " (the shard closed the call before answering; a request larger "
+              "than the shard's max_message_bytes is the usual cause)"));
+        }
+        const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+                          !absl::IsAlreadyExists(st);
+        if (hard && !failed && on_failure == OnFailure::kCancelRest) {
+          failed = true;
+          cancel_others = true;
+        }
+      }
+      if (cancel_others) {  // a context not yet used cancels its call when it starts
+        for (size_t j = 0; j < contexts.size(); ++j) {
+          if (j != k) contexts[j]->TryCancel();
+        }
+      }
+      out[k] = st;
+      cq.Shutdown();
+      while (cq.Next(&tag, &ok)) {
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t k = 1; k < shards.size(); ++k) threads.emplace_back(run, k);
+    run(0);
+    for (std::thread& t : threads) t.join();
+    return out;
+  }
+
+  // One concurrent attempt on `shards`; with kCancelRest the first hard failure cancels the calls
+  // still running. The calls run on this client's completion queue, which only the calling
+  // thread polls: no gRPC thread, and no thread hop, in a call's path.
+  std::vector<absl::Status> Round(const std::vector<int>& shards, absl::Duration timeout,
+                                  const IoFn& io, const OnOkFn& on_ok, OnFailure on_failure) {
+    struct Pending {
+      grpc::ClientContext context;
+      std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
+      grpc::Status status;
+      size_t k = 0;
+    };
+    const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
+    std::vector<std::unique_ptr<Pending>> calls;
     for (size_t k = 0; k < shards.size(); ++k) {
       const int shard = shards[k];
-      start(shard, stubs_[shard].get(), contexts[k].get(),
-            [state, &contexts, &on_ok, k, shard, cancel_rest](grpc::Status s) {
-              absl::Status st = FromGrpcStatus(s);
-              if (st.ok() && on_ok) st = on_ok(shard);
-              absl::MutexLock lock(&state->mu);
-              if (absl::IsCancelled(st) && !state->failed) {
-                // Not cancelled by us: the shard reset the stream, which is how gRPC ends a
-                // request over the shard's receive limit when the reset overtakes the status.
-                st = absl::CancelledError(absl::StrCat(
-                    st.message(), " (the shard closed the call before answering; a request "
-                    "larger than the shard's max_message_bytes is the usual cause)"));
-              }
-              state->out[k] = st;
-              // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success:
-              // only other failures make the rest of the round pointless.
-              const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
-                                !absl::IsAlreadyExists(st);
-              if (hard && !state->failed && cancel_rest) {
-                state->failed = true;
-                for (size_t j = 0; j < state->started; ++j) {
-                  if (j != k) contexts[j]->TryCancel();
-                }
-              }
-              --state->remaining;  // the waiter may return (and free `contexts`) after this
-            });
-      absl::MutexLock lock(&state->mu);
-      ++state->started;
-      if (state->failed) contexts[k]->TryCancel();
+      const CallIo call_io = io(shard);
+      call_io.response->Clear();
+      auto p = std::make_unique<Pending>();
+      p->k = k;
+      p->context.set_deadline(deadline);
+      p->reader = generic_stubs_[shard]->PrepareUnaryCall(&p->context, call_io.method,
+                                                          *call_io.request, &cq_);
+      p->reader->StartCall();
+      p->reader->Finish(call_io.response, &p->status, p.get());
+      calls.push_back(std::move(p));
     }
-    absl::MutexLock lock(&state->mu);
-    state->mu.Await(absl::Condition(
-        +[](int* remaining) { return *remaining == 0; }, &state->remaining));
-    return state->out;
+    std::vector<absl::Status> out(shards.size());
+    bool failed = false;
+    for (size_t remaining = calls.size(); remaining > 0; --remaining) {
+      void* tag = nullptr;
+      bool ok = false;
+      // Every call has a deadline, so this returns; false only after Shutdown (never here).
+      if (!cq_.Next(&tag, &ok)) break;
+      const Pending& p = *static_cast<Pending*>(tag);
+      absl::Status st = FromGrpcStatus(p.status);
+      if (st.ok() && on_ok) st = on_ok(shards[p.k]);
+      if (absl::IsCancelled(st) && !failed) {
+        // Not cancelled by us: the shard reset the stream, which is how gRPC ends a request over
+        // the shard's receive limit when the reset overtakes the status.
+        st = absl::CancelledError(absl::StrCat(
+            st.message(), " (the shard closed the call before answering; a request larger than "
+            "the shard's max_message_bytes is the usual cause)"));
+      }
+      out[p.k] = st;
+      // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success: only other
+      // failures make the rest of the round pointless.
+      const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+                        !absl::IsAlreadyExists(st);
+      if (hard && !failed && on_failure == OnFailure::kCancelRest) {
+        failed = true;
+        for (const auto& other : calls) {
+          if (other.get() != &p) other->context.TryCancel();
+        }
+      }
+    }
+    return out;
   }
 
   ClientOptions options_;
   ShardPlan plan_;
-  std::vector<std::unique_ptr<Stub>> stubs_;
   std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
+  grpc::CompletionQueue cq_;  // the unary calls' (Round)
+  std::unique_ptr<PushStreams> push_streams_;
 };
 
 namespace {
@@ -249,11 +358,12 @@ absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
     requests[s].set_learner_id(learner_id_);
     *requests[s].mutable_layout() = impl_->plan().layout();
   }
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s : shards) request_bytes[s] = ToBytes(requests[s]);
   auto statuses = impl_->Call(
       shards, impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Register(ctx, &requests[s], &responses[s], std::move(done));
-      });
+      [&](int s) { return CallIo{kRegisterMethod, &request_bytes[s], &response_bytes[s]}; },
+      [&](int s) { return FromBytes(&response_bytes[s], &responses[s]); });
   RETURN_IF_ERROR(impl_->Combine(statuses, "Register"));
   for (int s : shards) {
     if (learner_id_ == -1) {
@@ -277,7 +387,6 @@ absl::Status PsClient::Init(std::span<const float> weights) {
   }
   const int n = impl_->num_shards();
   std::vector<proto::InitRequest> requests(n);
-  std::vector<proto::InitResponse> responses(n);
   for (int s = 0; s < n; ++s) {
     SetCredentials(impl_->options(), &requests[s]);
     requests[s].set_learner_id(learner_id_);
@@ -290,11 +399,11 @@ absl::Status PsClient::Init(std::span<const float> weights) {
                                    ic->mutable_weights()));
     }
   }
-  auto statuses = impl_->Call(
-      impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Init(ctx, &requests[s], &responses[s], std::move(done));
-      });
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s = 0; s < n; ++s) request_bytes[s] = ToBytes(requests[s]);
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, [&](int s) {
+    return CallIo{kInitMethod, &request_bytes[s], &response_bytes[s]};
+  });
   return impl_->Combine(statuses, "Init");
 }
 
@@ -315,11 +424,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     r->set_encoding(impl_->options().wire);
     requests[s] = SerializeAliased(std::move(r));
   }
-  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
-    responses[s].Clear();
-    impl_->generic_stub(s)->UnaryCall(ctx, kPullMethod, grpc::StubOptions(), &requests[s],
-                                      &responses[s], std::move(done));
-  };
+  IoFn start = [&](int s) { return CallIo{kPullMethod, &requests[s], &responses[s]}; };
   // Decode each shard's answer on arrival, straight from the received bytes into `weights`;
   // shards write disjoint ranges of `weights` and of the chunk versions.
   OnOkFn decode = [&](int s) -> absl::Status {
@@ -328,14 +433,20 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     return DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
                               impl_->chunk_versions_);
   };
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode);
+  // With several shards and a large model, each shard's answer is received and decoded on a
+  // thread of its own; shards write disjoint ranges of `weights` and of the chunk versions.
+  const size_t bytes_per_element = impl_->options().wire == proto::FIXED16 ? 2 : 4;
+  const bool spread = plan.total_elements() * bytes_per_element / n >= kSpreadPullBytes;
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode,
+                              Impl::OnFailure::kCancelRest, spread);
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
   }
   if (!unknown.empty()) {  // dropped after a timeout, or the shard restarted: register again
     RETURN_IF_ERROR(RegisterAll(unknown));
-    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode);
+    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode,
+                             Impl::OnFailure::kCancelRest, spread);
     for (int s : unknown) statuses[s] = again[s];
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Pull"));
@@ -376,11 +487,23 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   fixed16.rounding = quant::Rounding::kStochastic;
   const quant::RandomStream stream =
       quant::RandomStream::For(static_cast<uint64_t>(learner_id_), static_cast<uint64_t>(step));
+  // Shards reached by stream, and whether theirs was just opened: only a stream's first message
+  // carries the credentials (the shard checks them once per stream).
+  PushStreams* streams = impl_->push_streams();
+  std::vector<int> streamed;
+  std::vector<bool> fresh(n, true);
+  for (int s = 0; s < n; ++s) {
+    if (streams != nullptr && streams->Supported(s)) {
+      streamed.push_back(s);
+      fresh[s] = streams->Open(s);
+    }
+  }
+  std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
     auto request = std::make_shared<proto::PushRequest>();
     proto::PushRequest& r = *request;
-    SetCredentials(impl_->options(), &r);
+    if (fresh[s]) SetCredentials(impl_->options(), &r);
     r.set_learner_id(learner_id_);
     r.set_step(step);
     r.set_samples(samples);
@@ -402,15 +525,46 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       }
     }
     // The payloads were copied once, into `request`; the serialised buffer points into it.
-    requests[s] = SerializeAliased(std::move(request));
+    requests[s] = SerializeAliased(request);
+    messages[s] = std::move(request);
   }
-  StartFn start = [&](int s, Stub*, grpc::ClientContext* ctx, DoneFn done) {
-    responses[s].Clear();
-    impl_->generic_stub(s)->UnaryCall(ctx, kPushMethod, grpc::StubOptions(), &requests[s],
-                                      &responses[s], std::move(done));
-  };
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, start, nullptr,
+  std::vector<absl::Status> statuses(n);
+  std::vector<int> unary;  // shards to push to with the unary call
+  uint64_t answered_on_stream = 0;
+  std::vector<bool> is_streamed(n, false);
+  if (!streamed.empty()) {
+    std::vector<grpc::ByteBuffer> stream_requests;
+    for (int s : streamed) stream_requests.push_back(requests[s]);
+    const std::vector<PushStreams::Result> results = streams->Push(
+        streamed, stream_requests, step, absl::Now() + impl_->options().rpc_timeout);
+    for (size_t k = 0; k < streamed.size(); ++k) {
+      const int s = streamed[k];
+      is_streamed[s] = true;
+      if (results[k].outcome == PushStreams::Outcome::kNoAnswer) {
+        unary.push_back(s);  // the unary call is the authority on what went wrong
+      } else {
+        statuses[s] = results[k].status;
+        if (results[k].outcome == PushStreams::Outcome::kAnswered) ++answered_on_stream;
+      }
+    }
+  }
+  for (int s = 0; s < n; ++s) {
+    if (!is_streamed[s]) unary.push_back(s);
+  }
+  std::sort(unary.begin(), unary.end());
+  for (int s : unary) {
+    if (!fresh[s]) {  // serialised for a stream without credentials: the unary call needs them
+      SetCredentials(impl_->options(), messages[s].get());
+      requests[s] = SerializeAliased(messages[s]);
+      fresh[s] = true;
+    }
+  }
+  IoFn start = [&](int s) { return CallIo{kPushMethod, &requests[s], &responses[s]}; };
+  if (!unary.empty()) {
+    auto called = impl_->Call(unary, impl_->options().rpc_timeout, start, nullptr,
                               Impl::OnFailure::kLetFinish);
+    for (int s : unary) statuses[s] = called[s];
+  }
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsAlreadyExists(statuses[s])) statuses[s] = absl::OkStatus();  // a retried push
@@ -418,12 +572,20 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   }
   if (!unknown.empty()) {
     RETURN_IF_ERROR(RegisterAll(unknown));
+    for (int s : unknown) {
+      if (!fresh[s]) {
+        SetCredentials(impl_->options(), messages[s].get());
+        requests[s] = SerializeAliased(messages[s]);
+        fresh[s] = true;
+      }
+    }
     auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start, nullptr,
                              Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Push"));
   ++wire_stats_.pushes;
+  wire_stats_.streamed_shard_pushes += answered_on_stream;
   for (const grpc::ByteBuffer& b : requests) wire_stats_.push_bytes += b.Length();
   return absl::OkStatus();
 }
@@ -432,12 +594,15 @@ absl::StatusOr<PsStats> PsClient::Stats() {
   const int n = impl_->num_shards();
   std::vector<proto::StatsRequest> requests(n);
   std::vector<proto::StatsResponse> responses(n);
-  for (int s = 0; s < n; ++s) SetCredentials(impl_->options(), &requests[s]);
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
+  for (int s = 0; s < n; ++s) {
+    SetCredentials(impl_->options(), &requests[s]);
+    request_bytes[s] = ToBytes(requests[s]);
+  }
   auto statuses = impl_->Call(
       impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Stats(ctx, &requests[s], &responses[s], std::move(done));
-      });
+      [&](int s) { return CallIo{kStatsMethod, &request_bytes[s], &response_bytes[s]}; },
+      [&](int s) { return FromBytes(&response_bytes[s], &responses[s]); });
   RETURN_IF_ERROR(impl_->Combine(statuses, "Stats"));
   PsStats out;
   ShardStats& t = out.total;
@@ -483,17 +648,16 @@ absl::StatusOr<PsStats> PsClient::Stats() {
 
 absl::Status PsClient::Leave() {
   const int n = impl_->num_shards();
-  std::vector<proto::LeaveRequest> requests(n);
-  std::vector<proto::LeaveResponse> responses(n);
+  std::vector<grpc::ByteBuffer> request_bytes(n), response_bytes(n);
   for (int s = 0; s < n; ++s) {
-    SetCredentials(impl_->options(), &requests[s]);
-    requests[s].set_learner_id(learner_id_);
+    proto::LeaveRequest request;
+    SetCredentials(impl_->options(), &request);
+    request.set_learner_id(learner_id_);
+    request_bytes[s] = ToBytes(request);
   }
-  auto statuses = impl_->Call(
-      impl_->AllShards(), impl_->options().rpc_timeout,
-      [&](int s, Stub* stub, grpc::ClientContext* ctx, DoneFn done) {
-        stub->async()->Leave(ctx, &requests[s], &responses[s], std::move(done));
-      });
+  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().rpc_timeout, [&](int s) {
+    return CallIo{kLeaveMethod, &request_bytes[s], &response_bytes[s]};
+  });
   for (auto& st : statuses) {
     if (absl::IsNotFound(st)) st = absl::OkStatus();  // already gone
   }

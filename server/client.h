@@ -46,6 +46,10 @@ struct ClientOptions {
   absl::Duration rpc_timeout = absl::Seconds(30);   // per attempt: Register, Init, Push, Stats, Leave
   absl::Duration pull_timeout = absl::Minutes(10);  // a pull may wait for other learners
   absl::Duration retry_budget = absl::Seconds(30);  // total backoff spent retrying UNAVAILABLE
+  // Push over PushStream (server/push_streams.h): one long-lived stream per shard, driven by the
+  // calling thread, instead of a unary Push call per shard and push. Shards without the method
+  // (UNIMPLEMENTED) and pushes whose stream broke go through the unary Push.
+  bool push_streams = true;
   int64_t max_message_bytes = 512ll << 20;
   // The encoding of pushed gradients and pulled weights (a job's precision.wire): FP32 or
   // FIXED16, which halves the bytes of both. FIXED16 gradients are rounded stochastically, element
@@ -97,6 +101,7 @@ struct PsStats {
 struct WireStats {
   uint64_t pushes = 0;
   uint64_t push_bytes = 0;
+  uint64_t streamed_shard_pushes = 0;  // shard pushes answered on a push stream, not a unary call
   uint64_t pulls = 0;
   uint64_t pull_bytes = 0;
 };

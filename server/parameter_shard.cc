@@ -190,6 +190,11 @@ absl::Status ParameterShard::PushPreconditionsLocked(const proto::PushRequest& r
 
 absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushRequest& request) {
   RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  return PushAuthenticated(request);
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(
+    const proto::PushRequest& request) {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);

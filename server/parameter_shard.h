@@ -88,6 +88,13 @@ class ParameterShard {
   absl::StatusOr<proto::InitResponse> Init(const proto::InitRequest& request);
   // A rejected push changes nothing but the rejection counters.
   absl::StatusOr<proto::PushResponse> Push(const proto::PushRequest& request);
+  // The credential check every request passes first: UNAUTHENTICATED for a wrong or missing
+  // token, PERMISSION_DENIED for another job's id.
+  absl::Status CheckCredentials(const std::string& job_id, const std::string& token) const;
+  // Push for a caller that has checked the sender's credentials itself with CheckCredentials (a
+  // push stream checks them once, on its first message); `request.job_id()` and
+  // `request.token()` are not looked at. Otherwise exactly Push.
+  absl::StatusOr<proto::PushResponse> PushAuthenticated(const proto::PushRequest& request);
   // `done` runs exactly once: before Pull returns when the answer is immediate (ticket 0),
   // otherwise later on the thread of the call that released or cancelled the pull.
   Ticket Pull(const proto::PullRequest& request, PullDone done);
@@ -129,7 +136,6 @@ class ParameterShard {
   ParameterShard(ShardConfig config, ProtocolSpec spec, std::unique_ptr<LearningRateRule> rule,
                  Clock* clock);
 
-  absl::Status CheckCredentials(const std::string& job_id, const std::string& token) const;
   absl::Status SetLayoutLocked(const proto::ModelLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PushPreconditionsLocked(const proto::PushRequest& request) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

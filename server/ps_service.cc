@@ -101,6 +101,11 @@ grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* context,
   return FinishNow(context, shard_->Push(*request), response);
 }
 
+grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse>* PsService::PushStream(
+    grpc::CallbackServerContext* /*context*/) {
+  return new PushStreamReactor(shard_, &push_streams_);
+}
+
 grpc::ServerUnaryReactor* PsService::Pull(grpc::CallbackServerContext* context,
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) {

@@ -3,10 +3,12 @@
 // releases it; a cancelled call (client deadline, disconnect) withdraws its parked pull.
 // Pull is registered as a byte-level method: its answer is serialised with the weight payloads
 // aliased, not copied (server/aliased_serializer.h); the bytes are an ordinary PullResponse.
+// PushStream keeps one reactor per open stream (server/push_stream_reactor.h).
 #pragma once
 
 #include "parameter_server.grpc.pb.h"
 #include "server/parameter_shard.h"
+#include "server/push_stream_reactor.h"
 
 namespace orrery::server {
 
@@ -26,6 +28,8 @@ class PsService final
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const proto::PushRequest* request,
                                  proto::PushResponse* response) override;
+  grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse>* PushStream(
+      grpc::CallbackServerContext* context) override;
   // A serialised PullRequest in, a serialised PullResponse out.
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
                                  const grpc::ByteBuffer* request,
@@ -37,8 +41,13 @@ class PsService final
                                   const proto::LeaveRequest* request,
                                   proto::LeaveResponse* response) override;
 
+  // Ends the open push streams with UNAVAILABLE and refuses new ones. Call before the gRPC
+  // server's Shutdown, which would otherwise wait for the streams until its deadline.
+  void Shutdown() { push_streams_.Shutdown(); }
+
  private:
   ParameterShard* const shard_;
+  PushStreamRegistry push_streams_;
 };
 
 }  // namespace orrery::server

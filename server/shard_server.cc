@@ -211,6 +211,7 @@ void ShardServer::Shutdown() {
   }
   if (expiry_thread_.joinable()) expiry_thread_.join();
   if (shard_) shard_->Shutdown();  // answers parked pulls so the server can drain
+  if (service_) service_->Shutdown();  // open push streams would hold the server's Shutdown
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();

@@ -119,6 +119,29 @@ TEST_F(PsServiceTest, PullPushRoundTripAcrossTwoShards) {
   EXPECT_TRUE(ps.Leave().ok());
 }
 
+TEST_F(PsServiceTest, LargePullAcrossTwoShardsDecodesEveryChunk) {
+  // Each shard's answer is over a megabyte, so the client decodes one beside the calling thread
+  // while it receives the other.
+  StartShards("async", 1);
+  ClientOptions o = Options();
+  o.tensors = {{"big.w", 700000}, {"big.b", 33}};
+  o.chunk_size = 16384;
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  PsClient& ps = **client;
+  const size_t n = ps.total_elements();
+  const std::vector<float> init = Ramp(n);
+  ASSERT_TRUE(ps.Init(init).ok());
+  std::vector<float> w(n, -1.0f);
+  ASSERT_TRUE(ps.Pull(0, w).ok());
+  ASSERT_EQ(w, init);
+  ASSERT_GT(ps.wire_stats().pull_bytes, 2u * 1000000);
+  std::vector<float> g(n, 1.0f);
+  ASSERT_TRUE(ps.Push(0, g, 1, 0.0f).ok());
+  ASSERT_TRUE(ps.Pull(1, w).ok());
+  for (size_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(w[i], init[i] - 0.5f) << i;
+}
+
 TEST_F(PsServiceTest, HardsyncPullWaitsForTheOtherLearnerThroughRpc) {
   StartShards("hardsync", 2);
   auto a = PsClient::Connect(Options());

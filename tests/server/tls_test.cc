@@ -88,6 +88,28 @@ TEST_F(TlsTest, MutualTlsRequiresAClientCertificate) {
             absl::StatusCode::kUnauthenticated);
 }
 
+TEST_F(TlsTest, PushesTravelOnStreamsOverMutualTls) {
+  Serve(/*mutual=*/true);
+  ClientOptions o;
+  o.endpoints = {server_->address()};
+  o.job_id = "tls-job";
+  o.token = "right-token";
+  o.tensors = {{"w", 100}};
+  o.rpc_timeout = absl::Seconds(5);
+  o.tls = {File("ca.pem"), File("node.pem"), File("node.key")};
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(100, 1.0f)).ok());
+  std::vector<float> w(100);
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_TRUE((*client)->Pull(t, w).ok());
+    absl::Status st = (*client)->Push(t, std::vector<float>(100, 1.0f), 1, 0.0f);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  EXPECT_EQ((*client)->wire_stats().streamed_shard_pushes, 3u);
+  EXPECT_EQ(server_->shard().DebugState().version, 3u);
+}
+
 TEST_F(TlsTest, MissingOrBadFilesAreErrorsNamingTheFile) {
   auto bad_server = MakeServerCredentials({"", File("missing.pem"), File("node.key")});
   ASSERT_FALSE(bad_server.ok());

@@ -1,0 +1,142 @@
+#include "server/push_stream_reactor.h"
+
+#include <algorithm>
+
+#include "server/status_util.h"
+
+namespace orrery::server {
+namespace {
+
+const grpc::Status& ShuttingDown() {
+  static const grpc::Status* status = new grpc::Status(
+      grpc::StatusCode::UNAVAILABLE, "the shard is shutting down");
+  return *status;
+}
+
+// Requests with more payload than this release their buffers once answered.
+constexpr size_t kKeepRequestBytes = 1 << 20;
+
+}  // namespace
+
+bool PushStreamRegistry::Add(PushStreamReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) return false;
+  open_.push_back(reactor);
+  return true;
+}
+
+void PushStreamRegistry::Remove(PushStreamReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  auto it = std::find(open_.begin(), open_.end(), reactor);
+  if (it != open_.end()) {
+    *it = open_.back();
+    open_.pop_back();
+  }
+}
+
+void PushStreamRegistry::Shutdown() {
+  std::vector<PushStreamReactor*> open;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    open = open_;
+    for (PushStreamReactor* r : open) r->Ref();  // keeps each alive past its OnDone
+  }
+  for (PushStreamReactor* r : open) {
+    r->Close();
+    r->Unref();
+  }
+}
+
+PushStreamReactor::PushStreamReactor(ParameterShard* shard, PushStreamRegistry* registry)
+    : shard_(shard), registry_(registry) {
+  if (!registry_->Add(this)) {
+    FinishOnce(ShuttingDown());
+    return;
+  }
+  StartRead(&request_);
+}
+
+void PushStreamReactor::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    if (busy_) return;  // OnWriteDone finishes after the answer in flight
+  }
+  FinishOnce(ShuttingDown());  // the pending read then fails and finds the call finished
+}
+
+void PushStreamReactor::OnReadDone(bool ok) {
+  if (!ok) {  // the client closed its side, or the call was cancelled or has ended
+    FinishOnce(grpc::Status::OK);
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || closing_) return;  // Close finishes the call (it saw us idle)
+    busy_ = true;
+  }
+  absl::Status st;
+  if (!authenticated_) {
+    // The stream's credentials: checked once; a refusal ends the stream, nothing applied.
+    st = shard_->CheckCredentials(request_.job_id(), request_.token());
+    if (!st.ok()) {
+      FinishOnce(ToGrpcStatus(st));
+      return;
+    }
+    authenticated_ = true;
+  } else if (!request_.job_id().empty() || !request_.token().empty()) {
+    st = shard_->CheckCredentials(request_.job_id(), request_.token());
+  }
+  absl::StatusOr<proto::PushResponse> result =
+      st.ok() ? shard_->PushAuthenticated(request_) : absl::StatusOr<proto::PushResponse>(st);
+  // A large request's buffers are not kept for the next push: a stream lives as long as its
+  // learner, and every learner would otherwise hold a copy of its shard's part of the model.
+  size_t payload_bytes = 0;
+  for (const proto::PushChunk& c : request_.chunks()) payload_bytes += c.gradient().data().size();
+  const int64_t step = request_.step();
+  if (payload_bytes > kKeepRequestBytes) request_ = proto::PushRequest();
+  response_.Clear();
+  response_.set_step(step);
+  if (result.ok()) {
+    response_.set_version(result->version());
+  } else {
+    response_.set_code(static_cast<int32_t>(result.status().code()));
+    response_.set_message(std::string(result.status().message()));
+  }
+  StartWrite(&response_);
+}
+
+void PushStreamReactor::OnWriteDone(bool ok) {
+  if (!ok) {  // the call broke; Finish is still owed for OnDone to come
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the push stream broke"));
+    return;
+  }
+  bool close;
+  {
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+    close = closing_;
+  }
+  if (close) {
+    FinishOnce(ShuttingDown());
+    return;
+  }
+  StartRead(&request_);
+}
+
+void PushStreamReactor::OnDone() {
+  registry_->Remove(this);
+  Unref();
+}
+
+void PushStreamReactor::FinishOnce(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    finished_ = true;
+  }
+  Finish(status);
+}
+
+}  // namespace orrery::server

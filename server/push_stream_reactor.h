@@ -1,0 +1,76 @@
+// The shard's side of the PushStream RPC (proto/parameter_server.proto): one reactor per open
+// stream, answering each PushRequest with a PushStreamResponse from ParameterShard, and the
+// registry that lets a shutting-down service end the streams that are still open (gRPC's own
+// Shutdown would otherwise wait for them until its deadline).
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include <grpcpp/support/server_callback.h>
+
+#include "absl/synchronization/mutex.h"
+#include "parameter_server.pb.h"
+#include "server/parameter_shard.h"
+
+namespace orrery::server {
+
+class PushStreamReactor;
+
+// Thread-safe.
+class PushStreamRegistry {
+ public:
+  // False once Shutdown has begun: the stream must end at once.
+  bool Add(PushStreamReactor* reactor);
+  void Remove(PushStreamReactor* reactor);
+  // Ends every open stream with UNAVAILABLE (a stream in the middle of a push first sends that
+  // push's answer) and refuses streams opened from now on. Does not wait for them to finish.
+  void Shutdown();
+
+ private:
+  absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<PushStreamReactor*> open_ ABSL_GUARDED_BY(mu_);
+};
+
+// One PushStream call. gRPC runs its reactions one at a time; Close may come from any thread.
+// Deletes itself when gRPC is done with it and no one else holds a reference.
+class PushStreamReactor final
+    : public grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse> {
+ public:
+  // Both borrowed; they must outlive every stream (the service and its server own them).
+  PushStreamReactor(ParameterShard* shard, PushStreamRegistry* registry);
+
+  // Asks the stream to end with UNAVAILABLE; returns at once.
+  void Close();
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+ private:
+  // Finishes the call once; later calls do nothing.
+  void FinishOnce(const grpc::Status& status);
+
+  ParameterShard* const shard_;
+  PushStreamRegistry* const registry_;
+  std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
+
+  // Touched only by the reactions, which gRPC serialises.
+  proto::PushRequest request_;
+  proto::PushStreamResponse response_;
+  bool authenticated_ = false;
+
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // between a message read and its answer written
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace orrery::server

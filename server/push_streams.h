@@ -1,0 +1,78 @@
+// The learner's side of the PushStream RPC (proto/parameter_server.proto): one bidirectional
+// stream per shard, opened on first use and kept open across pushes, so a push costs one message
+// each way instead of a call. Everything runs on the caller's thread through one completion queue
+// that only this object polls: no gRPC thread and no thread hop sits in a push's path.
+//
+// A push on a stream ends one of three ways: the shard answered (its verdict, as the unary Push
+// would have returned it); the deadline passed (the stream is cancelled: the push may or may not
+// have been applied, like a unary call's DEADLINE_EXCEEDED); or the stream ended without an answer
+// (broken connection, shard shutting down, stream credentials refused, or a shard that does not
+// know PushStream). In the last case the caller sends the push again as a unary Push, whose
+// retries, re-registration and errors are the authority; a push that did reach the shard is then
+// answered ALREADY_EXISTS, which the client counts as success.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <grpcpp/completion_queue.h>
+#include <grpcpp/generic/generic_stub.h>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace orrery::server {
+
+// Not thread-safe: one caller at a time.
+class PushStreams {
+ public:
+  enum class Outcome { kAnswered, kDeadline, kNoAnswer };
+  struct Result {
+    Outcome outcome = Outcome::kNoAnswer;
+    absl::Status status;  // kAnswered: the shard's verdict; otherwise why there is none
+  };
+
+  // `stubs[s]` (borrowed, outliving this) reaches shard s. A stream is reopened when less than
+  // `min_remaining` of its `lifetime` (the call's deadline) is left.
+  PushStreams(std::vector<grpc::GenericStub*> stubs, absl::Duration lifetime,
+              absl::Duration min_remaining);
+  // Cancels the open streams and waits until gRPC has returned every operation.
+  ~PushStreams();
+
+  // False once shard s answered a stream with UNIMPLEMENTED (an older shard): push unary there.
+  bool Supported(int shard) const { return supported_[shard]; }
+
+  // Makes sure shard s has a stream to push on; true when it was opened just now, so the next
+  // message on it is its first and must carry the job's credentials.
+  bool Open(int shard);
+
+  // Sends requests[k] (a serialised PushRequest of step `step`) on shard shards[k]'s stream,
+  // opened with Open, and waits for the answers until `deadline`. One Result per shards[k].
+  std::vector<Result> Push(const std::vector<int>& shards,
+                           const std::vector<grpc::ByteBuffer>& requests, int64_t step,
+                           absl::Time deadline);
+
+ private:
+  struct Stream;
+  struct Op;
+
+  // Handles one completed operation.
+  void Complete(Op* op, bool ok);
+  // Writes the push waiting on `s` once it has started and has no operation outstanding.
+  void MaybeSend(Stream* stream);
+  // Cancels `stream`; it is dropped once gRPC has returned its operations.
+  void Retire(Stream* stream);
+  // Calls Finish on a broken stream with no operation outstanding; drops finished ones.
+  void Settle(Stream* stream);
+
+  std::vector<grpc::GenericStub*> stubs_;
+  const absl::Duration lifetime_;
+  const absl::Duration min_remaining_;
+  grpc::CompletionQueue cq_;
+  std::vector<bool> supported_;
+  std::vector<Stream*> current_;                 // per shard, the stream to push on (or null)
+  std::vector<std::unique_ptr<Stream>> streams_;  // every stream not yet returned by gRPC
+};
+
+}  // namespace orrery::server

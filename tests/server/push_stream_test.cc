@@ -1,0 +1,433 @@
+// The PushStream RPC: real in-process shards on 127.0.0.1, driven through the learner client and
+// through a raw stream that sends exactly the messages a test wants.
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <tuple>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "parameter_server.grpc.pb.h"
+#include "server/client.h"
+#include "server/clock.h"
+#include "server/status_util.h"
+#include "server/shard_server.h"
+#include "server/tensor_codec.h"
+
+namespace orrery::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+class PushStreamTest : public ::testing::Test {
+ protected:
+  void StartShards(int shards, const std::string& protocol = "async", int learners = 1) {
+    for (int s = 0; s < shards; ++s) {
+      ServerOptions o;
+      o.listen_address = "127.0.0.1:0";
+      o.shard_index = s;
+      o.num_shards = shards;
+      o.job_id = "job-a";
+      o.token = "t0ken";
+      o.protocol = protocol;
+      o.learners = learners;
+      o.lr = 0.5f;
+      o.learner_timeout_seconds = 30;
+      auto server = ShardServer::Start(o);
+      ASSERT_TRUE(server.ok()) << server.status();
+      endpoints_.push_back((*server)->address());
+      servers_.push_back(std::move(*server));
+    }
+  }
+
+  ClientOptions Options(int learner_id = -1) const {
+    ClientOptions o;
+    o.endpoints = endpoints_;
+    o.job_id = "job-a";
+    o.token = "t0ken";
+    o.learner_id = learner_id;
+    o.tensors = {{"w", 1000}, {"b", 10}};
+    o.chunk_size = 256;
+    o.rpc_timeout = absl::Seconds(10);
+    o.pull_timeout = absl::Seconds(20);
+    o.retry_budget = absl::Seconds(2);
+    return o;
+  }
+
+  // A push of `value` everywhere for every chunk shard `shard` owns.
+  static proto::PushRequest ShardPush(const PsClient& client, int shard, int64_t step,
+                                      float value) {
+    const ShardPlan plan = *ShardPlan::Create(client.layout());
+    proto::PushRequest r;
+    r.set_learner_id(client.learner_id());
+    r.set_step(step);
+    r.set_samples(1);
+    for (int i : plan.ChunksOfShard(shard)) {
+      const Chunk& c = plan.chunks()[i];
+      proto::PushChunk* pc = r.add_chunks();
+      pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
+      pc->mutable_id()->set_index(c.index);
+      std::vector<float> g(c.length, value);
+      EXPECT_TRUE(EncodeFloats(g, proto::FP32, pc->mutable_gradient()).ok());
+    }
+    return r;
+  }
+
+  // A raw PushStream to shard `shard`.
+  struct RawStream {
+    std::unique_ptr<proto::ParameterServer::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<proto::PushRequest, proto::PushStreamResponse>> rw;
+  };
+  std::unique_ptr<RawStream> OpenRaw(int shard) {
+    auto raw = std::make_unique<RawStream>();
+    raw->stub = proto::ParameterServer::NewStub(
+        grpc::CreateChannel(endpoints_[shard], grpc::InsecureChannelCredentials()));
+    raw->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    raw->rw = raw->stub->PushStream(&raw->context);
+    return raw;
+  }
+
+  std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<ShardServer>> servers_;
+};
+
+TEST_F(PushStreamTest, ClientPushesOverStreamsWithTheSameResultAsUnary) {
+  StartShards(2, "async", 2);
+  auto streamed = PsClient::Connect(Options());
+  ClientOptions unary_options = Options();
+  unary_options.push_streams = false;  // an older client: one unary Push call per shard
+  auto unary = PsClient::Connect(unary_options);
+  ASSERT_TRUE(streamed.ok() && unary.ok());
+  const size_t n = (*streamed)->total_elements();
+  ASSERT_TRUE((*streamed)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n), g(n);
+  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
+  constexpr int kSteps = 5;
+  for (int t = 0; t < kSteps; ++t) {
+    for (PsClient* c : {streamed->get(), unary->get()}) {
+      ASSERT_TRUE(c->Pull(t, w).ok());
+      absl::Status st = c->Push(t, g, 2, 0.5f);
+      ASSERT_TRUE(st.ok()) << st;
+    }
+  }
+  EXPECT_EQ((*streamed)->wire_stats().streamed_shard_pushes, 2u * kSteps);
+  EXPECT_EQ((*unary)->wire_stats().streamed_shard_pushes, 0u);
+  ASSERT_TRUE((*streamed)->Pull(kSteps, w).ok());
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_FLOAT_EQ(w[i], 1.0f - 0.5f * 2 * kSteps * static_cast<float>(i % 3)) << i;
+  }
+  auto stats = (*streamed)->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const ShardStats& s : stats->shards) {
+    EXPECT_EQ(s.gradients_applied, 2u * kSteps);
+    EXPECT_EQ(s.pushes, 2u * kSteps);
+    EXPECT_EQ(s.samples_applied, 4u * kSteps);
+  }
+}
+
+TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
+  StartShards(1);
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok());
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ParameterShard& shard = servers_[0]->shard();
+  auto raw = OpenRaw(0);
+  proto::PushStreamResponse answer;
+
+  // First message: the stream's credentials, and a gradient with a NaN.
+  proto::PushRequest bad = ShardPush(**client, 0, 0, 1.0f);
+  bad.set_job_id("job-a");
+  bad.set_token("t0ken");
+  std::string* data = bad.mutable_chunks(0)->mutable_gradient()->mutable_data();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(data->data(), &nan, sizeof nan);
+  const ShardState before = shard.DebugState();
+  ASSERT_TRUE(raw->rw->Write(bad));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(answer.message(), HasSubstr("NaN"));
+  EXPECT_EQ(answer.step(), 0);
+  EXPECT_TRUE(shard.DebugState() == before);
+
+  // A chunk of the wrong size.
+  proto::PushRequest short_chunk = ShardPush(**client, 0, 0, 1.0f);
+  short_chunk.mutable_chunks(0)->mutable_gradient()->set_element_count(3);
+  short_chunk.mutable_chunks(0)->mutable_gradient()->mutable_data()->resize(12);
+  ASSERT_TRUE(raw->rw->Write(short_chunk));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(shard.DebugState() == before);
+
+  // A later message naming a wrong token is refused like a unary push would be.
+  proto::PushRequest wrong_token = ShardPush(**client, 0, 0, 1.0f);
+  wrong_token.set_job_id("job-a");
+  wrong_token.set_token("guess");
+  ASSERT_TRUE(raw->rw->Write(wrong_token));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_TRUE(shard.DebugState() == before);
+
+  // The same stream then carries a good push (no credentials: they are the stream's).
+  ASSERT_TRUE(raw->rw->Write(ShardPush(**client, 0, 0, 1.0f)));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), 0) << answer.message();
+  EXPECT_EQ(answer.version(), 1u);
+  // A duplicate of that step: ALREADY_EXISTS, nothing applied twice.
+  ASSERT_TRUE(raw->rw->Write(ShardPush(**client, 0, 0, 1.0f)));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::ALREADY_EXISTS));
+  EXPECT_EQ(shard.DebugState().version, 1u);
+
+  ASSERT_TRUE(raw->rw->WritesDone());
+  EXPECT_FALSE(raw->rw->Read(&answer));
+  grpc::Status finished = raw->rw->Finish();
+  EXPECT_TRUE(finished.ok()) << finished.error_message();
+  auto stats = (*client)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->shards[0].gradients_applied, 1u);
+  EXPECT_EQ(stats->shards[0].gradients_rejected, 2u);  // the NaN and the short chunk
+  EXPECT_EQ(stats->shards[0].gradients_rejected_nonfinite, 1u);
+}
+
+TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNothing) {
+  StartShards(1);
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok());
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  const ShardState before = servers_[0]->shard().DebugState();
+  for (const auto& [job, token, code] :
+       {std::tuple<std::string, std::string, grpc::StatusCode>{"job-a", "guess",
+                                                               grpc::StatusCode::UNAUTHENTICATED},
+        {"job-a", "", grpc::StatusCode::UNAUTHENTICATED},
+        {"job-b", "t0ken", grpc::StatusCode::PERMISSION_DENIED}}) {
+    auto raw = OpenRaw(0);
+    proto::PushRequest r = ShardPush(**client, 0, 0, 1.0f);
+    r.set_job_id(job);
+    r.set_token(token);
+    raw->rw->Write(r);  // may already fail if the shard ended the stream first
+    proto::PushStreamResponse answer;
+    EXPECT_FALSE(raw->rw->Read(&answer));
+    grpc::Status st = raw->rw->Finish();
+    EXPECT_EQ(st.error_code(), code) << st.error_message();
+    EXPECT_TRUE(servers_[0]->shard().DebugState() == before);
+  }
+}
+
+TEST_F(PushStreamTest, ShutdownEndsOpenStreamsWithUnavailable) {
+  StartShards(1);
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok());
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ASSERT_TRUE((*client)->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f).ok());  // its stream is open
+  auto raw = OpenRaw(0);
+  proto::PushRequest r = ShardPush(**client, 0, 1, 1.0f);
+  r.set_job_id("job-a");
+  r.set_token("t0ken");
+  ASSERT_TRUE(raw->rw->Write(r));
+  proto::PushStreamResponse answer;
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  ASSERT_EQ(answer.code(), 0) << answer.message();
+  servers_[0]->Shutdown();
+  EXPECT_FALSE(raw->rw->Read(&answer));
+  grpc::Status st = raw->rw->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("shutting down"));
+}
+
+TEST_F(PushStreamTest, HardsyncOverStreamsWaitsForEveryLearner) {
+  StartShards(2, "hardsync", 2);
+  auto a = PsClient::Connect(Options());
+  auto b = PsClient::Connect(Options());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const size_t n = (*a)->total_elements();
+  ASSERT_TRUE((*a)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> wa(n), wb(n);
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_TRUE((*a)->Pull(t, wa).ok());
+    ASSERT_TRUE((*b)->Pull(t, wb).ok());
+    EXPECT_EQ(wa, wb);
+    ASSERT_TRUE((*a)->Push(t, std::vector<float>(n, 1.0f), 1, 0.0f).ok());
+    ASSERT_TRUE((*b)->Push(t, std::vector<float>(n, 3.0f), 1, 0.0f).ok());
+  }
+  ASSERT_TRUE((*a)->Pull(3, wa).ok());
+  for (float v : wa) ASSERT_FLOAT_EQ(v, 1.0f - 3 * 0.5f * 2.0f);
+  EXPECT_EQ((*a)->wire_stats().streamed_shard_pushes, 6u);
+  auto stats = (*a)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->total.version, 3u);
+  EXPECT_EQ(stats->total.staleness_max, 0u);
+}
+
+// A shard as an older build served it: every method but PushStream (gRPC answers that one
+// UNIMPLEMENTED). With `silent_streams`, PushStream exists but never answers a push.
+class OldShardService : public proto::ParameterServer::CallbackService {
+ public:
+  explicit OldShardService(ParameterShard* shard) : shard_(shard) {}
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
+                                     const proto::RegisterRequest* request,
+                                     proto::RegisterResponse* response) override {
+    return Answer(ctx, shard_->Register(*request), response);
+  }
+  grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx,
+                                 const proto::InitRequest* request,
+                                 proto::InitResponse* response) override {
+    return Answer(ctx, shard_->Init(*request), response);
+  }
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* ctx,
+                                 const proto::PushRequest* request,
+                                 proto::PushResponse* response) override {
+    ++unary_pushes;
+    return Answer(ctx, shard_->Push(*request), response);
+  }
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* ctx,
+                                 const proto::PullRequest* request,
+                                 proto::PullResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    // Async: every pull is answered before Pull returns.
+    shard_->Pull(*request, [reactor, response](absl::StatusOr<proto::PullResponse> r) {
+      if (r.ok()) *response = std::move(*r);
+      reactor->Finish(ToGrpcStatus(r.status()));
+    });
+    return reactor;
+  }
+
+  std::atomic<int> unary_pushes{0};
+
+ private:
+  template <typename Response>
+  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,
+                                          absl::StatusOr<Response> result, Response* response) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(ToGrpcStatus(result.status()));
+    return reactor;
+  }
+
+  ParameterShard* const shard_;
+};
+
+// Reads pushes and never answers them, until the client goes away.
+class SilentStreamService final : public OldShardService {
+ public:
+  using OldShardService::OldShardService;
+  grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse>* PushStream(
+      grpc::CallbackServerContext*) override {
+    class Silent final
+        : public grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse> {
+     public:
+      Silent() { StartRead(&request_); }
+      void OnReadDone(bool ok) override {
+        if (ok) {
+          StartRead(&request_);
+        } else {
+          Finish(grpc::Status::OK);
+        }
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      proto::PushRequest request_;
+    };
+    return new Silent();
+  }
+};
+
+class OldShardTest : public ::testing::Test {
+ protected:
+  template <typename Service>
+  void Start() {
+    ShardConfig config;
+    config.job_id = "job-a";
+    config.token = "t0ken";
+    config.lr = 0.5f;
+    auto shard = ParameterShard::Create(config, &clock_);
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    shard_ = std::move(*shard);
+    service_ = std::make_unique<Service>(shard_.get());
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_TRUE(server_ != nullptr && port != 0);
+    endpoint_ = "127.0.0.1:" + std::to_string(port);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  ClientOptions Options() const {
+    ClientOptions o;
+    o.endpoints = {endpoint_};
+    o.job_id = "job-a";
+    o.token = "t0ken";
+    o.tensors = {{"w", 300}};
+    o.chunk_size = 128;
+    o.rpc_timeout = absl::Seconds(10);
+    o.retry_budget = absl::Seconds(1);
+    return o;
+  }
+
+  RealClock clock_;
+  std::unique_ptr<ParameterShard> shard_;
+  std::unique_ptr<OldShardService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string endpoint_;
+};
+
+TEST_F(OldShardTest, ClientFallsBackToUnaryPushOnAShardWithoutStreams) {
+  Start<OldShardService>();
+  auto client = PsClient::Connect(Options());
+  ASSERT_TRUE(client.ok()) << client.status();
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n);
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_TRUE((*client)->Pull(t, w).ok());
+    absl::Status st = (*client)->Push(t, std::vector<float>(n, 1.0f), 1, 0.0f);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  EXPECT_EQ(service_->unary_pushes.load(), 3);
+  EXPECT_EQ((*client)->wire_stats().streamed_shard_pushes, 0u);
+  ASSERT_TRUE((*client)->Pull(3, w).ok());
+  for (float v : w) ASSERT_FLOAT_EQ(v, 1.0f - 3 * 0.5f);
+}
+
+TEST_F(OldShardTest, UnansweredStreamPushMissesItsDeadlineAndTheNextPushStillWorks) {
+  Start<SilentStreamService>();
+  ClientOptions o = Options();
+  o.rpc_timeout = absl::Milliseconds(300);
+  auto client = PsClient::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const size_t n = (*client)->total_elements();
+  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n);
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  const absl::Time start = absl::Now();
+  absl::Status st = (*client)->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(shard_->DebugState().version, 0u);  // the silent stream applied nothing
+  // The next push opens a new stream, which is just as silent: the same clear error, no hang.
+  st = (*client)->Push(1, std::vector<float>(n, 1.0f), 1, 0.0f);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+}
+
+}  // namespace
+}  // namespace orrery::server
