@@ -35,7 +35,7 @@ run() {  # run NAME SCRIPT ARGS...: one experiment; a failure is recorded, the o
   fi
 }
 run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" \
-  --ns 1,2,4,8,16 --learners 16 --limit-train 16000 --epochs 5 --batch 32 --servers 1 --timeout 240
+  --ns 1,2,4,8,16 --learners 16 --limit-train 60000 --epochs 10 --batch 32 --servers 1 --timeout 600
 run accuracy "$HERE/accuracy_vs_protocol.py" "$BUILD" "$RESULTS" \
   --pairs 4x32,8x16 --lr 0.02 --momentum 0.9 --epochs 2 --servers 1 --timeout 300
 run stragglers "$HERE/stragglers.py" "$BUILD" "$RESULTS" \
