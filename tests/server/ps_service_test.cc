@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "parameter_server.grpc.pb.h"
 #include "server/client.h"
+#include "tests/server/shard_cluster.h"
 #include "server/shard_server.h"
 #include "server/tensor_codec.h"
 
@@ -27,36 +28,16 @@ class PsServiceTest : public ::testing::Test {
   void StartShards(const std::string& protocol, int learners, float lr = 0.5f,
                    int64_t max_message_bytes = 512ll << 20) {
     for (int s = 0; s < kShards; ++s) {
-      ServerOptions o;
-      o.listen_address = "127.0.0.1:0";
-      o.shard_index = s;
-      o.num_shards = kShards;
-      o.job_id = "job-a";
-      o.token = "t0ken";
-      o.protocol = protocol;
-      o.learners = learners;
-      o.lr = lr;
-      o.learner_timeout_seconds = 30;
+      ServerOptions o = testing::TestShardOptions(s, kShards, protocol, learners, lr);
       o.max_message_bytes = max_message_bytes;
-      auto server = ShardServer::Start(o);
-      ASSERT_TRUE(server.ok()) << server.status();
-      endpoints_.push_back((*server)->address());
-      servers_.push_back(std::move(*server));
+      testing::StartTestShard(o, &servers_, &endpoints_);
+      if (HasFatalFailure()) return;
     }
   }
 
   ClientOptions Options(int learner_id = -1) const {
-    ClientOptions o;
-    o.endpoints = endpoints_;
-    o.job_id = "job-a";
-    o.token = "t0ken";
-    o.learner_id = learner_id;
-    o.tensors = {{"conv.w", 1000}, {"conv.b", 10}, {"fc.w", 3000}, {"fc.b", 7}};
-    o.chunk_size = 256;
-    o.rpc_timeout = absl::Seconds(10);
-    o.pull_timeout = absl::Seconds(20);
-    o.retry_budget = absl::Seconds(2);
-    return o;
+    return testing::TestClientOptions(endpoints_, learner_id,
+                                      {{"conv.w", 1000}, {"conv.b", 10}, {"fc.w", 3000}, {"fc.b", 7}});
   }
 
   static std::vector<float> Ramp(size_t n) {

@@ -16,6 +16,7 @@
 
 #include "parameter_server.grpc.pb.h"
 #include "server/client.h"
+#include "tests/server/shard_cluster.h"
 #include "server/clock.h"
 #include "server/status_util.h"
 #include "server/shard_server.h"
@@ -30,35 +31,14 @@ class PushStreamTest : public ::testing::Test {
  protected:
   void StartShards(int shards, const std::string& protocol = "async", int learners = 1) {
     for (int s = 0; s < shards; ++s) {
-      ServerOptions o;
-      o.listen_address = "127.0.0.1:0";
-      o.shard_index = s;
-      o.num_shards = shards;
-      o.job_id = "job-a";
-      o.token = "t0ken";
-      o.protocol = protocol;
-      o.learners = learners;
-      o.lr = 0.5f;
-      o.learner_timeout_seconds = 30;
-      auto server = ShardServer::Start(o);
-      ASSERT_TRUE(server.ok()) << server.status();
-      endpoints_.push_back((*server)->address());
-      servers_.push_back(std::move(*server));
+      ServerOptions o = testing::TestShardOptions(s, shards, protocol, learners, 0.5f);
+      testing::StartTestShard(o, &servers_, &endpoints_);
+      if (HasFatalFailure()) return;
     }
   }
 
   ClientOptions Options(int learner_id = -1) const {
-    ClientOptions o;
-    o.endpoints = endpoints_;
-    o.job_id = "job-a";
-    o.token = "t0ken";
-    o.learner_id = learner_id;
-    o.tensors = {{"w", 1000}, {"b", 10}};
-    o.chunk_size = 256;
-    o.rpc_timeout = absl::Seconds(10);
-    o.pull_timeout = absl::Seconds(20);
-    o.retry_budget = absl::Seconds(2);
-    return o;
+    return testing::TestClientOptions(endpoints_, learner_id, {{"w", 1000}, {"b", 10}});
   }
 
   // A push of `value` everywhere for every chunk shard `shard` owns.
