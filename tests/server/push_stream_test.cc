@@ -27,6 +27,16 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A client connected with `options` that has set every weight to 1 (each shard takes the first
+// Init); null, with the test failed, when it could not connect.
+std::unique_ptr<PsClient> InitializedClient(const ClientOptions& options) {
+  absl::StatusOr<std::unique_ptr<PsClient>> client = PsClient::Connect(options);
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (!client.ok()) return nullptr;
+  EXPECT_TRUE((*client)->Init(std::vector<float>((*client)->total_elements(), 1.0f)).ok());
+  return *std::move(client);
+}
+
 class PushStreamTest : public ::testing::Test {
  protected:
   void StartShards(int shards, const std::string& protocol = "async", int learners = 1) {
@@ -115,18 +125,17 @@ TEST_F(PushStreamTest, ClientPushesOverStreamsWithTheSameResultAsUnary) {
 
 TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   StartShards(1);
-  auto client = PsClient::Connect(Options());
-  ASSERT_TRUE(client.ok());
-  const size_t n = (*client)->total_elements();
-  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  const size_t n = client->total_elements();
   std::vector<float> w(n);
-  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ASSERT_TRUE(client->Pull(0, w).ok());
   ParameterShard& shard = servers_[0]->shard();
   auto raw = OpenRaw(0);
   proto::PushStreamResponse answer;
 
   // First message: the stream's credentials, and a gradient with a NaN.
-  proto::PushRequest bad = ShardPush(**client, 0, 0, 1.0f);
+  proto::PushRequest bad = ShardPush(*client, 0, 0, 1.0f);
   bad.set_job_id("job-a");
   bad.set_token("t0ken");
   std::string* data = bad.mutable_chunks(0)->mutable_gradient()->mutable_data();
@@ -141,7 +150,7 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   EXPECT_TRUE(shard.DebugState() == before);
 
   // A chunk of the wrong size.
-  proto::PushRequest short_chunk = ShardPush(**client, 0, 0, 1.0f);
+  proto::PushRequest short_chunk = ShardPush(*client, 0, 0, 1.0f);
   short_chunk.mutable_chunks(0)->mutable_gradient()->set_element_count(3);
   short_chunk.mutable_chunks(0)->mutable_gradient()->mutable_data()->resize(12);
   ASSERT_TRUE(raw->rw->Write(short_chunk));
@@ -150,7 +159,7 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   EXPECT_TRUE(shard.DebugState() == before);
 
   // A later message naming a wrong token is refused like a unary push would be.
-  proto::PushRequest wrong_token = ShardPush(**client, 0, 0, 1.0f);
+  proto::PushRequest wrong_token = ShardPush(*client, 0, 0, 1.0f);
   wrong_token.set_job_id("job-a");
   wrong_token.set_token("guess");
   ASSERT_TRUE(raw->rw->Write(wrong_token));
@@ -159,12 +168,12 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   EXPECT_TRUE(shard.DebugState() == before);
 
   // The same stream then carries a good push (no credentials: they are the stream's).
-  ASSERT_TRUE(raw->rw->Write(ShardPush(**client, 0, 0, 1.0f)));
+  ASSERT_TRUE(raw->rw->Write(ShardPush(*client, 0, 0, 1.0f)));
   ASSERT_TRUE(raw->rw->Read(&answer));
   EXPECT_EQ(answer.code(), 0) << answer.message();
   EXPECT_EQ(answer.version(), 1u);
   // A duplicate of that step: ALREADY_EXISTS, nothing applied twice.
-  ASSERT_TRUE(raw->rw->Write(ShardPush(**client, 0, 0, 1.0f)));
+  ASSERT_TRUE(raw->rw->Write(ShardPush(*client, 0, 0, 1.0f)));
   ASSERT_TRUE(raw->rw->Read(&answer));
   EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::ALREADY_EXISTS));
   EXPECT_EQ(shard.DebugState().version, 1u);
@@ -173,7 +182,7 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   EXPECT_FALSE(raw->rw->Read(&answer));
   grpc::Status finished = raw->rw->Finish();
   EXPECT_TRUE(finished.ok()) << finished.error_message();
-  auto stats = (*client)->Stats();
+  auto stats = client->Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->shards[0].gradients_applied, 1u);
   EXPECT_EQ(stats->shards[0].gradients_rejected, 2u);  // the NaN and the short chunk
@@ -182,10 +191,9 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
 
 TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNothing) {
   StartShards(1);
-  auto client = PsClient::Connect(Options());
-  ASSERT_TRUE(client.ok());
-  const size_t n = (*client)->total_elements();
-  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  const size_t n = client->total_elements();
   const ShardState before = servers_[0]->shard().DebugState();
   for (const auto& [job, token, code] :
        {std::tuple<std::string, std::string, grpc::StatusCode>{"job-a", "guess",
@@ -193,7 +201,7 @@ TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNoth
         {"job-a", "", grpc::StatusCode::UNAUTHENTICATED},
         {"job-b", "t0ken", grpc::StatusCode::PERMISSION_DENIED}}) {
     auto raw = OpenRaw(0);
-    proto::PushRequest r = ShardPush(**client, 0, 0, 1.0f);
+    proto::PushRequest r = ShardPush(*client, 0, 0, 1.0f);
     r.set_job_id(job);
     r.set_token(token);
     raw->rw->Write(r);  // may already fail if the shard ended the stream first
@@ -207,15 +215,14 @@ TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNoth
 
 TEST_F(PushStreamTest, ShutdownEndsOpenStreamsWithUnavailable) {
   StartShards(1);
-  auto client = PsClient::Connect(Options());
-  ASSERT_TRUE(client.ok());
-  const size_t n = (*client)->total_elements();
-  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  const size_t n = client->total_elements();
   std::vector<float> w(n);
-  ASSERT_TRUE((*client)->Pull(0, w).ok());
-  ASSERT_TRUE((*client)->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f).ok());  // its stream is open
+  ASSERT_TRUE(client->Pull(0, w).ok());
+  ASSERT_TRUE(client->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f).ok());  // its stream is open
   auto raw = OpenRaw(0);
-  proto::PushRequest r = ShardPush(**client, 0, 1, 1.0f);
+  proto::PushRequest r = ShardPush(*client, 0, 1, 1.0f);
   r.set_job_id("job-a");
   r.set_token("t0ken");
   ASSERT_TRUE(raw->rw->Write(r));
@@ -373,19 +380,18 @@ class OldShardTest : public ::testing::Test {
 
 TEST_F(OldShardTest, ClientFallsBackToUnaryPushOnAShardWithoutStreams) {
   Start<OldShardService>();
-  auto client = PsClient::Connect(Options());
-  ASSERT_TRUE(client.ok()) << client.status();
-  const size_t n = (*client)->total_elements();
-  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  const size_t n = client->total_elements();
   std::vector<float> w(n);
   for (int t = 0; t < 3; ++t) {
-    ASSERT_TRUE((*client)->Pull(t, w).ok());
-    absl::Status st = (*client)->Push(t, std::vector<float>(n, 1.0f), 1, 0.0f);
+    ASSERT_TRUE(client->Pull(t, w).ok());
+    absl::Status st = client->Push(t, std::vector<float>(n, 1.0f), 1, 0.0f);
     ASSERT_TRUE(st.ok()) << st;
   }
   EXPECT_EQ(service_->unary_pushes.load(), 3);
-  EXPECT_EQ((*client)->wire_stats().streamed_shard_pushes, 0u);
-  ASSERT_TRUE((*client)->Pull(3, w).ok());
+  EXPECT_EQ(client->wire_stats().streamed_shard_pushes, 0u);
+  ASSERT_TRUE(client->Pull(3, w).ok());
   for (float v : w) ASSERT_FLOAT_EQ(v, 1.0f - 3 * 0.5f);
 }
 
@@ -393,19 +399,18 @@ TEST_F(OldShardTest, UnansweredStreamPushMissesItsDeadlineAndTheNextPushStillWor
   Start<SilentStreamService>();
   ClientOptions o = Options();
   o.rpc_timeout = absl::Milliseconds(300);
-  auto client = PsClient::Connect(o);
-  ASSERT_TRUE(client.ok()) << client.status();
-  const size_t n = (*client)->total_elements();
-  ASSERT_TRUE((*client)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::unique_ptr<PsClient> client = InitializedClient(o);
+  ASSERT_NE(client, nullptr);
+  const size_t n = client->total_elements();
   std::vector<float> w(n);
-  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ASSERT_TRUE(client->Pull(0, w).ok());
   const absl::Time start = absl::Now();
-  absl::Status st = (*client)->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f);
+  absl::Status st = client->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f);
   EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   EXPECT_EQ(shard_->DebugState().version, 0u);  // the silent stream applied nothing
   // The next push opens a new stream, which is just as silent: the same clear error, no hang.
-  st = (*client)->Push(1, std::vector<float>(n, 1.0f), 1, 0.0f);
+  st = client->Push(1, std::vector<float>(n, 1.0f), 1, 0.0f);
   EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
 }
 
