@@ -42,10 +42,17 @@ struct CallIo {
   grpc::ByteBuffer* response = nullptr;
 };
 using IoFn = std::function<CallIo(int shard)>;
-// Pulls of at least this many bytes per shard run each shard's call on its own thread (see Pull).
+// Pulls of at least this many bytes per shard run each shard's calls on a thread of their own.
 constexpr size_t kSpreadPullBytes = 1 << 20;
+// Parts of one shard's pull on the wire at once: one being received while the last is decoded.
+constexpr int kPullPartsInFlight = 2;
 // Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
 using OnOkFn = std::function<absl::Status(int shard)>;
+// The same for pulls in parts (PsClient::Pull): how many parts shard `shard` answers in, the
+// call of one part, and what to do when it answered OK (on the thread that drives the shard).
+using PartsFn = std::function<int(int shard)>;
+using PartIoFn = std::function<CallIo(int shard, int part)>;
+using PartOkFn = std::function<absl::Status(int shard, int part)>;
 
 template <typename Message>
 grpc::ByteBuffer ToBytes(const Message& m) {
@@ -113,8 +120,6 @@ class PsClient::Impl {
     return all;
   }
 
-  // Call's `spread`: each call on a thread of its own, for answers so large that receiving and
-  // decoding them one after another on the calling thread would leave a core idle.
   // How a round reacts to one shard's hard failure.
   enum class OnFailure {
     kCancelRest,  // the others' answers are useless now (pulls, registration)
@@ -125,26 +130,23 @@ class PsClient::Impl {
   // retry budget is spent. Returns one status per shard index (OK for shards not called).
   std::vector<absl::Status> Call(std::vector<int> shards, absl::Duration timeout,
                                  const IoFn& io, const OnOkFn& on_ok = nullptr,
-                                 OnFailure on_failure = OnFailure::kCancelRest,
-                                 bool spread = false) {
-    std::vector<absl::Status> result(generic_stubs_.size());
-    const absl::Time give_up = absl::Now() + options_.retry_budget;
-    absl::Duration backoff = absl::Milliseconds(50);
-    while (true) {
-      std::vector<absl::Status> round = spread && shards.size() > 1
-                                            ? SpreadRound(shards, timeout, io, on_ok, on_failure)
-                                            : Round(shards, timeout, io, on_ok, on_failure);
-      std::vector<int> again;
-      for (size_t k = 0; k < shards.size(); ++k) {
-        result[shards[k]] = round[k];
-        if (absl::IsUnavailable(round[k])) again.push_back(shards[k]);
-      }
-      if (again.empty() || absl::Now() + backoff > give_up) break;
-      absl::SleepFor(backoff);
-      backoff = std::min(2 * backoff, absl::Seconds(2));
-      shards = std::move(again);
-    }
-    return result;
+                                 OnFailure on_failure = OnFailure::kCancelRest) {
+    return Retrying(std::move(shards), [&](const std::vector<int>& these) {
+      return Round(these, timeout, io, on_ok, on_failure);
+    });
+  }
+
+  // Call for pulls: shard s answers in parts(s) calls (PullRequest.part/parts), at most
+  // kPullPartsInFlight of them at a time, and on_ok(s, part) decodes each part on arrival while
+  // the next is on the wire. With `spread`, each shard's calls run on a thread of their own (the
+  // caller's thread takes the first), for answers so large that receiving and decoding them one
+  // after another on one thread would leave a core idle. The first hard failure cancels the rest.
+  std::vector<absl::Status> CallParts(std::vector<int> shards, absl::Duration timeout,
+                                      const PartsFn& parts, const PartIoFn& io,
+                                      const PartOkFn& on_ok, bool spread) {
+    return Retrying(std::move(shards), [&](const std::vector<int>& these) {
+      return PartsRound(these, timeout, parts, io, on_ok, spread);
+    });
   }
 
   // First failure among `statuses`, naming the shard. A shard's real error comes before the
@@ -165,63 +167,137 @@ class PsClient::Impl {
   bool pulled_ = false;
 
  private:
-  // Round with each call on its own thread and completion queue (the caller's thread takes the
-  // first); `io` and `on_ok` run on those threads and must touch only their shard's data.
-  std::vector<absl::Status> SpreadRound(const std::vector<int>& shards, absl::Duration timeout,
-                                        const IoFn& io, const OnOkFn& on_ok,
-                                        OnFailure on_failure) {
+  // Runs `round` on `shards`, then again on those that answered UNAVAILABLE, with backoff, until
+  // the retry budget is spent. One status per shard index (OK for shards not called).
+  template <typename RoundFn>
+  std::vector<absl::Status> Retrying(std::vector<int> shards, const RoundFn& round) {
+    std::vector<absl::Status> result(generic_stubs_.size());
+    const absl::Time give_up = absl::Now() + options_.retry_budget;
+    absl::Duration backoff = absl::Milliseconds(50);
+    while (true) {
+      const std::vector<absl::Status> statuses = round(shards);
+      std::vector<int> again;
+      for (size_t k = 0; k < shards.size(); ++k) {
+        result[shards[k]] = statuses[k];
+        if (absl::IsUnavailable(statuses[k])) again.push_back(shards[k]);
+      }
+      if (again.empty() || absl::Now() + backoff > give_up) break;
+      absl::SleepFor(backoff);
+      backoff = std::min(2 * backoff, absl::Seconds(2));
+      shards = std::move(again);
+    }
+    return result;
+  }
+
+  // A shard's CANCELLED that this client did not ask for: the shard reset the stream, which is
+  // how gRPC ends a request over the shard's receive limit when the reset overtakes the status.
+  static absl::Status ExplainCancelled(absl::Status st) {
+    return absl::CancelledError(absl::StrCat(
+        st.message(), " (the shard closed the call before answering; a request larger than the "
+        "shard's max_message_bytes is the usual cause)"));
+  }
+  // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success: only other
+  // failures make the rest of a round pointless.
+  static bool HardFailure(const absl::Status& st) {
+    return !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
+           !absl::IsAlreadyExists(st);
+  }
+
+  // One attempt of CallParts. Every part's context exists before any call starts, so that a
+  // failure anywhere cancels them all (a context cancelled before its call cancels the call when
+  // it starts).
+  std::vector<absl::Status> PartsRound(const std::vector<int>& shards, absl::Duration timeout,
+                                       const PartsFn& parts, const PartIoFn& io,
+                                       const PartOkFn& on_ok, bool spread) {
     const auto deadline = absl::ToChronoTime(absl::Now() + timeout);
-    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    std::vector<std::vector<std::unique_ptr<grpc::ClientContext>>> contexts(shards.size());
     for (size_t k = 0; k < shards.size(); ++k) {
-      contexts.push_back(std::make_unique<grpc::ClientContext>());
-      contexts.back()->set_deadline(deadline);
+      const int count = std::max(1, parts(shards[k]));
+      for (int p = 0; p < count; ++p) {
+        contexts[k].push_back(std::make_unique<grpc::ClientContext>());
+        contexts[k].back()->set_deadline(deadline);
+      }
     }
     std::vector<absl::Status> out(shards.size());
     absl::Mutex mu;
-    bool failed = false;
-    auto run = [&](size_t k) {
-      const int shard = shards[k];
-      const CallIo call_io = io(shard);
-      call_io.response->Clear();
+    bool failed = false;  // guarded by mu
+    auto cancel_all = [&] {
+      for (auto& of_shard : contexts) {
+        for (auto& c : of_shard) c->TryCancel();
+      }
+    };
+    // Drives the calls of shards[k] for k in `group` on one completion queue.
+    auto run = [&](const std::vector<size_t>& group) {
+      struct Part {
+        std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader;
+        grpc::Status status;
+        size_t k = 0;
+        int part = 0;
+      };
       grpc::CompletionQueue cq;
-      grpc::Status status;
-      auto reader = generic_stubs_[shard]->PrepareUnaryCall(contexts[k].get(), call_io.method,
-                                                            *call_io.request, &cq);
-      reader->StartCall();
-      reader->Finish(call_io.response, &status, &status);
+      std::vector<int> next(shards.size(), 0);
+      std::vector<Part> calls(group.size() * kPullPartsInFlight);
+      std::vector<Part*> free;
+      for (Part& c : calls) free.push_back(&c);
+      int in_flight = 0;
+      auto start = [&](size_t k) {
+        if (next[k] >= static_cast<int>(contexts[k].size()) || !out[k].ok()) return;
+        Part* c = free.back();
+        free.pop_back();
+        c->k = k;
+        c->part = next[k]++;
+        const CallIo call_io = io(shards[k], c->part);
+        call_io.response->Clear();
+        c->reader = generic_stubs_[shards[k]]->PrepareUnaryCall(
+            contexts[k][c->part].get(), call_io.method, *call_io.request, &cq);
+        c->reader->StartCall();
+        c->reader->Finish(call_io.response, &c->status, c);
+        ++in_flight;
+      };
+      for (size_t k : group) {
+        for (int i = 0; i < kPullPartsInFlight; ++i) start(k);
+      }
+      while (in_flight > 0) {
+        void* tag = nullptr;
+        bool ok = false;
+        if (!cq.Next(&tag, &ok)) break;  // every call has a deadline: Next returns
+        Part* c = static_cast<Part*>(tag);
+        --in_flight;
+        const size_t k = c->k;
+        absl::Status st = FromGrpcStatus(c->status);
+        if (st.ok() && out[k].ok()) st = on_ok(shards[k], c->part);
+        c->reader.reset();
+        free.push_back(c);
+        bool cancel = false;
+        {
+          absl::MutexLock lock(&mu);
+          if (absl::IsCancelled(st) && !failed) st = ExplainCancelled(st);
+          if (HardFailure(st) && !failed) failed = cancel = true;
+        }
+        if (!st.ok() && out[k].ok()) {
+          out[k] = st;
+          for (auto& context : contexts[k]) context->TryCancel();  // the shard's other parts
+        }
+        if (cancel) cancel_all();
+        start(k);
+      }
+      cq.Shutdown();
       void* tag = nullptr;
       bool ok = false;
-      cq.Next(&tag, &ok);  // the call's deadline bounds the wait
-      absl::Status st = FromGrpcStatus(status);
-      if (st.ok() && on_ok) st = on_ok(shard);
-      bool cancel_others = false;
-      {
-        absl::MutexLock lock(&mu);
-        if (absl::IsCancelled(st) && !failed) {
-          st = absl::CancelledError(absl::StrCat(
-              st.message(), " (the shard closed the call before answering; a request larger "
-              "than the shard's max_message_bytes is the usual cause)"));
-        }
-        const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
-                          !absl::IsAlreadyExists(st);
-        if (hard && !failed && on_failure == OnFailure::kCancelRest) {
-          failed = true;
-          cancel_others = true;
-        }
-      }
-      if (cancel_others) {  // a context not yet used cancels its call when it starts
-        for (size_t j = 0; j < contexts.size(); ++j) {
-          if (j != k) contexts[j]->TryCancel();
-        }
-      }
-      out[k] = st;
-      cq.Shutdown();
       while (cq.Next(&tag, &ok)) {
       }
     };
+    if (!spread || shards.size() == 1) {
+      std::vector<size_t> all(shards.size());
+      for (size_t k = 0; k < shards.size(); ++k) all[k] = k;
+      run(all);
+      return out;
+    }
     std::vector<std::thread> threads;
-    for (size_t k = 1; k < shards.size(); ++k) threads.emplace_back(run, k);
-    run(0);
+    for (size_t k = 1; k < shards.size(); ++k) {
+      threads.emplace_back([&run, k] { run({k}); });
+    }
+    run({0});
     for (std::thread& t : threads) t.join();
     return out;
   }
@@ -262,19 +338,9 @@ class PsClient::Impl {
       const Pending& p = *static_cast<Pending*>(tag);
       absl::Status st = FromGrpcStatus(p.status);
       if (st.ok() && on_ok) st = on_ok(shards[p.k]);
-      if (absl::IsCancelled(st) && !failed) {
-        // Not cancelled by us: the shard reset the stream, which is how gRPC ends a request over
-        // the shard's receive limit when the reset overtakes the status.
-        st = absl::CancelledError(absl::StrCat(
-            st.message(), " (the shard closed the call before answering; a request larger than "
-            "the shard's max_message_bytes is the usual cause)"));
-      }
+      if (absl::IsCancelled(st) && !failed) st = ExplainCancelled(st);  // not cancelled by us
       out[p.k] = st;
-      // UNAVAILABLE is retried, NOT_FOUND re-registers, ALREADY_EXISTS is success: only other
-      // failures make the rest of the round pointless.
-      const bool hard = !st.ok() && !absl::IsUnavailable(st) && !absl::IsNotFound(st) &&
-                        !absl::IsAlreadyExists(st);
-      if (hard && !failed && on_failure == OnFailure::kCancelRest) {
+      if (HardFailure(st) && !failed && on_failure == OnFailure::kCancelRest) {
         failed = true;
         for (const auto& other : calls) {
           if (other.get() != &p) other->context.TryCancel();
@@ -415,38 +481,76 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
                                                    plan.total_elements()));
   }
   const int n = impl_->num_shards();
-  std::vector<grpc::ByteBuffer> requests(n), responses(n);
-  for (int s = 0; s < n; ++s) {
-    auto r = std::make_shared<proto::PullRequest>();
-    SetCredentials(impl_->options(), r.get());
-    r->set_learner_id(learner_id_);
-    r->set_clock(clock);
-    r->set_encoding(impl_->options().wire);
-    requests[s] = SerializeAliased(std::move(r));
-  }
-  IoFn start = [&](int s) { return CallIo{kPullMethod, &requests[s], &responses[s]}; };
-  // Decode each shard's answer on arrival, straight from the received bytes into `weights`;
-  // shards write disjoint ranges of `weights` and of the chunk versions.
-  OnOkFn decode = [&](int s) -> absl::Status {
-    grpc::ProtoBufferReader reader(&responses[s]);
-    if (!reader.status().ok()) return FromGrpcStatus(reader.status());
-    return DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
-                              impl_->chunk_versions_);
-  };
-  // With several shards and a large model, each shard's answer is received and decoded on a
-  // thread of its own; shards write disjoint ranges of `weights` and of the chunk versions.
+  // Each shard's answer comes in parts of about pull_part_bytes, so that the learner decodes one
+  // part while the next is on the wire (and the shard copies it out meanwhile).
   const size_t bytes_per_element = impl_->options().wire == proto::FIXED16 ? 2 : 4;
+  std::vector<int> parts(n, 1);
+  std::vector<std::vector<std::vector<int>>> part_chunks(n);  // per shard and part
+  for (int s = 0; s < n; ++s) {
+    const std::vector<int>& chunks = plan.ChunksOfShard(static_cast<uint32_t>(s));
+    const uint64_t bytes = plan.ShardElements(static_cast<uint32_t>(s)) * bytes_per_element;
+    const uint64_t part_bytes = impl_->options().pull_part_bytes;
+    if (part_bytes > 0 && chunks.size() > 1) {
+      parts[s] = static_cast<int>(std::clamp<uint64_t>((bytes + part_bytes - 1) / part_bytes, 1,
+                                                       chunks.size()));
+    }
+    for (int p = 0; p < parts[s]; ++p) {  // the shard's split (PullRequest.part)
+      const size_t first = chunks.size() * p / parts[s];
+      const size_t end = chunks.size() * (p + 1) / parts[s];
+      part_chunks[s].emplace_back(chunks.begin() + first, chunks.begin() + end);
+    }
+  }
+  std::vector<std::vector<grpc::ByteBuffer>> requests(n), responses(n);
+  for (int s = 0; s < n; ++s) {
+    for (int p = 0; p < parts[s]; ++p) {
+      auto r = std::make_shared<proto::PullRequest>();
+      SetCredentials(impl_->options(), r.get());
+      r->set_learner_id(learner_id_);
+      r->set_clock(clock);
+      r->set_encoding(impl_->options().wire);
+      if (parts[s] > 1) {
+        r->set_part(static_cast<uint32_t>(p));
+        r->set_parts(static_cast<uint32_t>(parts[s]));
+      }
+      requests[s].push_back(SerializeAliased(std::move(r)));
+    }
+    responses[s].resize(parts[s]);
+  }
+  std::vector<uint64_t> received(n, 0);
+  PartIoFn start = [&](int s, int p) {
+    if (p == 0) received[s] = 0;  // a retried shard starts over
+    return CallIo{kPullMethod, &requests[s][p], &responses[s][p]};
+  };
+  // Decode each part on arrival, straight from the received bytes into `weights`; shards and
+  // parts write disjoint ranges of `weights` and of the chunk versions.
+  PartOkFn decode = [&](int s, int p) -> absl::Status {
+    grpc::ByteBuffer& answer = responses[s][p];
+    received[s] += answer.Length();
+    grpc::ProtoBufferReader reader(&answer);
+    if (!reader.status().ok()) return FromGrpcStatus(reader.status());
+    absl::Status st = parts[s] == 1
+                          ? DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
+                                               impl_->chunk_versions_)
+                          : DecodePullResponsePart(&reader, plan, static_cast<uint32_t>(s),
+                                                   part_chunks[s][p], weights,
+                                                   impl_->chunk_versions_);
+    answer.Clear();  // its memory serves the next part
+    return st;
+  };
+  PartsFn count = [&](int s) { return parts[s]; };
+  // With several shards and a large model, each shard's answer is received and decoded on a
+  // thread of its own.
   const bool spread = plan.total_elements() * bytes_per_element / n >= kSpreadPullBytes;
-  auto statuses = impl_->Call(impl_->AllShards(), impl_->options().pull_timeout, start, decode,
-                              Impl::OnFailure::kCancelRest, spread);
+  auto statuses = impl_->CallParts(impl_->AllShards(), impl_->options().pull_timeout, count,
+                                   start, decode, spread);
   std::vector<int> unknown;
   for (int s = 0; s < n; ++s) {
     if (absl::IsNotFound(statuses[s])) unknown.push_back(s);
   }
   if (!unknown.empty()) {  // dropped after a timeout, or the shard restarted: register again
     RETURN_IF_ERROR(RegisterAll(unknown));
-    auto again = impl_->Call(unknown, impl_->options().pull_timeout, start, decode,
-                             Impl::OnFailure::kCancelRest, spread);
+    auto again = impl_->CallParts(unknown, impl_->options().pull_timeout, count, start, decode,
+                                  spread);
     for (int s : unknown) statuses[s] = again[s];
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Pull"));
@@ -461,7 +565,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     shard_version_[s] = v;
   }
   ++wire_stats_.pulls;
-  for (const grpc::ByteBuffer& b : responses) wire_stats_.pull_bytes += b.Length();
+  for (uint64_t b : received) wire_stats_.pull_bytes += b;
   return absl::OkStatus();
 }
 
@@ -501,6 +605,10 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
+    // One base version per shard: the oldest among the chunks it pulled. A pull in parts may see
+    // updates between its parts; the gradient is then as stale as its oldest part.
+    uint64_t base = UINT64_MAX;
+    for (int i : plan.ChunksOfShard(s)) base = std::min(base, impl_->chunk_versions_[i]);
     auto request = std::make_shared<proto::PushRequest>();
     proto::PushRequest& r = *request;
     if (fresh[s]) SetCredentials(impl_->options(), &r);
@@ -514,7 +622,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       proto::PushChunk* pc = r.add_chunks();
       pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
       pc->mutable_id()->set_index(c.index);
-      pc->set_base_version(impl_->chunk_versions_[i]);
+      pc->set_base_version(base);
       fixed16.stream = stream.Advanced(c.offset);
       absl::Status encoded = EncodeFloats(grads.subspan(c.offset, c.length), options.wire,
                                           pc->mutable_gradient(), fixed16);

@@ -51,6 +51,10 @@ struct ClientOptions {
   // (UNIMPLEMENTED) and pushes whose stream broke go through the unary Push.
   bool push_streams = true;
   int64_t max_message_bytes = 512ll << 20;
+  // A shard's pull larger than this comes in parts of about this many bytes (PullRequest.part),
+  // two on the wire at a time, each decoded on arrival: receiving, decoding and the shard's
+  // copying out overlap instead of following one another. 0: one call per shard.
+  uint64_t pull_part_bytes = 2ull << 20;
   // The encoding of pushed gradients and pulled weights (a job's precision.wire): FP32 or
   // FIXED16, which halves the bytes of both. FIXED16 gradients are rounded stochastically, element
   // e of the flat buffer drawing counter e of the stream keyed by (learner id, step), so a run is

@@ -1,5 +1,6 @@
 #include "server/parameter_shard.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -275,10 +276,12 @@ bool ParameterShard::PullReadyLocked(int learner, int64_t clock) const {
   return protocol_.PullReady(clock);
 }
 
-absl::StatusOr<proto::PullResponse> ParameterShard::BuildPullLocked(proto::Encoding encoding) {
+absl::StatusOr<proto::PullResponse> ParameterShard::BuildPullLocked(proto::Encoding encoding,
+                                                                    uint32_t part,
+                                                                    uint32_t parts) {
   proto::PullResponse response;
-  RETURN_IF_ERROR(store_->FillPull(encoding, &response));
-  ++pulls_;
+  RETURN_IF_ERROR(store_->FillPull(encoding, &response, part, parts));
+  if (part == 0) ++pulls_;
   return response;
 }
 
@@ -299,6 +302,14 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
                                                    static_cast<int>(encoding),
                                                    "; use FP32 or FIXED16"));
     }
+    const uint32_t parts = std::max<uint32_t>(1, request.parts());
+    if (st.ok() && (request.part() >= parts ||
+                    parts > std::max<size_t>(1, store_->num_chunks()))) {
+      st = absl::InvalidArgumentError(absl::StrCat(
+          "pull asks for part ", request.part(), " of ", parts, "; this shard's ",
+          store_->num_chunks(), " chunks allow 1 to ", std::max<size_t>(1, store_->num_chunks()),
+          " parts, numbered from 0"));
+    }
     const int learner = request.learner_id();
     if (st.ok() && learner != kObserver) st = protocol_.CheckPull(learner, request.clock());
     if (!st.ok()) {
@@ -310,11 +321,13 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
         SettleLocked(&completions);  // a raised clock may release others or complete a step
       }
       if (PullReadyLocked(learner, request.clock())) {
-        completions.push_back({std::move(done), BuildPullLocked(request.encoding())});
+        completions.push_back(
+            {std::move(done), BuildPullLocked(request.encoding(), request.part(), parts)});
       } else {
         ticket = next_ticket_++;
         parked_.emplace(ticket,
-                        Parked{learner, request.clock(), request.encoding(), std::move(done)});
+                        Parked{learner, request.clock(), request.encoding(), request.part(),
+                               parts, std::move(done)});
       }
     }
   }
@@ -433,7 +446,7 @@ void ParameterShard::SettleLocked(std::vector<Completion>* out) {
                                                        " is no longer registered"))});
       it = parked_.erase(it);
     } else if (PullReadyLocked(p.learner, p.clock)) {
-      out->push_back({std::move(p.done), BuildPullLocked(p.encoding)});
+      out->push_back({std::move(p.done), BuildPullLocked(p.encoding, p.part, p.parts)});
       it = parked_.erase(it);
     } else {
       ++it;

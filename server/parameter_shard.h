@@ -126,6 +126,7 @@ class ParameterShard {
     int learner = 0;
     int64_t clock = 0;
     proto::Encoding encoding = proto::FP32;
+    uint32_t part = 0, parts = 1;
     PullDone done;
   };
   struct Completion {
@@ -139,7 +140,9 @@ class ParameterShard {
   absl::Status SetLayoutLocked(const proto::ModelLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PushPreconditionsLocked(const proto::PushRequest& request) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<proto::PullResponse> BuildPullLocked(proto::Encoding encoding)
+  // The whole pull, or one part of it (PullRequest.part/parts); counts a pull at part 0.
+  absl::StatusOr<proto::PullResponse> BuildPullLocked(proto::Encoding encoding, uint32_t part,
+                                                      uint32_t parts)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool PullReadyLocked(int learner, int64_t clock) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies a due update and collects every parked pull that became ready.

@@ -56,10 +56,12 @@ bool ForEachField(CodedInputStream* input, OnField on_field) {
 
 class Decoder {
  public:
-  Decoder(const ShardPlan& plan, uint32_t shard, std::span<float> weights,
-          std::span<uint64_t> versions)
-      : plan_(plan), shard_(shard), weights_(weights), versions_(versions),
-        seen_(plan.chunks().size(), false) {}
+  Decoder(const ShardPlan& plan, uint32_t shard, std::span<const int> expected,
+          std::span<float> weights, std::span<uint64_t> versions)
+      : plan_(plan), expected_(expected.size()), weights_(weights),
+        versions_(versions), unexpected_(plan.chunks().size(), true) {
+    for (int i : expected) unexpected_[i] = plan.chunks()[i].shard != shard;
+  }
 
   absl::Status Run(google::protobuf::io::ZeroCopyInputStream* in) {
     CodedInputStream input(in);
@@ -75,9 +77,8 @@ class Decoder {
     });
     if (!status_.ok()) return status_;
     if (!ok) return Malformed("bad field or truncated message");
-    const size_t expected = plan_.ChunksOfShard(shard_).size();
-    if (chunks_ != expected) {
-      return absl::InternalError(absl::StrCat("answered ", chunks_, " chunks, expected ", expected,
+    if (chunks_ != expected_) {
+      return absl::InternalError(absl::StrCat("answered ", chunks_, " chunks, expected ", expected_,
                                               "; is the shard's layout the same?"));
     }
     return absl::OkStatus();
@@ -177,7 +178,7 @@ class Decoder {
       return absl::InternalError(absl::StrCat("answered chunk ", tensor, "/", index,
                                               " it does not own or twice"));
     }
-    seen_[i] = true;
+    unexpected_[i] = true;  // a second copy is refused
     ++chunks_;
     RETURN_IF_ERROR(CheckPayloadHeader(static_cast<proto::Encoding>(encoding), fractional_bits,
                                        element_count, data_bytes, c.length));
@@ -195,14 +196,14 @@ class Decoder {
     return absl::OkStatus();
   }
 
-  // Whether chunk `i` belongs to this shard and has not been answered yet.
-  bool Owns(int i) const { return plan_.chunks()[i].shard == shard_ && !seen_[i]; }
+  // Whether chunk `i` is one this answer should hold and has not been answered yet.
+  bool Owns(int i) const { return !unexpected_[i]; }
 
   const ShardPlan& plan_;
-  const uint32_t shard_;
+  const size_t expected_;
   std::span<float> weights_;
   std::span<uint64_t> versions_;
-  std::vector<bool> seen_;
+  std::vector<bool> unexpected_;  // per plan chunk: not (or no longer) expected in this answer
   size_t chunks_ = 0;
   std::string held_;
   absl::Status status_;
@@ -216,7 +217,22 @@ absl::Status DecodePullResponse(google::protobuf::io::ZeroCopyInputStream* in,
   if (weights.size() != plan.total_elements() || chunk_versions.size() != plan.chunks().size()) {
     return absl::InvalidArgumentError("DecodePullResponse: buffers do not match the plan");
   }
-  return Decoder(plan, shard, weights, chunk_versions).Run(in);
+  return Decoder(plan, shard, plan.ChunksOfShard(shard), weights, chunk_versions).Run(in);
+}
+
+absl::Status DecodePullResponsePart(google::protobuf::io::ZeroCopyInputStream* in,
+                                    const ShardPlan& plan, uint32_t shard,
+                                    std::span<const int> expected, std::span<float> weights,
+                                    std::span<uint64_t> chunk_versions) {
+  if (weights.size() != plan.total_elements() || chunk_versions.size() != plan.chunks().size()) {
+    return absl::InvalidArgumentError("DecodePullResponsePart: buffers do not match the plan");
+  }
+  for (int i : expected) {
+    if (i < 0 || static_cast<size_t>(i) >= plan.chunks().size()) {
+      return absl::InvalidArgumentError("DecodePullResponsePart: a chunk index is out of range");
+    }
+  }
+  return Decoder(plan, shard, expected, weights, chunk_versions).Run(in);
 }
 
 }  // namespace orrery::server

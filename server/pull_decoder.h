@@ -22,4 +22,11 @@ absl::Status DecodePullResponse(google::protobuf::io::ZeroCopyInputStream* in,
                                 const ShardPlan& plan, uint32_t shard, std::span<float> weights,
                                 std::span<uint64_t> chunk_versions);
 
+// The same for the answer to one part of a pull (PullRequest.part/parts): it must hold exactly
+// the chunks `expected` (indices into plan.chunks(), all of shard `shard`), in any order.
+absl::Status DecodePullResponsePart(google::protobuf::io::ZeroCopyInputStream* in,
+                                    const ShardPlan& plan, uint32_t shard,
+                                    std::span<const int> expected, std::span<float> weights,
+                                    std::span<uint64_t> chunk_versions);
+
 }  // namespace orrery::server

@@ -217,12 +217,16 @@ void ShardStore::ApplyAccumulator(int count) {
   }
 }
 
-absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out) const {
+absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,
+                                  uint32_t part, uint32_t parts) const {
+  const size_t n = owned_.size();
+  const size_t first = parts > 1 ? n * part / parts : 0;
+  const size_t end = parts > 1 ? n * (part + 1) / parts : n;
   out->set_version(version_);
-  out->mutable_chunks()->Reserve(static_cast<int>(owned_.size()));
+  out->mutable_chunks()->Reserve(static_cast<int>(end - first));
   Fixed16Encoding fixed16;  // nearest, FL per chunk
   if (fixed_ != nullptr) fixed16.fl = fixed_->format().fl;  // the grid itself: exact
-  for (size_t i = 0; i < owned_.size(); ++i) {
+  for (size_t i = first; i < end; ++i) {
     const Chunk& c = plan_->chunks()[owned_[i]];
     proto::PullChunk* pc = out->add_chunks();
     pc->mutable_id()->set_tensor(plan_->TensorName(c.tensor));

@@ -86,8 +86,10 @@ class ShardStore {
 
   // Appends every owned chunk, encoded in `encoding`, with the current version. FIXED16 rounds to
   // nearest with FL chosen per chunk from its range; with fixed16 weights it sends them exactly,
-  // in their own FL.
-  absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out) const;
+  // in their own FL. With parts > 1, only part `part` of the owned chunks: [part*N/parts,
+  // (part+1)*N/parts) in this shard's chunk order (the caller checks part < parts <= max(1, N)).
+  absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out, uint32_t part = 0,
+                        uint32_t parts = 1) const;
 
   const std::vector<float>& weights() const { return weights_; }
   // Excludes a gradient still remembered by Accumulate (see FlushDeferred).

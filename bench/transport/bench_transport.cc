@@ -11,7 +11,7 @@
 //
 // Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
 //            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
-//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--command=TEXT]
+//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--command=TEXT]
 // Without --orrery the shards are this program re-executed in a server role that calls the same
 // server::RunServer as `orrery server` (for builds where the CLI is not built).
 #include <unistd.h>
@@ -58,6 +58,7 @@ struct Flags {
   std::vector<int> shards = {1, 2};
   std::vector<int> learners = {1, 4, 16};
   uint32_t chunk_size = 16384;
+  int64_t pull_part_kb = -1;  // -1: the client's default (ClientOptions::pull_part_bytes)
   std::string log_dir;
 };
 
@@ -126,6 +127,7 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
   options.endpoints = shards->endpoints;
   options.job_id = "transport";
   options.chunk_size = flags.chunk_size;
+  if (flags.pull_part_kb >= 0) options.pull_part_bytes = static_cast<uint64_t>(flags.pull_part_kb) << 10;
   for (int t = 0; t < kTensors; ++t) {
     options.tensors.push_back({absl::StrCat("layer", t), elements / kTensors});
   }
@@ -355,6 +357,8 @@ void RunBandwidth(Run& run) {
           {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},
           {"tensors", kTensors},
           {"chunk_elements", f.chunk_size},
+          {"pull_part_bytes", f.pull_part_kb >= 0 ? static_cast<uint64_t>(f.pull_part_kb) << 10
+                                                  : server::ClientOptions().pull_part_bytes},
           {"shards", s},
           {"pull_gbps", best.pull_gbps},
           {"push_gbps", best.push_gbps},
@@ -497,6 +501,7 @@ int main(int argc, char** argv) {
     else if (key == "--sizes_mb") flags.sizes_mb = IntList(value);
     else if (key == "--shards") flags.shards = IntList(value);
     else if (key == "--learners") flags.learners = IntList(value);
+    else if (key == "--pull_part_kb") flags.pull_part_kb = std::atoll(value.c_str());
     else if (key == "--chunk_size") flags.chunk_size = static_cast<uint32_t>(std::atoi(value.c_str()));
     else {
       std::cerr << "bench_transport: unknown flag " << arg << " (see the header of bench_transport.cc)\n";

@@ -1,7 +1,13 @@
 #include "server/parameter_shard.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "tests/server/shard_test_util.h"
 
 namespace orrery::server {
@@ -270,6 +276,92 @@ TEST(PullTest, ShutdownAnswersParkedPullsWithUnavailable) {
   f.shard().Shutdown();
   ASSERT_TRUE(p->done);
   EXPECT_EQ(p->result.status().code(), absl::StatusCode::kUnavailable);
+}
+
+// The chunk ids of an answer, as "tensor/index".
+std::vector<std::string> ChunkIds(const proto::PullResponse& r) {
+  std::vector<std::string> ids;
+  for (const proto::PullChunk& c : r.chunks()) {
+    ids.push_back(absl::StrCat(c.id().tensor(), "/", c.id().index()));
+  }
+  return ids;
+}
+
+TEST(PullTest, PartsSplitTheWholeAnswerInOrderAndCountOnePull) {
+  FakeLearners f(SmallConfig("async", 1));
+  f.Register(0);
+  f.Init(2.0f);
+  auto whole = f.Pull(0, 0);
+  ASSERT_TRUE(whole->done && whole->result.ok());
+  const std::vector<std::string> all = ChunkIds(*whole->result);
+  ASSERT_EQ(all.size(), 4u);  // w/0 w/1 w/2 b/0
+  for (uint32_t parts = 1; parts <= all.size(); ++parts) {
+    std::vector<std::string> joined;
+    for (uint32_t part = 0; part < parts; ++part) {
+      auto p = f.Pull(0, 0, part, parts);
+      ASSERT_TRUE(p->done && p->result.ok()) << p->result.status();
+      const std::vector<std::string> ids = ChunkIds(*p->result);
+      // Part p holds chunks [p*N/P, (p+1)*N/P): the split the client computes.
+      EXPECT_EQ(ids.size(), all.size() * (part + 1) / parts - all.size() * part / parts);
+      joined.insert(joined.end(), ids.begin(), ids.end());
+      for (const proto::PullChunk& c : p->result->chunks()) {
+        EXPECT_EQ(c.version(), 0u);
+        EXPECT_EQ(c.weights().encoding(), proto::FP32);
+      }
+    }
+    EXPECT_EQ(joined, all) << parts << " parts";
+  }
+  proto::StatsRequest stats_request;
+  stats_request.set_job_id("job");
+  stats_request.set_token("secret");
+  auto stats = f.shard().Stats(stats_request);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->pulls(), 1u + 4u);  // the whole pull, then one per split (counted at part 0)
+}
+
+TEST(PullTest, PartsAreGatedByTheProtocolLikeAWholePull) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  ASSERT_TRUE(f.Pull(0, 0, 0, 2)->done);
+  ASSERT_TRUE(f.Pull(0, 0, 1, 2)->done);
+  ASSERT_TRUE(f.Pull(1, 0)->done);
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());
+  auto first = f.Pull(0, 1, 0, 2);
+  auto second = f.Pull(0, 1, 1, 2);
+  EXPECT_FALSE(first->done);  // step 0 waits for learner 1's gradient
+  EXPECT_FALSE(second->done);
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());
+  ASSERT_TRUE(first->done && first->result.ok());
+  ASSERT_TRUE(second->done && second->result.ok());
+  EXPECT_EQ(first->result->chunks(0).version(), 1u);
+  EXPECT_EQ(second->result->chunks(0).version(), 1u);
+}
+
+TEST(PullTest, BadPartsAreRefusedAndChangeNothing) {
+  FakeLearners f(SmallConfig("ssp:0", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(1.0f);
+  proto::StatsRequest stats_request;
+  stats_request.set_job_id("job");
+  stats_request.set_token("secret");
+  const auto before = f.shard().Stats(stats_request);
+  ASSERT_TRUE(before.ok());
+  for (auto [part, parts] : {std::pair<uint32_t, uint32_t>{2, 2}, {0, 5}, {7, 0}}) {
+    // Clock 3 would raise learner 0's clock (and block it) if the pull were taken.
+    auto p = f.Pull(0, 3, part, parts);
+    ASSERT_TRUE(p->done);
+    EXPECT_EQ(p->result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(p->result.status().message()), ::testing::HasSubstr("part"));
+  }
+  const auto after = f.shard().Stats(stats_request);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->pulls(), before->pulls());
+  // Learner 0's clock was not raised to 3: under ssp:0, learner 1's pull at clock 1 still waits
+  // for it.
+  EXPECT_FALSE(f.Pull(1, 1)->done);
 }
 
 TEST(RegisterTest, FirstRegisterDefinesTheLayoutAndLaterOnesMustMatch) {

@@ -63,6 +63,8 @@ class PsServiceTest : public ::testing::Test {
     return n;
   }
 
+  void RunConcurrentAsyncLearners(uint64_t pull_part_bytes);
+
   std::vector<std::string> endpoints_;
   std::vector<std::unique_ptr<ShardServer>> servers_;
 };
@@ -121,6 +123,53 @@ TEST_F(PsServiceTest, LargePullAcrossTwoShardsDecodesEveryChunk) {
   ASSERT_TRUE(ps.Push(0, g, 1, 0.0f).ok());
   ASSERT_TRUE(ps.Pull(1, w).ok());
   for (size_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(w[i], init[i] - 0.5f) << i;
+}
+
+// Pulls in parts (PullRequest.part/parts), two on the wire at a time and each decoded on arrival,
+// give the same weights and versions as one call per shard, and count as one pull.
+TEST_F(PsServiceTest, PullsInPartsMatchWholePulls) {
+  StartShards("async", 2);
+  ClientOptions whole_options = Options();
+  whole_options.tensors = {{"big.w", 300000}, {"big.b", 33}};
+  whole_options.chunk_size = 4096;
+  whole_options.pull_part_bytes = 0;
+  ClientOptions parted_options = whole_options;
+  parted_options.pull_part_bytes = 100 << 10;  // ~6 parts per shard of ~600 KB
+  auto whole = PsClient::Connect(whole_options);
+  auto parted = PsClient::Connect(parted_options);
+  ASSERT_TRUE(whole.ok() && parted.ok());
+  const size_t n = (*whole)->total_elements();
+  const std::vector<float> init = Ramp(n);
+  ASSERT_TRUE((*whole)->Init(init).ok());
+  std::vector<float> a(n, -1.0f), b(n, -2.0f);
+  ASSERT_TRUE((*parted)->Pull(0, b).ok());
+  ASSERT_EQ(b, init);
+  // An update between pulls: the parted learner's next push is tagged with the new versions, so
+  // its gradient is applied with staleness 0 like the whole learner's.
+  std::vector<float> g(n);
+  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
+  ASSERT_TRUE((*whole)->Pull(0, a).ok());
+  ASSERT_TRUE((*whole)->Push(0, g, 1, 0.0f).ok());
+  ASSERT_TRUE((*parted)->Pull(1, b).ok());
+  ASSERT_TRUE((*whole)->Pull(1, a).ok());
+  EXPECT_EQ(a, b);
+  for (size_t i = 0; i < n; i += 997) ASSERT_FLOAT_EQ(b[i], init[i] - 0.5f * g[i]) << i;
+  ASSERT_TRUE((*parted)->Push(1, g, 1, 0.0f).ok());
+  auto stats = (*parted)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->total.staleness_max, 0u);
+  EXPECT_EQ(stats->total.pulls, 4u);  // two pulls from each learner, whatever their parts
+  EXPECT_EQ((*parted)->wire_stats().pulls, 2u);
+  EXPECT_GT((*parted)->wire_stats().pull_bytes, 2u * 4 * n);
+  // FIXED16 weights in parts: the same values as FP32 to the grid's precision.
+  ClientOptions fixed_options = parted_options;
+  fixed_options.wire = proto::FIXED16;
+  auto fixed = PsClient::Connect(fixed_options);
+  ASSERT_TRUE(fixed.ok());
+  std::vector<float> c(n);
+  ASSERT_TRUE((*fixed)->Pull(2, c).ok());
+  ASSERT_TRUE((*whole)->Pull(2, a).ok());
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(c[i], a[i], 0.01f * std::abs(a[i]) + 1e-3f) << i;
 }
 
 TEST_F(PsServiceTest, HardsyncPullWaitsForTheOtherLearnerThroughRpc) {
@@ -364,12 +413,24 @@ TEST_F(PsServiceTest, ExpiredLearnerIsRegisteredAgainByTheClient) {
   EXPECT_EQ(stats->total.gradients_applied, 1u);
 }
 
+// Four async learners pulling and pushing at once; with `pull_part_bytes` small, their pulls come
+// in parts that other learners' updates fall between, and their pushes must still be accepted.
 TEST_F(PsServiceTest, ConcurrentAsyncLearnersEveryPushAccountedFor) {
+  RunConcurrentAsyncLearners(0);
+}
+
+TEST_F(PsServiceTest, ConcurrentAsyncLearnersPullingInPartsEveryPushAccountedFor) {
+  RunConcurrentAsyncLearners(1024);
+}
+
+void PsServiceTest::RunConcurrentAsyncLearners(uint64_t pull_part_bytes) {
   StartShards("async", 4, 0.001f);
   constexpr int kLearners = 4, kSteps = 40;
   std::vector<std::unique_ptr<PsClient>> clients;
   for (int i = 0; i < kLearners; ++i) {
-    auto c = PsClient::Connect(Options());
+    ClientOptions o = Options();
+    o.pull_part_bytes = pull_part_bytes;
+    auto c = PsClient::Connect(o);
     ASSERT_TRUE(c.ok());
     clients.push_back(std::move(*c));
   }

@@ -64,6 +64,55 @@ TEST(PullDecoderTest, PlacesEveryShardsChunksAndVersions) {
   EXPECT_EQ(versions, std::vector<uint64_t>(plan.chunks().size(), 1));
 }
 
+// Each part of a pull (ShardStore::FillPull with part/parts) decodes into place with the chunks
+// the client expects of it; a part holding another part's chunk, or missing one, is an error.
+TEST(PullDecoderTest, DecodesPartsIntoPlaceAndRejectsForeignChunks) {
+  const ShardPlan plan = TestPlan();
+  ShardStore store(&plan, 0, 0.0f);
+  ASSERT_TRUE(store.InitializeFromFlat(Flat(plan)).ok());
+  const std::vector<int>& chunks = plan.ChunksOfShard(0);
+  ASSERT_GE(chunks.size(), 2u);
+  auto part_chunks = [&](size_t p, size_t parts) {
+    return std::vector<int>(chunks.begin() + chunks.size() * p / parts,
+                            chunks.begin() + chunks.size() * (p + 1) / parts);
+  };
+  auto decode = [&](const proto::PullResponse& r, const std::vector<int>& expected,
+                    std::vector<float>* weights, std::vector<uint64_t>* versions) {
+    const std::string bytes = r.SerializeAsString();
+    ArrayInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+    return DecodePullResponsePart(&in, plan, 0, expected, *weights, *versions);
+  };
+  for (size_t parts = 1; parts <= chunks.size(); ++parts) {
+    std::vector<float> weights(plan.total_elements(), -9.0f);
+    std::vector<uint64_t> versions(plan.chunks().size(), 7);
+    for (size_t p = 0; p < parts; ++p) {
+      proto::PullResponse r;
+      ASSERT_TRUE(store.FillPull(proto::FP32, &r, p, parts).ok());
+      ASSERT_TRUE(decode(r, part_chunks(p, parts), &weights, &versions).ok()) << p << "/" << parts;
+    }
+    const std::vector<float> flat = Flat(plan);
+    for (int i : chunks) {
+      const Chunk& c = plan.chunks()[i];
+      for (uint64_t e = c.offset; e < c.offset + c.length; ++e) ASSERT_EQ(weights[e], flat[e]);
+      EXPECT_EQ(versions[i], 0u);
+    }
+  }
+  std::vector<float> weights(plan.total_elements());
+  std::vector<uint64_t> versions(plan.chunks().size());
+  proto::PullResponse first, second;
+  ASSERT_TRUE(store.FillPull(proto::FP32, &first, 0, 2).ok());
+  ASSERT_TRUE(store.FillPull(proto::FP32, &second, 1, 2).ok());
+  EXPECT_EQ(decode(first, part_chunks(1, 2), &weights, &versions).code(),
+            absl::StatusCode::kInternal);  // part 0's chunks where part 1's were expected
+  proto::PullResponse short_part = second;
+  short_part.mutable_chunks()->RemoveLast();
+  EXPECT_EQ(decode(short_part, part_chunks(1, 2), &weights, &versions).code(),
+            absl::StatusCode::kInternal);
+  proto::PullResponse whole;
+  ASSERT_TRUE(store.FillPull(proto::FP32, &whole).ok());  // an old shard ignoring part/parts
+  EXPECT_FALSE(decode(whole, part_chunks(0, 2), &weights, &versions).ok());
+}
+
 // Protobuf allows fields in any order and unknown fields; a payload before its chunk id is held
 // and placed at the end of the chunk.
 TEST(PullDecoderTest, AcceptsFieldsInAnyOrderAndUnknownFields) {

@@ -193,7 +193,6 @@ TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNoth
   StartShards(1);
   std::unique_ptr<PsClient> client = InitializedClient(Options());
   ASSERT_NE(client, nullptr);
-  const size_t n = client->total_elements();
   const ShardState before = servers_[0]->shard().DebugState();
   for (const auto& [job, token, code] :
        {std::tuple<std::string, std::string, grpc::StatusCode>{"job-a", "guess",

@@ -88,7 +88,9 @@ class FakeLearners {
     EXPECT_TRUE(resp.ok() && resp->accepted());
   }
 
-  std::shared_ptr<PullSlot> Pull(int learner, int64_t clock) {
+  // The whole pull, or part `part` of `parts` (PullRequest.part/parts) when parts is set.
+  std::shared_ptr<PullSlot> Pull(int learner, int64_t clock, uint32_t part = 0,
+                                 uint32_t parts = 0) {
     auto slot = std::make_shared<PullSlot>();
     proto::PullRequest r;
     r.set_job_id("job");
@@ -96,6 +98,8 @@ class FakeLearners {
     r.set_learner_id(learner);
     r.set_clock(clock);
     r.set_encoding(proto::FP32);
+    r.set_part(part);
+    r.set_parts(parts);
     slot->ticket = shard_->Pull(r, [slot](absl::StatusOr<proto::PullResponse> result) {
       EXPECT_FALSE(slot->done) << "PullDone ran twice";
       slot->done = true;
