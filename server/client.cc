@@ -417,6 +417,7 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
 
 absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
   const int n = impl_->num_shards();
+  shard_parts_.resize(n, false);
   std::vector<proto::RegisterRequest> requests(n);
   std::vector<proto::RegisterResponse> responses(n);
   for (int s : shards) {
@@ -440,6 +441,7 @@ absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
                                               learner_id_));
     }
     start_clock_ = std::max(start_clock_, responses[s].clock());
+    shard_parts_[s] = responses[s].parts();
   }
   return absl::OkStatus();
 }
@@ -490,7 +492,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     const std::vector<int>& chunks = plan.ChunksOfShard(static_cast<uint32_t>(s));
     const uint64_t bytes = plan.ShardElements(static_cast<uint32_t>(s)) * bytes_per_element;
     const uint64_t part_bytes = impl_->options().pull_part_bytes;
-    if (part_bytes > 0 && chunks.size() > 1) {
+    if (part_bytes > 0 && chunks.size() > 1 && shard_parts_[s]) {
       parts[s] = static_cast<int>(std::clamp<uint64_t>((bytes + part_bytes - 1) / part_bytes, 1,
                                                        chunks.size()));
     }
@@ -602,49 +604,87 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       fresh[s] = streams->Open(s);
     }
   }
-  std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
-  std::vector<grpc::ByteBuffer> requests(n), responses(n);
-  for (int s = 0; s < n; ++s) {
+  // Part `part` of `parts` of shard s's push (the whole push when parts is 1), without
+  // credentials. The payloads are copied once, into the message.
+  auto build = [&](int s, int part, int parts) -> absl::StatusOr<std::shared_ptr<proto::PushRequest>> {
+    const std::vector<int>& chunks = plan.ChunksOfShard(s);
     // One base version per shard: the oldest among the chunks it pulled. A pull in parts may see
     // updates between its parts; the gradient is then as stale as its oldest part.
     uint64_t base = UINT64_MAX;
-    for (int i : plan.ChunksOfShard(s)) base = std::min(base, impl_->chunk_versions_[i]);
+    for (int i : chunks) base = std::min(base, impl_->chunk_versions_[i]);
     auto request = std::make_shared<proto::PushRequest>();
     proto::PushRequest& r = *request;
-    if (fresh[s]) SetCredentials(impl_->options(), &r);
     r.set_learner_id(learner_id_);
     r.set_step(step);
     r.set_samples(samples);
     r.set_loss(loss);
-    r.mutable_chunks()->Reserve(static_cast<int>(plan.ChunksOfShard(s).size()));
-    for (int i : plan.ChunksOfShard(s)) {
-      const Chunk& c = plan.chunks()[i];
+    if (parts > 1) {
+      r.set_part(static_cast<uint32_t>(part));
+      r.set_parts(static_cast<uint32_t>(parts));
+    }
+    const size_t first = chunks.size() * part / parts, end = chunks.size() * (part + 1) / parts;
+    r.mutable_chunks()->Reserve(static_cast<int>(end - first));
+    for (size_t j = first; j < end; ++j) {
+      const Chunk& c = plan.chunks()[chunks[j]];
       proto::PushChunk* pc = r.add_chunks();
       pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
       pc->mutable_id()->set_index(c.index);
       pc->set_base_version(base);
-      fixed16.stream = stream.Advanced(c.offset);
+      Fixed16Encoding chunk_fixed16 = fixed16;
+      chunk_fixed16.stream = stream.Advanced(c.offset);
       absl::Status encoded = EncodeFloats(grads.subspan(c.offset, c.length), options.wire,
-                                          pc->mutable_gradient(), fixed16);
+                                          pc->mutable_gradient(), chunk_fixed16);
       if (!encoded.ok()) {
         return absl::Status(encoded.code(),
                             absl::StrCat("Push: gradient chunk ", plan.TensorName(c.tensor), "/",
                                          c.index, ": ", encoded.message()));
       }
     }
-    // The payloads were copied once, into `request`; the serialised buffer points into it.
-    requests[s] = SerializeAliased(request);
-    messages[s] = std::move(request);
-  }
+    return request;
+  };
+  // The whole push to shard s with credentials, serialised (its buffer points into the message),
+  // for the unary call.
+  std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
+  std::vector<grpc::ByteBuffer> requests(n), responses(n);
+  auto whole = [&](int s) -> absl::Status {
+    if (messages[s] == nullptr) {
+      ASSIGN_OR_RETURN(messages[s], build(s, 0, 1));
+      SetCredentials(impl_->options(), messages[s].get());
+      requests[s] = SerializeAliased(messages[s]);
+    }
+    return absl::OkStatus();
+  };
+  std::vector<uint64_t> sent_bytes(n, 0);  // by the final attempt
   std::vector<absl::Status> statuses(n);
   std::vector<int> unary;  // shards to push to with the unary call
   uint64_t answered_on_stream = 0;
   std::vector<bool> is_streamed(n, false);
   if (!streamed.empty()) {
-    std::vector<grpc::ByteBuffer> stream_requests;
-    for (int s : streamed) stream_requests.push_back(requests[s]);
+    // A push of more than push_part_bytes to a shard that takes parts goes in parts of about
+    // that size: the shard checks one while the next is encoded and on the wire.
+    const size_t bytes_per_element = options.wire == proto::FIXED16 ? 2 : 4;
+    std::vector<int> parts(streamed.size(), 1);
+    for (size_t k = 0; k < streamed.size(); ++k) {
+      const int s = streamed[k];
+      const uint64_t bytes = plan.ShardElements(static_cast<uint32_t>(s)) * bytes_per_element;
+      const size_t chunks = plan.ChunksOfShard(s).size();
+      if (options.push_part_bytes > 0 && shard_parts_[s] && chunks > 1) {
+        parts[k] = static_cast<int>(std::clamp<uint64_t>(
+            (bytes + options.push_part_bytes - 1) / options.push_part_bytes, 1, chunks));
+      }
+    }
+    const PushStreams::PartSource source =
+        [&](size_t k, int part) -> absl::StatusOr<grpc::ByteBuffer> {
+      const int s = streamed[k];
+      if (part == 0) sent_bytes[s] = 0;
+      ASSIGN_OR_RETURN(std::shared_ptr<proto::PushRequest> message, build(s, part, parts[k]));
+      if (part == 0 && fresh[s]) SetCredentials(impl_->options(), message.get());
+      grpc::ByteBuffer bytes = SerializeAliased(std::move(message));
+      sent_bytes[s] += bytes.Length();
+      return bytes;
+    };
     const std::vector<PushStreams::Result> results = streams->Push(
-        streamed, stream_requests, step, absl::Now() + impl_->options().rpc_timeout);
+        streamed, parts, source, step, absl::Now() + impl_->options().rpc_timeout);
     for (size_t k = 0; k < streamed.size(); ++k) {
       const int s = streamed[k];
       is_streamed[s] = true;
@@ -660,14 +700,11 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
     if (!is_streamed[s]) unary.push_back(s);
   }
   std::sort(unary.begin(), unary.end());
-  for (int s : unary) {
-    if (!fresh[s]) {  // serialised for a stream without credentials: the unary call needs them
-      SetCredentials(impl_->options(), messages[s].get());
-      requests[s] = SerializeAliased(messages[s]);
-      fresh[s] = true;
-    }
-  }
-  IoFn start = [&](int s) { return CallIo{kPushMethod, &requests[s], &responses[s]}; };
+  for (int s : unary) RETURN_IF_ERROR(whole(s));
+  IoFn start = [&](int s) {
+    sent_bytes[s] = requests[s].Length();
+    return CallIo{kPushMethod, &requests[s], &responses[s]};
+  };
   if (!unary.empty()) {
     auto called = impl_->Call(unary, impl_->options().rpc_timeout, start, nullptr,
                               Impl::OnFailure::kLetFinish);
@@ -680,13 +717,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   }
   if (!unknown.empty()) {
     RETURN_IF_ERROR(RegisterAll(unknown));
-    for (int s : unknown) {
-      if (!fresh[s]) {
-        SetCredentials(impl_->options(), messages[s].get());
-        requests[s] = SerializeAliased(messages[s]);
-        fresh[s] = true;
-      }
-    }
+    for (int s : unknown) RETURN_IF_ERROR(whole(s));
     auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start, nullptr,
                              Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
@@ -694,7 +725,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   RETURN_IF_ERROR(impl_->Combine(statuses, "Push"));
   ++wire_stats_.pushes;
   wire_stats_.streamed_shard_pushes += answered_on_stream;
-  for (const grpc::ByteBuffer& b : requests) wire_stats_.push_bytes += b.Length();
+  for (uint64_t b : sent_bytes) wire_stats_.push_bytes += b;
   return absl::OkStatus();
 }
 

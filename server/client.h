@@ -55,6 +55,10 @@ struct ClientOptions {
   // two on the wire at a time, each decoded on arrival: receiving, decoding and the shard's
   // copying out overlap instead of following one another. 0: one call per shard.
   uint64_t pull_part_bytes = 2ull << 20;
+  // A push to a shard of more than this goes on its push stream in parts of about this many
+  // bytes (PushRequest.part), each encoded while the one before is on the wire and checked by the
+  // shard on arrival; the shard applies the push once, when its last part has come. 0: whole.
+  uint64_t push_part_bytes = 2ull << 20;
   // The encoding of pushed gradients and pulled weights (a job's precision.wire): FP32 or
   // FIXED16, which halves the bytes of both. FIXED16 gradients are rounded stochastically, element
   // e of the flat buffer drawing counter e of the stream keyed by (learner id, step), so a run is
@@ -165,6 +169,7 @@ class PsClient {
 
   std::unique_ptr<Impl> impl_;
   std::vector<uint64_t> shard_version_;  // per shard, the largest chunk version of the last pull
+  std::vector<bool> shard_parts_;        // per shard: takes pulls and pushes in parts
   std::vector<ShardRestart> restarts_;
   int learner_id_ = -1;
   int64_t start_clock_ = 0;

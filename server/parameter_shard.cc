@@ -133,6 +133,7 @@ absl::StatusOr<proto::RegisterResponse> ParameterShard::Register(
       RETURN_IF_ERROR(CompareLayouts(plan_->layout(), request.layout()));
     }
     response.set_shard(config_.shard_index);
+    response.set_parts(true);
     if (request.learner_id() == kObserver) {
       response.set_learner_id(kObserver);
     } else {
@@ -191,11 +192,49 @@ absl::Status ParameterShard::PushPreconditionsLocked(const proto::PushRequest& r
 
 absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushRequest& request) {
   RETURN_IF_ERROR(CheckCredentials(request.job_id(), request.token()));
+  if (request.parts() > 1) {
+    absl::MutexLock lock(&mu_);
+    ++gradients_rejected_;
+    return absl::InvalidArgumentError(
+        "a push in parts (PushRequest.parts > 1) goes on a PushStream; the unary Push takes "
+        "whole pushes");
+  }
   return PushAuthenticated(request);
 }
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(
     const proto::PushRequest& request) {
+  return PushChecked(request, nullptr);
+}
+
+void ParameterShard::CheckPushPart(const proto::PushRequest& part, PushPartsCheck* check) const {
+  const ShardStore* store = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    store = store_.get();  // never replaced once set
+  }
+  if (store == nullptr) return;  // PushParts refuses it: no layout yet
+  if (check->chunks.ok()) check->chunks = store->CheckChunkPart(part.chunks(), part.part(),
+                                                                part.parts());
+  if (!check->chunks.ok()) return;  // refused anyway: the values need no reading
+  for (const proto::PushChunk& c : part.chunks()) check->finite &= PayloadAllFinite(c.gradient());
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<proto::PushRequest> parts,
+                                                              const PushPartsCheck& check) {
+  if (parts.empty()) return absl::InvalidArgumentError("a push in parts needs its parts");
+  proto::PushRequest merged = std::move(parts[0]);
+  merged.clear_part();
+  merged.clear_parts();
+  for (size_t p = 1; p < parts.size(); ++p) {
+    auto* from = parts[p].mutable_chunks();
+    while (!from->empty()) merged.mutable_chunks()->AddAllocated(from->ReleaseLast());
+  }
+  return PushChecked(merged, &check);
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::PushRequest& request,
+                                                                const PushPartsCheck* checked) {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -209,9 +248,13 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(
   // Check the payload without the lock: it reads only the immutable chunk map. The gradient is
   // decoded later, under the lock, straight into the accumulator.
   absl::StatusOr<std::vector<const proto::EncodedTensor*>> gradient =
-      store->CheckChunks(request.chunks());
+      checked != nullptr && !checked->chunks.ok()
+          ? absl::StatusOr<std::vector<const proto::EncodedTensor*>>(checked->chunks)
+          : store->CheckChunks(request.chunks());
   bool finite = gradient.ok();
-  if (finite) {
+  if (finite && checked != nullptr) {
+    finite = checked->finite;
+  } else if (finite) {
     for (const proto::EncodedTensor* payload : *gradient) finite &= PayloadAllFinite(*payload);
   }
 

@@ -1,7 +1,9 @@
 #include "server/push_stream_reactor.h"
 
 #include <algorithm>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 
 namespace orrery::server {
@@ -88,6 +90,26 @@ void PushStreamReactor::OnReadDone(bool ok) {
   } else if (!request_.job_id().empty() || !request_.token().empty()) {
     st = shard_->CheckCredentials(request_.job_id(), request_.token());
   }
+  if (!st.ok() && (request_.parts() > 1 || !parts_.empty())) {
+    FinishOnce(ToGrpcStatus(st));  // in the middle of a push in parts: nothing of it applied
+    return;
+  }
+  if (st.ok() && (request_.parts() > 1 || !parts_.empty())) {
+    if (TakePart()) {  // the push needs its next part
+      bool close;
+      {
+        absl::MutexLock lock(&mu_);
+        busy_ = false;
+        close = closing_;
+      }
+      if (close) {
+        FinishOnce(ShuttingDown());  // nothing of the unfinished push is applied
+      } else {
+        StartRead(&request_);  // last: the next reaction may start at once, on another thread
+      }
+    }
+    return;
+  }
   absl::StatusOr<proto::PushResponse> result =
       st.ok() ? shard_->PushAuthenticated(request_) : absl::StatusOr<proto::PushResponse>(st);
   // A large request's buffers are not kept for the next push: a stream lives as long as its
@@ -96,6 +118,45 @@ void PushStreamReactor::OnReadDone(bool ok) {
   for (const proto::PushChunk& c : request_.chunks()) payload_bytes += c.gradient().data().size();
   const int64_t step = request_.step();
   if (payload_bytes > kKeepRequestBytes) request_ = proto::PushRequest();
+  Answer(step, result);
+}
+
+bool PushStreamReactor::TakePart() {
+  const proto::PushRequest& first = parts_.empty() ? request_ : parts_.front();
+  const uint32_t expected = static_cast<uint32_t>(parts_.size());
+  if (request_.part() != expected || request_.parts() != first.parts() ||
+      request_.step() != first.step() || request_.learner_id() != first.learner_id()) {
+    FinishOnce(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("push part ", request_.part(), " of ", request_.parts(), " (learner ",
+                     request_.learner_id(), ", step ", request_.step(),
+                     ") does not continue the push in parts in progress (part ", expected,
+                     " of ", first.parts(), ", learner ", first.learner_id(), ", step ",
+                     first.step(), "); nothing of it was applied")));
+    return false;
+  }
+  parts_.push_back(std::move(request_));
+  request_ = proto::PushRequest();
+  // Checked now, while gRPC receives the next part (within the stream's flow-control window).
+  shard_->CheckPushPart(parts_.back(), &parts_check_);
+  if (!parts_check_.chunks.ok()) {
+    // Not worth receiving the rest: the stream ends, and the learner's unary Push of the whole
+    // gradient gets (and counts) the shard's verdict.
+    parts_.clear();
+    FinishOnce(ToGrpcStatus(parts_check_.chunks));
+    return false;
+  }
+  if (parts_.size() < parts_.back().parts()) return true;
+  const int64_t step = parts_.front().step();
+  absl::StatusOr<proto::PushResponse> result =
+      shard_->PushParts(std::exchange(parts_, {}), parts_check_);
+  parts_check_ = ParameterShard::PushPartsCheck();
+  Answer(step, result);
+  return false;
+}
+
+void PushStreamReactor::Answer(int64_t step,
+                               const absl::StatusOr<proto::PushResponse>& result) {
   response_.Clear();
   response_.set_step(step);
   if (result.ok()) {

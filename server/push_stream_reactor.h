@@ -57,6 +57,11 @@ class PushStreamReactor final
  private:
   // Finishes the call once; later calls do nothing.
   void FinishOnce(const grpc::Status& status);
+  // Takes request_ as a part of a push in parts (PushRequest.parts > 1). Returns false when it
+  // has answered the push or ended the stream; true when the push needs its next part.
+  bool TakePart();
+  // Writes the answer to the push of `step`.
+  void Answer(int64_t step, const absl::StatusOr<proto::PushResponse>& result);
 
   ParameterShard* const shard_;
   PushStreamRegistry* const registry_;
@@ -66,6 +71,9 @@ class PushStreamReactor final
   proto::PushRequest request_;
   proto::PushStreamResponse response_;
   bool authenticated_ = false;
+  // The push in parts being received: its parts so far and their checks.
+  std::vector<proto::PushRequest> parts_;
+  ParameterShard::PushPartsCheck parts_check_;
 
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

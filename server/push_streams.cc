@@ -33,9 +33,17 @@ struct PushStreams::Stream {
   bool finish_called = false;
   bool finished = false;       // Finish's tag came back: `status` is the call's
   grpc::Status status;
-  grpc::ByteBuffer out, in;
+  grpc::ByteBuffer out, in;    // the message being written; the answer being read
   // The push in flight on this stream, if any.
-  bool to_send = false;        // written once the stream has started and is idle
+  const PartSource* source = nullptr;  // its messages
+  size_t index = 0;            // the shard's index k in Push's arguments
+  int parts = 0;               // messages in the push
+  int produced = 0;            // of them, taken from `source`
+  grpc::ByteBuffer next;       // the message to write next, when have_next
+  bool have_next = false;
+  bool writing = false;        // a Write's tag is outstanding
+  bool want_read = false;      // the answer is still to be read (posted with the first write)
+  absl::Status source_error;   // why `source` gave no message (the stream is then retired)
   int64_t step = 0;
   Result* result = nullptr;    // where its outcome goes; null when resolved (or none)
   bool answered = false;
@@ -90,6 +98,16 @@ bool PushStreams::Open(int shard) {
 std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shards,
                                                    const std::vector<grpc::ByteBuffer>& requests,
                                                    int64_t step, absl::Time deadline) {
+  const PartSource whole = [&requests](size_t k, int) -> absl::StatusOr<grpc::ByteBuffer> {
+    return requests[k];  // shares the slices
+  };
+  return Push(shards, std::vector<int>(shards.size(), 1), whole, step, deadline);
+}
+
+std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shards,
+                                                   const std::vector<int>& parts,
+                                                   const PartSource& source, int64_t step,
+                                                   absl::Time deadline) {
   std::vector<Result> results(shards.size());
   std::vector<Stream*> pending;  // streams whose push has no outcome yet
   for (size_t k = 0; k < shards.size(); ++k) {
@@ -98,12 +116,17 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
       results[k] = {Outcome::kNoAnswer, absl::UnavailableError("no push stream to this shard")};
       continue;
     }
-    s->out = requests[k];  // shares the slices
+    s->source = &source;
+    s->index = k;
+    s->parts = std::max(1, parts[k]);
+    s->produced = 0;
     s->step = step;
     s->result = &results[k];
     s->answered = false;
-    s->to_send = true;
+    s->want_read = true;
+    s->source_error = absl::OkStatus();
     pending.push_back(s);
+    Produce(s);    // part 0, before the stream may be ready for it
     MaybeSend(s);  // else once it has started, or its previous write's tag is back
   }
   // Records `s`'s outcome once it has one; a stream with a pending outcome is never dropped.
@@ -111,7 +134,7 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
     if (s->answered && s->outstanding == 0) {
       *s->result = {Outcome::kAnswered, s->answer};
     } else if (s->finished) {
-      absl::Status why = FromGrpcStatus(s->status);
+      absl::Status why = s->source_error.ok() ? FromGrpcStatus(s->status) : s->source_error;
       if (why.ok()) why = absl::UnavailableError("the shard closed the push stream");
       *s->result = {Outcome::kNoAnswer, why};
     } else {
@@ -149,11 +172,31 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
 }
 
 void PushStreams::MaybeSend(Stream* s) {
-  if (!s->to_send || s->broken || !s->started || s->outstanding != 0) return;
-  s->to_send = false;
+  if (s->broken || !s->started || s->writing || !s->have_next) return;
+  s->out = std::move(s->next);
+  s->have_next = false;
   s->call->Write(s->out, &s->write);
-  s->call->Read(&s->in, &s->read);
-  s->outstanding += 2;
+  s->writing = true;
+  ++s->outstanding;
+  if (s->want_read) {
+    s->want_read = false;
+    s->call->Read(&s->in, &s->read);
+    ++s->outstanding;
+  }
+  Produce(s);  // the next part, while gRPC sends this one
+}
+
+void PushStreams::Produce(Stream* s) {
+  if (s->broken || s->have_next || s->source == nullptr || s->produced >= s->parts) return;
+  absl::StatusOr<grpc::ByteBuffer> message = (*s->source)(s->index, s->produced);
+  ++s->produced;
+  if (!message.ok()) {
+    s->source_error = message.status();  // the push's outcome once the stream has ended
+    Retire(s);
+    return;
+  }
+  s->next = std::move(*message);
+  s->have_next = true;
 }
 
 void PushStreams::Complete(Op* op, bool ok) {
@@ -169,6 +212,7 @@ void PushStreams::Complete(Op* op, bool ok) {
       break;
     case Op::kWrite:
       if (!ok) s->broken = true;
+      s->writing = false;
       s->out.Clear();  // lets go of the request (and its payloads) as soon as gRPC has
       break;
     case Op::kRead: {
@@ -178,8 +222,9 @@ void PushStreams::Complete(Op* op, bool ok) {
       } else if (!grpc::SerializationTraits<proto::PushStreamResponse>::Deserialize(&s->in,
                                                                                   &response)
                       .ok() ||
-                 response.step() != s->step) {
-        // Not the answer to this push: trust nothing more from this stream.
+                 response.step() != s->step || s->have_next || s->produced < s->parts) {
+        // Not the answer to this push (or an answer before its last part was sent): trust
+        // nothing more from this stream.
         s->broken = true;
         s->context.TryCancel();
       } else {

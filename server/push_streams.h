@@ -10,9 +10,14 @@
 // know PushStream). In the last case the caller sends the push again as a unary Push, whose
 // retries, re-registration and errors are the authority; a push that did reach the shard is then
 // answered ALREADY_EXISTS, which the client counts as success.
+//
+// A push may go as several messages (a push in parts, PushRequest.part/parts): they are written
+// one after another on the stream, each produced as the one before is handed to gRPC, and the
+// shard answers once, after the last.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -20,6 +25,7 @@
 #include <grpcpp/generic/generic_stub.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace orrery::server {
@@ -53,14 +59,26 @@ class PushStreams {
                            const std::vector<grpc::ByteBuffer>& requests, int64_t step,
                            absl::Time deadline);
 
+  // Message `part` of the push to shards[k]: a serialised PushRequest, one part of a push in
+  // parts (PushRequest.part/parts) when parts[k] > 1. Called on the caller's thread, in order,
+  // each part as soon as the one before has been handed to gRPC, so that encoding a part overlaps
+  // sending the last. An error ends that shard's push without an answer (kNoAnswer, the error).
+  using PartSource = std::function<absl::StatusOr<grpc::ByteBuffer>(size_t k, int part)>;
+  // Push with shards[k]'s push sent as parts[k] messages from `source`; the shard answers once.
+  std::vector<Result> Push(const std::vector<int>& shards, const std::vector<int>& parts,
+                           const PartSource& source, int64_t step, absl::Time deadline);
+
  private:
   struct Stream;
   struct Op;
 
   // Handles one completed operation.
   void Complete(Op* op, bool ok);
-  // Writes the push waiting on `s` once it has started and has no operation outstanding.
+  // Writes the next message of the push on `s` once the stream has started and its previous
+  // write is back, and reads the answer alongside the first.
   void MaybeSend(Stream* stream);
+  // Prepares the next message of the push on `s` from its source, if any is left to prepare.
+  void Produce(Stream* stream);
   // Cancels `stream`; it is dropped once gRPC has returned its operations.
   void Retire(Stream* stream);
   // Calls Finish on a broken stream with no operation outstanding; drops finished ones.

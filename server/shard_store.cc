@@ -1,5 +1,7 @@
 #include "server/shard_store.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "server/tensor_codec.h"
 
@@ -30,14 +32,19 @@ const proto::EncodedTensor& Payload(const proto::InitChunk& c) { return c.weight
 }  // namespace
 
 template <typename ChunkMsg>
-absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
-  if (static_cast<size_t>(chunks.size()) != owned_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("shard ", shard_, " owns ", owned_.size(),
-                                                   " chunks but the request carries ",
-                                                   chunks.size()));
+absl::Status ShardStore::CheckChunkRange(const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
+                                         size_t first, size_t end,
+                                         std::vector<const proto::EncodedTensor*>* payloads) const {
+  if (static_cast<size_t>(chunks.size()) != end - first) {
+    return absl::InvalidArgumentError(
+        end - first == owned_.size()
+            ? absl::StrCat("shard ", shard_, " owns ", owned_.size(),
+                           " chunks but the request carries ", chunks.size())
+            : absl::StrCat("this part of the push should carry ", end - first,
+                           " chunks of shard ", shard_, " but carries ", chunks.size()));
   }
-  std::vector<const proto::EncodedTensor*> payloads(owned_.size(), nullptr);
+  std::vector<bool> seen(end - first, false);
+  if (payloads != nullptr) payloads->assign(end - first, nullptr);
   for (const ChunkMsg& c : chunks) {
     auto found = plan_->FindChunk(c.id().tensor(), c.id().index());
     if (!found.ok()) return found.status();
@@ -47,19 +54,47 @@ absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks
           "chunk ", c.id().tensor(), "/", c.id().index(), " belongs to shard ",
           plan_->chunks()[*found].shard, ", not shard ", shard_, "; the sender's sharding differs"));
     }
-    if (payloads[slot] != nullptr) {
+    if (static_cast<size_t>(slot) < first || static_cast<size_t>(slot) >= end) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", c.id().tensor(), "/",
+                                                     c.id().index(),
+                                                     " belongs to another part of the push"));
+    }
+    if (seen[slot - first]) {
       return absl::InvalidArgumentError(absl::StrCat("chunk ", c.id().tensor(), "/",
                                                      c.id().index(), " appears twice"));
     }
+    seen[slot - first] = true;
     const uint32_t length = plan_->chunks()[*found].length;
     absl::Status st = CheckPayload(Payload(c), length);
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat("chunk ", c.id().tensor(), "/", c.id().index(),
                                                   ": ", st.message()));
     }
-    payloads[slot] = &Payload(c);
+    if (payloads != nullptr) (*payloads)[slot - first] = &Payload(c);
   }
+  return absl::OkStatus();
+}
+
+template <typename ChunkMsg>
+absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
+    const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
+  std::vector<const proto::EncodedTensor*> payloads;
+  absl::Status st = CheckChunkRange(chunks, 0, owned_.size(), &payloads);
+  if (!st.ok()) return st;
   return payloads;
+}
+
+absl::Status ShardStore::CheckChunkPart(
+    const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks, uint32_t part,
+    uint32_t parts) const {
+  const size_t n = owned_.size();
+  if (parts == 0 || part >= parts || parts > std::max<size_t>(1, n)) {
+    return absl::InvalidArgumentError(absl::StrCat("push part ", part, " of ", parts,
+                                                   "; this shard's ", n, " chunks allow 1 to ",
+                                                   std::max<size_t>(1, n),
+                                                   " parts, numbered from 0"));
+  }
+  return CheckChunkRange(chunks, n * part / parts, n * (part + 1) / parts, nullptr);
 }
 
 template <typename ChunkMsg>

@@ -59,6 +59,11 @@ class ShardStore {
   template <typename ChunkMsg>
   absl::StatusOr<std::vector<const proto::EncodedTensor*>> CheckChunks(
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
+  // The checks of CheckChunks for part `part` of `parts` of a push (PushRequest.part/parts): the
+  // chunks must be exactly this shard's chunks [part*N/parts, (part+1)*N/parts). INVALID_ARGUMENT
+  // also when part >= parts or parts > max(1, N).
+  absl::Status CheckChunkPart(const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks,
+                              uint32_t part, uint32_t parts) const;
 
   // Sets the initial weights (`values` in this shard's chunk order; with fixed16 weights, rounded
   // to nearest on the grid). Version stays 0.
@@ -115,6 +120,12 @@ class ShardStore {
   std::vector<const proto::EncodedTensor*> deferred_;  // empty: nothing remembered
   float deferred_scale_ = 0.0f;
 
+  // CheckChunks over the owned chunks [first, end) (slots in this shard's chunk order); fills
+  // `payloads` (end - first entries, by slot - first) when not null.
+  template <typename ChunkMsg>
+  absl::Status CheckChunkRange(const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
+                               size_t first, size_t end,
+                               std::vector<const proto::EncodedTensor*>* payloads) const;
   void AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
   // The two ways ApplyAccumulated updates the weights (it then advances the version).
   void ApplyDeferred();

@@ -11,7 +11,7 @@
 //
 // Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
 //            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
-//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--command=TEXT]
+//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--command=TEXT]
 // Without --orrery the shards are this program re-executed in a server role that calls the same
 // server::RunServer as `orrery server` (for builds where the CLI is not built).
 #include <unistd.h>
@@ -59,6 +59,7 @@ struct Flags {
   std::vector<int> learners = {1, 4, 16};
   uint32_t chunk_size = 16384;
   int64_t pull_part_kb = -1;  // -1: the client's default (ClientOptions::pull_part_bytes)
+  int64_t push_part_kb = -1;  // -1: the client's default (ClientOptions::push_part_bytes)
   std::string log_dir;
 };
 
@@ -128,6 +129,7 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
   options.job_id = "transport";
   options.chunk_size = flags.chunk_size;
   if (flags.pull_part_kb >= 0) options.pull_part_bytes = static_cast<uint64_t>(flags.pull_part_kb) << 10;
+  if (flags.push_part_kb >= 0) options.push_part_bytes = static_cast<uint64_t>(flags.push_part_kb) << 10;
   for (int t = 0; t < kTensors; ++t) {
     options.tensors.push_back({absl::StrCat("layer", t), elements / kTensors});
   }
@@ -359,6 +361,8 @@ void RunBandwidth(Run& run) {
           {"chunk_elements", f.chunk_size},
           {"pull_part_bytes", f.pull_part_kb >= 0 ? static_cast<uint64_t>(f.pull_part_kb) << 10
                                                   : server::ClientOptions().pull_part_bytes},
+          {"push_part_bytes", f.push_part_kb >= 0 ? static_cast<uint64_t>(f.push_part_kb) << 10
+                                                  : server::ClientOptions().push_part_bytes},
           {"shards", s},
           {"pull_gbps", best.pull_gbps},
           {"push_gbps", best.push_gbps},
@@ -502,6 +506,7 @@ int main(int argc, char** argv) {
     else if (key == "--shards") flags.shards = IntList(value);
     else if (key == "--learners") flags.learners = IntList(value);
     else if (key == "--pull_part_kb") flags.pull_part_kb = std::atoll(value.c_str());
+    else if (key == "--push_part_kb") flags.push_part_kb = std::atoll(value.c_str());
     else if (key == "--chunk_size") flags.chunk_size = static_cast<uint32_t>(std::atoi(value.c_str()));
     else {
       std::cerr << "bench_transport: unknown flag " << arg << " (see the header of bench_transport.cc)\n";

@@ -189,6 +189,160 @@ TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
   EXPECT_EQ(stats->shards[0].gradients_rejected_nonfinite, 1u);
 }
 
+// Pushes in parts (PushRequest.part/parts): the client sends each shard's push as several
+// messages on its stream and the shard applies it once, exactly as a whole push.
+TEST_F(PushStreamTest, ClientPushesInPartsWithTheSameResultAsWholePushes) {
+  StartShards(2, "async", 2);
+  ClientOptions parted_options = Options();
+  parted_options.tensors = {{"w", 5000}, {"b", 10}};  // 10 chunks of 256 per shard
+  parted_options.push_part_bytes = 4096;                // 3 parts per shard
+  ClientOptions whole_options = parted_options;
+  whole_options.push_part_bytes = 0;
+  auto parted = PsClient::Connect(parted_options);
+  auto whole = PsClient::Connect(whole_options);
+  ASSERT_TRUE(parted.ok() && whole.ok());
+  const size_t n = (*parted)->total_elements();
+  ASSERT_TRUE((*parted)->Init(std::vector<float>(n, 1.0f)).ok());
+  std::vector<float> w(n), g(n);
+  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
+  constexpr int kSteps = 4;
+  for (int t = 0; t < kSteps; ++t) {
+    for (PsClient* c : {parted->get(), whole->get()}) {
+      ASSERT_TRUE(c->Pull(t, w).ok());
+      absl::Status st = c->Push(t, g, 2, 0.5f);
+      ASSERT_TRUE(st.ok()) << st;
+    }
+  }
+  EXPECT_EQ((*parted)->wire_stats().streamed_shard_pushes, 2u * kSteps);
+  EXPECT_GT((*parted)->wire_stats().push_bytes, 4u * n * kSteps);
+  ASSERT_TRUE((*parted)->Pull(kSteps, w).ok());
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_FLOAT_EQ(w[i], 1.0f - 0.5f * 2 * kSteps * static_cast<float>(i % 3)) << i;
+  }
+  auto stats = (*parted)->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const ShardStats& st : stats->shards) {
+    EXPECT_EQ(st.gradients_applied, 2u * kSteps);
+    EXPECT_EQ(st.pushes, 2u * kSteps);
+    EXPECT_EQ(st.version, 2u * kSteps);  // one update per push, not per part
+    EXPECT_EQ(st.gradients_rejected, 0u);
+  }
+}
+
+// `push` cut into `parts` messages the way the client cuts it.
+std::vector<proto::PushRequest> Split(const proto::PushRequest& push, int parts) {
+  std::vector<proto::PushRequest> out;
+  const int n = push.chunks_size();
+  for (int p = 0; p < parts; ++p) {
+    proto::PushRequest part = push;
+    part.clear_chunks();
+    part.set_part(p);
+    part.set_parts(parts);
+    if (p > 0) {
+      part.clear_job_id();
+      part.clear_token();
+    }
+    for (int c = n * p / parts; c < n * (p + 1) / parts; ++c) *part.add_chunks() = push.chunks(c);
+    out.push_back(std::move(part));
+  }
+  return out;
+}
+
+TEST_F(PushStreamTest, PushInPartsIsAppliedOnceWholeOrRefusedWhole) {
+  StartShards(1);
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  std::vector<float> w(client->total_elements());
+  ASSERT_TRUE(client->Pull(0, w).ok());
+  ParameterShard& shard = servers_[0]->shard();
+  const ShardState before = shard.DebugState();
+  auto raw = OpenRaw(0);
+  proto::PushStreamResponse answer;
+
+  // A NaN in the last part: the push is answered once, after it, refused whole.
+  proto::PushRequest bad = ShardPush(*client, 0, 0, 1.0f);
+  bad.set_job_id("job-a");
+  bad.set_token("t0ken");
+  std::vector<proto::PushRequest> bad_parts = Split(bad, 3);
+  std::string* data = bad_parts[2].mutable_chunks(0)->mutable_gradient()->mutable_data();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(data->data(), &inf, sizeof inf);
+  for (const proto::PushRequest& part : bad_parts) ASSERT_TRUE(raw->rw->Write(part));
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(answer.message(), HasSubstr("NaN or Inf"));
+  EXPECT_EQ(answer.step(), 0);
+  EXPECT_TRUE(shard.DebugState() == before);
+
+  // The same push, good, in 3 parts: one answer, one update of every chunk.
+  for (const proto::PushRequest& part : Split(ShardPush(*client, 0, 0, 2.0f), 3)) {
+    ASSERT_TRUE(raw->rw->Write(part));
+  }
+  ASSERT_TRUE(raw->rw->Read(&answer));
+  EXPECT_EQ(answer.code(), 0) << answer.message();
+  EXPECT_EQ(answer.version(), 1u);
+  const ShardState after = shard.DebugState();
+  EXPECT_EQ(after.version, 1u);
+  for (float v : after.weights) ASSERT_FLOAT_EQ(v, 1.0f - 0.5f * 2.0f);
+  ASSERT_TRUE(raw->rw->WritesDone());
+  EXPECT_FALSE(raw->rw->Read(&answer));
+  EXPECT_TRUE(raw->rw->Finish().ok());
+
+  auto stats = client->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->shards[0].gradients_applied, 1u);
+  EXPECT_EQ(stats->shards[0].gradients_rejected, 1u);
+  EXPECT_EQ(stats->shards[0].gradients_rejected_nonfinite, 1u);
+
+  // The unary Push takes whole pushes only.
+  proto::PushRequest unary = Split(bad, 2)[0];
+  absl::StatusOr<proto::PushResponse> refused = shard.Push(unary);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("PushStream"));
+  EXPECT_EQ(shard.DebugState().version, 1u);
+}
+
+TEST_F(PushStreamTest, PartsThatDoNotContinueThePushEndTheStreamWithNothingApplied) {
+  StartShards(1);
+  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ASSERT_NE(client, nullptr);
+  std::vector<float> w(client->total_elements());
+  ASSERT_TRUE(client->Pull(0, w).ok());
+  ParameterShard& shard = servers_[0]->shard();
+  const ShardState before = shard.DebugState();
+  proto::PushRequest push = ShardPush(*client, 0, 0, 1.0f);
+  push.set_job_id("job-a");
+  push.set_token("t0ken");
+  const std::vector<proto::PushRequest> parts = Split(push, 2);
+  proto::PushRequest other_step = parts[1];
+  other_step.set_step(1);
+  proto::PushRequest foreign_chunk = parts[1];
+  *foreign_chunk.mutable_chunks(0) = parts[0].chunks(0);
+  proto::PushRequest second_first = parts[1];  // with the stream's credentials
+  second_first.set_job_id("job-a");
+  second_first.set_token("t0ken");
+  proto::PushRequest too_many = parts[0];
+  too_many.set_parts(1000);
+  struct Case {
+    std::vector<proto::PushRequest> messages;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{{{second_first}, "does not continue"},
+                                         {{parts[0], other_step}, "does not continue"},
+                                         {{parts[0], parts[0]}, "does not continue"},
+                                         {{parts[0], foreign_chunk}, "another part"},
+                                         {{too_many}, "parts"}}) {
+    auto raw = OpenRaw(0);
+    for (const proto::PushRequest& m : c.messages) raw->rw->Write(m);
+    proto::PushStreamResponse answer;
+    EXPECT_FALSE(raw->rw->Read(&answer)) << "no answer: the stream ends";
+    grpc::Status finished = raw->rw->Finish();
+    EXPECT_EQ(finished.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.says;
+    EXPECT_THAT(finished.error_message(), HasSubstr(c.says));
+    EXPECT_TRUE(shard.DebugState() == before) << c.says;
+  }
+}
+
 TEST_F(PushStreamTest, StreamWithAWrongTokenIsEndedUnauthenticatedAndChangesNothing) {
   StartShards(1);
   std::unique_ptr<PsClient> client = InitializedClient(Options());
@@ -268,7 +422,9 @@ class OldShardService : public proto::ParameterServer::CallbackService {
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
                                      const proto::RegisterRequest* request,
                                      proto::RegisterResponse* response) override {
-    return Answer(ctx, shard_->Register(*request), response);
+    absl::StatusOr<proto::RegisterResponse> result = shard_->Register(*request);
+    if (result.ok()) result->clear_parts();  // knows nothing of parts
+    return Answer(ctx, std::move(result), response);
   }
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx,
                                  const proto::InitRequest* request,
@@ -285,8 +441,11 @@ class OldShardService : public proto::ParameterServer::CallbackService {
                                  const proto::PullRequest* request,
                                  proto::PullResponse* response) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    proto::PullRequest whole = *request;  // an old shard does not see PullRequest.part/parts
+    whole.clear_part();
+    whole.clear_parts();
     // Async: every pull is answered before Pull returns.
-    shard_->Pull(*request, [reactor, response](absl::StatusOr<proto::PullResponse> r) {
+    shard_->Pull(whole, [reactor, response](absl::StatusOr<proto::PullResponse> r) {
       if (r.ok()) *response = std::move(*r);
       reactor->Finish(ToGrpcStatus(r.status()));
     });
@@ -379,7 +538,10 @@ class OldShardTest : public ::testing::Test {
 
 TEST_F(OldShardTest, ClientFallsBackToUnaryPushOnAShardWithoutStreams) {
   Start<OldShardService>();
-  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  ClientOptions options = Options();
+  options.pull_part_bytes = 256;  // parts, were the shard to take them (it does not say it does)
+  options.push_part_bytes = 256;
+  std::unique_ptr<PsClient> client = InitializedClient(options);
   ASSERT_NE(client, nullptr);
   const size_t n = client->total_elements();
   std::vector<float> w(n);
