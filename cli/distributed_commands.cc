@@ -47,6 +47,8 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--lr", o->lr, "α₀: base learning rate")->capture_default_str();
   cmd->add_option("--staleness-rule", o->staleness_rule, "none (α₀) | inverse (α₀ / max(1, τ))")->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "Server-side momentum in [0, 1)")->capture_default_str();
+  cmd->add_option("--lr-decay-at-samples", o->lr_decay_at_samples, "Step decay: multiply the rate by --lr-decay-factor once the shard has applied gradients of this many training samples (comma-separated, ascending)")->delimiter(',');
+  cmd->add_option("--lr-decay-factor", o->lr_decay_factor, "Step decay factor in (0, 1]")->capture_default_str();
   cmd->add_option("--weights", o->weights, "Master weights: fp32 | fixed16 (16-bit fixed point <16-FL, FL>, rounded after every update)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
   cmd->add_option("--weights-fl", o->weights_fl, "fixed16 weights: fractional bits FL in [0, 30]")->check(CLI::Range(0, 30))->capture_default_str();
   cmd->add_option("--weights-rounding", o->weights_rounding, "fixed16 weights: rounding after each update: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();

@@ -15,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "base/random_token.h"
 #include "cli/commands.h"
@@ -115,6 +116,15 @@ absl::StatusOr<server::ServerOptions> ServerOptionsFromArgv(const std::vector<st
       o.staleness_rule = v;
     } else if (flag == "--momentum") {
       ok = absl::SimpleAtof(v, &o.momentum);
+    } else if (flag == "--lr-decay-at-samples") {
+      o.lr_decay_at_samples.clear();
+      for (absl::string_view at : absl::StrSplit(v, ',')) {
+        uint64_t samples = 0;
+        ok = ok && absl::SimpleAtoi(at, &samples);
+        o.lr_decay_at_samples.push_back(samples);
+      }
+    } else if (flag == "--lr-decay-factor") {
+      ok = absl::SimpleAtof(v, &o.lr_decay_factor);
     } else if (flag == "--learner-timeout") {
       ok = absl::SimpleAtod(v, &o.learner_timeout_seconds);
     } else if (flag == "--weights") {

@@ -154,7 +154,8 @@ absl::StatusOr<std::string> ResolveDir(const YAML::Node& node, const std::string
 }
 
 absl::Status ParseLr(const YAML::Node& node, LearningRate* lr) {
-  ASSIGN_OR_RETURN(auto entries, MapEntries(node, "lr", {"base", "staleness", "momentum"}));
+  ASSIGN_OR_RETURN(auto entries, MapEntries(node, "lr", {"base", "staleness", "momentum",
+                                                         "decay_epochs", "decay_factor"}));
   for (const auto& [key, value] : entries) {
     std::string full = KeyPath("lr", key);
     if (key == "base") {
@@ -165,6 +166,22 @@ absl::Status ParseLr(const YAML::Node& node, LearningRate* lr) {
     } else if (key == "momentum") {
       ASSIGN_OR_RETURN(lr->momentum, Number(value, full, [](double v) { return v >= 0 && v < 1; },
                                             "a number in [0, 1)"));
+    } else if (key == "decay_factor") {
+      ASSIGN_OR_RETURN(lr->decay_factor, Number(value, full, [](double v) { return v > 0 && v <= 1; },
+                                                "a number in (0, 1]"));
+    } else if (key == "decay_epochs") {
+      if (!value.IsSequence()) return Invalid(full, "expected a list of epochs, for example [5, 7]");
+      lr->decay_epochs.clear();
+      for (size_t i = 0; i < value.size(); ++i) {
+        const std::string item = absl::StrCat(full, "[", i, "]");
+        ASSIGN_OR_RETURN(double epoch, Number(value[i], item, [](double v) { return v > 0; },
+                                              "an epoch > 0"));
+        if (!lr->decay_epochs.empty() && epoch <= lr->decay_epochs.back()) {
+          return Invalid(item, absl::StrCat("epochs must ascend; ", epoch, " follows ",
+                                            lr->decay_epochs.back()));
+        }
+        lr->decay_epochs.push_back(epoch);
+      }
     }
   }
   return absl::OkStatus();

@@ -35,7 +35,13 @@ struct LearningRate {
   double base = 0.05;  // α₀ > 0
   LrStaleness staleness = LrStaleness::kNone;
   double momentum = 0.0;  // server-side, in [0, 1)
+  // Key `decay_epochs`: step decay, ascending epochs > 0 of the job's training set (all the
+  // learners' samples together); at each the shards multiply the rate by `decay_factor`.
+  std::vector<double> decay_epochs;
+  double decay_factor = 0.1;  // key `decay_factor`, in (0, 1]
 };
+// Fashion-MNIST's training images: the training set's size when `limit_train` is not set.
+inline constexpr int64_t kFashionMnistTrainImages = 60000;
 
 struct SlowLearner {
   int learner = 0;     // index in [0, learners)

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <map>
 #include <random>
@@ -579,6 +580,16 @@ std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binar
                                    "--momentum", Num(job.lr.momentum),
                                    // Prometheus /metrics beside the gRPC port, on a port the OS chooses.
                                    "--metrics-listen", absl::StrCat(listen.substr(0, listen.rfind(':')), ":0")};
+  if (!job.lr.decay_epochs.empty()) {
+    // Epochs of the training set (all learners' samples together) as samples the shards count.
+    const double train = static_cast<double>(job.limit_train.value_or(kFashionMnistTrainImages));
+    std::vector<std::string> at;
+    for (double e : job.lr.decay_epochs) {
+      at.push_back(absl::StrCat(std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(e * train)))));
+    }
+    argv.insert(argv.end(), {"--lr-decay-at-samples", absl::StrJoin(at, ","),
+                             "--lr-decay-factor", Num(job.lr.decay_factor)});
+  }
   if (job.learner_timeout) {
     argv.insert(argv.end(), {"--learner-timeout", Num(absl::ToDoubleSeconds(*job.learner_timeout))});
   }
@@ -695,7 +706,9 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["job_spec"] = {{"name", job.name}, {"model", job.model_path}, {"servers", job.servers},
                    {"learners", job.learners}, {"protocol", ProtocolToString(job.protocol)},
                    {"lr", {{"base", job.lr.base}, {"staleness", LrStalenessName(job.lr.staleness)},
-                           {"momentum", job.lr.momentum}}},
+                           {"momentum", job.lr.momentum},
+                           {"decay_epochs", job.lr.decay_epochs},
+                           {"decay_factor", job.lr.decay_factor}}},
                    {"batch", job.batch}, {"epochs", job.epochs}, {"seed", job.seed},
                    {"target_accuracy", job.target_accuracy ? nlohmann::json(*job.target_accuracy) : nlohmann::json(nullptr)},
                    {"slow_learners", slow},

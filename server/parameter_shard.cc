@@ -37,6 +37,19 @@ absl::StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(ShardConf
     return absl::InvalidArgumentError(
         absl::StrCat("momentum must be in [0, 1), got ", config.momentum));
   }
+  if (!std::isfinite(config.lr_decay_factor) || config.lr_decay_factor <= 0 ||
+      config.lr_decay_factor > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the learning-rate decay factor must be in (0, 1], got ",
+                     config.lr_decay_factor));
+  }
+  for (size_t i = 0; i < config.lr_decay_at_samples.size(); ++i) {
+    if (config.lr_decay_at_samples[i] == 0 ||
+        (i > 0 && config.lr_decay_at_samples[i] <= config.lr_decay_at_samples[i - 1])) {
+      return absl::InvalidArgumentError(
+          "the learning-rate decay points (samples applied) must be positive and ascending");
+    }
+  }
   if (config.fixed_weights.has_value() &&
       (config.fixed_weights->format.fl < 0 ||
        config.fixed_weights->format.fl > quant::kMaxFractionalBits)) {
@@ -295,7 +308,7 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::Pus
       return st;
     }
     const uint64_t staleness = store_->version() - base;
-    store_->Accumulate(*gradient, rule_->Rate(staleness));
+    store_->Accumulate(*gradient, rule_->Rate(staleness) * LrDecayLocked());
     pending_staleness_.push_back(staleness);
     pending_samples_ += request.samples();
     protocol_.RecordPush(request.learner_id(), request.step());
@@ -311,6 +324,15 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::Pus
   }
   RunCompletions(std::move(done));
   return response;
+}
+
+float ParameterShard::LrDecayLocked() const {
+  float multiplier = 1.0f;
+  for (uint64_t at : config_.lr_decay_at_samples) {
+    if (samples_applied_ < at) break;
+    multiplier *= config_.lr_decay_factor;
+  }
+  return multiplier;
 }
 
 bool ParameterShard::PullReadyLocked(int learner, int64_t clock) const {

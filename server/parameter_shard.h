@@ -43,6 +43,11 @@ struct ShardConfig {
   float lr = 0.01f;                          // α₀
   std::string staleness_rule = "none";       // none | inverse
   float momentum = 0.0f;                     // server-side momentum μ (0 = plain SGD)
+  // Step decay: once the shard has applied the gradients of lr_decay_at_samples[i] training
+  // samples (StatsResponse.samples_applied), every rate is multiplied by lr_decay_factor once
+  // more. Ascending, > 0; empty: no decay. Factor in (0, 1].
+  std::vector<uint64_t> lr_decay_at_samples;
+  float lr_decay_factor = 0.1f;
   // Unset: float weights. Set: fixed16 master weights in this format (FL in
   // [0, quant::kMaxFractionalBits]), rounded after every update (see shard_store.h).
   std::optional<FixedWeights> fixed_weights;
@@ -154,6 +159,8 @@ class ParameterShard {
   absl::Status SetLayoutLocked(const proto::ModelLayout& layout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PushPreconditionsLocked(const proto::PushRequest& request) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The step decay's multiplier of the learning rate at the samples applied so far.
+  float LrDecayLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PushAuthenticated, with the chunk and finite checks already done when `checked` is set.
   absl::StatusOr<proto::PushResponse> PushChecked(const proto::PushRequest& request,
                                                   const PushPartsCheck* checked);

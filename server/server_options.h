@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace orrery::server {
 
@@ -37,6 +38,10 @@ struct ServerOptions {
   std::string staleness_rule = "none";
   // --momentum: server-side momentum μ in [0, 1); 0 disables it.
   float momentum = 0.0f;
+  // --lr-decay-at-samples S1,S2,...: step decay; the rate is multiplied by --lr-decay-factor
+  // (in (0, 1]) once the shard has applied gradients of S1 training samples, again at S2, ...
+  std::vector<uint64_t> lr_decay_at_samples;
+  float lr_decay_factor = 0.1f;
   // --weights: fp32 | fixed16. fixed16 keeps the master weights in 16-bit fixed point
   // <16 - weights_fl, weights_fl> and rounds them after every update (precision.weights).
   std::string weights = "fp32";

@@ -85,6 +85,8 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   config.lr = options.lr;
   config.staleness_rule = options.staleness_rule;
   config.momentum = options.momentum;
+  config.lr_decay_at_samples = options.lr_decay_at_samples;
+  config.lr_decay_factor = options.lr_decay_factor;
   config.learner_timeout = absl::Seconds(options.learner_timeout_seconds);
   if (!options.layout_path.empty()) {
     ASSIGN_OR_RETURN(config.layout, ReadLayoutFile(options.layout_path));

@@ -7,7 +7,7 @@
 #               softsync:1, softsync:λ (none / inverse), async, ssp:2 at μ·λ = 128, one α₀
 #   stragglers  exp_stragglers_time_to_target: time to 88% (or the highest common target) with
 #               learner 0 of 4 made 3× slower, for hardsync, softsync:4, ssp:2, async
-# Unlike the other benchmarks this takes about 20-25 minutes on 2 cores (a loaded machine
+# Unlike the other benchmarks this takes about half an hour on 2 cores (a loaded machine
 # stretches it); EXPERIMENTS=staleness,accuracy,stragglers picks a subset. Sizes are shrunk to fit
 # that budget; each script's --help lists its knobs. See bench/README.md.
 # Usage: [EXPERIMENTS=...] bench/experiments/run.sh BUILD_DIR RESULTS_DIR
@@ -39,8 +39,8 @@ run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" \
 run accuracy "$HERE/accuracy_vs_protocol.py" "$BUILD" "$RESULTS" \
   --pairs 4x32,8x16 --lr 0.02 --momentum 0.9 --epochs 2 --servers 1 --timeout 300
 run stragglers "$HERE/stragglers.py" "$BUILD" "$RESULTS" \
-  --target 0.88 --epochs 2 --lr 0.02 --momentum 0.9 --rule inverse --batch 32 --factor 3 \
-  --servers 1 --eval-every 2 --also 0.80,0.84 --timeout 400
+  --target 0.88 --epochs 8 --lr 0.02 --momentum 0.9 --rule inverse --batch 32 --factor 3 \
+  --decay-epochs 4,6 --decay-factor 0.2 --servers 1 --eval-every 2 --also 0.80,0.84 --timeout 600
 if [ ${#failed[@]} -gt 0 ]; then
   echo "$0: failed: ${failed[*]}" >&2
   exit 1

@@ -47,6 +47,9 @@ def main(argv):
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--rule", default="inverse")
+    ap.add_argument("--decay-epochs", default="",
+                    help="lr.decay_epochs, comma-separated epochs of the training set (empty: none)")
+    ap.add_argument("--decay-factor", type=float, default=0.1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--factor", type=float, default=3)
     ap.add_argument("--servers", type=int, default=1)
@@ -58,6 +61,7 @@ def main(argv):
                     "protocol only reaches at its last evaluation says little on its own)")
     a = ap.parse_args(argv)
     also = [float(x) for x in a.also.split(",") if x]
+    decay = [float(x) for x in a.decay_epochs.split(",") if x]
     os.makedirs(a.results, exist_ok=True)
     command = lib.command_line("/usr/bin/python3 bench/experiments/stragglers.py " + " ".join(argv))
     details = lib.machine_details()
@@ -65,6 +69,7 @@ def main(argv):
                     "batch": a.batch, "servers": a.servers, "epochs": a.epochs,
                     "model": "examples/models/mlp.yaml", "lr_base": a.lr, "staleness_rule": a.rule,
                     "momentum": a.momentum, "threads_per_learner": a.threads,
+                    "lr_decay_epochs": decay, "lr_decay_factor": a.decay_factor if decay else None,
                     "eval_every_seconds": a.eval_every, "issue_target_accuracy": a.target})
     work = tempfile.mkdtemp(prefix="orrery-exp-stragglers-")
     print(f"{NAME}: {PROTOCOLS}, learner 0 {a.factor:g}x slower; work files in {work}", flush=True)
@@ -74,6 +79,8 @@ def main(argv):
                            a.lr, a.rule, a.momentum, a.epochs, servers=a.servers,
                            target_accuracy=a.target, eval_every_seconds=a.eval_every,
                            slow_learners=[{"learner": 0, "factor": a.factor}])
+        if decay:
+            job["lr"].update({"decay_epochs": decay, "decay_factor": a.decay_factor})
         metrics, error, info = lib.run_job(a.build, job, work, a.timeout, a.threads)
         row = {"protocol": protocol, **info}
         if metrics is None:
@@ -167,7 +174,10 @@ def main(argv):
     notes = [f"4 learners (1 compute thread each), learner 0 {a.factor:g}× slower (each of its steps "
              f"is stretched to {a.factor:g}× its own duration), {a.servers} shard(s), batch {a.batch}, "
              f"all 60,000 training images, {a.epochs:g} epoch(s) per learner over its slice, "
-             f"α₀ = {a.lr:g} with the {a.rule} rule, server-side momentum {a.momentum:g}; "
+             f"α₀ = {a.lr:g} with the {a.rule} rule, server-side momentum {a.momentum:g}"
+             + (f", the rate multiplied by {a.decay_factor:g} once the shards have applied "
+                f"{' and again at '.join(f'{e:g}' for e in decay)} epochs of the training set "
+                "(lr.decay_epochs, all learners' samples together)" if decay else "") + "; "
              f"evaluation every {a.eval_every:g} s on all 10,000 test images. Times count from the "
              "start of training (the last learner's ORRERY_LEARNER_JOINED line in the run's logs; "
              "the learners' start-up before it took "

@@ -139,6 +139,15 @@ TEST(RunJobTest, Fixed16WireWeightsAndComputeTrainAndAreRecorded) {
   };
   EXPECT_TRUE(has(server, "--weights", "fixed16"));
   EXPECT_TRUE(has(server, "--weights-fl", "12"));
+  // Step decay in epochs of the training set becomes samples the shards count.
+  JobSpec decayed = job;
+  decayed.limit_train = 1000;
+  decayed.lr.decay_epochs = {1.5, 3};
+  decayed.lr.decay_factor = 0.25;
+  const std::vector<std::string> decayed_server = ServerArgv(decayed, "orrery", 0, "127.0.0.1:0");
+  EXPECT_TRUE(has(decayed_server, "--lr-decay-at-samples", "1500,3000"));
+  EXPECT_TRUE(has(decayed_server, "--lr-decay-factor", "0.25"));
+  EXPECT_FALSE(has(server, "--lr-decay-factor", "0.1"));  // no decay: no flags
   for (const auto* argv : {&learner, &evaluator}) {
     EXPECT_TRUE(has(*argv, "--wire", "fixed16"));
     EXPECT_TRUE(has(*argv, "--precision", "fixed16"));

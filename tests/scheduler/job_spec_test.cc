@@ -55,7 +55,7 @@ data: /tmp/fmnist
 servers: 2
 learners: 4
 protocol: softsync:4
-lr: {base: 0.1, staleness: inverse, momentum: 0.5}
+lr: {base: 0.1, staleness: inverse, momentum: 0.5, decay_epochs: [1.5, 2], decay_factor: 0.2}
 batch: 32
 epochs: 2.5
 seed: 7
@@ -80,6 +80,8 @@ precision: {wire: fixed16, weights: fp32, compute: fixed16, fl: 14}
   EXPECT_DOUBLE_EQ(spec->lr.base, 0.1);
   EXPECT_EQ(spec->lr.staleness, LrStaleness::kInverse);
   EXPECT_DOUBLE_EQ(spec->lr.momentum, 0.5);
+  EXPECT_EQ(spec->lr.decay_epochs, (std::vector<double>{1.5, 2}));
+  EXPECT_DOUBLE_EQ(spec->lr.decay_factor, 0.2);
   EXPECT_EQ(spec->batch, 32);
   EXPECT_DOUBLE_EQ(spec->epochs, 2.5);
   EXPECT_EQ(spec->seed, 7u);
@@ -125,7 +127,7 @@ TEST_F(JobSpecTest, StalenessTypoIsNamedWithTheKey) {
 
 TEST_F(JobSpecTest, UnknownKeysAreRejectedWithTheirPath) {
   EXPECT_THAT(Error("epoch: 3"), StartsWith("epoch: unknown key (expected one of: name, model,"));
-  EXPECT_THAT(Error("lr: {rate: 0.1}"), StartsWith("lr.rate: unknown key (expected one of: base, staleness, momentum)"));
+  EXPECT_THAT(Error("lr: {rate: 0.1}"), StartsWith("lr.rate: unknown key (expected one of: base, staleness, momentum, decay_epochs, decay_factor)"));
   EXPECT_THAT(Error("slow_learners: [{learner: 0, factor: 2, speed: 1}]"), StartsWith("slow_learners[0].speed: unknown key"));
   EXPECT_THAT(Error("checkpoint: {dir: c, every_seconds: 1, keep: 3}"), StartsWith("checkpoint.keep: unknown key"));
 }
@@ -145,6 +147,11 @@ TEST_F(JobSpecTest, BadValuesAreRejectedWithTheKeyNamed) {
   EXPECT_EQ(Error("lr: {base: 0}"), "lr.base: expected a number > 0, got '0'");
   EXPECT_EQ(Error("lr: {momentum: 1}"), "lr.momentum: expected a number in [0, 1), got '1'");
   EXPECT_EQ(Error("lr: 0.1"), "lr: expected a mapping of keys");
+  EXPECT_EQ(Error("lr: {decay_factor: 0}"), "lr.decay_factor: expected a number in (0, 1], got '0'");
+  EXPECT_EQ(Error("lr: {decay_epochs: 3}"),
+            "lr.decay_epochs: expected a list of epochs, for example [5, 7]");
+  EXPECT_EQ(Error("lr: {decay_epochs: [3, 2]}"), "lr.decay_epochs[1]: epochs must ascend; 2 follows 3");
+  EXPECT_EQ(Error("lr: {decay_epochs: [0]}"), "lr.decay_epochs[0]: expected an epoch > 0, got '0'");
   EXPECT_EQ(Error("target_accuracy: 89"), "target_accuracy: expected a fraction in (0, 1], got '89'");
   EXPECT_EQ(Error("limit_train: 0"), "limit_train: expected an integer >= 1, got '0'");
   EXPECT_EQ(Error("eval_every_seconds: -2"), "eval_every_seconds: expected a number of seconds > 0, got '-2'");

@@ -186,6 +186,38 @@ TEST(InverseRuleTest, AppliesPerGradientInsideASoftsyncGroup) {
   EXPECT_FLOAT_EQ(f.weight(), -1.0f - (1.0f + 4.0f) / 2);
 }
 
+TEST(LrDecayTest, RatesDropByTheFactorAtEachDecayPointOfSamplesApplied) {
+  ShardConfig config = SmallConfig("async", 1);  // α₀ = 0.5; each push carries 8 samples
+  config.lr_decay_at_samples = {16, 24};
+  config.lr_decay_factor = 0.5f;
+  FakeLearners f(config);
+  f.Register(0);
+  f.Init(0.0f);
+  float expected = 0.0f;
+  for (int step = 0; step < 4; ++step) {
+    ASSERT_TRUE(f.Pull(0, step)->done);
+    ASSERT_TRUE(f.Push(0, step, 1.0f, step).ok());
+    // Before the push: 8·step samples applied, so the rate is 0.5 until 16, then 0.25, then 0.125.
+    const float rate = step < 2 ? 0.5f : step < 3 ? 0.25f : 0.125f;
+    expected -= rate;
+    EXPECT_FLOAT_EQ(f.weight(), expected) << step;
+  }
+}
+
+TEST(LrDecayTest, BadDecayScheduleIsRefused) {
+  for (auto [at, factor] : {std::pair<std::vector<uint64_t>, float>{{16, 16}, 0.5f},
+                            {{0}, 0.5f},
+                            {{16}, 0.0f},
+                            {{16}, 1.5f}}) {
+    ShardConfig config = SmallConfig("async", 1);
+    config.lr_decay_at_samples = at;
+    config.lr_decay_factor = factor;
+    ManualClock clock;
+    EXPECT_EQ(ParameterShard::Create(config, &clock).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(MomentumTest, ServerSideMomentumAccumulatesVelocity) {
   ShardConfig config = SmallConfig("async", 1);
   config.momentum = 0.5f;
