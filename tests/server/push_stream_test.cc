@@ -70,6 +70,26 @@ class PushStreamTest : public ::testing::Test {
     return r;
   }
 
+  // `a` sets every weight to 1, then `a` and `b` take turns for `steps` steps, each pulling and
+  // pushing g[i] = i mod 3 (2 samples, lr 0.5); every weight must end at 1 - steps·(i mod 3).
+  static void TakeTurns(PsClient& a, PsClient& b, int steps) {
+    const size_t n = a.total_elements();
+    ASSERT_TRUE(a.Init(std::vector<float>(n, 1.0f)).ok());
+    std::vector<float> w(n), g(n);
+    for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
+    for (int t = 0; t < steps; ++t) {
+      for (PsClient* c : {&a, &b}) {
+        ASSERT_TRUE(c->Pull(t, w).ok());
+        absl::Status st = c->Push(t, g, 2, 0.5f);
+        ASSERT_TRUE(st.ok()) << st;
+      }
+    }
+    ASSERT_TRUE(a.Pull(steps, w).ok());
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_FLOAT_EQ(w[i], 1.0f - 0.5f * 2 * steps * static_cast<float>(i % 3)) << i;
+    }
+  }
+
   // A raw PushStream to shard `shard`.
   struct RawStream {
     std::unique_ptr<proto::ParameterServer::Stub> stub;
@@ -96,24 +116,11 @@ TEST_F(PushStreamTest, ClientPushesOverStreamsWithTheSameResultAsUnary) {
   unary_options.push_streams = false;  // an older client: one unary Push call per shard
   auto unary = PsClient::Connect(unary_options);
   ASSERT_TRUE(streamed.ok() && unary.ok());
-  const size_t n = (*streamed)->total_elements();
-  ASSERT_TRUE((*streamed)->Init(std::vector<float>(n, 1.0f)).ok());
-  std::vector<float> w(n), g(n);
-  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
   constexpr int kSteps = 5;
-  for (int t = 0; t < kSteps; ++t) {
-    for (PsClient* c : {streamed->get(), unary->get()}) {
-      ASSERT_TRUE(c->Pull(t, w).ok());
-      absl::Status st = c->Push(t, g, 2, 0.5f);
-      ASSERT_TRUE(st.ok()) << st;
-    }
-  }
+  TakeTurns(**streamed, **unary, kSteps);
+  if (HasFatalFailure()) return;
   EXPECT_EQ((*streamed)->wire_stats().streamed_shard_pushes, 2u * kSteps);
   EXPECT_EQ((*unary)->wire_stats().streamed_shard_pushes, 0u);
-  ASSERT_TRUE((*streamed)->Pull(kSteps, w).ok());
-  for (size_t i = 0; i < n; ++i) {
-    ASSERT_FLOAT_EQ(w[i], 1.0f - 0.5f * 2 * kSteps * static_cast<float>(i % 3)) << i;
-  }
   auto stats = (*streamed)->Stats();
   ASSERT_TRUE(stats.ok());
   for (const ShardStats& s : stats->shards) {
@@ -201,24 +208,11 @@ TEST_F(PushStreamTest, ClientPushesInPartsWithTheSameResultAsWholePushes) {
   auto parted = PsClient::Connect(parted_options);
   auto whole = PsClient::Connect(whole_options);
   ASSERT_TRUE(parted.ok() && whole.ok());
-  const size_t n = (*parted)->total_elements();
-  ASSERT_TRUE((*parted)->Init(std::vector<float>(n, 1.0f)).ok());
-  std::vector<float> w(n), g(n);
-  for (size_t i = 0; i < n; ++i) g[i] = static_cast<float>(i % 3);
   constexpr int kSteps = 4;
-  for (int t = 0; t < kSteps; ++t) {
-    for (PsClient* c : {parted->get(), whole->get()}) {
-      ASSERT_TRUE(c->Pull(t, w).ok());
-      absl::Status st = c->Push(t, g, 2, 0.5f);
-      ASSERT_TRUE(st.ok()) << st;
-    }
-  }
+  TakeTurns(**parted, **whole, kSteps);
+  if (HasFatalFailure()) return;
   EXPECT_EQ((*parted)->wire_stats().streamed_shard_pushes, 2u * kSteps);
-  EXPECT_GT((*parted)->wire_stats().push_bytes, 4u * n * kSteps);
-  ASSERT_TRUE((*parted)->Pull(kSteps, w).ok());
-  for (size_t i = 0; i < n; ++i) {
-    ASSERT_FLOAT_EQ(w[i], 1.0f - 0.5f * 2 * kSteps * static_cast<float>(i % 3)) << i;
-  }
+  EXPECT_GT((*parted)->wire_stats().push_bytes, 4u * (*parted)->total_elements() * kSteps);
   auto stats = (*parted)->Stats();
   ASSERT_TRUE(stats.ok());
   for (const ShardStats& st : stats->shards) {
