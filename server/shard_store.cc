@@ -1,6 +1,7 @@
 #include "server/shard_store.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "server/tensor_codec.h"
@@ -189,13 +190,36 @@ void ShardStore::Accumulate(const std::vector<const proto::EncodedTensor*>& grad
   AccumulateNow(gradient, scale);
 }
 
+namespace {
+
+// Updates of shards holding at least this many weights (16 MB) run on two threads: a large update
+// is memory-bound and one core does not draw all the memory bandwidth there is. Every element
+// gets the same arithmetic either way, so the weights are bit-for-bit the same.
+constexpr size_t kTwoThreadElements = size_t{4} << 20;
+
+// body(first, end) over [0, n), in two halves on two threads when `two` is set.
+template <typename Body>
+void Halves(size_t n, bool two, const Body& body) {
+  if (!two || n < 2) {
+    body(size_t{0}, n);
+    return;
+  }
+  std::thread helper([&body, n] { body(n / 2, n); });
+  body(size_t{0}, n / 2);
+  helper.join();
+}
+
+}  // namespace
+
 void ShardStore::AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient,
                                float scale) {
-  for (size_t slot = 0; slot < owned_.size(); ++slot) {
-    const uint32_t length = plan_->chunks()[owned_[slot]].length;
-    AccumulatePayload(*gradient[slot], scale,
-                      std::span<float>(accumulator_.data() + local_offset_[slot], length));
-  }
+  Halves(owned_.size(), weights_.size() >= kTwoThreadElements, [&](size_t first, size_t end) {
+    for (size_t slot = first; slot < end; ++slot) {
+      const uint32_t length = plan_->chunks()[owned_[slot]].length;
+      AccumulatePayload(*gradient[slot], scale,
+                        std::span<float>(accumulator_.data() + local_offset_[slot], length));
+    }
+  });
   accumulator_empty_ = false;
 }
 
@@ -220,14 +244,16 @@ void ShardStore::ApplyDeferred() {
   // The update is this one gradient g: the accumulator would hold exactly scale·g (0 + x == x)
   // and be averaged over one (x · 1 == x), so w −= scale·g (or v = μ·v + scale·g, w −= v) is the
   // same arithmetic without the accumulator's two passes.
-  for (size_t slot = 0; slot < owned_.size(); ++slot) {
-    const uint32_t length = plan_->chunks()[owned_[slot]].length;
-    const uint64_t offset = local_offset_[slot];
-    ApplyPayload(*deferred_[slot], deferred_scale_, momentum_,
-                 std::span<float>(weights_.data() + offset, length),
-                 momentum_ != 0.0f ? std::span<float>(velocity_.data() + offset, length)
-                                   : std::span<float>());
-  }
+  Halves(owned_.size(), weights_.size() >= kTwoThreadElements, [&](size_t first, size_t end) {
+    for (size_t slot = first; slot < end; ++slot) {
+      const uint32_t length = plan_->chunks()[owned_[slot]].length;
+      const uint64_t offset = local_offset_[slot];
+      ApplyPayload(*deferred_[slot], deferred_scale_, momentum_,
+                   std::span<float>(weights_.data() + offset, length),
+                   momentum_ != 0.0f ? std::span<float>(velocity_.data() + offset, length)
+                                     : std::span<float>());
+    }
+  });
   deferred_.clear();
 }
 
@@ -237,19 +263,22 @@ void ShardStore::ApplyAccumulator(int count) {
   const size_t n = weights_.size();
   float* w = weights_.data();
   float* acc = accumulator_.data();
-  if (momentum_ != 0.0f) {
-    float* v = velocity_.data();
-    for (size_t i = 0; i < n; ++i) {
-      v[i] = momentum_ * v[i] + acc[i] * inv;
-      w[i] -= v[i];
-      acc[i] = 0.0f;
+  float* v = velocity_.data();
+  const float mu = momentum_;
+  Halves(n, n >= kTwoThreadElements, [=](size_t first, size_t end) {
+    if (mu != 0.0f) {
+      for (size_t i = first; i < end; ++i) {
+        v[i] = mu * v[i] + acc[i] * inv;
+        w[i] -= v[i];
+        acc[i] = 0.0f;
+      }
+    } else {
+      for (size_t i = first; i < end; ++i) {
+        w[i] -= acc[i] * inv;
+        acc[i] = 0.0f;
+      }
     }
-  } else {
-    for (size_t i = 0; i < n; ++i) {
-      w[i] -= acc[i] * inv;
-      acc[i] = 0.0f;
-    }
-  }
+  });
 }
 
 absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,

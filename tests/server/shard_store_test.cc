@@ -77,6 +77,44 @@ TEST(ShardStoreTest, OneGradientUpdateEqualsAccumulatingFirst) {
   }
 }
 
+// A shard of over 4 M weights updates on two threads (shard_store.cc); every element must get the
+// same update as one thread would give it, on both update paths, with and without momentum.
+TEST(ShardStoreTest, LargeShardsUpdateEveryElementOnTwoThreads) {
+  proto::ModelLayout layout;
+  auto* t = layout.add_tensors();
+  t->set_name("big");
+  t->set_element_count((size_t{4} << 20) + 12345);
+  layout.set_chunk_size(65536);
+  layout.set_num_shards(1);
+  const ShardPlan plan = *ShardPlan::Create(layout);
+  const size_t n = plan.total_elements();
+  const std::vector<float> w0 = Random(n, 1.0f, 1), g1 = Random(n, 0.1f, 2), g2 = Random(n, 0.1f, 3);
+  const proto::PushRequest p1 = Gradient(plan, g1), p2 = Gradient(plan, g2);
+  for (float mu : {0.0f, 0.9f}) {
+    ShardStore store(&plan, 0, mu);
+    ASSERT_TRUE(store.InitializeFromFlat(w0).ok());
+    // One gradient (applied straight from the payload), then two averaged (the accumulator).
+    store.Accumulate(*store.CheckChunks(p1.chunks()), 0.5f);
+    store.ApplyAccumulated(1);
+    store.Accumulate(*store.CheckChunks(p1.chunks()), 0.25f);
+    store.Accumulate(*store.CheckChunks(p2.chunks()), 0.125f);
+    store.FlushDeferred();
+    store.ApplyAccumulated(2);
+    std::vector<size_t> sample = {n / 2 - 1, n / 2, n - 1};  // both halves' edges
+    for (size_t i = 0; i < n; i += 997) sample.push_back(i);
+    for (size_t i : sample) {
+      float v = 0.5f * g1[i];
+      float w = w0[i] - v;
+      const float u = (0.25f * g1[i] + 0.125f * g2[i]) * 0.5f;
+      v = mu != 0.0f ? mu * v + u : u;
+      w -= v;
+      ASSERT_FLOAT_EQ(store.weights()[i], w) << "momentum " << mu << ", element " << i;
+      if (mu != 0.0f) ASSERT_FLOAT_EQ(store.velocity()[i], v) << i;
+      ASSERT_EQ(store.accumulator()[i], 0.0f) << i;
+    }
+  }
+}
+
 TEST(ShardStoreTest, SeveralGradientsAreAveraged) {
   const ShardPlan plan = Plan();
   ShardStore store(&plan, 0, 0.0f);
