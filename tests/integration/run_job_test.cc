@@ -95,6 +95,33 @@ TEST(RunJobTest, AsyncAppliesEveryGradientOnArrivalWithSomeStaleness) {
   EXPECT_GT(r->test_accuracy, 0.6);
 }
 
+// A model of 4.9 MB over 2 shards (2.4 MB each): every pull and push goes in parts
+// (PullRequest/PushRequest part/parts), and async learners' updates fall between a pull's parts.
+// Every push must still be accepted, and the job must learn.
+TEST(RunJobTest, LargeModelTrainsWithPullsAndPushesInParts) {
+  const std::string dir = LogDir("wide");
+  std::filesystem::create_directories(dir);
+  const std::string model = dir + "/wide.yaml";
+  std::ofstream(model) << "name: wide\ninput: {channels: 1, height: 28, width: 28}\nclasses: 10\n"
+                          "layers:\n  - {name: flatten, type: flatten}\n"
+                          "  - {name: fc1, type: dense, units: 1536, activation: relu}\n"
+                          "  - {name: fc2, type: dense, units: 10}\n";
+  JobSpec job = MlpJob("async");
+  job.model_path = model;
+  job.limit_train = 3000;
+  RunJobOptions o = Options("wide-run");
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_EQ(r->learners_failed, 0);
+  EXPECT_EQ(r->gradients_rejected, 0u);
+  EXPECT_GT(r->staleness_max, 0u);  // updates did fall between pulls
+  const double model_bytes = 4.0 * (784 * 1536 + 1536 + 1536 * 10 + 10);
+  ASSERT_GT(r->pulls, 0u);
+  EXPECT_GT(static_cast<double>(r->pull_bytes) / static_cast<double>(r->pulls), model_bytes);
+  EXPECT_GT(r->test_accuracy, 0.5);  // chance is 0.1
+}
+
 TEST(RunJobTest, SoftsyncUpdatesInGroupsOfC) {
   // λ = 3, n = 1: c = 3 gradients per update, so updates = gradients / 3.
   JobSpec job = MlpJob("softsync:1");
