@@ -141,6 +141,7 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
       return;
     }
     s->result = nullptr;
+    s->source = nullptr;  // this call's; never read after it returns
     pending.erase(std::find(pending.begin(), pending.end(), s));
     Settle(s);  // may drop it now
   };
@@ -156,6 +157,7 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
     if (waited_for) resolve(s);
   }
   for (Stream* s : pending) {  // the deadline passed
+    s->source = nullptr;
     if (s->answered) {  // only the write's tag is still to come back
       *s->result = {Outcome::kAnswered, s->answer};
       s->result = nullptr;
