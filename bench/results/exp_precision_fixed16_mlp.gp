@@ -1,22 +1,22 @@
 # Run from bench/results: gnuplot exp_precision_fixed16_mlp.gp
 set terminal pngcairo size 1000,650 font 'DejaVu Sans,11'
 set output 'exp_precision_fixed16_mlp.png'
-set title 'mlp.yaml on Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest)'
+set title 'Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest, dotted: nearest updates only)'
 set xlabel 'epoch'
 set ylabel 'test accuracy (%)'
 set key outside right
 set grid
 $s0 << EOD
-1 83.20
-2 85.51
-3 86.31
-4 87.03
-5 87.40
-6 87.92
-7 87.91
-8 87.89
-9 88.01
-10 88.39
+1 83.02
+2 85.52
+3 85.85
+4 86.65
+5 87.20
+6 87.81
+7 88.12
+8 88.29
+9 87.92
+10 88.44
 EOD
 $s1 << EOD
 1 82.95
@@ -114,6 +114,30 @@ $s8 << EOD
 9 10.00
 10 10.00
 EOD
+$s9 << EOD
+1 79.63
+2 83.69
+3 84.70
+4 85.13
+5 85.32
+6 85.81
+7 85.05
+8 85.72
+9 85.62
+10 86.70
+EOD
+$s10 << EOD
+1 76.28
+2 80.41
+3 79.43
+4 81.94
+5 82.43
+6 82.82
+7 81.63
+8 83.10
+9 82.72
+10 83.30
+EOD
 plot $s0 using 1:2 with linespoints lw 3 lc rgb 'black' title 'float32', \
      $s1 using 1:2 with linespoints lw 2 dt 1 title 'fixed16 FL=14 stochastic', \
      $s2 using 1:2 with linespoints lw 2 dt 1 title 'fixed16 FL=12 stochastic', \
@@ -122,4 +146,6 @@ plot $s0 using 1:2 with linespoints lw 3 lc rgb 'black' title 'float32', \
      $s5 using 1:2 with linespoints lw 2 dt 2 title 'fixed16 FL=14 nearest', \
      $s6 using 1:2 with linespoints lw 2 dt 2 title 'fixed16 FL=12 nearest', \
      $s7 using 1:2 with linespoints lw 2 dt 2 title 'fixed16 FL=10 nearest', \
-     $s8 using 1:2 with linespoints lw 2 dt 2 title 'fixed16 FL=8 nearest'
+     $s8 using 1:2 with linespoints lw 2 dt 2 title 'fixed16 FL=8 nearest', \
+     $s9 using 1:2 with linespoints lw 2 dt 3 title 'fixed16 FL=10 nearest updates only', \
+     $s10 using 1:2 with linespoints lw 2 dt 3 title 'fixed16 FL=8 nearest updates only'
