@@ -1,7 +1,7 @@
 # Run from bench/results: gnuplot exp_precision_fixed16_cnn.gp
 set terminal pngcairo size 1000,650 font 'DejaVu Sans,11'
 set output 'exp_precision_fixed16_cnn.png'
-set title 'cnn.yaml on Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest, dotted: nearest updates only)'
+set title 'Fashion-MNIST: float32 vs 16-bit fixed point (solid: stochastic, dashed: nearest, dotted: nearest updates only)'
 set xlabel 'epoch'
 set ylabel 'test accuracy (%)'
 set key outside right
