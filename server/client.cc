@@ -475,6 +475,22 @@ absl::Status PsClient::Init(std::span<const float> weights) {
   return impl_->Combine(statuses, "Init");
 }
 
+size_t PsClient::BytesPerElement() const {
+  return impl_->options().wire == proto::FIXED16 ? 2 : 4;
+}
+
+std::vector<int> PsClient::Parts(uint64_t part_bytes) const {
+  const ShardPlan& plan = impl_->plan();
+  std::vector<int> parts(impl_->num_shards(), 1);
+  for (int s = 0; s < impl_->num_shards(); ++s) {
+    if (!shard_parts_[s]) continue;  // an older shard: whole messages
+    const uint32_t shard = static_cast<uint32_t>(s);
+    parts[s] = static_cast<int>(PartCount(plan.ShardElements(shard) * BytesPerElement(),
+                                          plan.ChunksOfShard(shard).size(), part_bytes));
+  }
+  return parts;
+}
+
 absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
   const ShardPlan& plan = impl_->plan();
   if (weights.size() != plan.total_elements()) {
@@ -485,23 +501,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
   const int n = impl_->num_shards();
   // Each shard's answer comes in parts of about pull_part_bytes, so that the learner decodes one
   // part while the next is on the wire (and the shard copies it out meanwhile).
-  const size_t bytes_per_element = impl_->options().wire == proto::FIXED16 ? 2 : 4;
-  std::vector<int> parts(n, 1);
-  std::vector<std::vector<std::vector<int>>> part_chunks(n);  // per shard and part
-  for (int s = 0; s < n; ++s) {
-    const std::vector<int>& chunks = plan.ChunksOfShard(static_cast<uint32_t>(s));
-    const uint64_t bytes = plan.ShardElements(static_cast<uint32_t>(s)) * bytes_per_element;
-    const uint64_t part_bytes = impl_->options().pull_part_bytes;
-    if (part_bytes > 0 && chunks.size() > 1 && shard_parts_[s]) {
-      parts[s] = static_cast<int>(std::clamp<uint64_t>((bytes + part_bytes - 1) / part_bytes, 1,
-                                                       chunks.size()));
-    }
-    for (int p = 0; p < parts[s]; ++p) {  // the shard's split (PullRequest.part)
-      const size_t first = chunks.size() * p / parts[s];
-      const size_t end = chunks.size() * (p + 1) / parts[s];
-      part_chunks[s].emplace_back(chunks.begin() + first, chunks.begin() + end);
-    }
-  }
+  const std::vector<int> parts = Parts(impl_->options().pull_part_bytes);
   std::vector<std::vector<grpc::ByteBuffer>> requests(n), responses(n);
   for (int s = 0; s < n; ++s) {
     for (int p = 0; p < parts[s]; ++p) {
@@ -530,19 +530,19 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     received[s] += answer.Length();
     grpc::ProtoBufferReader reader(&answer);
     if (!reader.status().ok()) return FromGrpcStatus(reader.status());
-    absl::Status st = parts[s] == 1
-                          ? DecodePullResponse(&reader, plan, static_cast<uint32_t>(s), weights,
-                                               impl_->chunk_versions_)
-                          : DecodePullResponsePart(&reader, plan, static_cast<uint32_t>(s),
-                                                   part_chunks[s][p], weights,
-                                                   impl_->chunk_versions_);
+    const std::vector<int>& chunks = plan.ChunksOfShard(static_cast<uint32_t>(s));
+    const auto [first, end] = PartOf(chunks.size(), p, parts[s]);
+    absl::Status st = DecodePullResponsePart(
+        &reader, plan, static_cast<uint32_t>(s),
+        std::span<const int>(chunks).subspan(first, end - first), weights,
+        impl_->chunk_versions_);
     answer.Clear();  // its memory serves the next part
     return st;
   };
   PartsFn count = [&](int s) { return parts[s]; };
   // With several shards and a large model, each shard's answer is received and decoded on a
   // thread of its own.
-  const bool spread = plan.total_elements() * bytes_per_element / n >= kSpreadPullBytes;
+  const bool spread = plan.total_elements() * BytesPerElement() / n >= kSpreadPullBytes;
   auto statuses = impl_->CallParts(impl_->AllShards(), impl_->options().pull_timeout, count,
                                    start, decode, spread);
   std::vector<int> unknown;
@@ -622,7 +622,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       r.set_part(static_cast<uint32_t>(part));
       r.set_parts(static_cast<uint32_t>(parts));
     }
-    const size_t first = chunks.size() * part / parts, end = chunks.size() * (part + 1) / parts;
+    const auto [first, end] = PartOf(chunks.size(), part, parts);
     r.mutable_chunks()->Reserve(static_cast<int>(end - first));
     for (size_t j = first; j < end; ++j) {
       const Chunk& c = plan.chunks()[chunks[j]];
@@ -662,17 +662,9 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
   if (!streamed.empty()) {
     // A push of more than push_part_bytes to a shard that takes parts goes in parts of about
     // that size: the shard checks one while the next is encoded and on the wire.
-    const size_t bytes_per_element = options.wire == proto::FIXED16 ? 2 : 4;
-    std::vector<int> parts(streamed.size(), 1);
-    for (size_t k = 0; k < streamed.size(); ++k) {
-      const int s = streamed[k];
-      const uint64_t bytes = plan.ShardElements(static_cast<uint32_t>(s)) * bytes_per_element;
-      const size_t chunks = plan.ChunksOfShard(s).size();
-      if (options.push_part_bytes > 0 && shard_parts_[s] && chunks > 1) {
-        parts[k] = static_cast<int>(std::clamp<uint64_t>(
-            (bytes + options.push_part_bytes - 1) / options.push_part_bytes, 1, chunks));
-      }
-    }
+    const std::vector<int> shard_parts = Parts(options.push_part_bytes);
+    std::vector<int> parts;  // per streamed shard
+    for (int s : streamed) parts.push_back(shard_parts[s]);
     const PushStreams::PartSource source =
         [&](size_t k, int part) -> absl::StatusOr<grpc::ByteBuffer> {
       const int s = streamed[k];

@@ -166,6 +166,9 @@ class PsClient {
   class Impl;
   explicit PsClient(std::unique_ptr<Impl> impl);
   absl::Status RegisterAll(const std::vector<int>& shards);
+  size_t BytesPerElement() const;  // of the wire encoding
+  // Per shard, how many parts of about `part_bytes` its pull or push goes in (1: whole).
+  std::vector<int> Parts(uint64_t part_bytes) const;
 
   std::unique_ptr<Impl> impl_;
   std::vector<uint64_t> shard_version_;  // per shard, the largest chunk version of the last pull

@@ -217,24 +217,23 @@ absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushReques
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(
     const proto::PushRequest& request) {
-  return PushChecked(request, nullptr);
+  return PushChecked(request, std::nullopt);
 }
 
-void ParameterShard::CheckPushPart(const proto::PushRequest& part, PushPartsCheck* check) const {
+absl::Status ParameterShard::CheckPushPart(const proto::PushRequest& part, bool* finite) const {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);
     store = store_.get();  // never replaced once set
   }
-  if (store == nullptr) return;  // PushParts refuses it: no layout yet
-  if (check->chunks.ok()) check->chunks = store->CheckChunkPart(part.chunks(), part.part(),
-                                                                part.parts());
-  if (!check->chunks.ok()) return;  // refused anyway: the values need no reading
-  for (const proto::PushChunk& c : part.chunks()) check->finite &= PayloadAllFinite(c.gradient());
+  if (store == nullptr) return absl::OkStatus();  // PushParts refuses it: no layout yet
+  RETURN_IF_ERROR(store->CheckChunkPart(part.chunks(), part.part(), part.parts()));
+  for (const proto::PushChunk& c : part.chunks()) *finite &= PayloadAllFinite(c.gradient());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<proto::PushRequest> parts,
-                                                              const PushPartsCheck& check) {
+                                                              bool finite) {
   if (parts.empty()) return absl::InvalidArgumentError("a push in parts needs its parts");
   proto::PushRequest merged = std::move(parts[0]);
   merged.clear_part();
@@ -243,11 +242,11 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<proto:
     auto* from = parts[p].mutable_chunks();
     while (!from->empty()) merged.mutable_chunks()->AddAllocated(from->ReleaseLast());
   }
-  return PushChecked(merged, &check);
+  return PushChecked(merged, finite);
 }
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::PushRequest& request,
-                                                                const PushPartsCheck* checked) {
+                                                                std::optional<bool> known_finite) {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -261,12 +260,10 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::Pus
   // Check the payload without the lock: it reads only the immutable chunk map. The gradient is
   // decoded later, under the lock, straight into the accumulator.
   absl::StatusOr<std::vector<const proto::EncodedTensor*>> gradient =
-      checked != nullptr && !checked->chunks.ok()
-          ? absl::StatusOr<std::vector<const proto::EncodedTensor*>>(checked->chunks)
-          : store->CheckChunks(request.chunks());
+      store->CheckChunks(request.chunks());
   bool finite = gradient.ok();
-  if (finite && checked != nullptr) {
-    finite = checked->finite;
+  if (finite && known_finite.has_value()) {
+    finite = *known_finite;
   } else if (finite) {
     for (const proto::EncodedTensor* payload : *gradient) finite &= PayloadAllFinite(*payload);
   }
@@ -368,13 +365,7 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
                                                    "; use FP32 or FIXED16"));
     }
     const uint32_t parts = std::max<uint32_t>(1, request.parts());
-    if (st.ok() && (request.part() >= parts ||
-                    parts > std::max<size_t>(1, store_->num_chunks()))) {
-      st = absl::InvalidArgumentError(absl::StrCat(
-          "pull asks for part ", request.part(), " of ", parts, "; this shard's ",
-          store_->num_chunks(), " chunks allow 1 to ", std::max<size_t>(1, store_->num_chunks()),
-          " parts, numbered from 0"));
-    }
+    if (st.ok()) st = store_->CheckPart("pull asks for", request.part(), parts);
     const int learner = request.learner_id();
     if (st.ok() && learner != kObserver) st = protocol_.CheckPull(learner, request.clock());
     if (!st.ok()) {

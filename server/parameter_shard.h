@@ -102,18 +102,14 @@ class ParameterShard {
   absl::StatusOr<proto::PushResponse> PushAuthenticated(const proto::PushRequest& request);
 
   // Pushes in parts (PushRequest.part/parts, on a push stream). CheckPushPart runs the lock-free
-  // checks of one part as it arrives: its chunks are exactly the part's (sizes, encodings) and
-  // its values finite. Fold each part's result into one PushPartsCheck; once every part has come,
-  // PushParts merges them (moving their chunks, not copying payloads) and applies the push as
-  // PushAuthenticated would, without reading the payloads again for the finite check; a failed
-  // check refuses the whole push, counted like a refused unary push.
-  struct PushPartsCheck {
-    absl::Status chunks;  // the first part's refusal of its chunks, if any
-    bool finite = true;   // every value of every part checked so far is finite
-  };
-  void CheckPushPart(const proto::PushRequest& part, PushPartsCheck* check) const;
+  // checks of one part as it arrives: its chunks are exactly the part's (sizes, encodings); it
+  // clears `*finite` when a value is NaN or Inf. A refused part refuses the push. Once every part
+  // has come, PushParts merges them (moving their chunks, not copying payloads) and applies the
+  // push as PushAuthenticated would, with `finite` (every part's values finite) instead of
+  // reading the payloads again; NaN or Inf refuses the whole push, counted like a unary push's.
+  absl::Status CheckPushPart(const proto::PushRequest& part, bool* finite) const;
   absl::StatusOr<proto::PushResponse> PushParts(std::vector<proto::PushRequest> parts,
-                                                const PushPartsCheck& check);
+                                                bool finite);
   // `done` runs exactly once: before Pull returns when the answer is immediate (ticket 0),
   // otherwise later on the thread of the call that released or cancelled the pull.
   Ticket Pull(const proto::PullRequest& request, PullDone done);
@@ -161,9 +157,9 @@ class ParameterShard {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The step decay's multiplier of the learning rate at the samples applied so far.
   float LrDecayLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // PushAuthenticated, with the chunk and finite checks already done when `checked` is set.
+  // PushAuthenticated; `finite` set: whether the payload's values are all finite, already known.
   absl::StatusOr<proto::PushResponse> PushChecked(const proto::PushRequest& request,
-                                                  const PushPartsCheck* checked);
+                                                  std::optional<bool> finite);
   // The whole pull, or one part of it (PullRequest.part/parts); counts a pull at part 0.
   absl::StatusOr<proto::PullResponse> BuildPullLocked(proto::Encoding encoding, uint32_t part,
                                                       uint32_t parts)

@@ -90,23 +90,11 @@ void PushStreamReactor::OnReadDone(bool ok) {
   } else if (!request_.job_id().empty() || !request_.token().empty()) {
     st = shard_->CheckCredentials(request_.job_id(), request_.token());
   }
-  if (!st.ok() && (request_.parts() > 1 || !parts_.empty())) {
-    FinishOnce(ToGrpcStatus(st));  // in the middle of a push in parts: nothing of it applied
-    return;
-  }
-  if (st.ok() && (request_.parts() > 1 || !parts_.empty())) {
-    if (TakePart()) {  // the push needs its next part
-      bool close;
-      {
-        absl::MutexLock lock(&mu_);
-        busy_ = false;
-        close = closing_;
-      }
-      if (close) {
-        FinishOnce(ShuttingDown());  // nothing of the unfinished push is applied
-      } else {
-        StartRead(&request_);  // last: the next reaction may start at once, on another thread
-      }
+  if (request_.parts() > 1 || !parts_.empty()) {  // a push in parts
+    if (!st.ok()) {
+      FinishOnce(ToGrpcStatus(st));  // in its middle: nothing of it is applied
+    } else if (TakePart()) {
+      ReadNextOrClose();  // its next part (a close applies nothing of it)
     }
     return;
   }
@@ -138,19 +126,17 @@ bool PushStreamReactor::TakePart() {
   parts_.push_back(std::move(request_));
   request_ = proto::PushRequest();
   // Checked now, while gRPC receives the next part (within the stream's flow-control window).
-  shard_->CheckPushPart(parts_.back(), &parts_check_);
-  if (!parts_check_.chunks.ok()) {
+  if (absl::Status st = shard_->CheckPushPart(parts_.back(), &parts_finite_); !st.ok()) {
     // Not worth receiving the rest: the stream ends, and the learner's unary Push of the whole
     // gradient gets (and counts) the shard's verdict.
     parts_.clear();
-    FinishOnce(ToGrpcStatus(parts_check_.chunks));
+    FinishOnce(ToGrpcStatus(st));
     return false;
   }
   if (parts_.size() < parts_.back().parts()) return true;
   const int64_t step = parts_.front().step();
   absl::StatusOr<proto::PushResponse> result =
-      shard_->PushParts(std::exchange(parts_, {}), parts_check_);
-  parts_check_ = ParameterShard::PushPartsCheck();
+      shard_->PushParts(std::exchange(parts_, {}), std::exchange(parts_finite_, true));
   Answer(step, result);
   return false;
 }
@@ -173,6 +159,10 @@ void PushStreamReactor::OnWriteDone(bool ok) {
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the push stream broke"));
     return;
   }
+  ReadNextOrClose();
+}
+
+void PushStreamReactor::ReadNextOrClose() {
   bool close;
   {
     absl::MutexLock lock(&mu_);
@@ -181,9 +171,9 @@ void PushStreamReactor::OnWriteDone(bool ok) {
   }
   if (close) {
     FinishOnce(ShuttingDown());
-    return;
+  } else {
+    StartRead(&request_);  // last: the next reaction may start at once, on another thread
   }
-  StartRead(&request_);
 }
 
 void PushStreamReactor::OnDone() {

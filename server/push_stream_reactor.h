@@ -60,6 +60,8 @@ class PushStreamReactor final
   // Takes request_ as a part of a push in parts (PushRequest.parts > 1). Returns false when it
   // has answered the push or ended the stream; true when the push needs its next part.
   bool TakePart();
+  // Idle until the next message: reads it, or finishes the stream when Close asked meanwhile.
+  void ReadNextOrClose();
   // Writes the answer to the push of `step`.
   void Answer(int64_t step, const absl::StatusOr<proto::PushResponse>& result);
 
@@ -73,7 +75,7 @@ class PushStreamReactor final
   bool authenticated_ = false;
   // The push in parts being received: its parts so far and their checks.
   std::vector<proto::PushRequest> parts_;
-  ParameterShard::PushPartsCheck parts_check_;
+  bool parts_finite_ = true;  // every value of the parts so far is finite
 
   absl::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -96,15 +96,6 @@ bool PushStreams::Open(int shard) {
 }
 
 std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shards,
-                                                   const std::vector<grpc::ByteBuffer>& requests,
-                                                   int64_t step, absl::Time deadline) {
-  const PartSource whole = [&requests](size_t k, int) -> absl::StatusOr<grpc::ByteBuffer> {
-    return requests[k];  // shares the slices
-  };
-  return Push(shards, std::vector<int>(shards.size(), 1), whole, step, deadline);
-}
-
-std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shards,
                                                    const std::vector<int>& parts,
                                                    const PartSource& source, int64_t step,
                                                    absl::Time deadline) {

@@ -53,18 +53,14 @@ class PushStreams {
   // message on it is its first and must carry the job's credentials.
   bool Open(int shard);
 
-  // Sends requests[k] (a serialised PushRequest of step `step`) on shard shards[k]'s stream,
-  // opened with Open, and waits for the answers until `deadline`. One Result per shards[k].
-  std::vector<Result> Push(const std::vector<int>& shards,
-                           const std::vector<grpc::ByteBuffer>& requests, int64_t step,
-                           absl::Time deadline);
-
-  // Message `part` of the push to shards[k]: a serialised PushRequest, one part of a push in
-  // parts (PushRequest.part/parts) when parts[k] > 1. Called on the caller's thread, in order,
-  // each part as soon as the one before has been handed to gRPC, so that encoding a part overlaps
-  // sending the last. An error ends that shard's push without an answer (kNoAnswer, the error).
+  // Message `part` of the push to shards[k]: a serialised PushRequest of step `step`, one part
+  // of a push in parts (PushRequest.part/parts) when parts[k] > 1. Called on the caller's thread,
+  // in order, each part as soon as the one before has been handed to gRPC, so that encoding a
+  // part overlaps sending the last. An error ends that shard's push without an answer
+  // (kNoAnswer, the error).
   using PartSource = std::function<absl::StatusOr<grpc::ByteBuffer>(size_t k, int part)>;
-  // Push with shards[k]'s push sent as parts[k] messages from `source`; the shard answers once.
+  // Sends shards[k]'s push as parts[k] messages from `source` on its stream, opened with Open,
+  // and waits for the answers (one per push) until `deadline`. One Result per shards[k].
   std::vector<Result> Push(const std::vector<int>& shards, const std::vector<int>& parts,
                            const PartSource& source, int64_t step, absl::Time deadline);
 

@@ -85,17 +85,24 @@ absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks
   return payloads;
 }
 
-absl::Status ShardStore::CheckChunkPart(
-    const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks, uint32_t part,
-    uint32_t parts) const {
+absl::Status ShardStore::CheckPart(absl::string_view what, uint32_t part, uint32_t parts) const {
   const size_t n = owned_.size();
-  if (parts == 0 || part >= parts || parts > std::max<size_t>(1, n)) {
-    return absl::InvalidArgumentError(absl::StrCat("push part ", part, " of ", parts,
+  const uint32_t count = std::max<uint32_t>(1, parts);
+  if (part >= count || count > std::max<size_t>(1, n)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " part ", part, " of ", count,
                                                    "; this shard's ", n, " chunks allow 1 to ",
                                                    std::max<size_t>(1, n),
                                                    " parts, numbered from 0"));
   }
-  return CheckChunkRange(chunks, n * part / parts, n * (part + 1) / parts, nullptr);
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::CheckChunkPart(
+    const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks, uint32_t part,
+    uint32_t parts) const {
+  if (absl::Status st = CheckPart("push", part, parts); !st.ok()) return st;
+  const PartRange range = PartOf(owned_.size(), part, parts);
+  return CheckChunkRange(chunks, range.first, range.end, nullptr);
 }
 
 template <typename ChunkMsg>
@@ -283,9 +290,7 @@ void ShardStore::ApplyAccumulator(int count) {
 
 absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,
                                   uint32_t part, uint32_t parts) const {
-  const size_t n = owned_.size();
-  const size_t first = parts > 1 ? n * part / parts : 0;
-  const size_t end = parts > 1 ? n * (part + 1) / parts : n;
+  const auto [first, end] = PartOf(owned_.size(), part, parts);
   out->set_version(version_);
   out->mutable_chunks()->Reserve(static_cast<int>(end - first));
   Fixed16Encoding fixed16;  // nearest, FL per chunk

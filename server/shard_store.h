@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "parameter_server.pb.h"
 #include "quant/fixed_format.h"
@@ -64,6 +65,9 @@ class ShardStore {
   // also when part >= parts or parts > max(1, N).
   absl::Status CheckChunkPart(const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks,
                               uint32_t part, uint32_t parts) const;
+  // INVALID_ARGUMENT, naming `what` ("push", "pull asks for"), unless part < parts <= max(1, N)
+  // (parts 0 counts as 1).
+  absl::Status CheckPart(absl::string_view what, uint32_t part, uint32_t parts) const;
 
   // Sets the initial weights (`values` in this shard's chunk order; with fixed16 weights, rounded
   // to nearest on the grid). Version stays 0.

@@ -7,6 +7,8 @@
 // shards of different tensors are scattered, so loads stay balanced for any model.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -60,6 +62,24 @@ class ShardPlan {
   absl::flat_hash_map<std::string, int> tensor_index_;
   std::vector<int> first_chunk_;  // per tensor, index of its chunk 0 in chunks_
 };
+
+// Pulls and pushes in parts (PullRequest.part/parts, PushRequest.part/parts): part `part` of
+// `parts` of a shard's N chunks is [first, end) of them in flat-buffer order, with
+// first = N·part/parts and end = N·(part+1)/parts. The one definition every side uses.
+struct PartRange {
+  size_t first = 0, end = 0;
+};
+inline PartRange PartOf(size_t chunks, uint32_t part, uint32_t parts) {
+  if (parts <= 1) return {0, chunks};
+  return {chunks * part / parts, chunks * (part + 1) / parts};
+}
+// How many parts of about `part_bytes` a shard's `bytes` in `chunks` chunks go in: at least 1, at
+// most one per chunk; 1 when part_bytes is 0.
+inline uint32_t PartCount(uint64_t bytes, size_t chunks, uint64_t part_bytes) {
+  if (part_bytes == 0 || chunks <= 1) return 1;
+  const uint64_t want = (bytes + part_bytes - 1) / part_bytes;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(want, 1, chunks));
+}
 
 // Describes the first difference between two layouts, or OK when they are identical in every
 // field that matters (tensor names, element counts, dims, chunk size, shard count).

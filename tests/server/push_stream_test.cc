@@ -90,6 +90,27 @@ class PushStreamTest : public ::testing::Test {
     }
   }
 
+  // A client of one running shard that has set every weight to 1 and pulled at clock 0 (so its
+  // pushes have base versions); null, with the test failed, otherwise.
+  std::unique_ptr<PsClient> PulledClient() {
+    StartShards(1);
+    if (HasFatalFailure()) return nullptr;
+    std::unique_ptr<PsClient> client = InitializedClient(Options());
+    if (client == nullptr) return nullptr;
+    std::vector<float> w(client->total_elements());
+    EXPECT_TRUE(client->Pull(0, w).ok());
+    return client;
+  }
+
+  // ShardPush with the job's credentials, as a stream's first message must carry them.
+  static proto::PushRequest FirstPush(const PsClient& client, int shard, int64_t step,
+                                      float value) {
+    proto::PushRequest r = ShardPush(client, shard, step, value);
+    r.set_job_id(testing::kTestJob);
+    r.set_token(testing::kTestToken);
+    return r;
+  }
+
   // A raw PushStream to shard `shard`.
   struct RawStream {
     std::unique_ptr<proto::ParameterServer::Stub> stub;
@@ -131,20 +152,14 @@ TEST_F(PushStreamTest, ClientPushesOverStreamsWithTheSameResultAsUnary) {
 }
 
 TEST_F(PushStreamTest, RefusedPushMidStreamChangesNothingAndTheStreamGoesOn) {
-  StartShards(1);
-  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  std::unique_ptr<PsClient> client = PulledClient();
   ASSERT_NE(client, nullptr);
-  const size_t n = client->total_elements();
-  std::vector<float> w(n);
-  ASSERT_TRUE(client->Pull(0, w).ok());
   ParameterShard& shard = servers_[0]->shard();
   auto raw = OpenRaw(0);
   proto::PushStreamResponse answer;
 
   // First message: the stream's credentials, and a gradient with a NaN.
-  proto::PushRequest bad = ShardPush(*client, 0, 0, 1.0f);
-  bad.set_job_id("job-a");
-  bad.set_token("t0ken");
+  proto::PushRequest bad = FirstPush(*client, 0, 0, 1.0f);
   std::string* data = bad.mutable_chunks(0)->mutable_gradient()->mutable_data();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(data->data(), &nan, sizeof nan);
@@ -243,20 +258,15 @@ std::vector<proto::PushRequest> Split(const proto::PushRequest& push, int parts)
 }
 
 TEST_F(PushStreamTest, PushInPartsIsAppliedOnceWholeOrRefusedWhole) {
-  StartShards(1);
-  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  std::unique_ptr<PsClient> client = PulledClient();
   ASSERT_NE(client, nullptr);
-  std::vector<float> w(client->total_elements());
-  ASSERT_TRUE(client->Pull(0, w).ok());
   ParameterShard& shard = servers_[0]->shard();
   const ShardState before = shard.DebugState();
   auto raw = OpenRaw(0);
   proto::PushStreamResponse answer;
 
   // A NaN in the last part: the push is answered once, after it, refused whole.
-  proto::PushRequest bad = ShardPush(*client, 0, 0, 1.0f);
-  bad.set_job_id("job-a");
-  bad.set_token("t0ken");
+  proto::PushRequest bad = FirstPush(*client, 0, 0, 1.0f);
   std::vector<proto::PushRequest> bad_parts = Split(bad, 3);
   std::string* data = bad_parts[2].mutable_chunks(0)->mutable_gradient()->mutable_data();
   const float inf = std::numeric_limits<float>::infinity();
@@ -297,24 +307,18 @@ TEST_F(PushStreamTest, PushInPartsIsAppliedOnceWholeOrRefusedWhole) {
 }
 
 TEST_F(PushStreamTest, PartsThatDoNotContinueThePushEndTheStreamWithNothingApplied) {
-  StartShards(1);
-  std::unique_ptr<PsClient> client = InitializedClient(Options());
+  std::unique_ptr<PsClient> client = PulledClient();
   ASSERT_NE(client, nullptr);
-  std::vector<float> w(client->total_elements());
-  ASSERT_TRUE(client->Pull(0, w).ok());
   ParameterShard& shard = servers_[0]->shard();
   const ShardState before = shard.DebugState();
-  proto::PushRequest push = ShardPush(*client, 0, 0, 1.0f);
-  push.set_job_id("job-a");
-  push.set_token("t0ken");
-  const std::vector<proto::PushRequest> parts = Split(push, 2);
+  const std::vector<proto::PushRequest> parts = Split(FirstPush(*client, 0, 0, 1.0f), 2);
   proto::PushRequest other_step = parts[1];
   other_step.set_step(1);
   proto::PushRequest foreign_chunk = parts[1];
   *foreign_chunk.mutable_chunks(0) = parts[0].chunks(0);
   proto::PushRequest second_first = parts[1];  // with the stream's credentials
-  second_first.set_job_id("job-a");
-  second_first.set_token("t0ken");
+  second_first.set_job_id(testing::kTestJob);
+  second_first.set_token(testing::kTestToken);
   proto::PushRequest too_many = parts[0];
   too_many.set_parts(1000);
   struct Case {
@@ -369,9 +373,7 @@ TEST_F(PushStreamTest, ShutdownEndsOpenStreamsWithUnavailable) {
   ASSERT_TRUE(client->Pull(0, w).ok());
   ASSERT_TRUE(client->Push(0, std::vector<float>(n, 1.0f), 1, 0.0f).ok());  // its stream is open
   auto raw = OpenRaw(0);
-  proto::PushRequest r = ShardPush(*client, 0, 1, 1.0f);
-  r.set_job_id("job-a");
-  r.set_token("t0ken");
+  proto::PushRequest r = FirstPush(*client, 0, 1, 1.0f);
   ASSERT_TRUE(raw->rw->Write(r));
   proto::PushStreamResponse answer;
   ASSERT_TRUE(raw->rw->Read(&answer));

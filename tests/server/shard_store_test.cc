@@ -109,7 +109,9 @@ TEST(ShardStoreTest, LargeShardsUpdateEveryElementOnTwoThreads) {
       v = mu != 0.0f ? mu * v + u : u;
       w -= v;
       ASSERT_FLOAT_EQ(store.weights()[i], w) << "momentum " << mu << ", element " << i;
-      if (mu != 0.0f) ASSERT_FLOAT_EQ(store.velocity()[i], v) << i;
+      if (mu != 0.0f) {
+        ASSERT_FLOAT_EQ(store.velocity()[i], v) << i;
+      }
       ASSERT_EQ(store.accumulator()[i], 0.0f) << i;
     }
   }
