@@ -114,7 +114,17 @@ struct Bandwidth {
   double pull_gbps = 0, push_gbps = 0, round_trip_gbps = 0;  // medians over iterations
   double pull_ms = 0, push_ms = 0;
   int iterations = 0;
+  // CPU time (user + system) of the learner and the shards over the timed loop, per GB of
+  // payload moved, and on average how many cores it kept busy.
+  double core_seconds_per_gb = 0, cores_busy = 0;
 };
+
+// CPU seconds used so far by this process (the learner) and the shard processes.
+double LearnerAndShardsCpuSeconds(const Shards& shards) {
+  double total = ProcessCpuSeconds();
+  for (const auto& p : shards.processes) total += ProcessCpuSeconds(p->pid());
+  return total;
+}
 
 constexpr int kTensors = 4;
 constexpr int kWarmupRoundTrips = 5;
@@ -155,6 +165,7 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
 
   std::vector<double> pull_s, push_s, rt_gbps;
   const double bytes = static_cast<double>(elements * sizeof(float));
+  const double cpu_start = LearnerAndShardsCpuSeconds(*shards);
   const auto start = Clock::now();
   for (; step < 100000; ++step) {
     const auto t0 = Clock::now();
@@ -167,7 +178,11 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
     rt_gbps.push_back(2 * bytes / Seconds(t2 - t0) * 1e-9);
     if (pull_s.size() >= 5 && Seconds(t2 - start) >= flags.seconds) break;
   }
+  const double wall = Seconds(Clock::now() - start);
+  const double cpu = LearnerAndShardsCpuSeconds(*shards) - cpu_start;
   Bandwidth b;
+  b.core_seconds_per_gb = cpu / (2 * bytes * static_cast<double>(pull_s.size()) * 1e-9);
+  b.cores_busy = cpu / wall;
   b.iterations = static_cast<int>(pull_s.size());
   b.pull_ms = Median(pull_s) * 1e3;
   b.push_ms = Median(push_s) * 1e3;
@@ -177,9 +192,15 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
   return b;
 }
 
-// iperf3's loopback bandwidth (GB/s received) with one TCP stream, server and client as two
-// processes like our learner and shard.
-absl::StatusOr<double> MeasureIperf3(const Flags& flags) {
+struct Iperf3 {
+  double gbps = 0;                 // received
+  double core_seconds_per_gb = 0;  // client + server CPU time per GB received
+  double cores_busy = 0;           // client + server CPU time / wall time
+};
+
+// iperf3's loopback bandwidth with one TCP stream, server and client as two processes like our
+// learner and shard, and the CPU time both spent (iperf3's own getrusage figures).
+absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags) {
   absl::StatusOr<int> port = FreeLoopbackPort();
   if (!port.ok()) return port.status();
   auto server = Subprocess::Start({"/usr/bin/iperf3", "-s", "-1", "--forceflush", "-p",
@@ -204,7 +225,15 @@ absl::StatusOr<double> MeasureIperf3(const Flags& flags) {
     return absl::InternalError(absl::StrCat(
         "iperf3 gave no result: ", j.is_object() && j.contains("error") ? j["error"].dump() : *out));
   }
-  return j["end"]["sum_received"]["bits_per_second"].get<double>() / 8e9;
+  const Json& received = j["end"]["sum_received"];
+  Iperf3 r;
+  r.gbps = received.value("bits_per_second", 0.0) / 8e9;
+  if (const Json& cpu = j["end"].value("cpu_utilization_percent", Json::object()); cpu.is_object()) {
+    r.cores_busy = (cpu.value("host_total", 0.0) + cpu.value("remote_total", 0.0)) / 100;
+    const double gb = received.value("bytes", 0.0) * 1e-9;
+    if (gb > 0) r.core_seconds_per_gb = r.cores_busy * received.value("seconds", 0.0) / gb;
+  }
+  return r;
 }
 
 // ---- (b) small-message rate -----------------------------------------------------------------
@@ -317,14 +346,17 @@ Json FigureOrNull(double v) { return v > 0 ? Json(v) : Json(nullptr); }
 void RunBandwidth(Run& run) {
   const Flags& f = run.flags;
   std::vector<double> iperf;
+  std::vector<Iperf3> iperf_runs;
   std::vector<std::string> iperf_errors;
   std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
   std::map<std::pair<int, int>, std::string> errors;
   for (int round = 0; round < f.rounds; ++round) {
-    absl::StatusOr<double> peer = MeasureIperf3(f);
+    absl::StatusOr<Iperf3> peer = MeasureIperf3(f);
     if (peer.ok()) {
-      iperf.push_back(*peer);
-      std::cerr << "round " << round << ": iperf3 " << *peer << " GB/s\n";
+      iperf.push_back(peer->gbps);
+      iperf_runs.push_back(*peer);
+      std::cerr << "round " << round << ": iperf3 " << peer->gbps << " GB/s, "
+                << peer->core_seconds_per_gb << " core-s/GB\n";
     } else {
       iperf_errors.push_back(std::string(peer.status().message()));
       std::cerr << "iperf3: " << peer.status() << "\n";
@@ -339,12 +371,19 @@ void RunBandwidth(Run& run) {
         }
         std::cerr << "round " << round << ": " << size << " MB, " << s << " shard(s): pull "
                   << b->pull_gbps << " GB/s, push " << b->push_gbps << " GB/s, round trip "
-                  << b->round_trip_gbps << " GB/s (" << b->iterations << " iterations)\n";
+                  << b->round_trip_gbps << " GB/s (" << b->iterations << " iterations), "
+                  << b->core_seconds_per_gb << " core-s/GB, " << b->cores_busy
+                  << " cores busy\n";
         ours[{size, s}].push_back(*b);
       }
     }
   }
-  const double peer = iperf.empty() ? 0 : *std::max_element(iperf.begin(), iperf.end());
+  Iperf3 peer_run;
+  for (const Iperf3& r : iperf_runs) {
+    if (r.gbps > peer_run.gbps) peer_run = r;
+  }
+  const double peer = peer_run.gbps;
+  const double cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   for (int size : f.sizes_mb) {
     for (int s : f.shards) {
       const std::vector<Bandwidth>& runs = ours[{size, s}];
@@ -353,7 +392,9 @@ void RunBandwidth(Run& run) {
       for (const Bandwidth& b : runs) {
         if (b.round_trip_gbps > best.round_trip_gbps) best = b;
         all.push_back({{"pull_gbps", b.pull_gbps}, {"push_gbps", b.push_gbps},
-                       {"round_trip_gbps", b.round_trip_gbps}, {"iterations", b.iterations}});
+                       {"round_trip_gbps", b.round_trip_gbps}, {"iterations", b.iterations},
+                       {"core_seconds_per_gb", b.core_seconds_per_gb},
+                       {"cores_busy", b.cores_busy}});
       }
       Json details = {
           {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},
@@ -374,6 +415,16 @@ void RunBandwidth(Run& run) {
           {"warmup_round_trips", kWarmupRoundTrips},
           {"rounds", all},
           {"iperf3_gbps_rounds", iperf},
+          // Where the time goes: both sides are CPU-bound on a small machine, so the CPU each
+          // spends per GB bounds the ratio. ceiling = (all cores busy / our CPU per GB) / iperf3.
+          {"cpu_core_seconds_per_gb", best.core_seconds_per_gb},
+          {"cores_busy", best.cores_busy},
+          {"iperf3_cpu_core_seconds_per_gb", peer_run.core_seconds_per_gb},
+          {"iperf3_cores_busy", peer_run.cores_busy},
+          {"cpu_per_gb_vs_iperf3", Ratio(best.core_seconds_per_gb, peer_run.core_seconds_per_gb)},
+          {"ratio_ceiling_all_cores_busy",
+           best.core_seconds_per_gb > 0 ? Ratio(cores / best.core_seconds_per_gb, peer)
+                                        : Json(nullptr)},
           {"setup",
            "shards: separate `orrery server` processes (async, lambda=1) on 127.0.0.1; learner: "
            "this process, PsClient (server/client.h), FP32 payloads; iperf3: -s -1 and -c "

@@ -59,4 +59,8 @@ absl::StatusOr<int> FreeLoopbackPort();
 // The path of the running executable.
 std::string SelfExecutable();
 
+// The CPU time (user + system, all threads) process `pid` has used so far, in seconds; 0 is this
+// process. -1 when /proc/PID/stat cannot be read (the process is gone).
+double ProcessCpuSeconds(pid_t pid = 0);
+
 }  // namespace orrery::bench
