@@ -24,9 +24,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double ToSeconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double SecondsSince(Clock::time_point t0) { return ToSeconds(Clock::now() - t0); }
 
 // One tagged JSON line on stdout, flushed so the supervisor sees it at once.
 void Emit(const char* tag, const nlohmann::json& body) {
@@ -169,6 +168,8 @@ absl::Status RunLearner(const LearnerOptions& o) {
   double loss_window = 0;
   int64_t window_steps = 0, window_images = 0;
   auto window0 = t0;
+  // Wall time inside Pull, the step's compute (and a straggler's stretch), and Push.
+  Clock::duration pull_time{}, compute_time{}, push_time{};
   for (int64_t t = ps->start_clock(); t < steps; ++t) {
     const auto step0 = Clock::now();
     const int64_t epoch = t / steps_per_epoch;
@@ -183,7 +184,10 @@ absl::Status RunLearner(const LearnerOptions& o) {
       labels[i] = slice.labels[idx];
     }
 
+    const auto pull0 = Clock::now();
     RETURN_IF_ERROR(ps->Pull(t, model->params().flat()));
+    const auto compute0 = Clock::now();
+    pull_time += compute0 - pull0;
     for (const server::PsClient::ShardRestart& r : ps->TakeShardRestarts()) {
       Emit("ORRERY_LEARNER_SHARD_RESTART", {{"learner", ps->learner_id()},
                                             {"shard", r.shard},
@@ -202,8 +206,11 @@ absl::Status RunLearner(const LearnerOptions& o) {
       // before pushing, so its gradient is as stale as a slow machine's would be.
       std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
     }
+    const auto push0 = Clock::now();
+    compute_time += push0 - compute0;
     absl::Status pushed = ps->Push(t, model->grads().flat(), static_cast<uint32_t>(batch),
                                    static_cast<float>(r.loss));
+    push_time += Clock::now() - push0;
     if (absl::IsFailedPrecondition(pushed)) {
       // The shards dropped this gradient (e.g. this learner was timed out of a hardsync step);
       // continue from the clock they now expect.
@@ -243,7 +250,10 @@ absl::Status RunLearner(const LearnerOptions& o) {
                                {"pushes", ps->wire_stats().pushes},
                                {"push_bytes", ps->wire_stats().push_bytes},
                                {"pulls", ps->wire_stats().pulls},
-                               {"pull_bytes", ps->wire_stats().pull_bytes}});
+                               {"pull_bytes", ps->wire_stats().pull_bytes},
+                               {"pull_seconds", ToSeconds(pull_time)},
+                               {"compute_seconds", ToSeconds(compute_time)},
+                               {"push_seconds", ToSeconds(push_time)}});
   return left;
 }
 

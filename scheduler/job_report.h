@@ -37,7 +37,8 @@ EvalPoint ParseEvalPoint(const nlohmann::json& body, double seconds);
 // `report`.
 void FillFromFinalEval(const nlohmann::json& eval, RunReport* report);
 
-// A finished learner's traffic (the body of its ORRERY_LEARNER_DONE line) added to `report`.
+// A finished learner's traffic and time per phase (the body of its ORRERY_LEARNER_DONE line)
+// added to `report`.
 void AddLearnerTraffic(const nlohmann::json& done, RunReport* report);
 
 }  // namespace orrery::scheduler

@@ -696,6 +696,9 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
                {"bytes_per_push", per(r.push_bytes, r.pushes)},
                {"pulls", r.pulls}, {"pull_bytes", r.pull_bytes},
                {"bytes_per_pull", per(r.pull_bytes, r.pulls)}};
+  j["learner_phases"] = {{"pull_seconds", r.learner_pull_seconds},
+                         {"compute_seconds", r.learner_compute_seconds},
+                         {"push_seconds", r.learner_push_seconds}};
   auto& evals = j["evals"] = nlohmann::json::array();
   for (const EvalPoint& p : r.evals) {
     evals.push_back({{"seconds", p.seconds}, {"test_accuracy", p.test_accuracy}, {"test_loss", p.test_loss},

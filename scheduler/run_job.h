@@ -85,6 +85,12 @@ struct RunReport {
   uint64_t push_bytes = 0;
   uint64_t pulls = 0;
   uint64_t pull_bytes = 0;
+  // Summed likewise: the learners' wall time inside Pull, computing a step (with a straggler's
+  // stretch), and inside Push. Where a learner's cycle goes; with the staleness it says whether
+  // a gradient's pull-to-push window spans the cycle (see bench/experiments).
+  double learner_pull_seconds = 0;
+  double learner_compute_seconds = 0;
+  double learner_push_seconds = 0;
 };
 
 // A job's run on a loop and backend that the caller owns and may share with other runs, as the

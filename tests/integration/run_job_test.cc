@@ -80,6 +80,14 @@ TEST(RunJobTest, HardsyncAppliesOneAveragedUpdatePerStepWithZeroStaleness) {
   EXPECT_GT(r->test_accuracy, 0.6) << "chance is 0.1";
   EXPECT_GT(r->images_per_second, 0);
   ASSERT_FALSE(r->evals.empty());
+  // Every learner's cycle is split into pull, compute and push time, all within its run.
+  EXPECT_GT(r->learner_pull_seconds, 0);
+  EXPECT_GT(r->learner_compute_seconds, 0);
+  EXPECT_GT(r->learner_push_seconds, 0);
+  EXPECT_LT(r->learner_pull_seconds + r->learner_compute_seconds + r->learner_push_seconds,
+            kLearners * r->wall_seconds);
+  const nlohmann::json j = nlohmann::json::parse(RunReportJson(*r, job));
+  EXPECT_EQ(j["learner_phases"]["compute_seconds"].get<double>(), r->learner_compute_seconds);
 }
 
 TEST(RunJobTest, AsyncAppliesEveryGradientOnArrivalWithSomeStaleness) {
