@@ -2,7 +2,8 @@
 # The protocol experiments of issue 3, each as `orrery run` jobs of examples/models/mlp.yaml on
 # Fashion-MNIST (local processes on 127.0.0.1), results as JSON + markdown + gnuplot PNG:
 #   staleness   exp_staleness_distribution: λ = 16, softsync:n for n in 1,2,4,8,16; mean, max
-#               and P(τ > 2n) of the applied gradients' staleness (Rudra: mean ≈ n, tail < 1e-4)
+#               and P(τ > 2n) of the applied gradients' staleness (Rudra: mean ≈ n, tail < 1e-4);
+#               _b256: the same at batch 256, a longer compute share of each learner's cycle
 #   accuracy    exp_accuracy_vs_protocol_l4_b32 / _l8_b16: final test accuracy of hardsync,
 #               softsync:1, softsync:λ (none / inverse), async, ssp:2 at μ·λ = 128, one α₀
 #   stragglers  exp_stragglers_time_to_target: time to 88% (or the highest common target) with
@@ -36,6 +37,10 @@ run() {  # run NAME SCRIPT ARGS...: one experiment; a failure is recorded, the o
 }
 run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" \
   --ns 1,2,4,8,16 --learners 16 --limit-train 60000 --epochs 10 --batch 32 --servers 1 --timeout 600
+# The same with 8x the compute per step (batch 256, 2 epochs): τ / n follows the share of a
+# learner's cycle between its pull and its push (see the markdown's notes).
+run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" --suffix _b256 \
+  --ns 1,2,4,8,16 --learners 16 --limit-train 60000 --epochs 2 --batch 256 --servers 1 --timeout 600
 run accuracy "$HERE/accuracy_vs_protocol.py" "$BUILD" "$RESULTS" \
   --pairs 4x32,8x16 --lr 0.02 --momentum 0.9 --epochs 2 --servers 1 --timeout 300
 run stragglers "$HERE/stragglers.py" "$BUILD" "$RESULTS" \
