@@ -5,9 +5,10 @@ Usage: tabulate.py [RESULTS_DIR_OR_FILE ...]      (default: bench/results)
 Columns: name, figure, unit, peer, peer figure, ratio, target ratio, mark, and the oneDNN
 primitive share when a result's details carry one. Marks: PASS (ratio >= target), FAIL (below),
 ERR (a figure is missing; details.error says why), "-" (no target). A share below
-details.primitive_share_target is flagged "low"; a result whose details.load_average_1m_before
-exceeds 1.5 x details.cores gets a note (a benchmark's own 2-thread runs alone bring the load near
-the core count). Unreadable files are listed, not fatal.
+details.primitive_share_target is flagged "low"; a result gets a note when more than half the CPU
+was busy in the second before it started (details.cpu_busy_before, which the experiments record)
+or, without that figure, when details.load_average_1m_before exceeds 1.5 x details.cores (a
+benchmark's own 2-thread runs alone bring the load near the core count). Unreadable files are listed, not fatal.
 Exit status 0 whatever the marks: this prints, it does not judge. Stdlib only.
 """
 
@@ -87,7 +88,14 @@ def main(argv):
             notes.add(f"{r.get('name', path)}: {d['error']}")
         notes.add(f"measured {r.get('date', '?')} on {r.get('cpu', '?')}")
         load, cores = d.get("load_average_1m_before"), d.get("cores")
-        if isinstance(load, (int, float)) and isinstance(cores, int) and load > 1.5 * cores:
+        busy = d.get("cpu_busy_before")
+        if isinstance(busy, (int, float)):
+            # What ran just before it, unlike the load average (which still counts an
+            # experiment's own earlier jobs for minutes).
+            if busy > 0.5:
+                notes.add(f"{r.get('name', path)}: {busy:.0%} of the CPU was busy just before it "
+                          "started; other processes disturbed it, rerun on a quiet machine")
+        elif isinstance(load, (int, float)) and isinstance(cores, int) and load > 1.5 * cores:
             notes.add(f"{r.get('name', path)}: measured under load {load:g} on {cores} cores; "
                       "other processes disturbed it, rerun on a quiet machine")
     if not rows and not bad:

@@ -40,9 +40,31 @@ def load_average():
         return None
 
 
+def _cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)  # total, idle + iowait
+
+
+def cpu_busy_share(seconds=1.0):
+    """The share of all cores' time that was busy over the next `seconds` (0..1), from
+    /proc/stat; None when unreadable. Unlike the load average, which decays over minutes, it says
+    what runs now: an experiment's own just-finished jobs do not count."""
+    try:
+        total0, idle0 = _cpu_times()
+        time.sleep(seconds)
+        total1, idle1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    dt = total1 - total0
+    return round(1 - (idle1 - idle0) / dt, 3) if dt > 0 else None
+
+
 def machine_details():
-    """What bench/learner records about the machine, plus the source revision when known."""
-    d = {"load_average_1m_before": load_average(), "cores": os.cpu_count()}
+    """What bench/learner records about the machine, plus the source revision when known, and
+    the share of the CPU busy (cpu_busy_before, 0..1) during the second before it starts."""
+    d = {"load_average_1m_before": load_average(), "cpu_busy_before": cpu_busy_share(),
+         "cores": os.cpu_count()}
     rev = os.environ.get("ORRERY_SOURCE_REVISION")
     if not rev:
         try:

@@ -199,6 +199,8 @@ def main(argv):
           x["train_seconds"]]
          if "error" not in x else [x["n"], "-", "-", "-", "-", "-", "-", "failed", "-", "-", "-", "-"]
          for x in rows])
+    busy = (f"{details['cpu_busy_before']:.0%}" if details.get("cpu_busy_before") is not None
+            else "unknown")
     notes = [f"λ = {a.learners} learner processes with 1 compute thread each, {a.servers} shard(s), "
              f"an evaluator, all on {details['cores']} cores; batch {a.batch}, the first "
              f"{a.limit_train} training images ({a.limit_train // a.learners} per learner), "
@@ -208,7 +210,8 @@ def main(argv):
              "per shard); the last bucket counts every τ ≥ 64, which does not affect P(τ > 2n) for "
              "2n < 64. Mean and max are the servers' exact figures.",
              f"Load average (1 min) before the experiment: {details['load_average_1m_before']} on "
-             f"{details['cores']} cores; per-run loads are in the JSON rows. The runs load the "
+             f"{details['cores']} cores ({busy} of the CPU busy in the second before it); "
+             "per-run loads are in the JSON rows. The runs load the "
              f"machine themselves ({a.learners + a.servers + 1} processes on {details['cores']} "
              "cores), and each run's load carries into the next one's starting figure.",
              tail_note(good)]
