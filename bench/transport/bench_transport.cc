@@ -345,7 +345,6 @@ Json FigureOrNull(double v) { return v > 0 ? Json(v) : Json(nullptr); }
 
 void RunBandwidth(Run& run) {
   const Flags& f = run.flags;
-  std::vector<double> iperf;
   std::vector<Iperf3> iperf_runs;
   std::vector<std::string> iperf_errors;
   std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
@@ -353,7 +352,6 @@ void RunBandwidth(Run& run) {
   for (int round = 0; round < f.rounds; ++round) {
     absl::StatusOr<Iperf3> peer = MeasureIperf3(f);
     if (peer.ok()) {
-      iperf.push_back(peer->gbps);
       iperf_runs.push_back(*peer);
       std::cerr << "round " << round << ": iperf3 " << peer->gbps << " GB/s, "
                 << peer->core_seconds_per_gb << " core-s/GB\n";
@@ -383,6 +381,8 @@ void RunBandwidth(Run& run) {
     if (r.gbps > peer_run.gbps) peer_run = r;
   }
   const double peer = peer_run.gbps;
+  std::vector<double> iperf_gbps;
+  for (const Iperf3& r : iperf_runs) iperf_gbps.push_back(r.gbps);
   const double cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   for (int size : f.sizes_mb) {
     for (int s : f.shards) {
@@ -414,7 +414,7 @@ void RunBandwidth(Run& run) {
           {"iterations", best.iterations},
           {"warmup_round_trips", kWarmupRoundTrips},
           {"rounds", all},
-          {"iperf3_gbps_rounds", iperf},
+          {"iperf3_gbps_rounds", iperf_gbps},
           // Where the time goes: both sides are CPU-bound on a small machine, so the CPU each
           // spends per GB bounds the ratio. ceiling = (all cores busy / our CPU per GB) / iperf3.
           {"cpu_core_seconds_per_gb", best.core_seconds_per_gb},
