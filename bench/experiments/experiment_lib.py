@@ -181,6 +181,18 @@ def learner_start_offsets(log_dir):
     return round(min(joins) - t0, 2), round(max(joins) - t0, 2)
 
 
+def failure_reason(stderr, stdout):
+    """One line saying why `orrery run` failed: its own 'orrery run: ...' line (the job's reason),
+    and the last line a process wrote to its stderr ('err| ...'), which names the cause (a
+    diverged learner, a refused NaN gradient) where the process logs that follow do not."""
+    lines = [l.strip() for l in (stderr + "\n" + stdout).splitlines() if l.strip()]
+    if not lines:
+        return "(no output)"
+    head = next((l for l in lines if l.startswith("orrery run:")), lines[-1])
+    cause = next((l for l in reversed(lines) if l.startswith("err|")), None)
+    return head if cause is None or cause in head else f"{head} ... {cause}"
+
+
 def run_job(build, job, work_dir, timeout, threads):
     """Runs one job with `orrery run`. Returns (metrics or None, error or None, info dict)."""
     orrery = os.path.join(build, "cli", "orrery")
@@ -200,8 +212,7 @@ def run_job(build, job, work_dir, timeout, threads):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
         if p.returncode != 0:
-            last = [l for l in (p.stderr + p.stdout).strip().splitlines() if l.strip()]
-            error = f"{name}: orrery run exited {p.returncode}: {last[-1] if last else '(no output)'}"
+            error = f"{name}: orrery run exited {p.returncode}: {failure_reason(p.stderr, p.stdout)}"
     except subprocess.TimeoutExpired:
         error = f"{name}: orrery run did not return within {timeout + 60} s"
     except OSError as e:
