@@ -8,7 +8,8 @@ ERR (a figure is missing; details.error says why), "-" (no target). A share belo
 details.primitive_share_target is flagged "low"; a result gets a note when more than half the CPU
 was busy in the second before it started (details.cpu_busy_before, which the experiments record)
 or, without that figure, when details.load_average_1m_before exceeds 1.5 x details.cores (a
-benchmark's own 2-thread runs alone bring the load near the core count). Unreadable files are listed, not fatal.
+benchmark's own 2-thread runs alone bring the load near the core count). Unreadable files are
+listed, not fatal.
 Exit status 0 whatever the marks: this prints, it does not judge. Stdlib only.
 """
 

@@ -9,23 +9,14 @@
 #include "parameter_server.pb.h"
 #include "server/pull_decoder.h"
 #include "server/sharding.h"
+#include "tests/server/layout_util.h"
 
 namespace {
 
 // Two tensors (5 and 7 elements) in chunks of 3 over 2 shards, as in the decoder's unit tests.
 const orrery::server::ShardPlan& Plan() {
-  static const orrery::server::ShardPlan* plan = [] {
-    orrery::proto::ModelLayout layout;
-    auto* a = layout.add_tensors();
-    a->set_name("a");
-    a->set_element_count(5);
-    auto* b = layout.add_tensors();
-    b->set_name("b");
-    b->set_element_count(7);
-    layout.set_chunk_size(3);
-    layout.set_num_shards(2);
-    return new orrery::server::ShardPlan(*orrery::server::ShardPlan::Create(layout));
-  }();
+  static const orrery::server::ShardPlan* plan = new orrery::server::ShardPlan(
+      *orrery::server::ShardPlan::Create(orrery::server::testing::MakeLayout({{"a", 5}, {"b", 7}}, 3, 2)));
   return *plan;
 }
 

@@ -8,27 +8,19 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "base/proc_stat.h"
 #include "boost/asio/posix/stream_descriptor.hpp"
 
 namespace orrery::scheduler {
 
 std::optional<uint64_t> ProcessStartTicks(int pid) {
   if (pid <= 0) return std::nullopt;
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string stat = buffer.str();
-  // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::vector<std::string> fields = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  const std::vector<std::string> fields = ProcStatFields(pid);
   // fields[0] is field 3 (state), so field 22 (starttime) is fields[19].
   if (fields.size() < 20) return std::nullopt;
   if (fields[0] == "Z" || fields[0] == "X") return std::nullopt;

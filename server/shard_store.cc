@@ -204,10 +204,11 @@ namespace {
 // gets the same arithmetic either way, so the weights are bit-for-bit the same.
 constexpr size_t kTwoThreadElements = size_t{4} << 20;
 
-// body(first, end) over [0, n), in two halves on two threads when `two` is set.
+// body(first, end) over [0, n), in two halves on two threads when the update touches at least
+// kTwoThreadElements weights.
 template <typename Body>
-void Halves(size_t n, bool two, const Body& body) {
-  if (!two || n < 2) {
+void Halves(size_t n, size_t elements, const Body& body) {
+  if (elements < kTwoThreadElements || n < 2) {
     body(size_t{0}, n);
     return;
   }
@@ -220,7 +221,7 @@ void Halves(size_t n, bool two, const Body& body) {
 
 void ShardStore::AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient,
                                float scale) {
-  Halves(owned_.size(), weights_.size() >= kTwoThreadElements, [&](size_t first, size_t end) {
+  Halves(owned_.size(), weights_.size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       AccumulatePayload(*gradient[slot], scale,
@@ -251,7 +252,7 @@ void ShardStore::ApplyDeferred() {
   // The update is this one gradient g: the accumulator would hold exactly scale·g (0 + x == x)
   // and be averaged over one (x · 1 == x), so w −= scale·g (or v = μ·v + scale·g, w −= v) is the
   // same arithmetic without the accumulator's two passes.
-  Halves(owned_.size(), weights_.size() >= kTwoThreadElements, [&](size_t first, size_t end) {
+  Halves(owned_.size(), weights_.size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       const uint64_t offset = local_offset_[slot];
@@ -272,7 +273,7 @@ void ShardStore::ApplyAccumulator(int count) {
   float* acc = accumulator_.data();
   float* v = velocity_.data();
   const float mu = momentum_;
-  Halves(n, n >= kTwoThreadElements, [=](size_t first, size_t end) {
+  Halves(n, n, [=](size_t first, size_t end) {
     if (mu != 0.0f) {
       for (size_t i = first; i < end; ++i) {
         v[i] = mu * v[i] + acc[i] * inv;

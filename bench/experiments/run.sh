@@ -37,8 +37,8 @@ run() {  # run NAME SCRIPT ARGS...: one experiment; a failure is recorded, the o
 }
 run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" \
   --ns 1,2,4,8,16 --learners 16 --limit-train 60000 --epochs 10 --batch 32 --servers 1 --timeout 600
-# The same with 8x the compute per step (batch 256, 2 epochs): τ / n follows the share of a
-# learner's cycle between its pull and its push (see the markdown's notes).
+# The same with 8x the compute per step (batch 256, 2 epochs): whether τ / n follows the share of
+# a learner's cycle between its pull and its push (see the markdown's notes).
 run staleness "$HERE/staleness_distribution.py" "$BUILD" "$RESULTS" --suffix _b256 \
   --ns 1,2,4,8,16 --learners 16 --limit-train 60000 --epochs 2 --batch 256 --servers 1 --timeout 600
 run accuracy "$HERE/accuracy_vs_protocol.py" "$BUILD" "$RESULTS" \

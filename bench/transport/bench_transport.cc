@@ -119,10 +119,15 @@ struct Bandwidth {
   double core_seconds_per_gb = 0, cores_busy = 0;
 };
 
-// CPU seconds used so far by this process (the learner) and the shard processes.
+// CPU seconds used so far by this process (the learner) and the shard processes; -1 when one of
+// them cannot be read.
 double LearnerAndShardsCpuSeconds(const Shards& shards) {
   double total = ProcessCpuSeconds();
-  for (const auto& p : shards.processes) total += ProcessCpuSeconds(p->pid());
+  for (const auto& p : shards.processes) {
+    const double s = ProcessCpuSeconds(p->pid());
+    if (s < 0 || total < 0) return -1;
+    total += s;
+  }
   return total;
 }
 
@@ -179,10 +184,13 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
     if (pull_s.size() >= 5 && Seconds(t2 - start) >= flags.seconds) break;
   }
   const double wall = Seconds(Clock::now() - start);
-  const double cpu = LearnerAndShardsCpuSeconds(*shards) - cpu_start;
+  const double cpu_end = LearnerAndShardsCpuSeconds(*shards);
   Bandwidth b;
-  b.core_seconds_per_gb = cpu / (2 * bytes * static_cast<double>(pull_s.size()) * 1e-9);
-  b.cores_busy = cpu / wall;
+  if (cpu_start >= 0 && cpu_end >= 0) {  // otherwise 0: not measured (null in the JSON)
+    const double cpu = cpu_end - cpu_start;
+    b.core_seconds_per_gb = cpu / (2 * bytes * static_cast<double>(pull_s.size()) * 1e-9);
+    b.cores_busy = cpu / wall;
+  }
   b.iterations = static_cast<int>(pull_s.size());
   b.pull_ms = Median(pull_s) * 1e3;
   b.push_ms = Median(push_s) * 1e3;
@@ -417,10 +425,10 @@ void RunBandwidth(Run& run) {
           {"iperf3_gbps_rounds", iperf_gbps},
           // Where the time goes: both sides are CPU-bound on a small machine, so the CPU each
           // spends per GB bounds the ratio. ceiling = (all cores busy / our CPU per GB) / iperf3.
-          {"cpu_core_seconds_per_gb", best.core_seconds_per_gb},
-          {"cores_busy", best.cores_busy},
-          {"iperf3_cpu_core_seconds_per_gb", peer_run.core_seconds_per_gb},
-          {"iperf3_cores_busy", peer_run.cores_busy},
+          {"cpu_core_seconds_per_gb", FigureOrNull(best.core_seconds_per_gb)},
+          {"cores_busy", FigureOrNull(best.cores_busy)},
+          {"iperf3_cpu_core_seconds_per_gb", FigureOrNull(peer_run.core_seconds_per_gb)},
+          {"iperf3_cores_busy", FigureOrNull(peer_run.cores_busy)},
           {"cpu_per_gb_vs_iperf3", Ratio(best.core_seconds_per_gb, peer_run.core_seconds_per_gb)},
           {"ratio_ceiling_all_cores_busy",
            best.core_seconds_per_gb > 0 ? Ratio(cores / best.core_seconds_per_gb, peer)

@@ -6,25 +6,20 @@
 
 #include <cstdlib>
 #include <deque>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
+
+#include "absl/strings/numbers.h"
+#include "base/proc_stat.h"
 
 namespace orrery::scheduler {
 namespace {
 
-// The parent pid from /proc/PID/stat ("pid (comm) state ppid ..."; comm may hold spaces).
+// The parent pid from /proc/PID/stat (field 4); -1 when unreadable.
 pid_t ParentOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(in, stat);
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(close + 1));
-  char state = 0;
+  const std::vector<std::string> fields = ProcStatFields(pid);
   pid_t ppid = -1;
-  rest >> state >> ppid;
+  if (fields.size() < 2 || !absl::SimpleAtoi(fields[1], &ppid)) return -1;
   return ppid;
 }
 

@@ -11,6 +11,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "server/shard_store.h"
 #include "server/tensor_codec.h"
+#include "tests/server/layout_util.h"
 
 namespace orrery::server {
 namespace {
@@ -18,18 +19,7 @@ namespace {
 using google::protobuf::io::ArrayInputStream;
 
 // Two tensors (5 and 7 elements) in chunks of 3 over 2 shards.
-ShardPlan TestPlan() {
-  proto::ModelLayout layout;
-  auto* a = layout.add_tensors();
-  a->set_name("a");
-  a->set_element_count(5);
-  auto* b = layout.add_tensors();
-  b->set_name("b");
-  b->set_element_count(7);
-  layout.set_chunk_size(3);
-  layout.set_num_shards(2);
-  return *ShardPlan::Create(layout);
-}
+ShardPlan TestPlan() { return *ShardPlan::Create(testing::MakeLayout({{"a", 5}, {"b", 7}}, 3, 2)); }
 
 std::vector<float> Flat(const ShardPlan& plan) {
   std::vector<float> flat(plan.total_elements());

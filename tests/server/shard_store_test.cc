@@ -7,22 +7,12 @@
 #include <vector>
 
 #include "server/tensor_codec.h"
+#include "tests/server/layout_util.h"
 
 namespace orrery::server {
 namespace {
 
-ShardPlan Plan() {
-  proto::ModelLayout layout;
-  auto* w = layout.add_tensors();
-  w->set_name("w");
-  w->set_element_count(1000);
-  auto* b = layout.add_tensors();
-  b->set_name("b");
-  b->set_element_count(37);
-  layout.set_chunk_size(128);
-  layout.set_num_shards(1);
-  return *ShardPlan::Create(layout);
-}
+ShardPlan Plan() { return *ShardPlan::Create(testing::MakeLayout({{"w", 1000}, {"b", 37}}, 128, 1)); }
 
 std::vector<float> Random(size_t n, float scale, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -80,13 +70,8 @@ TEST(ShardStoreTest, OneGradientUpdateEqualsAccumulatingFirst) {
 // A shard of over 4 M weights updates on two threads (shard_store.cc); every element must get the
 // same update as one thread would give it, on both update paths, with and without momentum.
 TEST(ShardStoreTest, LargeShardsUpdateEveryElementOnTwoThreads) {
-  proto::ModelLayout layout;
-  auto* t = layout.add_tensors();
-  t->set_name("big");
-  t->set_element_count((size_t{4} << 20) + 12345);
-  layout.set_chunk_size(65536);
-  layout.set_num_shards(1);
-  const ShardPlan plan = *ShardPlan::Create(layout);
+  const ShardPlan plan =
+      *ShardPlan::Create(testing::MakeLayout({{"big", (uint64_t{4} << 20) + 12345}}, 65536, 1));
   const size_t n = plan.total_elements();
   const std::vector<float> w0 = Random(n, 1.0f, 1), g1 = Random(n, 0.1f, 2), g2 = Random(n, 0.1f, 3);
   const proto::PushRequest p1 = Gradient(plan, g1), p2 = Gradient(plan, g2);
@@ -149,13 +134,7 @@ TEST(ShardStoreTest, RememberedGradientIsVisibleAfterFlush) {
 // precision.weights: fixed16. An update of a quarter epsilon per step moves the stochastically
 // rounded weights by that much in expectation; rounding to nearest loses every one of them.
 TEST(ShardStoreTest, Fixed16WeightsKeepSubEpsilonUpdatesOnlyWithStochasticRounding) {
-  proto::ModelLayout layout;
-  auto* w = layout.add_tensors();
-  w->set_name("w");
-  w->set_element_count(40000);
-  layout.set_chunk_size(4096);
-  layout.set_num_shards(1);
-  const ShardPlan plan = *ShardPlan::Create(layout);
+  const ShardPlan plan = *ShardPlan::Create(testing::MakeLayout({{"w", 40000}}, 4096, 1));
   constexpr int kFl = 12;
   const float eps = 1.0f / 4096;
   for (quant::Rounding rounding : {quant::Rounding::kStochastic, quant::Rounding::kNearest}) {

@@ -12,20 +12,12 @@
 #include "server/parameter_shard.h"
 #include "server/sharding.h"
 #include "server/tensor_codec.h"
+#include "tests/server/layout_util.h"
 
 namespace orrery::server::testing {
 
 inline proto::ModelLayout SmallLayout(uint32_t shards = 1) {
-  proto::ModelLayout layout;
-  auto* w = layout.add_tensors();
-  w->set_name("w");
-  w->set_element_count(10);
-  auto* b = layout.add_tensors();
-  b->set_name("b");
-  b->set_element_count(3);
-  layout.set_chunk_size(4);
-  layout.set_num_shards(shards);
-  return layout;
+  return MakeLayout({{"w", 10}, {"b", 3}}, 4, shards);
 }
 
 inline ShardConfig SmallConfig(const std::string& protocol, int learners, uint32_t shards = 1) {

@@ -6,22 +6,12 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "tests/server/layout_util.h"
 
 namespace orrery::server {
 namespace {
 
-proto::ModelLayout MakeLayout(const std::vector<std::pair<std::string, uint64_t>>& tensors,
-                              uint32_t chunk_size, uint32_t shards) {
-  proto::ModelLayout layout;
-  for (const auto& [name, n] : tensors) {
-    proto::TensorDecl* t = layout.add_tensors();
-    t->set_name(name);
-    t->set_element_count(n);
-  }
-  layout.set_chunk_size(chunk_size);
-  layout.set_num_shards(shards);
-  return layout;
-}
+using testing::MakeLayout;
 
 TEST(Fnv1a64Test, MatchesPublishedValues) {
   EXPECT_EQ(Fnv1a64(""), 0xcbf29ce484222325ULL);

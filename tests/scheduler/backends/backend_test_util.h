@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/proc_stat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backend.h"
@@ -102,11 +103,8 @@ inline std::vector<pid_t> ProcessesWith(const std::string& needle) {
     if (pid <= 0 || pid == ::getpid()) continue;
     std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::string state;
-    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-    std::getline(stat, state);
-    const size_t close = state.rfind(')');
-    const bool zombie = close != std::string::npos && close + 2 < state.size() && state[close + 2] == 'Z';
+    const std::vector<std::string> stat = ProcStatFields(pid);
+    const bool zombie = !stat.empty() && stat[0] == "Z";
     if (!zombie && cmdline.find(needle) != std::string::npos) out.push_back(pid);
   }
   ::closedir(dir);
