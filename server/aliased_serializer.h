@@ -10,6 +10,7 @@
 #include <grpcpp/support/byte_buffer.h>
 
 #include "google/protobuf/message_lite.h"
+#include "server/shard_store.h"
 
 namespace orrery::server {
 
@@ -17,5 +18,10 @@ namespace orrery::server {
 // buffer and any copies of it share its bytes; the last of them to go releases `message`).
 // Returns an empty, invalid buffer when the message is 2 GiB or larger.
 grpc::ByteBuffer SerializeAliased(std::shared_ptr<const google::protobuf::MessageLite> message);
+
+// The bytes of answer.Materialize() (a PullResponse), with the aliased payloads' slices pointing
+// into answer.weights instead of copies: a pull's weights are copied only by the kernel. The
+// buffer keeps `answer` alive. Empty and invalid when the response is 2 GiB or larger.
+grpc::ByteBuffer SerializePullAnswer(std::shared_ptr<const PullAnswer> answer);
 
 }  // namespace orrery::server

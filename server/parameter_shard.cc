@@ -338,13 +338,11 @@ bool ParameterShard::PullReadyLocked(int learner, int64_t clock) const {
   return protocol_.PullReady(clock);
 }
 
-absl::StatusOr<proto::PullResponse> ParameterShard::BuildPullLocked(proto::Encoding encoding,
-                                                                    uint32_t part,
-                                                                    uint32_t parts) {
-  proto::PullResponse response;
-  RETURN_IF_ERROR(store_->FillPull(encoding, &response, part, parts));
-  if (part == 0) ++pulls_;
-  return response;
+absl::StatusOr<PullAnswer> ParameterShard::BuildPullLocked(proto::Encoding encoding,
+                                                           uint32_t part, uint32_t parts) {
+  absl::StatusOr<PullAnswer> answer = store_->AnswerPull(encoding, part, parts);
+  if (answer.ok() && part == 0) ++pulls_;
+  return answer;
 }
 
 ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, PullDone done) {

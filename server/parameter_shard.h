@@ -78,7 +78,7 @@ struct ShardState {
 // Thread-safe: every method may be called from any thread.
 class ParameterShard {
  public:
-  using PullDone = absl::AnyInvocable<void(absl::StatusOr<proto::PullResponse>) &&>;
+  using PullDone = absl::AnyInvocable<void(absl::StatusOr<PullAnswer>) &&>;
   using Ticket = uint64_t;  // 0: the pull was answered (or refused) before Pull returned
 
   // `clock` is borrowed and must outlive the shard.
@@ -146,7 +146,7 @@ class ParameterShard {
   };
   struct Completion {
     PullDone done;
-    absl::StatusOr<proto::PullResponse> result;
+    absl::StatusOr<PullAnswer> result;
   };
 
   ParameterShard(ShardConfig config, ProtocolSpec spec, std::unique_ptr<LearningRateRule> rule,
@@ -161,7 +161,7 @@ class ParameterShard {
   absl::StatusOr<proto::PushResponse> PushChecked(const proto::PushRequest& request,
                                                   std::optional<bool> finite);
   // The whole pull, or one part of it (PullRequest.part/parts); counts a pull at part 0.
-  absl::StatusOr<proto::PullResponse> BuildPullLocked(proto::Encoding encoding, uint32_t part,
+  absl::StatusOr<PullAnswer> BuildPullLocked(proto::Encoding encoding, uint32_t part,
                                                       uint32_t parts)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool PullReadyLocked(int learner, int64_t clock) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

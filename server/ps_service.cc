@@ -33,10 +33,9 @@ class PullReactor final : public grpc::ServerUnaryReactor {
 
   void Start(const proto::PullRequest& request) {
     const ParameterShard::Ticket ticket =
-        shard_->Pull(request, [this](absl::StatusOr<proto::PullResponse> result) {
+        shard_->Pull(request, [this](absl::StatusOr<PullAnswer> result) {
           if (result.ok()) {
-            *response_ =
-                SerializeAliased(std::make_shared<proto::PullResponse>(std::move(*result)));
+            *response_ = SerializePullAnswer(std::make_shared<PullAnswer>(std::move(*result)));
             Finish(response_->Valid() ? grpc::Status::OK
                                       : grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                                      "the pull answer is 2 GiB or larger"));

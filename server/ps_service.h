@@ -2,7 +2,8 @@
 // Parked pulls hold no thread: each Pull is a ServerUnaryReactor finished by whichever call
 // releases it; a cancelled call (client deadline, disconnect) withdraws its parked pull.
 // Pull is registered as a byte-level method: its answer is serialised with the weight payloads
-// aliased, not copied (server/aliased_serializer.h); the bytes are an ordinary PullResponse.
+// pointing into the shard's weights, not copied (ShardStore::AnswerPull, SerializePullAnswer in
+// server/aliased_serializer.h); the bytes are an ordinary PullResponse.
 // PushStream keeps one reactor per open stream (server/push_stream_reactor.h).
 #pragma once
 

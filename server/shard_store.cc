@@ -1,6 +1,7 @@
 #include "server/shard_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -22,7 +23,7 @@ ShardStore::ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
     local_offset_.push_back(offset);
     offset += plan_->chunks()[owned_[i]].length;
   }
-  weights_.assign(offset, 0.0f);
+  weights_ = std::make_shared<std::vector<float>>(offset, 0.0f);
   accumulator_.assign(offset, 0.0f);
   if (momentum_ != 0.0f) velocity_.assign(offset, 0.0f);
 }
@@ -110,7 +111,7 @@ absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
   absl::StatusOr<std::vector<const proto::EncodedTensor*>> payloads = CheckChunks(chunks);
   if (!payloads.ok()) return payloads.status();
-  std::vector<float> out(weights_.size());
+  std::vector<float> out(weights_->size());
   for (size_t slot = 0; slot < owned_.size(); ++slot) {
     const uint32_t length = plan_->chunks()[owned_[slot]].length;
     absl::Status st = DecodeFloats(*(*payloads)[slot],
@@ -129,31 +130,43 @@ template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::Ch
 template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
     const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
 
+std::vector<float>& ShardStore::WritableWeights() {
+  if (weights_.use_count() > 1) {
+    weights_ = std::make_shared<std::vector<float>>(*weights_);
+    ++weight_buffer_copies_;
+  } else {
+    // The answers that held the buffer only read it; their reads happen before these writes.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  return *weights_;
+}
+
 void ShardStore::Initialize(std::vector<float> values) {
-  weights_ = std::move(values);
-  if (fixed_ != nullptr) fixed_->Initialize(weights_);
+  weights_ = std::make_shared<std::vector<float>>(std::move(values));
+  if (fixed_ != nullptr) fixed_->Initialize(*weights_);
   initialized_ = true;
 }
 
 absl::Status ShardStore::Restore(uint64_t version, std::vector<float> weights,
                                  std::vector<float> velocity, std::vector<float> accumulator) {
-  if (weights.size() != weights_.size()) {
+  const size_t owned = weights_->size();
+  if (weights.size() != owned) {
     return absl::InvalidArgumentError(absl::StrCat("the checkpoint holds ", weights.size(),
-                                                   " weights; this shard owns ", weights_.size()));
+                                                   " weights; this shard owns ", owned));
   }
-  if (!velocity.empty() && velocity.size() != weights_.size()) {
+  if (!velocity.empty() && velocity.size() != owned) {
     return absl::InvalidArgumentError(absl::StrCat("the checkpoint's momentum has ",
-                                                   velocity.size(), " values, not ", weights_.size()));
+                                                   velocity.size(), " values, not ", owned));
   }
-  if (!accumulator.empty() && accumulator.size() != weights_.size()) {
+  if (!accumulator.empty() && accumulator.size() != owned) {
     return absl::InvalidArgumentError(absl::StrCat("the checkpoint's pending gradient has ",
-                                                   accumulator.size(), " values, not ", weights_.size()));
+                                                   accumulator.size(), " values, not ", owned));
   }
   deferred_.clear();
-  weights_ = std::move(weights);
+  weights_ = std::make_shared<std::vector<float>>(std::move(weights));
   // Fixed16 master weights: the checkpointed values are on the grid already, so this only
   // rebuilds the words (nearest rounding of grid values is exact).
-  if (fixed_ != nullptr) fixed_->Initialize(weights_);
+  if (fixed_ != nullptr) fixed_->Initialize(*weights_);
   if (!velocity.empty()) velocity_ = std::move(velocity);
   if (accumulator.empty()) {
     std::fill(accumulator_.begin(), accumulator_.end(), 0.0f);
@@ -173,7 +186,7 @@ absl::Status ShardStore::InitializeFromFlat(std::span<const float> flat) {
                                                    " elements but the model has ",
                                                    plan_->total_elements()));
   }
-  std::vector<float> values(weights_.size());
+  std::vector<float> values(weights_->size());
   for (size_t i = 0; i < owned_.size(); ++i) {
     const Chunk& c = plan_->chunks()[owned_[i]];
     std::copy_n(flat.begin() + static_cast<ptrdiff_t>(c.offset), c.length,
@@ -221,7 +234,7 @@ void Halves(size_t n, size_t elements, const Body& body) {
 
 void ShardStore::AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient,
                                float scale) {
-  Halves(owned_.size(), weights_.size(), [&](size_t first, size_t end) {
+  Halves(owned_.size(), weights_->size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       AccumulatePayload(*gradient[slot], scale,
@@ -245,19 +258,20 @@ void ShardStore::ApplyAccumulated(int count) {
     ApplyAccumulator(count);
   }
   ++version_;
-  if (fixed_ != nullptr) fixed_->Round(weights_, version_);
+  if (fixed_ != nullptr) fixed_->Round(*weights_, version_);
 }
 
 void ShardStore::ApplyDeferred() {
   // The update is this one gradient g: the accumulator would hold exactly scale·g (0 + x == x)
   // and be averaged over one (x · 1 == x), so w −= scale·g (or v = μ·v + scale·g, w −= v) is the
   // same arithmetic without the accumulator's two passes.
-  Halves(owned_.size(), weights_.size(), [&](size_t first, size_t end) {
+  std::vector<float>& weights = WritableWeights();
+  Halves(owned_.size(), weights.size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       const uint64_t offset = local_offset_[slot];
       ApplyPayload(*deferred_[slot], deferred_scale_, momentum_,
-                   std::span<float>(weights_.data() + offset, length),
+                   std::span<float>(weights.data() + offset, length),
                    momentum_ != 0.0f ? std::span<float>(velocity_.data() + offset, length)
                                      : std::span<float>());
     }
@@ -268,8 +282,9 @@ void ShardStore::ApplyDeferred() {
 void ShardStore::ApplyAccumulator(int count) {
   accumulator_empty_ = true;
   const float inv = 1.0f / static_cast<float>(std::max(1, count));
-  const size_t n = weights_.size();
-  float* w = weights_.data();
+  std::vector<float>& weights = WritableWeights();
+  const size_t n = weights.size();
+  float* w = weights.data();
   float* acc = accumulator_.data();
   float* v = velocity_.data();
   const float mu = momentum_;
@@ -289,24 +304,58 @@ void ShardStore::ApplyAccumulator(int count) {
   });
 }
 
-absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,
-                                  uint32_t part, uint32_t parts) const {
+proto::PullResponse PullAnswer::Materialize() const {
+  proto::PullResponse out = response;
+  for (size_t i = 0; i < aliased.size(); ++i) {
+    const float* values = weights->data() + aliased[i].offset;
+    out.mutable_chunks(static_cast<int>(i))
+        ->mutable_weights()
+        ->mutable_data()
+        ->assign(reinterpret_cast<const char*>(values), aliased[i].length * sizeof(float));
+  }
+  return out;
+}
+
+absl::StatusOr<PullAnswer> ShardStore::AnswerPull(proto::Encoding encoding, uint32_t part,
+                                                  uint32_t parts) const {
   const auto [first, end] = PartOf(owned_.size(), part, parts);
-  out->set_version(version_);
-  out->mutable_chunks()->Reserve(static_cast<int>(end - first));
+  PullAnswer answer;
+  proto::PullResponse& out = answer.response;
+  out.set_version(version_);
+  out.mutable_chunks()->Reserve(static_cast<int>(end - first));
+  const bool alias = encoding == proto::FP32 || encoding == proto::ENCODING_UNSPECIFIED;
+  if (alias) {
+    answer.weights = weights_;
+    answer.aliased.reserve(end - first);
+  }
   Fixed16Encoding fixed16;  // nearest, FL per chunk
   if (fixed_ != nullptr) fixed16.fl = fixed_->format().fl;  // the grid itself: exact
   for (size_t i = first; i < end; ++i) {
     const Chunk& c = plan_->chunks()[owned_[i]];
-    proto::PullChunk* pc = out->add_chunks();
+    proto::PullChunk* pc = out.add_chunks();
     pc->mutable_id()->set_tensor(plan_->TensorName(c.tensor));
     pc->mutable_id()->set_index(c.index);
     pc->set_version(version_);
+    if (alias) {
+      proto::EncodedTensor* t = pc->mutable_weights();
+      t->set_encoding(proto::FP32);
+      t->set_element_count(c.length);
+      answer.aliased.push_back({local_offset_[i], c.length});
+      continue;
+    }
     absl::Status st = EncodeFloats(
-        std::span<const float>(weights_.data() + local_offset_[i], c.length), encoding,
+        std::span<const float>(weights_->data() + local_offset_[i], c.length), encoding,
         pc->mutable_weights(), fixed16);
     if (!st.ok()) return st;
   }
+  return answer;
+}
+
+absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,
+                                  uint32_t part, uint32_t parts) const {
+  absl::StatusOr<PullAnswer> answer = AnswerPull(encoding, part, parts);
+  if (!answer.ok()) return answer.status();
+  *out = answer->Materialize();
   return absl::OkStatus();
 }
 

@@ -29,6 +29,24 @@
 
 namespace orrery::server {
 
+// A pull's answer before serialisation (ShardStore::AnswerPull). FP32 payloads are not copied out
+// of the weights: `response` holds every other field, those chunks' `weights.data` is left empty,
+// and `aliased[i]` says where in `weights` chunk i's values are. The store never writes a buffer
+// an answer still holds (an update then writes a new one), so the answer stays what it was at
+// the pull's version for as long as it lives, without the lock.
+struct PullAnswer {
+  struct Span {
+    uint64_t offset = 0;  // in `weights`
+    uint32_t length = 0;  // elements
+  };
+  proto::PullResponse response;
+  std::shared_ptr<const std::vector<float>> weights;  // null: every payload is in `response`
+  std::vector<Span> aliased;  // empty, or one per response chunk (weights non-null)
+
+  // The PullResponse this answer stands for, the aliased payloads copied in.
+  proto::PullResponse Materialize() const;
+};
+
 // Master weights in 16-bit fixed point.
 struct FixedWeights {
   quant::FixedFormat format;
@@ -46,7 +64,7 @@ class ShardStore {
   uint64_t version() const { return version_; }
   bool initialized() const { return initialized_; }
   size_t num_chunks() const { return owned_.size(); }
-  uint64_t num_elements() const { return weights_.size(); }
+  uint64_t num_elements() const { return weights_->size(); }
 
   // Decodes `chunks` (each of this shard's chunks exactly once, any order) into one buffer in this
   // shard's chunk order. INVALID_ARGUMENT naming the chunk for: wrong count, unknown tensor or
@@ -93,14 +111,20 @@ class ShardStore {
   // not the gradient was remembered.
   void ApplyAccumulated(int count);
 
-  // Appends every owned chunk, encoded in `encoding`, with the current version. FIXED16 rounds to
-  // nearest with FL chosen per chunk from its range; with fixed16 weights it sends them exactly,
-  // in their own FL. With parts > 1, only part `part` of the owned chunks: [part*N/parts,
-  // (part+1)*N/parts) in this shard's chunk order (the caller checks part < parts <= max(1, N)).
+  // Every owned chunk, encoded in `encoding`, with the current version. FP32 payloads are aliased
+  // (see PullAnswer), not copied. FIXED16 rounds to nearest with FL chosen per chunk from its
+  // range; with fixed16 weights it sends them exactly, in their own FL. With parts > 1, only part
+  // `part` of the owned chunks: [part*N/parts, (part+1)*N/parts) in this shard's chunk order (the
+  // caller checks part < parts <= max(1, N)).
+  absl::StatusOr<PullAnswer> AnswerPull(proto::Encoding encoding, uint32_t part = 0,
+                                        uint32_t parts = 1) const;
+  // AnswerPull's response with the payloads copied in.
   absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out, uint32_t part = 0,
                         uint32_t parts = 1) const;
 
-  const std::vector<float>& weights() const { return weights_; }
+  const std::vector<float>& weights() const { return *weights_; }
+  // Updates that found the weights still held by a pull answer and wrote a new buffer.
+  uint64_t weight_buffer_copies() const { return weight_buffer_copies_; }
   // Excludes a gradient still remembered by Accumulate (see FlushDeferred).
   const std::vector<float>& accumulator() const { return accumulator_; }
   const std::vector<float>& velocity() const { return velocity_; }
@@ -114,7 +138,10 @@ class ShardStore {
   std::vector<int> owned_;            // plan chunk indices, in flat order
   std::vector<uint64_t> local_offset_;  // per owned chunk, offset in weights_
   std::vector<int> local_slot_;       // per plan chunk, index in owned_ or -1
-  std::vector<float> weights_;
+  // Shared with the pull answers that alias it; written only when no answer holds it
+  // (WritableWeights).
+  std::shared_ptr<std::vector<float>> weights_;
+  uint64_t weight_buffer_copies_ = 0;
   std::vector<float> accumulator_;
   std::vector<float> velocity_;
   std::unique_ptr<FixedMasterWeights> fixed_;  // null: float weights
@@ -130,6 +157,8 @@ class ShardStore {
   absl::Status CheckChunkRange(const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
                                size_t first, size_t end,
                                std::vector<const proto::EncodedTensor*>* payloads) const;
+  // The weights, for writing: a copy of them first when a pull answer still holds the buffer.
+  std::vector<float>& WritableWeights();
   void AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
   // The two ways ApplyAccumulated updates the weights (it then advances the version).
   void ApplyDeferred();

@@ -9,6 +9,8 @@
 #include <grpcpp/support/slice.h>
 
 #include "parameter_server.pb.h"
+#include "server/sharding.h"
+#include "tests/server/layout_util.h"
 
 namespace orrery::server {
 namespace {
@@ -71,6 +73,58 @@ TEST(AliasedSerializerTest, TheBufferKeepsTheMessageAlive) {
   buffer.reset();
   EXPECT_EQ(Bytes(copy), expected);
   copy.Clear();
+  EXPECT_TRUE(watch.expired());
+}
+
+// A shard's FP32 pull answer (payloads aliased into its weights, ShardStore::AnswerPull), with
+// chunks above and below the size that gets a slice of its own, whole and in parts.
+TEST(AliasedSerializerTest, PullAnswersSerialiseAsTheirResponse) {
+  const ShardPlan plan = *ShardPlan::Create(
+      testing::MakeLayout({{"conv", 70000}, {"bias", 37}, {"fc", 16384}}, 16384, 1));
+  ShardStore store(&plan, 0, 0.0f);
+  std::vector<float> w(plan.total_elements());
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i) * 0.001f - 3.0f;
+  ASSERT_TRUE(store.InitializeFromFlat(w).ok());
+  for (uint32_t parts : {1u, 2u, 3u}) {
+    for (uint32_t part = 0; part < parts; ++part) {
+      auto answer = std::make_shared<PullAnswer>(*store.AnswerPull(proto::FP32, part, parts));
+      ASSERT_FALSE(answer->aliased.empty());
+      const std::string expected = answer->Materialize().SerializeAsString();
+      grpc::ByteBuffer buffer = SerializePullAnswer(answer);
+      EXPECT_EQ(Bytes(buffer), expected) << "part " << part << " of " << parts;
+      // Every payload of 4 KB or more is a slice pointing into the weights.
+      std::vector<grpc::Slice> slices;
+      ASSERT_TRUE(buffer.Dump(&slices).ok());
+      size_t aliased = 0, large = 0;
+      for (const PullAnswer::Span& span : answer->aliased) {
+        if (span.length * sizeof(float) >= 4096) ++large;
+        for (const grpc::Slice& s : slices) {
+          if (reinterpret_cast<const float*>(s.begin()) == answer->weights->data() + span.offset) {
+            ++aliased;
+          }
+        }
+      }
+      EXPECT_EQ(aliased, large);
+    }
+  }
+  // FIXED16 answers carry their payloads and go through SerializeAliased.
+  auto fixed = std::make_shared<PullAnswer>(*store.AnswerPull(proto::FIXED16));
+  EXPECT_TRUE(fixed->aliased.empty());
+  EXPECT_EQ(Bytes(SerializePullAnswer(fixed)), fixed->response.SerializeAsString());
+}
+
+TEST(AliasedSerializerTest, ThePullBufferKeepsTheWeightsAlive) {
+  const ShardPlan plan = *ShardPlan::Create(testing::MakeLayout({{"w", 50000}}, 16384, 1));
+  auto store = std::make_unique<ShardStore>(&plan, 0, 0.0f);
+  ASSERT_TRUE(store->InitializeFromFlat(std::vector<float>(50000, 0.25f)).ok());
+  auto answer = std::make_shared<PullAnswer>(*store->AnswerPull(proto::FP32));
+  const std::string expected = answer->Materialize().SerializeAsString();
+  std::weak_ptr<const std::vector<float>> watch = answer->weights;
+  grpc::ByteBuffer buffer = SerializePullAnswer(std::move(answer));
+  store.reset();
+  ASSERT_FALSE(watch.expired());
+  EXPECT_EQ(Bytes(buffer), expected);
+  buffer.Clear();
   EXPECT_TRUE(watch.expired());
 }
 

@@ -441,8 +441,8 @@ class OldShardService : public proto::ParameterServer::CallbackService {
     whole.clear_part();
     whole.clear_parts();
     // Async: every pull is answered before Pull returns.
-    shard_->Pull(whole, [reactor, response](absl::StatusOr<proto::PullResponse> r) {
-      if (r.ok()) *response = std::move(*r);
+    shard_->Pull(whole, [reactor, response](absl::StatusOr<PullAnswer> r) {
+      if (r.ok()) *response = r->Materialize();
       reactor->Finish(ToGrpcStatus(r.status()));
     });
     return reactor;

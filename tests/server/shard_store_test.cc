@@ -187,5 +187,57 @@ TEST(ShardStoreTest, Fixed16WeightsAreSentExactlyInTheirOwnFl) {
   EXPECT_TRUE(BitwiseEqual(pulled, store.weights()));
 }
 
+// An FP32 pull answer points into the weights instead of copying them. An update while an answer
+// holds them writes a new buffer (the answer keeps the pulled version's values); an update after
+// the answer is gone writes in place. Either way the weights are those of the update.
+TEST(ShardStoreTest, PullAnswersKeepTheirVersionWhileTheWeightsMoveOn) {
+  const ShardPlan plan = Plan();
+  for (float momentum : {0.0f, 0.9f}) {
+    ShardStore store(&plan, 0, momentum), reference(&plan, 0, momentum);
+    const std::vector<float> w0 = Random(plan.total_elements(), 1.0f, 1);
+    ASSERT_TRUE(store.InitializeFromFlat(w0).ok());
+    ASSERT_TRUE(reference.InitializeFromFlat(w0).ok());
+    const proto::PushRequest g = Gradient(plan, Random(plan.total_elements(), 0.1f, 2));
+    auto step = [&g](ShardStore& s, int count) {
+      for (int i = 0; i < count; ++i) s.Accumulate(*s.CheckChunks(g.chunks()), 0.5f);
+      s.ApplyAccumulated(count);
+    };
+
+    absl::StatusOr<PullAnswer> held = store.AnswerPull(proto::FP32);
+    ASSERT_TRUE(held.ok()) << held.status();
+    ASSERT_EQ(held->aliased.size(), static_cast<size_t>(held->response.chunks_size()));
+    const proto::PullResponse before = held->Materialize();
+    step(store, 1);  // straight from the payload
+    step(reference, 1);
+    EXPECT_EQ(store.weight_buffer_copies(), 1u);
+    EXPECT_TRUE(BitwiseEqual(store.weights(), reference.weights()));
+    EXPECT_EQ(held->Materialize().SerializeAsString(), before.SerializeAsString())
+        << "the update changed an answer already given";
+    EXPECT_TRUE(BitwiseEqual(*held->weights, w0));  // one shard, one tensor order: flat order
+
+    held = store.AnswerPull(proto::FP32);
+    step(store, 2);  // through the accumulator
+    step(reference, 2);
+    EXPECT_EQ(store.weight_buffer_copies(), 2u);
+    held = absl::UnknownError("released");
+    step(store, 2);
+    step(reference, 2);
+    EXPECT_EQ(store.weight_buffer_copies(), 2u) << "no answer held the weights";
+    EXPECT_TRUE(BitwiseEqual(store.weights(), reference.weights()));
+
+    // The answer of the current version is the store's weights.
+    proto::PullResponse now;
+    ASSERT_TRUE(store.FillPull(proto::FP32, &now).ok());
+    std::vector<float> pulled;
+    for (const proto::PullChunk& c : now.chunks()) {
+      EXPECT_EQ(c.version(), 3u);
+      std::vector<float> v(c.weights().element_count());
+      ASSERT_TRUE(DecodeFloats(c.weights(), v).ok());
+      pulled.insert(pulled.end(), v.begin(), v.end());
+    }
+    EXPECT_TRUE(BitwiseEqual(pulled, store.weights()));
+  }
+}
+
 }  // namespace
 }  // namespace orrery::server

@@ -33,6 +33,12 @@ inline ShardConfig SmallConfig(const std::string& protocol, int learners, uint32
   return c;
 }
 
+// A pull's answer as the PullResponse a learner receives.
+inline absl::StatusOr<proto::PullResponse> Materialized(absl::StatusOr<PullAnswer> answer) {
+  if (!answer.ok()) return answer.status();
+  return answer->Materialize();
+}
+
 struct PullSlot {
   bool done = false;
   absl::StatusOr<proto::PullResponse> result = absl::UnknownError("not answered");
@@ -92,10 +98,10 @@ class FakeLearners {
     r.set_encoding(proto::FP32);
     r.set_part(part);
     r.set_parts(parts);
-    slot->ticket = shard_->Pull(r, [slot](absl::StatusOr<proto::PullResponse> result) {
+    slot->ticket = shard_->Pull(r, [slot](absl::StatusOr<PullAnswer> result) {
       EXPECT_FALSE(slot->done) << "PullDone ran twice";
       slot->done = true;
-      slot->result = std::move(result);
+      slot->result = Materialized(std::move(result));
     });
     return slot;
   }

@@ -182,7 +182,7 @@ TEST(WireEncodingTest, ShardAnswersAPullInTheRequestedEncoding) {
   r.set_learner_id(0);
   r.set_encoding(proto::FIXED16);
   absl::StatusOr<proto::PullResponse> answer = absl::UnknownError("not answered");
-  f.shard().Pull(r, [&](absl::StatusOr<proto::PullResponse> a) { answer = std::move(a); });
+  f.shard().Pull(r, [&](absl::StatusOr<PullAnswer> a) { answer = testing::Materialized(std::move(a)); });
   ASSERT_TRUE(answer.ok()) << answer.status();
   for (const proto::PullChunk& c : answer->chunks()) {
     EXPECT_EQ(c.weights().encoding(), proto::FIXED16);
@@ -194,7 +194,7 @@ TEST(WireEncodingTest, ShardAnswersAPullInTheRequestedEncoding) {
   }
 
   r.set_encoding(static_cast<proto::Encoding>(5));
-  f.shard().Pull(r, [&](absl::StatusOr<proto::PullResponse> a) { answer = std::move(a); });
+  f.shard().Pull(r, [&](absl::StatusOr<PullAnswer> a) { answer = testing::Materialized(std::move(a)); });
   EXPECT_EQ(answer.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(answer.status().message().find("unknown encoding 5"), absl::string_view::npos)
       << answer.status();
