@@ -4,6 +4,7 @@
 #include <fstream>
 #include <future>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include <grpcpp/create_channel.h>
@@ -11,6 +12,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "parameter_server.grpc.pb.h"
 #include "server/client.h"
@@ -460,6 +462,105 @@ void PsServiceTest::RunConcurrentAsyncLearners(uint64_t pull_part_bytes) {
   std::vector<float> w(n);
   ASSERT_TRUE(clients[0]->Pull(kSteps, w).ok());
   for (float v : w) ASSERT_NEAR(v, -0.001f * kLearners * kSteps, 1e-4);
+}
+
+// A shard's pull answers point into its weights (no copy-out; ShardStore::AnswerPull) while
+// updates go on. Observers pull over raw gRPC as fast as they can while two learners push: every
+// chunk must hold exactly the weights of the version it is tagged with. Each gradient is all ones
+// at rate 1 from zero weights, so version v's weights are all exactly -v; a buffer written while
+// gRPC still sends it would show a chunk mixing versions or disagreeing with its tag.
+TEST_F(PsServiceTest, PulledChunksHoldTheirVersionsWeightsWhileUpdatesRace) {
+  StartShards("async", 2, 1.0f);
+  auto options = [&] {
+    ClientOptions o = testing::TestClientOptions(endpoints_, -1, {{"w", 300000}, {"b", 100}});
+    o.chunk_size = 16384;  // 64 KB payloads: sent as slices of the weights
+    return o;
+  };
+  std::vector<std::unique_ptr<PsClient>> learners;
+  for (int i = 0; i < 2; ++i) {
+    auto c = PsClient::Connect(options());
+    ASSERT_TRUE(c.ok()) << c.status();
+    learners.push_back(std::move(*c));
+  }
+  const size_t n = learners[0]->total_elements();
+  ASSERT_TRUE(learners[0]->Init(std::vector<float>(n, 0.0f)).ok());
+
+  constexpr int kSteps = 60;
+  std::atomic<int> learners_done{0};
+  std::vector<std::future<absl::Status>> runs;
+  for (int i = 0; i < 2; ++i) {
+    runs.push_back(std::async(std::launch::async, [&, i]() -> absl::Status {
+      std::vector<float> w(n), g(n, 1.0f);
+      absl::Status st;
+      for (int t = 0; t < kSteps && st.ok(); ++t) {
+        st = learners[i]->Pull(t, w);
+        if (st.ok()) st = learners[i]->Push(t, g, 1, 0.0f);
+      }
+      learners_done.fetch_add(1);
+      return st;
+    }));
+  }
+  struct Seen {
+    int pulls = 0, chunks = 0, wrong = 0;
+    std::set<uint64_t> versions;
+    std::string first_wrong;
+  };
+  std::vector<std::future<Seen>> observers;
+  for (int o = 0; o < 2; ++o) {
+    observers.push_back(std::async(std::launch::async, [&, o]() {
+      Seen seen;
+      auto stub = proto::ParameterServer::NewStub(
+          grpc::CreateChannel(endpoints_[o % kShards], grpc::InsecureChannelCredentials()));
+      const absl::Time deadline = absl::Now() + absl::Seconds(60);
+      while (learners_done.load() < 2 && absl::Now() < deadline && seen.pulls < 5000) {
+        proto::PullRequest r;
+        r.set_job_id(testing::kTestJob);
+        r.set_token(testing::kTestToken);
+        r.set_learner_id(-2);  // an observer: never waits on the protocol
+        r.set_encoding(proto::FP32);
+        proto::PullResponse answer;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        if (!stub->Pull(&ctx, r, &answer).ok()) break;
+        ++seen.pulls;
+        for (const proto::PullChunk& c : answer.chunks()) {
+          std::vector<float> v(c.weights().element_count());
+          if (!DecodeFloats(c.weights(), v).ok()) {
+            ++seen.wrong;
+            continue;
+          }
+          ++seen.chunks;
+          seen.versions.insert(c.version());
+          const float expected = -static_cast<float>(c.version());
+          for (float x : v) {
+            if (x != expected) {
+              if (seen.wrong++ == 0) {
+                seen.first_wrong = absl::StrCat(c.id().tensor(), "/", c.id().index(), " at version ",
+                                                c.version(), " holds ", x);
+              }
+              break;
+            }
+          }
+        }
+      }
+      return seen;
+    }));
+  }
+  for (auto& r : runs) ASSERT_TRUE(r.get().ok());
+  int pulls = 0, chunks = 0;
+  std::set<uint64_t> versions;
+  for (auto& f : observers) {
+    Seen seen = f.get();
+    EXPECT_EQ(seen.wrong, 0) << seen.first_wrong;
+    pulls += seen.pulls;
+    chunks += seen.chunks;
+    versions.insert(seen.versions.begin(), seen.versions.end());
+  }
+  EXPECT_GT(pulls, 10);
+  EXPECT_GT(versions.size(), 10u) << "the observers' pulls did not overlap the updates";
+  std::vector<float> w(n);
+  ASSERT_TRUE(learners[0]->Pull(kSteps, w).ok());
+  for (float v : w) ASSERT_EQ(v, -2.0f * kSteps);
 }
 
 }  // namespace
