@@ -1,8 +1,9 @@
 // Serialises a protobuf message into a grpc::ByteBuffer without copying its large `bytes` fields:
 // the buffer's slices point into the message, which they keep alive. The bytes on the wire are
 // exactly what the message's own serialisation produces, so any protobuf peer parses them.
-// Used for the multi-megabyte Pull responses and Push requests (the payload is copied once, into
-// the message, instead of a second time into the serialised buffer).
+// Used for the multi-megabyte Push requests and FIXED16 Pull responses (the payload is copied
+// once, into the message, instead of a second time into the serialised buffer); FP32 Pull
+// responses are not copied at all (SerializePullAnswer).
 #pragma once
 
 #include <memory>
