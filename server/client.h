@@ -52,8 +52,8 @@ struct ClientOptions {
   bool push_streams = true;
   int64_t max_message_bytes = 512ll << 20;
   // A shard's pull larger than this comes in parts of about this many bytes (PullRequest.part),
-  // two on the wire at a time, each decoded on arrival: receiving, decoding and the shard's
-  // copying out overlap instead of following one another. 0: one call per shard.
+  // two on the wire at a time, each decoded on arrival: receiving and decoding overlap instead of
+  // following one another (and FIXED16 pulls overlap the shard's encoding). 0: one call per shard.
   uint64_t pull_part_bytes = 2ull << 20;
   // A push to a shard of more than this goes on its push stream in parts of about this many
   // bytes (PushRequest.part), each encoded while the one before is on the wire and checked by the
