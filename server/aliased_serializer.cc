@@ -99,7 +99,8 @@ grpc::ByteBuffer SerializePullAnswer(std::shared_ptr<const PullAnswer> answer) {
   const proto::PullResponse& response = answer->response;
   // Field by field in field-number order, as protobuf writes them: PullResponse{version=1,
   // chunks=2}, PullChunk{id=1, version=2, weights=3}, EncodedTensor{..., data=4}. Each chunk's
-  // small fields are serialised by protobuf from a copy without the payload-bearing field.
+  // small fields are serialised by protobuf from a copy without the payload-bearing field. The
+  // sizes count one byte per tag: fields 2, 3 and 4 (below 16) have one-byte tags.
   proto::PullResponse head;
   head.set_version(response.version());
   size_t total = head.ByteSizeLong();
