@@ -105,53 +105,70 @@ absl::Status CheckPayload(const proto::EncodedTensor& in, size_t elements) {
                             in.data().size(), elements);
 }
 
-absl::Status DecodeFloats(const proto::EncodedTensor& in, std::span<float> out) {
-  absl::Status st = CheckPayload(in, out.size());
-  if (!st.ok()) return st;
-  if (in.encoding() == proto::FIXED16) {
-    DecodeFixed16Payload(Bytes(in), CheckedFormat(in), out);
-  } else if (!out.empty()) {
-    std::memcpy(out.data(), in.data().data(), out.size() * sizeof(float));
-  }
-  return absl::OkStatus();
+PayloadView PayloadView::Of(const proto::EncodedTensor& t) {
+  PayloadView v;
+  v.encoding = t.encoding();
+  v.fractional_bits = t.fractional_bits();
+  v.element_count = t.element_count();
+  v.pieces.push_back(t.data());
+  return v;
 }
 
-bool PayloadAllFinite(const proto::EncodedTensor& in) {
-  // Fixed point has no NaN or Inf.
-  if (in.encoding() == proto::FIXED16) return true;
-  const char* p = in.data().data();
-  const size_t n = in.data().size() / sizeof(uint32_t);
-  // A float is NaN or Inf exactly when its exponent bits are all ones; the integer test
-  // vectorises, std::isfinite on floats does not.
-  uint32_t non_finite = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, p + i * sizeof bits, sizeof bits);
-    non_finite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return non_finite == 0;
+size_t PayloadView::byte_size() const {
+  size_t n = 0;
+  for (absl::string_view p : pieces) n += p.size();
+  return n;
 }
 
-void AccumulatePayload(const proto::EncodedTensor& in, float scale, std::span<float> acc) {
-  if (in.encoding() == proto::FIXED16) {
-    AccumulateFixed16Payload(Bytes(in), CheckedFormat(in), scale, acc);
-    return;
-  }
-  const char* p = in.data().data();
-  float* a = acc.data();
-  const size_t n = acc.size();
-  for (size_t i = 0; i < n; ++i) {
-    float v;
-    std::memcpy(&v, p + i * sizeof(float), sizeof v);
-    a[i] += scale * v;
+absl::Status CheckPayload(const PayloadView& in, size_t elements) {
+  return CheckPayloadHeader(in.encoding, in.fractional_bits, in.element_count, in.byte_size(),
+                            elements);
+}
+
+namespace {
+
+// Calls run(bytes, first, count) over consecutive runs of whole elements of `size` bytes, in
+// order: `count` elements starting with element `first`, at `bytes`. An element split between
+// two pieces is put together in a local buffer and given as a run of one.
+template <typename Run>
+void ForEachRun(const PayloadView& in, size_t size, Run run) {
+  char split[sizeof(float)];
+  size_t have = 0;  // bytes of a split element gathered so far
+  size_t index = 0;
+  for (absl::string_view piece : in.pieces) {
+    const char* p = piece.data();
+    size_t left = piece.size();
+    if (have > 0) {
+      const size_t take = std::min(size - have, left);
+      std::memcpy(split + have, p, take);
+      have += take;
+      p += take;
+      left -= take;
+      if (have < size) continue;
+      run(static_cast<const char*>(split), index, size_t{1});
+      ++index;
+      have = 0;
+    }
+    const size_t whole = left / size;
+    if (whole > 0) run(p, index, whole);
+    index += whole;
+    p += whole * size;
+    left -= whole * size;
+    if (left > 0) {
+      std::memcpy(split, p, left);
+      have = left;
+    }
   }
 }
 
-void ApplyPayload(const proto::EncodedTensor& in, float scale, float momentum,
-                  std::span<float> weights, std::span<float> velocity) {
-  const char* p = in.data().data();
-  if (in.encoding() == proto::FIXED16) {
-    const float inv = CheckedFormat(in).inverse_scale();
+size_t ElementBytes(const PayloadView& in) {
+  return in.encoding == proto::FIXED16 ? sizeof(int16_t) : sizeof(float);
+}
+
+// The update of ApplyPayload over one contiguous run of FP32 or FIXED16 bytes.
+void ApplyRun(const char* p, proto::Encoding encoding, float inv, float scale, float momentum,
+              std::span<float> weights, std::span<float> velocity) {
+  if (encoding == proto::FIXED16) {
     Apply(
         [p, inv](size_t i) {
           int16_t q;
@@ -168,6 +185,104 @@ void ApplyPayload(const proto::EncodedTensor& in, float scale, float momentum,
         return g;
       },
       scale, momentum, weights, velocity);
+}
+
+bool AllFiniteBytes(const char* p, size_t n) {
+  // A float is NaN or Inf exactly when its exponent bits are all ones; the integer test
+  // vectorises, std::isfinite on floats does not.
+  uint32_t non_finite = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i * sizeof bits, sizeof bits);
+    non_finite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return non_finite == 0;
+}
+
+void AccumulateFloatBytes(const char* p, float scale, std::span<float> acc) {
+  float* a = acc.data();
+  const size_t n = acc.size();
+  for (size_t i = 0; i < n; ++i) {
+    float v;
+    std::memcpy(&v, p + i * sizeof(float), sizeof v);
+    a[i] += scale * v;
+  }
+}
+
+}  // namespace
+
+absl::Status DecodeFloats(const proto::EncodedTensor& in, std::span<float> out) {
+  return DecodeFloats(PayloadView::Of(in), out);
+}
+
+absl::Status DecodeFloats(const PayloadView& in, std::span<float> out) {
+  absl::Status st = CheckPayload(in, out.size());
+  if (!st.ok()) return st;
+  const quant::FixedFormat format{in.fractional_bits};
+  const bool fixed = in.encoding == proto::FIXED16;
+  ForEachRun(in, ElementBytes(in), [&](const char* p, size_t first, size_t count) {
+    if (fixed) {
+      DecodeFixed16Payload(std::string_view(p, count * sizeof(int16_t)), format,
+                           out.subspan(first, count));
+    } else {
+      std::memcpy(out.data() + first, p, count * sizeof(float));
+    }
+  });
+  return absl::OkStatus();
+}
+
+bool PayloadAllFinite(const proto::EncodedTensor& in) {
+  // Fixed point has no NaN or Inf.
+  if (in.encoding() == proto::FIXED16) return true;
+  return AllFiniteBytes(in.data().data(), in.data().size() / sizeof(uint32_t));
+}
+
+bool PayloadAllFinite(const PayloadView& in) {
+  if (in.encoding == proto::FIXED16) return true;
+  bool finite = true;
+  ForEachRun(in, sizeof(float), [&](const char* p, size_t, size_t count) {
+    finite = AllFiniteBytes(p, count) && finite;
+  });
+  return finite;
+}
+
+void AccumulatePayload(const proto::EncodedTensor& in, float scale, std::span<float> acc) {
+  if (in.encoding() == proto::FIXED16) {
+    AccumulateFixed16Payload(Bytes(in), CheckedFormat(in), scale, acc);
+    return;
+  }
+  AccumulateFloatBytes(in.data().data(), scale, acc);
+}
+
+void AccumulatePayload(const PayloadView& in, float scale, std::span<float> acc) {
+  const quant::FixedFormat format{in.fractional_bits};
+  const bool fixed = in.encoding == proto::FIXED16;
+  ForEachRun(in, ElementBytes(in), [&](const char* p, size_t first, size_t count) {
+    if (fixed) {
+      AccumulateFixed16Payload(std::string_view(p, count * sizeof(int16_t)), format, scale,
+                               acc.subspan(first, count));
+    } else {
+      AccumulateFloatBytes(p, scale, acc.subspan(first, count));
+    }
+  });
+}
+
+void ApplyPayload(const proto::EncodedTensor& in, float scale, float momentum,
+                  std::span<float> weights, std::span<float> velocity) {
+  const float inv =
+      in.encoding() == proto::FIXED16 ? CheckedFormat(in).inverse_scale() : 1.0f;
+  ApplyRun(in.data().data(), in.encoding(), inv, scale, momentum, weights, velocity);
+}
+
+void ApplyPayload(const PayloadView& in, float scale, float momentum, std::span<float> weights,
+                  std::span<float> velocity) {
+  const float inv = in.encoding == proto::FIXED16
+                        ? quant::FixedFormat{in.fractional_bits}.inverse_scale()
+                        : 1.0f;
+  ForEachRun(in, ElementBytes(in), [&](const char* p, size_t first, size_t count) {
+    ApplyRun(p, in.encoding, inv, scale, momentum, weights.subspan(first, count),
+             velocity.empty() ? velocity : velocity.subspan(first, count));
+  });
 }
 
 bool AllFinite(std::span<const float> values) {

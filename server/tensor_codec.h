@@ -11,7 +11,9 @@
 #include <optional>
 #include <span>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "parameter_server.pb.h"
 #include "quant/counter_rng.h"
 #include "quant/fixed_format.h"
@@ -53,19 +55,42 @@ absl::Status CheckPayload(const proto::EncodedTensor& in, size_t elements);
 absl::Status CheckPayloadHeader(proto::Encoding encoding, int32_t fractional_bits,
                                 uint64_t element_count, size_t byte_size, size_t elements);
 
+// A payload whose bytes may lie in several pieces: a message received over gRPC arrives in
+// slices, and a payload read from it without copying (server/push_decoder.h) may straddle them.
+// The pieces point into memory that someone else keeps alive; an element may be split between
+// two pieces. The functions below taking a PayloadView do exactly what their EncodedTensor
+// versions do with the concatenated bytes.
+struct PayloadView {
+  proto::Encoding encoding = proto::ENCODING_UNSPECIFIED;
+  int32_t fractional_bits = 0;
+  uint64_t element_count = 0;
+  absl::InlinedVector<absl::string_view, 1> pieces;
+
+  // `t`'s header and its data as one piece (`t` must outlive the view).
+  static PayloadView Of(const proto::EncodedTensor& t);
+  size_t byte_size() const;
+};
+
+absl::Status CheckPayload(const PayloadView& in, size_t elements);
+absl::Status DecodeFloats(const PayloadView& in, std::span<float> out);
+
 // True when every value `in` encodes is finite (always, for FIXED16). `in` must have passed
 // CheckPayload.
 bool PayloadAllFinite(const proto::EncodedTensor& in);
+bool PayloadAllFinite(const PayloadView& in);
 
 // acc[i] += scale · value[i] for the acc.size() values `in` encodes, with exactly the float
 // arithmetic of decoding first. `in` must have passed CheckPayload(in, acc.size()).
 void AccumulatePayload(const proto::EncodedTensor& in, float scale, std::span<float> acc);
+void AccumulatePayload(const PayloadView& in, float scale, std::span<float> acc);
 
 // One gradient-descent step from the values g that `in` encodes: with `velocity` empty,
 // w[i] −= scale·g[i]; otherwise v[i] = momentum·v[i] + scale·g[i], w[i] −= v[i]. `in` must have
 // passed CheckPayload(in, weights.size()); velocity is empty or as long as weights.
 void ApplyPayload(const proto::EncodedTensor& in, float scale, float momentum,
                   std::span<float> weights, std::span<float> velocity);
+void ApplyPayload(const PayloadView& in, float scale, float momentum, std::span<float> weights,
+                  std::span<float> velocity);
 
 // True when every value is finite (no NaN, no Inf).
 bool AllFinite(std::span<const float> values);

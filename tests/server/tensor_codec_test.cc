@@ -166,5 +166,58 @@ TEST(TensorCodecTest, ApplyMatchesAccumulateThenSubtractForBothEncodings) {
   }
 }
 
+// A payload in pieces (as read from gRPC slices without copying) gives exactly the results of
+// the same bytes in one piece, for every way of cutting it, including inside an element.
+TEST(TensorCodecTest, PayloadsInPiecesMatchTheWholePayload) {
+  constexpr size_t kN = 37;
+  std::vector<float> values(kN);
+  for (size_t i = 0; i < kN; ++i) values[i] = 0.37f * static_cast<float>(i) - 5.0f;
+  for (proto::Encoding encoding : {proto::FP32, proto::FIXED16}) {
+    SCOPED_TRACE(encoding == proto::FP32 ? "FP32" : "FIXED16");
+    proto::EncodedTensor whole;
+    ASSERT_TRUE(EncodeFloats(values, encoding, &whole).ok());
+    const std::string& bytes = whole.data();
+    std::vector<float> decoded(kN), acc(kN, 1.0f), w(kN, 2.0f), v(kN, 0.5f);
+    ASSERT_TRUE(DecodeFloats(whole, decoded).ok());
+    AccumulatePayload(whole, 0.25f, acc);
+    ApplyPayload(whole, 0.5f, 0.9f, w, v);
+    std::vector<float> w_plain(kN, 2.0f);
+    ApplyPayload(whole, 0.5f, 0.0f, w_plain, {});
+    // Cut points: every pair (a, b) with a <= b, giving pieces [0,a) [a,b) [b,end) (some empty).
+    for (size_t a = 0; a <= bytes.size(); a += 3) {
+      for (size_t b = a; b <= bytes.size(); b += 5) {
+        PayloadView view;
+        view.encoding = whole.encoding();
+        view.fractional_bits = whole.fractional_bits();
+        view.element_count = whole.element_count();
+        const absl::string_view all(bytes);
+        view.pieces = {all.substr(0, a), all.substr(a, b - a), all.substr(b)};
+        ASSERT_TRUE(CheckPayload(view, kN).ok());
+        std::vector<float> d(kN), ac(kN, 1.0f), ww(kN, 2.0f), vv(kN, 0.5f), wp(kN, 2.0f);
+        ASSERT_TRUE(DecodeFloats(view, d).ok());
+        AccumulatePayload(view, 0.25f, ac);
+        ApplyPayload(view, 0.5f, 0.9f, ww, vv);
+        ApplyPayload(view, 0.5f, 0.0f, wp, {});
+        ASSERT_EQ(d, decoded) << "cut at " << a << ", " << b;
+        ASSERT_EQ(ac, acc) << "cut at " << a << ", " << b;
+        ASSERT_EQ(ww, w) << "cut at " << a << ", " << b;
+        ASSERT_EQ(vv, v) << "cut at " << a << ", " << b;
+        ASSERT_EQ(wp, w_plain) << "cut at " << a << ", " << b;
+        ASSERT_TRUE(PayloadAllFinite(view));
+      }
+    }
+  }
+  // A NaN whose bytes straddle two pieces is found.
+  std::vector<float> bad(8, 1.0f);
+  bad[3] = std::numeric_limits<float>::quiet_NaN();
+  proto::EncodedTensor t;
+  ASSERT_TRUE(EncodeFloats(bad, proto::FP32, &t).ok());
+  PayloadView view = PayloadView::Of(t);
+  const absl::string_view all(t.data());
+  view.pieces = {all.substr(0, 14), all.substr(14)};  // element 3 is bytes 12..15
+  EXPECT_FALSE(PayloadAllFinite(view));
+  EXPECT_EQ(CheckPayload(view, 7).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace orrery::server
