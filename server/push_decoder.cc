@@ -1,0 +1,209 @@
+#include "server/push_decoder.h"
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
+
+namespace orrery::server {
+namespace {
+
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::io::CodedOutputStream;
+using google::protobuf::io::StringOutputStream;
+using WireFormat = google::protobuf::internal::WireFormatLite;
+
+constexpr uint32_t kBytesTag(int field) {
+  return static_cast<uint32_t>(field << 3) |
+         static_cast<uint32_t>(WireFormat::WIRETYPE_LENGTH_DELIMITED);
+}
+
+// The pieces, in order, as one stream; the buffers it hands out are the pieces themselves.
+class PiecesStream final : public google::protobuf::io::ZeroCopyInputStream {
+ public:
+  explicit PiecesStream(std::span<const absl::string_view> pieces) : pieces_(pieces) {}
+
+  bool Next(const void** data, int* size) override {
+    if (backed_up_ > 0) {
+      *data = end_ - backed_up_;
+      *size = backed_up_;
+      position_ += backed_up_;
+      backed_up_ = 0;
+      return true;
+    }
+    while (next_ < pieces_.size()) {
+      const absl::string_view p = pieces_[next_++];
+      if (p.empty()) continue;
+      *data = p.data();
+      *size = static_cast<int>(p.size());  // DecodePushRequest refuses pieces of 2 GiB or more
+      end_ = p.data() + p.size();
+      position_ += static_cast<int64_t>(p.size());
+      return true;
+    }
+    return false;
+  }
+  void BackUp(int count) override {
+    backed_up_ = count;
+    position_ -= count;
+  }
+  bool Skip(int count) override {
+    while (count > 0) {
+      const void* data;
+      int size;
+      if (!Next(&data, &size)) return false;
+      if (size > count) {
+        BackUp(size - count);
+        return true;
+      }
+      count -= size;
+    }
+    return true;
+  }
+  int64_t ByteCount() const override { return position_; }
+
+ private:
+  std::span<const absl::string_view> pieces_;
+  size_t next_ = 0;
+  const char* end_ = nullptr;  // of the piece last handed out
+  int backed_up_ = 0;
+  int64_t position_ = 0;
+};
+
+// Reads a length prefix and limits `input` to it; LeaveLength after the body.
+bool EnterLength(CodedInputStream* input, CodedInputStream::Limit* limit) {
+  uint32_t length = 0;
+  if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+  // PushLimit keeps the enclosing limit when the new one reaches past it; protobuf refuses that.
+  const int available = input->BytesUntilLimit();  // -1: no enclosing limit
+  if (available >= 0 && length > static_cast<uint32_t>(available)) return false;
+  *limit = input->PushLimit(static_cast<int>(length));
+  return true;
+}
+
+// Leaves a length-limited body, which must have been read to its limit: the stream ending early
+// also ends ReadTag's loop "legitimately", so the limit itself is checked too.
+bool LeaveLength(CodedInputStream* input, CodedInputStream::Limit limit) {
+  const bool whole = input->ConsumedEntireMessage() && input->BytesUntilLimit() == 0;
+  input->PopLimit(limit);
+  return whole;
+}
+
+// Reads the fields up to the current limit: `special` (length-delimited) to on_special, every
+// other field copied, tag and all, to `rest` for protobuf to parse. False on a malformed field.
+template <typename OnSpecial>
+bool SplitFields(CodedInputStream* input, int special, std::string* rest, OnSpecial on_special) {
+  StringOutputStream rest_stream(rest);
+  CodedOutputStream out(&rest_stream);
+  while (true) {
+    const uint32_t tag = input->ReadTag();
+    if (tag == 0) return input->ConsumedEntireMessage();
+    if (tag == kBytesTag(special)) {
+      if (!on_special()) return false;
+    } else if (!WireFormat::SkipField(input, tag, &out)) {
+      return false;
+    }
+  }
+}
+
+// The bytes of a length-delimited field (`input` at its length), as pieces of the stream's
+// buffers, without copying them.
+bool ReadPieces(CodedInputStream* input, absl::InlinedVector<absl::string_view, 1>* pieces) {
+  uint32_t length = 0;
+  if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+  pieces->clear();
+  size_t left = length;
+  while (left > 0) {
+    const void* data;
+    int size;
+    if (!input->GetDirectBufferPointer(&data, &size) || size <= 0) return false;
+    const size_t take = std::min(left, static_cast<size_t>(size));
+    pieces->emplace_back(static_cast<const char*>(data), take);
+    if (!input->Skip(static_cast<int>(take))) return false;
+    left -= take;
+  }
+  return true;
+}
+
+// One PushChunk (within its length limit): its fields but the gradient's bytes go through
+// protobuf; the gradient (which may come in several occurrences, merged as protobuf merges them)
+// keeps its bytes as pieces.
+bool ReadChunk(CodedInputStream* input, proto::PushChunk* chunk, PayloadView* payload) {
+  std::string chunk_rest, tensor_rest;
+  bool has_gradient = false;
+  const bool ok = SplitFields(input, 3, &chunk_rest, [&] {  // EncodedTensor gradient = 3
+    CodedInputStream::Limit limit;
+    if (!EnterLength(input, &limit)) return false;
+    has_gradient = true;
+    return SplitFields(input, 4, &tensor_rest,  // bytes data = 4
+                       [&] { return ReadPieces(input, &payload->pieces); }) &&
+           LeaveLength(input, limit);
+  });
+  if (!ok || !chunk->ParseFromString(chunk_rest)) return false;
+  if (has_gradient) {
+    proto::EncodedTensor* gradient = chunk->mutable_gradient();
+    if (!gradient->ParseFromString(tensor_rest)) return false;
+    payload->encoding = gradient->encoding();
+    payload->fractional_bits = gradient->fractional_bits();
+    payload->element_count = gradient->element_count();
+  }
+  return true;
+}
+
+}  // namespace
+
+PayloadView ReceivedPush::Payload(int i) const {
+  if (payloads.empty()) return PayloadView::Of(request.chunks(i).gradient());
+  return payloads[static_cast<size_t>(i)];
+}
+
+proto::PushRequest ReceivedPush::Materialize() const {
+  proto::PushRequest out = request;
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    proto::PushChunk* c = out.mutable_chunks(static_cast<int>(i));
+    if (!c->has_gradient()) continue;
+    std::string* data = c->mutable_gradient()->mutable_data();
+    data->clear();
+    for (absl::string_view p : payloads[i].pieces) data->append(p.data(), p.size());
+  }
+  return out;
+}
+
+absl::StatusOr<ReceivedPush> DecodePushRequest(std::span<const absl::string_view> pieces,
+                                               std::shared_ptr<const void> keep) {
+  for (absl::string_view p : pieces) {
+    if (p.size() >= static_cast<size_t>(INT_MAX)) {
+      return absl::InvalidArgumentError("malformed PushRequest: a piece of 2 GiB or more");
+    }
+  }
+  ReceivedPush push;
+  push.keep = std::move(keep);
+  std::vector<proto::PushChunk> chunks;
+  std::string rest;
+  {
+    PiecesStream stream(pieces);
+    CodedInputStream input(&stream);
+    input.SetTotalBytesLimit(INT_MAX);
+    const bool ok = SplitFields(&input, 5, &rest, [&] {  // repeated PushChunk chunks = 5
+      CodedInputStream::Limit limit;
+      if (!EnterLength(&input, &limit)) return false;
+      chunks.emplace_back();
+      push.payloads.emplace_back();
+      return ReadChunk(&input, &chunks.back(), &push.payloads.back()) &&
+             LeaveLength(&input, limit);
+    });
+    if (!ok) return absl::InvalidArgumentError("malformed PushRequest: bad field or truncated");
+  }
+  if (!push.request.ParseFromString(rest)) {
+    return absl::InvalidArgumentError("malformed PushRequest: bad field or not UTF-8");
+  }
+  push.request.mutable_chunks()->Reserve(static_cast<int>(chunks.size()));
+  for (proto::PushChunk& c : chunks) *push.request.add_chunks() = std::move(c);
+  return push;
+}
+
+}  // namespace orrery::server
