@@ -217,35 +217,68 @@ absl::StatusOr<proto::PushResponse> ParameterShard::Push(const proto::PushReques
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(
     const proto::PushRequest& request) {
-  return PushChecked(request, std::nullopt);
+  return PushChecked(request, {}, std::nullopt);
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(const ReceivedPush& push) {
+  return PushChecked(push.request, push.payloads, std::nullopt);
 }
 
 absl::Status ParameterShard::CheckPushPart(const proto::PushRequest& part, bool* finite) const {
+  ReceivedPush received;
+  received.request = part;  // small: the tests' parts; streams use the ReceivedPush version
+  return CheckPushPart(received, finite);
+}
+
+absl::Status ParameterShard::CheckPushPart(const ReceivedPush& part, bool* finite) const {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);
     store = store_.get();  // never replaced once set
   }
   if (store == nullptr) return absl::OkStatus();  // PushParts refuses it: no layout yet
-  RETURN_IF_ERROR(store->CheckChunkPart(part.chunks(), part.part(), part.parts()));
-  for (const proto::PushChunk& c : part.chunks()) *finite &= PayloadAllFinite(c.gradient());
+  const proto::PushRequest& r = part.request;
+  RETURN_IF_ERROR(store->CheckChunkPart(r.chunks(), r.part(), r.parts(), part.payloads));
+  for (int i = 0; i < r.chunks_size(); ++i) *finite &= PayloadAllFinite(part.Payload(i));
   return absl::OkStatus();
 }
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<proto::PushRequest> parts,
                                                               bool finite) {
+  std::vector<ReceivedPush> received(parts.size());
+  for (size_t p = 0; p < parts.size(); ++p) received[p].request = std::move(parts[p]);
+  return PushParts(std::move(received), finite);
+}
+
+absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<ReceivedPush> parts,
+                                                              bool finite) {
   if (parts.empty()) return absl::InvalidArgumentError("a push in parts needs its parts");
-  proto::PushRequest merged = std::move(parts[0]);
-  merged.clear_part();
-  merged.clear_parts();
+  ReceivedPush merged = std::move(parts[0]);
+  merged.request.clear_part();
+  merged.request.clear_parts();
+  std::vector<std::shared_ptr<const void>> keep = {std::move(merged.keep)};
   for (size_t p = 1; p < parts.size(); ++p) {
-    auto* from = parts[p].mutable_chunks();
-    while (!from->empty()) merged.mutable_chunks()->AddAllocated(from->ReleaseLast());
+    ReceivedPush& part = parts[p];
+    // In order, so that payloads[i] stays chunk i's; the chunks move, their payloads with them.
+    auto* from = part.request.mutable_chunks();
+    std::vector<proto::PushChunk*> moved;
+    while (!from->empty()) moved.push_back(from->ReleaseLast());
+    for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
+      merged.request.mutable_chunks()->AddAllocated(*it);
+    }
+    merged.payloads.insert(merged.payloads.end(), part.payloads.begin(), part.payloads.end());
+    keep.push_back(std::move(part.keep));
   }
-  return PushChecked(merged, finite);
+  if (!merged.payloads.empty() &&
+      merged.payloads.size() != static_cast<size_t>(merged.request.chunks_size())) {
+    return absl::InternalError("the parts of a push were not all read the same way");
+  }
+  merged.keep = std::make_shared<std::vector<std::shared_ptr<const void>>>(std::move(keep));
+  return PushChecked(merged.request, merged.payloads, finite);
 }
 
 absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::PushRequest& request,
+                                                                std::span<const PayloadView> received,
                                                                 std::optional<bool> known_finite) {
   const ShardStore* store = nullptr;
   {
@@ -259,13 +292,12 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::Pus
   }
   // Check the payload without the lock: it reads only the immutable chunk map. The gradient is
   // decoded later, under the lock, straight into the accumulator.
-  absl::StatusOr<std::vector<const proto::EncodedTensor*>> gradient =
-      store->CheckChunks(request.chunks());
+  absl::StatusOr<std::vector<PayloadView>> gradient = store->CheckChunks(request.chunks(), received);
   bool finite = gradient.ok();
   if (finite && known_finite.has_value()) {
     finite = *known_finite;
   } else if (finite) {
-    for (const proto::EncodedTensor* payload : *gradient) finite &= PayloadAllFinite(*payload);
+    for (const PayloadView& payload : *gradient) finite &= PayloadAllFinite(payload);
   }
 
   std::vector<Completion> done;

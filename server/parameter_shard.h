@@ -25,6 +25,7 @@
 #include "parameter_server.pb.h"
 #include "server/clock.h"
 #include "server/lr_rule.h"
+#include "server/push_decoder.h"
 #include "server/shard_store.h"
 #include "server/sharding.h"
 #include "server/staleness_stats.h"
@@ -100,6 +101,8 @@ class ParameterShard {
   // push stream checks them once, on its first message); `request.job_id()` and
   // `request.token()` are not looked at. Otherwise exactly Push.
   absl::StatusOr<proto::PushResponse> PushAuthenticated(const proto::PushRequest& request);
+  // PushAuthenticated for a push read without copying its payloads (server/push_decoder.h).
+  absl::StatusOr<proto::PushResponse> PushAuthenticated(const ReceivedPush& push);
 
   // Pushes in parts (PushRequest.part/parts, on a push stream). CheckPushPart runs the lock-free
   // checks of one part as it arrives: its chunks are exactly the part's (sizes, encodings); it
@@ -107,7 +110,11 @@ class ParameterShard {
   // has come, PushParts merges them (moving their chunks, not copying payloads) and applies the
   // push as PushAuthenticated would, with `finite` (every part's values finite) instead of
   // reading the payloads again; NaN or Inf refuses the whole push, counted like a unary push's.
+  // The ReceivedPush versions take parts read without copying their payloads; the parts of one
+  // push must all be read the same way.
   absl::Status CheckPushPart(const proto::PushRequest& part, bool* finite) const;
+  absl::Status CheckPushPart(const ReceivedPush& part, bool* finite) const;
+  absl::StatusOr<proto::PushResponse> PushParts(std::vector<ReceivedPush> parts, bool finite);
   absl::StatusOr<proto::PushResponse> PushParts(std::vector<proto::PushRequest> parts,
                                                 bool finite);
   // `done` runs exactly once: before Pull returns when the answer is immediate (ticket 0),
@@ -158,7 +165,9 @@ class ParameterShard {
   // The step decay's multiplier of the learning rate at the samples applied so far.
   float LrDecayLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PushAuthenticated; `finite` set: whether the payload's values are all finite, already known.
+  // `received`: the payloads of a push read by DecodePushRequest (empty: the request's own).
   absl::StatusOr<proto::PushResponse> PushChecked(const proto::PushRequest& request,
+                                                  std::span<const PayloadView> received,
                                                   std::optional<bool> finite);
   // The whole pull, or one part of it (PullRequest.part/parts); counts a pull at part 0.
   absl::StatusOr<PullAnswer> BuildPullLocked(proto::Encoding encoding, uint32_t part,

@@ -100,7 +100,7 @@ grpc::ServerUnaryReactor* PsService::Push(grpc::CallbackServerContext* context,
   return FinishNow(context, shard_->Push(*request), response);
 }
 
-grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse>* PsService::PushStream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PsService::PushStream(
     grpc::CallbackServerContext* /*context*/) {
   return new PushStreamReactor(shard_, &push_streams_);
 }

@@ -13,9 +13,18 @@
 
 namespace orrery::server {
 
-class PsService final
-    : public proto::ParameterServer::WithRawCallbackMethod_Pull<
-          proto::ParameterServer::CallbackService> {
+// The callback service, with PushStream and Pull byte-level (their typed callback versions are
+// left out of the chain: a typed and a raw PushStream cannot both be declared).
+using PsServiceBase = proto::ParameterServer::WithRawCallbackMethod_PushStream<
+    proto::ParameterServer::WithRawCallbackMethod_Pull<
+        proto::ParameterServer::WithCallbackMethod_Register<
+            proto::ParameterServer::WithCallbackMethod_Push<
+                proto::ParameterServer::WithCallbackMethod_Stats<
+                    proto::ParameterServer::WithCallbackMethod_Leave<
+                        proto::ParameterServer::WithCallbackMethod_Init<
+                            proto::ParameterServer::Service>>>>>>>;
+
+class PsService final : public PsServiceBase {
  public:
   // `shard` is borrowed and must outlive the service and the gRPC server it is registered with.
   explicit PsService(ParameterShard* shard) : shard_(shard) {}
@@ -29,7 +38,8 @@ class PsService final
   grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
                                  const proto::PushRequest* request,
                                  proto::PushResponse* response) override;
-  grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse>* PushStream(
+  // Serialised PushRequests in, serialised PushStreamResponses out (server/push_stream_reactor.h).
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PushStream(
       grpc::CallbackServerContext* context) override;
   // A serialised PullRequest in, a serialised PullResponse out.
   grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,

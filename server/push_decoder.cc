@@ -74,10 +74,21 @@ class PiecesStream final : public google::protobuf::io::ZeroCopyInputStream {
   int64_t position_ = 0;
 };
 
+// Protobuf's parser takes tags and lengths of at most 5 bytes (CodedInputStream, which reads
+// them here, takes up to 10 and drops the high bits); lengths also stay below 2 GiB.
+constexpr int kMaxTagOrLengthBytes = 5;
+
+bool ReadLength(CodedInputStream* input, uint32_t* length) {
+  const int start = input->CurrentPosition();
+  return input->ReadVarint32(length) &&
+         input->CurrentPosition() - start <= kMaxTagOrLengthBytes &&
+         *length <= static_cast<uint32_t>(INT_MAX);
+}
+
 // Reads a length prefix and limits `input` to it; LeaveLength after the body.
 bool EnterLength(CodedInputStream* input, CodedInputStream::Limit* limit) {
   uint32_t length = 0;
-  if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+  if (!ReadLength(input, &length)) return false;
   // PushLimit keeps the enclosing limit when the new one reaches past it; protobuf refuses that.
   const int available = input->BytesUntilLimit();  // -1: no enclosing limit
   if (available >= 0 && length > static_cast<uint32_t>(available)) return false;
@@ -93,6 +104,23 @@ bool LeaveLength(CodedInputStream* input, CodedInputStream::Limit limit) {
   return whole;
 }
 
+// Copies one field (its tag already read) to `out`: length-delimited ones with their bytes as
+// they are, the others as protobuf's SkipField rewrites them (the same values).
+bool CopyField(CodedInputStream* input, uint32_t tag, CodedOutputStream* out) {
+  if (WireFormat::GetTagWireType(tag) != WireFormat::WIRETYPE_LENGTH_DELIMITED) {
+    return WireFormat::SkipField(input, tag, out);
+  }
+  uint32_t length = 0;
+  std::string bytes;
+  if (!ReadLength(input, &length) || !input->ReadString(&bytes, static_cast<int>(length))) {
+    return false;
+  }
+  out->WriteTag(tag);
+  out->WriteVarint32(length);
+  out->WriteString(bytes);
+  return true;
+}
+
 // Reads the fields up to the current limit: `special` (length-delimited) to on_special, every
 // other field copied, tag and all, to `rest` for protobuf to parse. False on a malformed field.
 template <typename OnSpecial>
@@ -100,11 +128,13 @@ bool SplitFields(CodedInputStream* input, int special, std::string* rest, OnSpec
   StringOutputStream rest_stream(rest);
   CodedOutputStream out(&rest_stream);
   while (true) {
+    const int start = input->CurrentPosition();
     const uint32_t tag = input->ReadTag();
     if (tag == 0) return input->ConsumedEntireMessage();
+    if (input->CurrentPosition() - start > kMaxTagOrLengthBytes) return false;
     if (tag == kBytesTag(special)) {
       if (!on_special()) return false;
-    } else if (!WireFormat::SkipField(input, tag, &out)) {
+    } else if (!CopyField(input, tag, &out)) {
       return false;
     }
   }
@@ -114,7 +144,7 @@ bool SplitFields(CodedInputStream* input, int special, std::string* rest, OnSpec
 // buffers, without copying them.
 bool ReadPieces(CodedInputStream* input, absl::InlinedVector<absl::string_view, 1>* pieces) {
   uint32_t length = 0;
-  if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+  if (!ReadLength(input, &length)) return false;
   pieces->clear();
   size_t left = length;
   while (left > 0) {

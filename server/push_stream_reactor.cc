@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/slice.h>
 #include "server/status_util.h"
 
 namespace orrery::server {
@@ -15,8 +17,19 @@ const grpc::Status& ShuttingDown() {
   return *status;
 }
 
-// Requests with more payload than this release their buffers once answered.
-constexpr size_t kKeepRequestBytes = 1 << 20;
+// The received message as a push whose gradients stay in its slices (shared with `message`).
+absl::StatusOr<ReceivedPush> Decode(const grpc::ByteBuffer& message) {
+  auto slices = std::make_shared<std::vector<grpc::Slice>>();
+  if (!message.Dump(slices.get()).ok()) {
+    return absl::InvalidArgumentError("malformed PushRequest: unreadable message");
+  }
+  std::vector<absl::string_view> pieces;
+  pieces.reserve(slices->size());
+  for (const grpc::Slice& s : *slices) {
+    pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return DecodePushRequest(pieces, std::move(slices));
+}
 
 }  // namespace
 
@@ -78,53 +91,56 @@ void PushStreamReactor::OnReadDone(bool ok) {
     if (finished_ || closing_) return;  // Close finishes the call (it saw us idle)
     busy_ = true;
   }
+  // The message's slices now belong to the push (its gradients point into them).
+  absl::StatusOr<ReceivedPush> push = Decode(request_);
+  request_.Clear();
+  if (!push.ok()) {
+    FinishOnce(ToGrpcStatus(push.status()));  // nothing of a push in progress is applied
+    return;
+  }
+  const proto::PushRequest& request = push->request;
   absl::Status st;
   if (!authenticated_) {
     // The stream's credentials: checked once; a refusal ends the stream, nothing applied.
-    st = shard_->CheckCredentials(request_.job_id(), request_.token());
+    st = shard_->CheckCredentials(request.job_id(), request.token());
     if (!st.ok()) {
       FinishOnce(ToGrpcStatus(st));
       return;
     }
     authenticated_ = true;
-  } else if (!request_.job_id().empty() || !request_.token().empty()) {
-    st = shard_->CheckCredentials(request_.job_id(), request_.token());
+  } else if (!request.job_id().empty() || !request.token().empty()) {
+    st = shard_->CheckCredentials(request.job_id(), request.token());
   }
-  if (request_.parts() > 1 || !parts_.empty()) {  // a push in parts
+  if (request.parts() > 1 || !parts_.empty()) {  // a push in parts
     if (!st.ok()) {
       FinishOnce(ToGrpcStatus(st));  // in its middle: nothing of it is applied
-    } else if (TakePart()) {
+    } else if (TakePart(*std::move(push))) {
       ReadNextOrClose();  // its next part (a close applies nothing of it)
     }
     return;
   }
-  absl::StatusOr<proto::PushResponse> result =
-      st.ok() ? shard_->PushAuthenticated(request_) : absl::StatusOr<proto::PushResponse>(st);
-  // A large request's buffers are not kept for the next push: a stream lives as long as its
-  // learner, and every learner would otherwise hold a copy of its shard's part of the model.
-  size_t payload_bytes = 0;
-  for (const proto::PushChunk& c : request_.chunks()) payload_bytes += c.gradient().data().size();
-  const int64_t step = request_.step();
-  if (payload_bytes > kKeepRequestBytes) request_ = proto::PushRequest();
-  Answer(step, result);
+  const int64_t step = request.step();
+  // The push (and the slices it keeps) goes when answered: a stream lives as long as its
+  // learner, and every learner would otherwise hold its shard's part of the model.
+  Answer(step, st.ok() ? shard_->PushAuthenticated(*push) : absl::StatusOr<proto::PushResponse>(st));
 }
 
-bool PushStreamReactor::TakePart() {
-  const proto::PushRequest& first = parts_.empty() ? request_ : parts_.front();
+bool PushStreamReactor::TakePart(ReceivedPush push) {
+  const proto::PushRequest& request = push.request;
+  const proto::PushRequest& first = parts_.empty() ? request : parts_.front().request;
   const uint32_t expected = static_cast<uint32_t>(parts_.size());
-  if (request_.part() != expected || request_.parts() != first.parts() ||
-      request_.step() != first.step() || request_.learner_id() != first.learner_id()) {
+  if (request.part() != expected || request.parts() != first.parts() ||
+      request.step() != first.step() || request.learner_id() != first.learner_id()) {
     FinishOnce(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("push part ", request_.part(), " of ", request_.parts(), " (learner ",
-                     request_.learner_id(), ", step ", request_.step(),
+        absl::StrCat("push part ", request.part(), " of ", request.parts(), " (learner ",
+                     request.learner_id(), ", step ", request.step(),
                      ") does not continue the push in parts in progress (part ", expected,
                      " of ", first.parts(), ", learner ", first.learner_id(), ", step ",
                      first.step(), "); nothing of it was applied")));
     return false;
   }
-  parts_.push_back(std::move(request_));
-  request_ = proto::PushRequest();
+  parts_.push_back(std::move(push));
   // Checked now, while gRPC receives the next part (within the stream's flow-control window).
   if (absl::Status st = shard_->CheckPushPart(parts_.back(), &parts_finite_); !st.ok()) {
     // Not worth receiving the rest: the stream ends, and the learner's unary Push of the whole
@@ -133,8 +149,8 @@ bool PushStreamReactor::TakePart() {
     FinishOnce(ToGrpcStatus(st));
     return false;
   }
-  if (parts_.size() < parts_.back().parts()) return true;
-  const int64_t step = parts_.front().step();
+  if (parts_.size() < parts_.back().request.parts()) return true;
+  const int64_t step = parts_.front().request.step();
   absl::StatusOr<proto::PushResponse> result =
       shard_->PushParts(std::exchange(parts_, {}), std::exchange(parts_finite_, true));
   Answer(step, result);
@@ -143,13 +159,21 @@ bool PushStreamReactor::TakePart() {
 
 void PushStreamReactor::Answer(int64_t step,
                                const absl::StatusOr<proto::PushResponse>& result) {
-  response_.Clear();
-  response_.set_step(step);
+  proto::PushStreamResponse response;
+  response.set_step(step);
   if (result.ok()) {
-    response_.set_version(result->version());
+    response.set_version(result->version());
   } else {
-    response_.set_code(static_cast<int32_t>(result.status().code()));
-    response_.set_message(std::string(result.status().message()));
+    response.set_code(static_cast<int32_t>(result.status().code()));
+    response.set_message(std::string(result.status().message()));
+  }
+  bool own_buffer = false;
+  response_.Clear();
+  if (!grpc::SerializationTraits<proto::PushStreamResponse>::Serialize(response, &response_,
+                                                                         &own_buffer)
+           .ok()) {
+    FinishOnce(grpc::Status(grpc::StatusCode::INTERNAL, "cannot serialise a push's answer"));
+    return;
   }
   StartWrite(&response_);
 }

@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 
 #include "absl/synchronization/mutex.h"
 #include "parameter_server.pb.h"
 #include "server/parameter_shard.h"
+#include "server/push_decoder.h"
 
 namespace orrery::server {
 
@@ -35,9 +37,11 @@ class PushStreamRegistry {
 };
 
 // One PushStream call. gRPC runs its reactions one at a time; Close may come from any thread.
-// Deletes itself when gRPC is done with it and no one else holds a reference.
+// Deletes itself when gRPC is done with it and no one else holds a reference. The stream is
+// byte-level: each PushRequest is read by DecodePushRequest (server/push_decoder.h), its
+// gradients left in the received slices instead of copied, and each answer is serialised here.
 class PushStreamReactor final
-    : public grpc::ServerBidiReactor<proto::PushRequest, proto::PushStreamResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   // Both borrowed; they must outlive every stream (the service and its server own them).
   PushStreamReactor(ParameterShard* shard, PushStreamRegistry* registry);
@@ -57,9 +61,9 @@ class PushStreamReactor final
  private:
   // Finishes the call once; later calls do nothing.
   void FinishOnce(const grpc::Status& status);
-  // Takes request_ as a part of a push in parts (PushRequest.parts > 1). Returns false when it
+  // Takes `push` as a part of a push in parts (PushRequest.parts > 1). Returns false when it
   // has answered the push or ended the stream; true when the push needs its next part.
-  bool TakePart();
+  bool TakePart(ReceivedPush push);
   // Idle until the next message: reads it, or finishes the stream when Close asked meanwhile.
   void ReadNextOrClose();
   // Writes the answer to the push of `step`.
@@ -70,11 +74,11 @@ class PushStreamReactor final
   std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
 
   // Touched only by the reactions, which gRPC serialises.
-  proto::PushRequest request_;
-  proto::PushStreamResponse response_;
+  grpc::ByteBuffer request_;   // the message being read
+  grpc::ByteBuffer response_;  // the answer being written
   bool authenticated_ = false;
   // The push in parts being received: its parts so far and their checks.
-  std::vector<proto::PushRequest> parts_;
+  std::vector<ReceivedPush> parts_;
   bool parts_finite_ = true;  // every value of the parts so far is finite
 
   absl::Mutex mu_;

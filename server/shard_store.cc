@@ -36,7 +36,8 @@ const proto::EncodedTensor& Payload(const proto::InitChunk& c) { return c.weight
 template <typename ChunkMsg>
 absl::Status ShardStore::CheckChunkRange(const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
                                          size_t first, size_t end,
-                                         std::vector<const proto::EncodedTensor*>* payloads) const {
+                                         std::span<const PayloadView> received,
+                                         std::vector<PayloadView>* payloads) const {
   if (static_cast<size_t>(chunks.size()) != end - first) {
     return absl::InvalidArgumentError(
         end - first == owned_.size()
@@ -46,8 +47,12 @@ absl::Status ShardStore::CheckChunkRange(const google::protobuf::RepeatedPtrFiel
                            " chunks of shard ", shard_, " but carries ", chunks.size()));
   }
   std::vector<bool> seen(end - first, false);
-  if (payloads != nullptr) payloads->assign(end - first, nullptr);
-  for (const ChunkMsg& c : chunks) {
+  if (!received.empty() && received.size() != static_cast<size_t>(chunks.size())) {
+    return absl::InternalError("a received push's payloads do not match its chunks");
+  }
+  if (payloads != nullptr) payloads->assign(end - first, PayloadView());
+  for (int k = 0; k < chunks.size(); ++k) {
+    const ChunkMsg& c = chunks[k];
     auto found = plan_->FindChunk(c.id().tensor(), c.id().index());
     if (!found.ok()) return found.status();
     const int slot = local_slot_[*found];
@@ -67,21 +72,23 @@ absl::Status ShardStore::CheckChunkRange(const google::protobuf::RepeatedPtrFiel
     }
     seen[slot - first] = true;
     const uint32_t length = plan_->chunks()[*found].length;
-    absl::Status st = CheckPayload(Payload(c), length);
+    PayloadView payload = received.empty() ? PayloadView::Of(Payload(c)) : received[k];
+    absl::Status st = CheckPayload(payload, length);
     if (!st.ok()) {
       return absl::Status(st.code(), absl::StrCat("chunk ", c.id().tensor(), "/", c.id().index(),
                                                   ": ", st.message()));
     }
-    if (payloads != nullptr) (*payloads)[slot - first] = &Payload(c);
+    if (payloads != nullptr) (*payloads)[slot - first] = std::move(payload);
   }
   return absl::OkStatus();
 }
 
 template <typename ChunkMsg>
-absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
-  std::vector<const proto::EncodedTensor*> payloads;
-  absl::Status st = CheckChunkRange(chunks, 0, owned_.size(), &payloads);
+absl::StatusOr<std::vector<PayloadView>> ShardStore::CheckChunks(
+    const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
+    std::span<const PayloadView> received) const {
+  std::vector<PayloadView> payloads;
+  absl::Status st = CheckChunkRange(chunks, 0, owned_.size(), received, &payloads);
   if (!st.ok()) return st;
   return payloads;
 }
@@ -100,21 +107,21 @@ absl::Status ShardStore::CheckPart(absl::string_view what, uint32_t part, uint32
 
 absl::Status ShardStore::CheckChunkPart(
     const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks, uint32_t part,
-    uint32_t parts) const {
+    uint32_t parts, std::span<const PayloadView> received) const {
   if (absl::Status st = CheckPart("push", part, parts); !st.ok()) return st;
   const PartRange range = PartOf(owned_.size(), part, parts);
-  return CheckChunkRange(chunks, range.first, range.end, nullptr);
+  return CheckChunkRange(chunks, range.first, range.end, received, nullptr);
 }
 
 template <typename ChunkMsg>
 absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const {
-  absl::StatusOr<std::vector<const proto::EncodedTensor*>> payloads = CheckChunks(chunks);
+  absl::StatusOr<std::vector<PayloadView>> payloads = CheckChunks(chunks);
   if (!payloads.ok()) return payloads.status();
   std::vector<float> out(weights_->size());
   for (size_t slot = 0; slot < owned_.size(); ++slot) {
     const uint32_t length = plan_->chunks()[owned_[slot]].length;
-    absl::Status st = DecodeFloats(*(*payloads)[slot],
+    absl::Status st = DecodeFloats((*payloads)[slot],
                                    std::span<float>(out.data() + local_offset_[slot], length));
     if (!st.ok()) return st;  // CheckChunks already accepted it
   }
@@ -125,10 +132,10 @@ template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<proto::PushChunk>&) const;
 template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
-template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<proto::PushChunk>&) const;
-template absl::StatusOr<std::vector<const proto::EncodedTensor*>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
+template absl::StatusOr<std::vector<PayloadView>> ShardStore::CheckChunks(
+    const google::protobuf::RepeatedPtrField<proto::PushChunk>&, std::span<const PayloadView>) const;
+template absl::StatusOr<std::vector<PayloadView>> ShardStore::CheckChunks(
+    const google::protobuf::RepeatedPtrField<proto::InitChunk>&, std::span<const PayloadView>) const;
 
 std::vector<float>& ShardStore::WritableWeights() {
   if (weights_.use_count() > 1) {
@@ -199,8 +206,7 @@ absl::Status ShardStore::InitializeFromFlat(std::span<const float> flat) {
   return absl::OkStatus();
 }
 
-void ShardStore::Accumulate(const std::vector<const proto::EncodedTensor*>& gradient,
-                            float scale) {
+void ShardStore::Accumulate(const std::vector<PayloadView>& gradient, float scale) {
   if (accumulator_empty_ && deferred_.empty() && !gradient.empty()) {
     deferred_ = gradient;
     deferred_scale_ = scale;
@@ -232,12 +238,11 @@ void Halves(size_t n, size_t elements, const Body& body) {
 
 }  // namespace
 
-void ShardStore::AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient,
-                               float scale) {
+void ShardStore::AccumulateNow(const std::vector<PayloadView>& gradient, float scale) {
   Halves(owned_.size(), weights_->size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
-      AccumulatePayload(*gradient[slot], scale,
+      AccumulatePayload(gradient[slot], scale,
                         std::span<float>(accumulator_.data() + local_offset_[slot], length));
     }
   });
@@ -270,7 +275,7 @@ void ShardStore::ApplyDeferred() {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       const uint64_t offset = local_offset_[slot];
-      ApplyPayload(*deferred_[slot], deferred_scale_, momentum_,
+      ApplyPayload(deferred_[slot], deferred_scale_, momentum_,
                    std::span<float>(weights.data() + offset, length),
                    momentum_ != 0.0f ? std::span<float>(velocity_.data() + offset, length)
                                      : std::span<float>());

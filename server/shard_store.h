@@ -26,6 +26,7 @@
 #include "quant/fixed_format.h"
 #include "server/fixed_master_weights.h"
 #include "server/sharding.h"
+#include "server/tensor_codec.h"
 
 namespace orrery::server {
 
@@ -75,14 +76,19 @@ class ShardStore {
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
   // The checks of DecodeChunks without decoding: the payload of each owned chunk, in this
   // shard's chunk order (pointers into `chunks`, which must outlive them).
+  // `received`, when not empty, holds chunk k's payload at k (a push read without copying its
+  // payloads, server/push_decoder.h); otherwise the payloads are the chunks' own. The payloads
+  // point into `chunks` (or `received`'s memory), which must outlive them.
   template <typename ChunkMsg>
-  absl::StatusOr<std::vector<const proto::EncodedTensor*>> CheckChunks(
-      const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
+  absl::StatusOr<std::vector<PayloadView>> CheckChunks(
+      const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
+      std::span<const PayloadView> received = {}) const;
   // The checks of CheckChunks for part `part` of `parts` of a push (PushRequest.part/parts): the
   // chunks must be exactly this shard's chunks [part*N/parts, (part+1)*N/parts). INVALID_ARGUMENT
   // also when part >= parts or parts > max(1, N).
   absl::Status CheckChunkPart(const google::protobuf::RepeatedPtrField<proto::PushChunk>& chunks,
-                              uint32_t part, uint32_t parts) const;
+                              uint32_t part, uint32_t parts,
+                              std::span<const PayloadView> received = {}) const;
   // INVALID_ARGUMENT, naming `what` ("push", "pull asks for"), unless part < parts <= max(1, N)
   // (parts 0 counts as 1).
   absl::Status CheckPart(absl::string_view what, uint32_t part, uint32_t parts) const;
@@ -102,7 +108,7 @@ class ShardStore {
   // straight from the payloads into the accumulator. When the accumulator is empty the gradient
   // is only remembered (the payloads must stay alive until FlushDeferred or ApplyAccumulated), so
   // that an update of this one gradient reads it once instead of through the accumulator.
-  void Accumulate(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
+  void Accumulate(const std::vector<PayloadView>& gradient, float scale);
   // Adds a remembered gradient to the accumulator. Call before the payloads given to Accumulate
   // go away; a no-op when there is none.
   void FlushDeferred();
@@ -148,18 +154,18 @@ class ShardStore {
   uint64_t version_ = 0;
   bool initialized_ = false;
   bool accumulator_empty_ = true;
-  std::vector<const proto::EncodedTensor*> deferred_;  // empty: nothing remembered
+  std::vector<PayloadView> deferred_;  // empty: nothing remembered
   float deferred_scale_ = 0.0f;
 
   // CheckChunks over the owned chunks [first, end) (slots in this shard's chunk order); fills
   // `payloads` (end - first entries, by slot - first) when not null.
   template <typename ChunkMsg>
   absl::Status CheckChunkRange(const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
-                               size_t first, size_t end,
-                               std::vector<const proto::EncodedTensor*>* payloads) const;
+                               size_t first, size_t end, std::span<const PayloadView> received,
+                               std::vector<PayloadView>* payloads) const;
   // The weights, for writing: a copy of them first when a pull answer still holds the buffer.
   std::vector<float>& WritableWeights();
-  void AccumulateNow(const std::vector<const proto::EncodedTensor*>& gradient, float scale);
+  void AccumulateNow(const std::vector<PayloadView>& gradient, float scale);
   // The two ways ApplyAccumulated updates the weights (it then advances the version).
   void ApplyDeferred();
   void ApplyAccumulator(int count);

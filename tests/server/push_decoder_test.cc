@@ -158,6 +158,12 @@ TEST(PushDecoderTest, RefusesWhatProtobufRefusesAndNeverReadsPastTheEnd) {
     ExpectAgreesWithProtobuf(corrupt, Cut(corrupt, {gen() % corrupt.size()}),
                              "corrupt " + std::to_string(trial));
   }
+  // Tags and lengths in more than 5 bytes (the older CodedInputStream takes up to 10); found by
+  // fuzz_push_decode.
+  const std::string overlong_tag = std::string("\x0a\x01w", 3) + "\xf0\xfc\xe5\xef\xf7\xfd\xef\xff\x10\x04";
+  ExpectAgreesWithProtobuf(overlong_tag, Cut(overlong_tag, {4}), "overlong tag");
+  const std::string overlong_length = std::string("\x0a\x81\x80\x80\x80\x80\x00w", 8);
+  ExpectAgreesWithProtobuf(overlong_length, Cut(overlong_length, {}), "overlong length");
   // A tensor name that is not UTF-8 (proto3 strings must be).
   proto::PushRequest bad = Push(1, 4, proto::FP32);
   bad.mutable_chunks(0)->mutable_id()->set_tensor("\xff\xfe");
