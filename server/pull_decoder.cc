@@ -12,12 +12,15 @@
 #include "parameter_server.pb.h"
 #include "server/fixed16_payload.h"
 #include "server/tensor_codec.h"
+#include "server/wire_reading.h"
 
 namespace orrery::server {
 namespace {
 
 using google::protobuf::io::CodedInputStream;
 using WireFormat = google::protobuf::internal::WireFormatLite;
+using wire::EnterLength;
+using wire::LeaveLength;
 
 constexpr uint32_t Tag(int field, WireFormat::WireType type) {
   return static_cast<uint32_t>(field << 3) | static_cast<uint32_t>(type);
@@ -27,21 +30,6 @@ constexpr uint32_t kBytes(int f) { return Tag(f, WireFormat::WIRETYPE_LENGTH_DEL
 
 absl::Status Malformed(absl::string_view what) {
   return absl::InternalError(absl::StrCat("malformed PullResponse: ", what));
-}
-
-// Reads a length prefix and limits `input` to it; PopLimit after the body.
-bool EnterLength(CodedInputStream* input, CodedInputStream::Limit* limit) {
-  uint32_t length = 0;
-  if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
-  *limit = input->PushLimit(static_cast<int>(length));
-  return true;
-}
-
-// Leaves a length-limited body that must have been read to its end.
-bool LeaveLength(CodedInputStream* input, CodedInputStream::Limit limit) {
-  const bool whole = input->ConsumedEntireMessage();
-  input->PopLimit(limit);
-  return whole;
 }
 
 // Reads fields until the end of the current limit (or stream); returns false on a bad tag.
@@ -135,7 +123,7 @@ class Decoder {
         }
         if (tag != kBytes(4)) return WireFormat::SkipField(input, tag);
         uint32_t length = 0;  // bytes data = 4
-        if (!input->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+        if (!wire::ReadLength(input, &length)) return false;
         data_bytes = length;
         const int i = find();
         // FP32 bytes are the weights themselves: read them straight into place. FIXED16 words

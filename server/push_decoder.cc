@@ -9,6 +9,7 @@
 #include "google/protobuf/io/zero_copy_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "server/wire_reading.h"
 
 namespace orrery::server {
 namespace {
@@ -17,6 +18,10 @@ using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::io::StringOutputStream;
 using WireFormat = google::protobuf::internal::WireFormatLite;
+using wire::EnterLength;
+using wire::kMaxTagOrLengthBytes;
+using wire::LeaveLength;
+using wire::ReadLength;
 
 constexpr uint32_t kBytesTag(int field) {
   return static_cast<uint32_t>(field << 3) |
@@ -73,36 +78,6 @@ class PiecesStream final : public google::protobuf::io::ZeroCopyInputStream {
   int backed_up_ = 0;
   int64_t position_ = 0;
 };
-
-// Protobuf's parser takes tags and lengths of at most 5 bytes (CodedInputStream, which reads
-// them here, takes up to 10 and drops the high bits); lengths also stay below 2 GiB.
-constexpr int kMaxTagOrLengthBytes = 5;
-
-bool ReadLength(CodedInputStream* input, uint32_t* length) {
-  const int start = input->CurrentPosition();
-  return input->ReadVarint32(length) &&
-         input->CurrentPosition() - start <= kMaxTagOrLengthBytes &&
-         *length <= static_cast<uint32_t>(INT_MAX);
-}
-
-// Reads a length prefix and limits `input` to it; LeaveLength after the body.
-bool EnterLength(CodedInputStream* input, CodedInputStream::Limit* limit) {
-  uint32_t length = 0;
-  if (!ReadLength(input, &length)) return false;
-  // PushLimit keeps the enclosing limit when the new one reaches past it; protobuf refuses that.
-  const int available = input->BytesUntilLimit();  // -1: no enclosing limit
-  if (available >= 0 && length > static_cast<uint32_t>(available)) return false;
-  *limit = input->PushLimit(static_cast<int>(length));
-  return true;
-}
-
-// Leaves a length-limited body, which must have been read to its limit: the stream ending early
-// also ends ReadTag's loop "legitimately", so the limit itself is checked too.
-bool LeaveLength(CodedInputStream* input, CodedInputStream::Limit limit) {
-  const bool whole = input->ConsumedEntireMessage() && input->BytesUntilLimit() == 0;
-  input->PopLimit(limit);
-  return whole;
-}
 
 // Copies one field (its tag already read) to `out`: length-delimited ones with their bytes as
 // they are, the others as protobuf's SkipField rewrites them (the same values).
