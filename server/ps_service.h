@@ -14,7 +14,8 @@
 namespace orrery::server {
 
 // The callback service, with PushStream and Pull byte-level (their typed callback versions are
-// left out of the chain: a typed and a raw PushStream cannot both be declared).
+// left out of the chain: a typed and a raw PushStream cannot both be declared). A method added to
+// the proto must be added here too, or it is served by the synchronous base (UNIMPLEMENTED).
 using PsServiceBase = proto::ParameterServer::WithRawCallbackMethod_PushStream<
     proto::ParameterServer::WithRawCallbackMethod_Pull<
         proto::ParameterServer::WithCallbackMethod_Register<
