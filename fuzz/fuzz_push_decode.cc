@@ -13,6 +13,7 @@
 #include "parameter_server.pb.h"
 #include "server/push_decoder.h"
 #include "server/tensor_codec.h"
+#include "tests/server/pieces_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Protobuf logs each string that is not UTF-8; the verdict is what is checked here.
@@ -29,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   orrery::proto::PushRequest reference;
   const bool parsed = reference.ParseFromString(bytes);
   absl::StatusOr<orrery::server::ReceivedPush> push =
-      orrery::server::DecodePushRequest(pieces, nullptr);
+      orrery::server::testing::DecodePieces(pieces);
   if (push.ok() != parsed) abort();
   if (!parsed) return 0;
   if (push->Materialize().SerializeAsString() != reference.SerializeAsString()) abort();

@@ -224,12 +224,6 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushAuthenticated(const Rece
   return PushChecked(push.request, push.payloads, std::nullopt);
 }
 
-absl::Status ParameterShard::CheckPushPart(const proto::PushRequest& part, bool* finite) const {
-  ReceivedPush received;
-  received.request = part;  // small: the tests' parts; streams use the ReceivedPush version
-  return CheckPushPart(received, finite);
-}
-
 absl::Status ParameterShard::CheckPushPart(const ReceivedPush& part, bool* finite) const {
   const ShardStore* store = nullptr;
   {
@@ -243,20 +237,15 @@ absl::Status ParameterShard::CheckPushPart(const ReceivedPush& part, bool* finit
   return absl::OkStatus();
 }
 
-absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<proto::PushRequest> parts,
-                                                              bool finite) {
-  std::vector<ReceivedPush> received(parts.size());
-  for (size_t p = 0; p < parts.size(); ++p) received[p].request = std::move(parts[p]);
-  return PushParts(std::move(received), finite);
-}
-
 absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<ReceivedPush> parts,
                                                               bool finite) {
   if (parts.empty()) return absl::InvalidArgumentError("a push in parts needs its parts");
-  ReceivedPush merged = std::move(parts[0]);
-  merged.request.clear_part();
-  merged.request.clear_parts();
-  std::vector<std::shared_ptr<const void>> keep = {std::move(merged.keep)};
+  // The merged push's payloads point into every part's buffers, which `parts` keeps alive (each
+  // part's `keep`) until PushChecked has returned.
+  proto::PushRequest merged = std::move(parts[0].request);
+  merged.clear_part();
+  merged.clear_parts();
+  std::vector<PayloadView> payloads = std::move(parts[0].payloads);
   for (size_t p = 1; p < parts.size(); ++p) {
     ReceivedPush& part = parts[p];
     // In order, so that payloads[i] stays chunk i's; the chunks move, their payloads with them.
@@ -264,22 +253,19 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushParts(std::vector<Receiv
     std::vector<proto::PushChunk*> moved;
     while (!from->empty()) moved.push_back(from->ReleaseLast());
     for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
-      merged.request.mutable_chunks()->AddAllocated(*it);
+      merged.mutable_chunks()->AddAllocated(*it);
     }
-    merged.payloads.insert(merged.payloads.end(), part.payloads.begin(), part.payloads.end());
-    keep.push_back(std::move(part.keep));
+    payloads.insert(payloads.end(), part.payloads.begin(), part.payloads.end());
   }
-  if (!merged.payloads.empty() &&
-      merged.payloads.size() != static_cast<size_t>(merged.request.chunks_size())) {
+  if (!payloads.empty() && payloads.size() != static_cast<size_t>(merged.chunks_size())) {
     return absl::InternalError("the parts of a push were not all read the same way");
   }
-  merged.keep = std::make_shared<std::vector<std::shared_ptr<const void>>>(std::move(keep));
-  return PushChecked(merged.request, merged.payloads, finite);
+  return PushChecked(merged, payloads, finite);
 }
 
-absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::PushRequest& request,
-                                                                std::span<const PayloadView> received,
-                                                                std::optional<bool> known_finite) {
+absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(
+    const proto::PushRequest& request, std::span<const PayloadView> received,
+    std::optional<bool> known_finite) {
   const ShardStore* store = nullptr;
   {
     absl::MutexLock lock(&mu_);
@@ -292,7 +278,8 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(const proto::Pus
   }
   // Check the payload without the lock: it reads only the immutable chunk map. The gradient is
   // decoded later, under the lock, straight into the accumulator.
-  absl::StatusOr<std::vector<PayloadView>> gradient = store->CheckChunks(request.chunks(), received);
+  absl::StatusOr<std::vector<PayloadView>> gradient =
+      store->CheckChunks(request.chunks(), received);
   bool finite = gradient.ok();
   if (finite && known_finite.has_value()) {
     finite = *known_finite;

@@ -110,13 +110,9 @@ class ParameterShard {
   // has come, PushParts merges them (moving their chunks, not copying payloads) and applies the
   // push as PushAuthenticated would, with `finite` (every part's values finite) instead of
   // reading the payloads again; NaN or Inf refuses the whole push, counted like a unary push's.
-  // The ReceivedPush versions take parts read without copying their payloads; the parts of one
-  // push must all be read the same way.
-  absl::Status CheckPushPart(const proto::PushRequest& part, bool* finite) const;
+  // The parts come as the push stream reads them (server/push_decoder.h), all read the same way.
   absl::Status CheckPushPart(const ReceivedPush& part, bool* finite) const;
   absl::StatusOr<proto::PushResponse> PushParts(std::vector<ReceivedPush> parts, bool finite);
-  absl::StatusOr<proto::PushResponse> PushParts(std::vector<proto::PushRequest> parts,
-                                                bool finite);
   // `done` runs exactly once: before Pull returns when the answer is immediate (ticket 0),
   // otherwise later on the thread of the call that released or cancelled the pull.
   Ticket Pull(const proto::PullRequest& request, PullDone done);

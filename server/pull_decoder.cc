@@ -22,12 +22,6 @@ using WireFormat = google::protobuf::internal::WireFormatLite;
 using wire::EnterLength;
 using wire::LeaveLength;
 
-constexpr uint32_t Tag(int field, WireFormat::WireType type) {
-  return static_cast<uint32_t>(field << 3) | static_cast<uint32_t>(type);
-}
-constexpr uint32_t kVarint(int f) { return Tag(f, WireFormat::WIRETYPE_VARINT); }
-constexpr uint32_t kBytes(int f) { return Tag(f, WireFormat::WIRETYPE_LENGTH_DELIMITED); }
-
 absl::Status Malformed(absl::string_view what) {
   return absl::InternalError(absl::StrCat("malformed PullResponse: ", what));
 }
@@ -55,7 +49,7 @@ class Decoder {
     CodedInputStream input(in);
     input.SetTotalBytesLimit(INT_MAX);
     const bool ok = ForEachField(&input, [&](uint32_t tag) {
-      if (tag == kBytes(2)) {  // repeated PullChunk chunks = 2
+      if (tag == wire::BytesTag(2)) {  // repeated PullChunk chunks = 2
         CodedInputStream::Limit limit;
         if (!EnterLength(&input, &limit)) return false;
         status_ = DecodeChunk(&input);
@@ -94,34 +88,34 @@ class Decoder {
     };
     auto id = [&]() {
       return ForEachField(input, [&](uint32_t tag) {
-        if (tag == kBytes(1)) {  // string tensor = 1
+        if (tag == wire::BytesTag(1)) {  // string tensor = 1
           uint32_t length = 0;
           return input->ReadVarint32(&length) && length <= (1u << 20) &&
                  input->ReadString(&tensor, static_cast<int>(length));
         }
-        if (tag == kVarint(2)) return input->ReadVarint32(&index);  // uint32 index = 2
+        if (tag == wire::VarintTag(2)) return input->ReadVarint32(&index);  // uint32 index = 2
         return WireFormat::SkipField(input, tag);
       });
     };
     auto payload = [&]() {
       return ForEachField(input, [&](uint32_t tag) {
         uint64_t v = 0;
-        if (tag == kVarint(1)) {  // Encoding encoding = 1
+        if (tag == wire::VarintTag(1)) {  // Encoding encoding = 1
           if (!input->ReadVarint64(&v)) return false;
           encoding = static_cast<int32_t>(v);
           return true;
         }
-        if (tag == kVarint(2)) {  // uint32 element_count = 2
+        if (tag == wire::VarintTag(2)) {  // uint32 element_count = 2
           if (!input->ReadVarint64(&v)) return false;
           element_count = static_cast<uint32_t>(v);
           return true;
         }
-        if (tag == kVarint(3)) {  // int32 fractional_bits = 3
+        if (tag == wire::VarintTag(3)) {  // int32 fractional_bits = 3
           if (!input->ReadVarint64(&v)) return false;
           fractional_bits = static_cast<int32_t>(v);
           return true;
         }
-        if (tag != kBytes(4)) return WireFormat::SkipField(input, tag);
+        if (tag != wire::BytesTag(4)) return WireFormat::SkipField(input, tag);
         uint32_t length = 0;  // bytes data = 4
         if (!wire::ReadLength(input, &length)) return false;
         data_bytes = length;
@@ -145,13 +139,13 @@ class Decoder {
 
     const bool ok = ForEachField(input, [&](uint32_t tag) {
       CodedInputStream::Limit limit;
-      if (tag == kBytes(1)) {  // ChunkId id = 1
+      if (tag == wire::BytesTag(1)) {  // ChunkId id = 1
         tensor.clear();
         index = 0;
         return EnterLength(input, &limit) && id() && LeaveLength(input, limit);
       }
-      if (tag == kVarint(2)) return input->ReadVarint64(&version);  // uint64 version = 2
-      if (tag == kBytes(3)) {  // EncodedTensor weights = 3
+      if (tag == wire::VarintTag(2)) return input->ReadVarint64(&version);  // uint64 version = 2
+      if (tag == wire::BytesTag(3)) {  // EncodedTensor weights = 3
         return EnterLength(input, &limit) && payload() && LeaveLength(input, limit);
       }
       return WireFormat::SkipField(input, tag);

@@ -4,9 +4,7 @@
 #include <climits>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "server/wire_reading.h"
@@ -22,62 +20,6 @@ using wire::EnterLength;
 using wire::kMaxTagOrLengthBytes;
 using wire::LeaveLength;
 using wire::ReadLength;
-
-constexpr uint32_t kBytesTag(int field) {
-  return static_cast<uint32_t>(field << 3) |
-         static_cast<uint32_t>(WireFormat::WIRETYPE_LENGTH_DELIMITED);
-}
-
-// The pieces, in order, as one stream; the buffers it hands out are the pieces themselves.
-class PiecesStream final : public google::protobuf::io::ZeroCopyInputStream {
- public:
-  explicit PiecesStream(std::span<const absl::string_view> pieces) : pieces_(pieces) {}
-
-  bool Next(const void** data, int* size) override {
-    if (backed_up_ > 0) {
-      *data = end_ - backed_up_;
-      *size = backed_up_;
-      position_ += backed_up_;
-      backed_up_ = 0;
-      return true;
-    }
-    while (next_ < pieces_.size()) {
-      const absl::string_view p = pieces_[next_++];
-      if (p.empty()) continue;
-      *data = p.data();
-      *size = static_cast<int>(p.size());  // DecodePushRequest refuses pieces of 2 GiB or more
-      end_ = p.data() + p.size();
-      position_ += static_cast<int64_t>(p.size());
-      return true;
-    }
-    return false;
-  }
-  void BackUp(int count) override {
-    backed_up_ = count;
-    position_ -= count;
-  }
-  bool Skip(int count) override {
-    while (count > 0) {
-      const void* data;
-      int size;
-      if (!Next(&data, &size)) return false;
-      if (size > count) {
-        BackUp(size - count);
-        return true;
-      }
-      count -= size;
-    }
-    return true;
-  }
-  int64_t ByteCount() const override { return position_; }
-
- private:
-  std::span<const absl::string_view> pieces_;
-  size_t next_ = 0;
-  const char* end_ = nullptr;  // of the piece last handed out
-  int backed_up_ = 0;
-  int64_t position_ = 0;
-};
 
 // Copies one field (its tag already read) to `out`: length-delimited ones with their bytes as
 // they are, the others as protobuf's SkipField rewrites them (the same values).
@@ -107,7 +49,7 @@ bool SplitFields(CodedInputStream* input, int special, std::string* rest, OnSpec
     const uint32_t tag = input->ReadTag();
     if (tag == 0) return input->ConsumedEntireMessage();
     if (input->CurrentPosition() - start > kMaxTagOrLengthBytes) return false;
-    if (tag == kBytesTag(special)) {
+    if (tag == wire::BytesTag(special)) {
       if (!on_special()) return false;
     } else if (!CopyField(input, tag, &out)) {
       return false;
@@ -140,11 +82,11 @@ bool ReadPieces(CodedInputStream* input, absl::InlinedVector<absl::string_view, 
 bool ReadChunk(CodedInputStream* input, proto::PushChunk* chunk, PayloadView* payload) {
   std::string chunk_rest, tensor_rest;
   bool has_gradient = false;
-  const bool ok = SplitFields(input, 3, &chunk_rest, [&] {  // EncodedTensor gradient = 3
+  const bool ok = SplitFields(input, proto::PushChunk::kGradientFieldNumber, &chunk_rest, [&] {
     CodedInputStream::Limit limit;
     if (!EnterLength(input, &limit)) return false;
     has_gradient = true;
-    return SplitFields(input, 4, &tensor_rest,  // bytes data = 4
+    return SplitFields(input, proto::EncodedTensor::kDataFieldNumber, &tensor_rest,
                        [&] { return ReadPieces(input, &payload->pieces); }) &&
            LeaveLength(input, limit);
   });
@@ -178,22 +120,16 @@ proto::PushRequest ReceivedPush::Materialize() const {
   return out;
 }
 
-absl::StatusOr<ReceivedPush> DecodePushRequest(std::span<const absl::string_view> pieces,
+absl::StatusOr<ReceivedPush> DecodePushRequest(google::protobuf::io::ZeroCopyInputStream* in,
                                                std::shared_ptr<const void> keep) {
-  for (absl::string_view p : pieces) {
-    if (p.size() >= static_cast<size_t>(INT_MAX)) {
-      return absl::InvalidArgumentError("malformed PushRequest: a piece of 2 GiB or more");
-    }
-  }
   ReceivedPush push;
   push.keep = std::move(keep);
   std::vector<proto::PushChunk> chunks;
   std::string rest;
   {
-    PiecesStream stream(pieces);
-    CodedInputStream input(&stream);
+    CodedInputStream input(in);
     input.SetTotalBytesLimit(INT_MAX);
-    const bool ok = SplitFields(&input, 5, &rest, [&] {  // repeated PushChunk chunks = 5
+    const bool ok = SplitFields(&input, proto::PushRequest::kChunksFieldNumber, &rest, [&] {
       CodedInputStream::Limit limit;
       if (!EnterLength(&input, &limit)) return false;
       chunks.emplace_back();

@@ -3,15 +3,14 @@
 // only for the shard to read it once more (to check it for NaN/Inf) and once more (to apply it).
 // Here every field but the payloads is parsed by protobuf itself (so the request is exactly what
 // ParseFromString would give), and each chunk's gradient bytes are left where they are, as pieces
-// of the received slices (a PayloadView, server/tensor_codec.h).
+// of the input's buffers (a PayloadView, server/tensor_codec.h).
 #pragma once
 
 #include <memory>
-#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "google/protobuf/io/zero_copy_stream.h"
 #include "parameter_server.pb.h"
 #include "server/tensor_codec.h"
 
@@ -32,10 +31,11 @@ struct ReceivedPush {
   proto::PushRequest Materialize() const;
 };
 
-// Decodes the bytes `pieces` (in order; the message is their concatenation), which `keep` keeps
-// alive. INVALID_ARGUMENT when they are not a PushRequest (the message protobuf would give; with
-// the same checks, UTF-8 strings included).
-absl::StatusOr<ReceivedPush> DecodePushRequest(std::span<const absl::string_view> pieces,
+// Decodes the serialised PushRequest `in` holds (to its end). The payloads point into the
+// buffers `in` hands out, which `keep` must keep alive (for a grpc::ProtoBufferReader: the
+// ByteBuffer and the reader). INVALID_ARGUMENT when the bytes are not a PushRequest: exactly
+// when protobuf's ParseFromString refuses them (UTF-8 strings included).
+absl::StatusOr<ReceivedPush> DecodePushRequest(google::protobuf::io::ZeroCopyInputStream* in,
                                                std::shared_ptr<const void> keep);
 
 }  // namespace orrery::server

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include <grpcpp/impl/codegen/proto_utils.h>
-#include <grpcpp/support/slice.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
+#include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 
 namespace orrery::server {
@@ -17,18 +18,23 @@ const grpc::Status& ShuttingDown() {
   return *status;
 }
 
-// The received message as a push whose gradients stay in its slices (shared with `message`).
-absl::StatusOr<ReceivedPush> Decode(const grpc::ByteBuffer& message) {
-  auto slices = std::make_shared<std::vector<grpc::Slice>>();
-  if (!message.Dump(slices.get()).ok()) {
+// A received message and the reader over it: the payloads DecodePushRequest leaves in the
+// reader's buffers stay valid while both live.
+struct ReceivedMessage {
+  grpc::ByteBuffer bytes;
+  std::unique_ptr<grpc::ProtoBufferReader> reader;
+};
+
+// Takes `message` (leaving it empty) as a push whose gradients stay in its slices.
+absl::StatusOr<ReceivedPush> Decode(grpc::ByteBuffer* message) {
+  auto received = std::make_shared<ReceivedMessage>();
+  received->bytes.Swap(message);
+  received->reader = std::make_unique<grpc::ProtoBufferReader>(&received->bytes);
+  if (!received->reader->status().ok()) {
     return absl::InvalidArgumentError("malformed PushRequest: unreadable message");
   }
-  std::vector<absl::string_view> pieces;
-  pieces.reserve(slices->size());
-  for (const grpc::Slice& s : *slices) {
-    pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return DecodePushRequest(pieces, std::move(slices));
+  grpc::ProtoBufferReader* reader = received->reader.get();
+  return DecodePushRequest(reader, std::move(received));
 }
 
 }  // namespace
@@ -92,8 +98,7 @@ void PushStreamReactor::OnReadDone(bool ok) {
     busy_ = true;
   }
   // The message's slices now belong to the push (its gradients point into them).
-  absl::StatusOr<ReceivedPush> push = Decode(request_);
-  request_.Clear();
+  absl::StatusOr<ReceivedPush> push = Decode(&request_);
   if (!push.ok()) {
     FinishOnce(ToGrpcStatus(push.status()));  // nothing of a push in progress is applied
     return;
@@ -122,7 +127,8 @@ void PushStreamReactor::OnReadDone(bool ok) {
   const int64_t step = request.step();
   // The push (and the slices it keeps) goes when answered: a stream lives as long as its
   // learner, and every learner would otherwise hold its shard's part of the model.
-  Answer(step, st.ok() ? shard_->PushAuthenticated(*push) : absl::StatusOr<proto::PushResponse>(st));
+  Answer(step,
+         st.ok() ? shard_->PushAuthenticated(*push) : absl::StatusOr<proto::PushResponse>(st));
 }
 
 bool PushStreamReactor::TakePart(ReceivedPush push) {

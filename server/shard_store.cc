@@ -133,9 +133,11 @@ template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
 template absl::StatusOr<std::vector<float>> ShardStore::DecodeChunks(
     const google::protobuf::RepeatedPtrField<proto::InitChunk>&) const;
 template absl::StatusOr<std::vector<PayloadView>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<proto::PushChunk>&, std::span<const PayloadView>) const;
+    const google::protobuf::RepeatedPtrField<proto::PushChunk>&,
+    std::span<const PayloadView>) const;
 template absl::StatusOr<std::vector<PayloadView>> ShardStore::CheckChunks(
-    const google::protobuf::RepeatedPtrField<proto::InitChunk>&, std::span<const PayloadView>) const;
+    const google::protobuf::RepeatedPtrField<proto::InitChunk>&,
+    std::span<const PayloadView>) const;
 
 std::vector<float>& ShardStore::WritableWeights() {
   if (weights_.use_count() > 1) {
@@ -354,14 +356,6 @@ absl::StatusOr<PullAnswer> ShardStore::AnswerPull(proto::Encoding encoding, uint
     if (!st.ok()) return st;
   }
   return answer;
-}
-
-absl::Status ShardStore::FillPull(proto::Encoding encoding, proto::PullResponse* out,
-                                  uint32_t part, uint32_t parts) const {
-  absl::StatusOr<PullAnswer> answer = AnswerPull(encoding, part, parts);
-  if (!answer.ok()) return answer.status();
-  *out = answer->Materialize();
-  return absl::OkStatus();
 }
 
 }  // namespace orrery::server

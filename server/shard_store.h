@@ -75,10 +75,9 @@ class ShardStore {
   absl::StatusOr<std::vector<float>> DecodeChunks(
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks) const;
   // The checks of DecodeChunks without decoding: the payload of each owned chunk, in this
-  // shard's chunk order (pointers into `chunks`, which must outlive them).
-  // `received`, when not empty, holds chunk k's payload at k (a push read without copying its
-  // payloads, server/push_decoder.h); otherwise the payloads are the chunks' own. The payloads
-  // point into `chunks` (or `received`'s memory), which must outlive them.
+  // shard's chunk order. `received`, when not empty, holds chunk k's payload at k (a push read
+  // without copying its payloads, server/push_decoder.h); otherwise the payloads are the chunks'
+  // own. The payloads point into `chunks` (or `received`'s memory), which must outlive them.
   template <typename ChunkMsg>
   absl::StatusOr<std::vector<PayloadView>> CheckChunks(
       const google::protobuf::RepeatedPtrField<ChunkMsg>& chunks,
@@ -124,9 +123,6 @@ class ShardStore {
   // caller checks part < parts <= max(1, N)).
   absl::StatusOr<PullAnswer> AnswerPull(proto::Encoding encoding, uint32_t part = 0,
                                         uint32_t parts = 1) const;
-  // AnswerPull's response with the payloads copied in.
-  absl::Status FillPull(proto::Encoding encoding, proto::PullResponse* out, uint32_t part = 0,
-                        uint32_t parts = 1) const;
 
   const std::vector<float>& weights() const { return *weights_; }
   // Updates that found the weights still held by a pull answer and wrote a new buffer.

@@ -14,13 +14,6 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "FP32 payloads are little-endian; add byte swapping for big-endian hosts");
 
-std::string_view Bytes(const proto::EncodedTensor& in) { return in.data(); }
-
-// The format of a FIXED16 payload that passed CheckPayload.
-quant::FixedFormat CheckedFormat(const proto::EncodedTensor& in) {
-  return quant::FixedFormat{in.fractional_bits()};
-}
-
 // The update of ApplyPayload, with g[i] = value(i).
 template <typename Value>
 void Apply(Value value, float scale, float momentum, std::span<float> weights,
@@ -232,9 +225,7 @@ absl::Status DecodeFloats(const PayloadView& in, std::span<float> out) {
 }
 
 bool PayloadAllFinite(const proto::EncodedTensor& in) {
-  // Fixed point has no NaN or Inf.
-  if (in.encoding() == proto::FIXED16) return true;
-  return AllFiniteBytes(in.data().data(), in.data().size() / sizeof(uint32_t));
+  return PayloadAllFinite(PayloadView::Of(in));
 }
 
 bool PayloadAllFinite(const PayloadView& in) {
@@ -247,11 +238,7 @@ bool PayloadAllFinite(const PayloadView& in) {
 }
 
 void AccumulatePayload(const proto::EncodedTensor& in, float scale, std::span<float> acc) {
-  if (in.encoding() == proto::FIXED16) {
-    AccumulateFixed16Payload(Bytes(in), CheckedFormat(in), scale, acc);
-    return;
-  }
-  AccumulateFloatBytes(in.data().data(), scale, acc);
+  AccumulatePayload(PayloadView::Of(in), scale, acc);
 }
 
 void AccumulatePayload(const PayloadView& in, float scale, std::span<float> acc) {
@@ -269,9 +256,7 @@ void AccumulatePayload(const PayloadView& in, float scale, std::span<float> acc)
 
 void ApplyPayload(const proto::EncodedTensor& in, float scale, float momentum,
                   std::span<float> weights, std::span<float> velocity) {
-  const float inv =
-      in.encoding() == proto::FIXED16 ? CheckedFormat(in).inverse_scale() : 1.0f;
-  ApplyRun(in.data().data(), in.encoding(), inv, scale, momentum, weights, velocity);
+  ApplyPayload(PayloadView::Of(in), scale, momentum, weights, velocity);
 }
 
 void ApplyPayload(const PayloadView& in, float scale, float momentum, std::span<float> weights,

@@ -7,8 +7,19 @@
 #include <cstdint>
 
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace orrery::server::wire {
+
+// The tag of field `field` with a varint or a length-delimited value.
+constexpr uint32_t VarintTag(int field) {
+  return google::protobuf::internal::WireFormatLite::MakeTag(
+      field, google::protobuf::internal::WireFormatLite::WIRETYPE_VARINT);
+}
+constexpr uint32_t BytesTag(int field) {
+  return google::protobuf::internal::WireFormatLite::MakeTag(
+      field, google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+}
 
 // Protobuf's parser takes tags and lengths of at most 5 bytes (CodedInputStream takes up to 10
 // and drops the high bits); lengths also stay below 2 GiB.

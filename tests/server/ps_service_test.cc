@@ -535,8 +535,8 @@ TEST_F(PsServiceTest, PulledChunksHoldTheirVersionsWeightsWhileUpdatesRace) {
           for (float x : v) {
             if (x != expected) {
               if (seen.wrong++ == 0) {
-                seen.first_wrong = absl::StrCat(c.id().tensor(), "/", c.id().index(), " at version ",
-                                                c.version(), " holds ", x);
+                seen.first_wrong = absl::StrCat(c.id().tensor(), "/", c.id().index(),
+                                                " at version ", c.version(), " holds ", x);
               }
               break;
             }

@@ -12,6 +12,7 @@
 #include "server/shard_store.h"
 #include "server/tensor_codec.h"
 #include "tests/server/layout_util.h"
+#include "tests/server/pull_util.h"
 
 namespace orrery::server {
 namespace {
@@ -33,7 +34,7 @@ proto::PullResponse Answer(const ShardPlan& plan, uint32_t shard) {
   EXPECT_TRUE(store.InitializeFromFlat(Flat(plan)).ok());
   store.ApplyAccumulated(1);  // zero update: same weights, version 1
   proto::PullResponse r;
-  EXPECT_TRUE(store.FillPull(proto::FP32, &r).ok());
+  EXPECT_TRUE(testing::FillPull(store, proto::FP32, &r).ok());
   return r;
 }
 
@@ -54,7 +55,7 @@ TEST(PullDecoderTest, PlacesEveryShardsChunksAndVersions) {
   EXPECT_EQ(versions, std::vector<uint64_t>(plan.chunks().size(), 1));
 }
 
-// Each part of a pull (ShardStore::FillPull with part/parts) decodes into place with the chunks
+// Each part of a pull (ShardStore::AnswerPull with part/parts) decodes into place with the chunks
 // the client expects of it; a part holding another part's chunk, or missing one, is an error.
 TEST(PullDecoderTest, DecodesPartsIntoPlaceAndRejectsForeignChunks) {
   const ShardPlan plan = TestPlan();
@@ -77,7 +78,7 @@ TEST(PullDecoderTest, DecodesPartsIntoPlaceAndRejectsForeignChunks) {
     std::vector<uint64_t> versions(plan.chunks().size(), 7);
     for (size_t p = 0; p < parts; ++p) {
       proto::PullResponse r;
-      ASSERT_TRUE(store.FillPull(proto::FP32, &r, p, parts).ok());
+      ASSERT_TRUE(testing::FillPull(store, proto::FP32, &r, p, parts).ok());
       ASSERT_TRUE(decode(r, part_chunks(p, parts), &weights, &versions).ok()) << p << "/" << parts;
     }
     const std::vector<float> flat = Flat(plan);
@@ -90,8 +91,8 @@ TEST(PullDecoderTest, DecodesPartsIntoPlaceAndRejectsForeignChunks) {
   std::vector<float> weights(plan.total_elements());
   std::vector<uint64_t> versions(plan.chunks().size());
   proto::PullResponse first, second;
-  ASSERT_TRUE(store.FillPull(proto::FP32, &first, 0, 2).ok());
-  ASSERT_TRUE(store.FillPull(proto::FP32, &second, 1, 2).ok());
+  ASSERT_TRUE(testing::FillPull(store, proto::FP32, &first, 0, 2).ok());
+  ASSERT_TRUE(testing::FillPull(store, proto::FP32, &second, 1, 2).ok());
   EXPECT_EQ(decode(first, part_chunks(1, 2), &weights, &versions).code(),
             absl::StatusCode::kInternal);  // part 0's chunks where part 1's were expected
   proto::PullResponse short_part = second;
@@ -99,7 +100,8 @@ TEST(PullDecoderTest, DecodesPartsIntoPlaceAndRejectsForeignChunks) {
   EXPECT_EQ(decode(short_part, part_chunks(1, 2), &weights, &versions).code(),
             absl::StatusCode::kInternal);
   proto::PullResponse whole;
-  ASSERT_TRUE(store.FillPull(proto::FP32, &whole).ok());  // an old shard ignoring part/parts
+  // An old shard ignoring part/parts.
+  ASSERT_TRUE(testing::FillPull(store, proto::FP32, &whole).ok());
   EXPECT_FALSE(decode(whole, part_chunks(0, 2), &weights, &versions).ok());
 }
 

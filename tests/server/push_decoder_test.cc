@@ -9,12 +9,11 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "server/tensor_codec.h"
+#include "server/wire_reading.h"
+#include "tests/server/pieces_util.h"
 
 namespace orrery::server {
 namespace {
-
-// The tag of PushRequest.chunks (field 5, length-delimited).
-constexpr uint32_t kBytesTagForTest() { return (5u << 3) | 2u; }
 
 proto::PushRequest Push(int chunks, int floats, proto::Encoding encoding) {
   proto::PushRequest r;
@@ -53,11 +52,12 @@ std::vector<absl::string_view> Cut(const std::string& bytes, std::vector<size_t>
 
 // The decoder must agree with protobuf on `bytes`: both refuse it, or both accept it and give
 // the same message.
-void ExpectAgreesWithProtobuf(const std::string& bytes, const std::vector<absl::string_view>& pieces,
+void ExpectAgreesWithProtobuf(const std::string& bytes,
+                              const std::vector<absl::string_view>& pieces,
                               const std::string& what) {
   proto::PushRequest reference;
   const bool parsed = reference.ParseFromString(bytes);
-  absl::StatusOr<ReceivedPush> decoded = DecodePushRequest(pieces, nullptr);
+  absl::StatusOr<ReceivedPush> decoded = testing::DecodePieces(pieces);
   ASSERT_EQ(decoded.ok(), parsed) << what << ": " << decoded.status();
   if (!parsed) {
     EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
@@ -94,7 +94,7 @@ TEST(PushDecoderTest, DecodesWhatProtobufParsesForEveryCut) {
 TEST(PushDecoderTest, PayloadsPointIntoTheReceivedBytes) {
   const std::string bytes = Push(3, 16384, proto::FP32).SerializeAsString();
   const std::vector<absl::string_view> pieces = Cut(bytes, {bytes.size() / 3, bytes.size() / 2});
-  absl::StatusOr<ReceivedPush> decoded = DecodePushRequest(pieces, nullptr);
+  absl::StatusOr<ReceivedPush> decoded = testing::DecodePieces(pieces);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   ASSERT_EQ(decoded->payloads.size(), 3u);
   size_t pieces_total = 0;
@@ -121,23 +121,21 @@ TEST(PushDecoderTest, MergesFieldsAsProtobufDoes) {
   proto::PushRequest tail;
   tail.set_step(99);
   tail.set_job_id("job-b");
-  proto::PushRequest split_gradient;
-  proto::PushChunk* c = split_gradient.add_chunks();
-  *c->mutable_id() = whole.chunks(0).id();
-  c->mutable_gradient()->set_encoding(proto::FP32);
-  c->mutable_gradient()->set_data("first bytes, replaced");
-  proto::PushRequest second;
-  proto::PushChunk* c2 = second.add_chunks();
-  c2->mutable_gradient()->set_element_count(2);
-  c2->mutable_gradient()->set_data(std::string(8, '\x01'));
-  // The same chunk field twice in one message: the second occurrence merges into a new chunk
-  // (repeated), so build the merge inside one chunk by hand: chunk bytes = first ++ second.
-  std::string chunk_bytes = c->SerializeAsString() + c2->SerializeAsString();
+  proto::PushChunk first;
+  *first.mutable_id() = whole.chunks(0).id();
+  first.mutable_gradient()->set_encoding(proto::FP32);
+  first.mutable_gradient()->set_data("first bytes, replaced");
+  proto::PushChunk second;
+  second.mutable_gradient()->set_element_count(2);
+  second.mutable_gradient()->set_data(std::string(8, '\x01'));
+  // Two occurrences of the chunks field would make two chunks (repeated), so the merge is built
+  // inside one chunk by hand: its bytes are first's followed by second's.
+  const std::string chunk_bytes = first.SerializeAsString() + second.SerializeAsString();
   std::string merged_chunk;
   {
     google::protobuf::io::StringOutputStream s(&merged_chunk);
     google::protobuf::io::CodedOutputStream out(&s);
-    out.WriteTag(kBytesTagForTest());
+    out.WriteTag(wire::BytesTag(proto::PushRequest::kChunksFieldNumber));
     out.WriteVarint32(static_cast<uint32_t>(chunk_bytes.size()));
     out.WriteRaw(chunk_bytes.data(), static_cast<int>(chunk_bytes.size()));
   }
@@ -160,7 +158,8 @@ TEST(PushDecoderTest, RefusesWhatProtobufRefusesAndNeverReadsPastTheEnd) {
   }
   // Tags and lengths in more than 5 bytes (the older CodedInputStream takes up to 10); found by
   // fuzz_push_decode.
-  const std::string overlong_tag = std::string("\x0a\x01w", 3) + "\xf0\xfc\xe5\xef\xf7\xfd\xef\xff\x10\x04";
+  const std::string overlong_tag =
+      std::string("\x0a\x01w", 3) + "\xf0\xfc\xe5\xef\xf7\xfd\xef\xff\x10\x04";
   ExpectAgreesWithProtobuf(overlong_tag, Cut(overlong_tag, {4}), "overlong tag");
   const std::string overlong_length = std::string("\x0a\x81\x80\x80\x80\x80\x00w", 8);
   ExpectAgreesWithProtobuf(overlong_length, Cut(overlong_length, {}), "overlong length");

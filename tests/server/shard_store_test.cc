@@ -8,6 +8,7 @@
 
 #include "server/tensor_codec.h"
 #include "tests/server/layout_util.h"
+#include "tests/server/pull_util.h"
 
 namespace orrery::server {
 namespace {
@@ -176,7 +177,7 @@ TEST(ShardStoreTest, Fixed16WeightsAreSentExactlyInTheirOwnFl) {
     store.ApplyAccumulated(1);
   }
   proto::PullResponse r;
-  ASSERT_TRUE(store.FillPull(proto::FIXED16, &r).ok());
+  ASSERT_TRUE(testing::FillPull(store, proto::FIXED16, &r).ok());
   std::vector<float> pulled;
   for (const proto::PullChunk& c : r.chunks()) {
     EXPECT_EQ(c.weights().fractional_bits(), 10);
@@ -227,7 +228,7 @@ TEST(ShardStoreTest, PullAnswersKeepTheirVersionWhileTheWeightsMoveOn) {
 
     // The answer of the current version is the store's weights.
     proto::PullResponse now;
-    ASSERT_TRUE(store.FillPull(proto::FP32, &now).ok());
+    ASSERT_TRUE(testing::FillPull(store, proto::FP32, &now).ok());
     std::vector<float> pulled;
     for (const proto::PullChunk& c : now.chunks()) {
       EXPECT_EQ(c.version(), 3u);
