@@ -7,11 +7,15 @@
 //   (b) Small-message rate: pushes/s of a 4 KB gradient to one shard with 1, 4 and 16 concurrent
 //       learner processes, against the same processes doing a plain TCP request (4 KB) and
 //       8-byte acknowledgement over one blocking socket each.
+//   (c) Parts against whole messages: the round trip of (a) with one shard, the client's default
+//       pull and push parts against whole messages (pull_part_bytes = push_part_bytes = 0), the
+//       two alternating in --parts_rounds interleaved pairs (0: skipped).
 // Writes one JSON file per figure (DESIGN.md "Benchmarks and experiments") into --results_dir.
 //
 // Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
 //            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
-//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--command=TEXT]
+//            [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--parts_rounds=N]
+//            [--command=TEXT]
 // Without --orrery the shards are this program re-executed in a server role that calls the same
 // server::RunServer as `orrery server` (for builds where the CLI is not built).
 #include <unistd.h>
@@ -60,6 +64,7 @@ struct Flags {
   uint32_t chunk_size = 16384;
   int64_t pull_part_kb = -1;  // -1: the client's default (ClientOptions::pull_part_bytes)
   int64_t push_part_kb = -1;  // -1: the client's default (ClientOptions::push_part_bytes)
+  int parts_rounds = 3;       // (c): interleaved pairs per size
   std::string log_dir;
 };
 
@@ -509,6 +514,77 @@ void RunPushRate(Run& run) {
   }
 }
 
+// (c) The client's default parts against whole messages, one shard, pairs alternating which goes
+// first so a drift of the machine's speed falls on both alike. Figure and peer: the medians over
+// the pairs of each side's round-trip GB/s.
+void RunPartsVsWhole(Run& run) {
+  const Flags& f = run.flags;
+  Flags parts = f, whole = f;
+  whole.pull_part_kb = whole.push_part_kb = 0;
+  for (int size : f.sizes_mb) {
+    std::vector<Bandwidth> with_parts, with_whole;
+    std::string error;
+    for (int round = 0; round < f.parts_rounds && error.empty(); ++round) {
+      for (int k = 0; k < 2; ++k) {
+        const bool parts_now = (round + k) % 2 == 0;
+        absl::StatusOr<Bandwidth> b = MeasureBandwidth(parts_now ? parts : whole, 1, size);
+        if (!b.ok()) {
+          error = absl::StrCat(parts_now ? "parts: " : "whole: ", b.status().message());
+          break;
+        }
+        std::cerr << "parts vs whole, " << size << " MB, round " << round << ": "
+                  << (parts_now ? "parts" : "whole") << " pull " << b->pull_gbps << " GB/s, push "
+                  << b->push_gbps << " GB/s, round trip " << b->round_trip_gbps << " GB/s\n";
+        (parts_now ? with_parts : with_whole).push_back(*b);
+      }
+    }
+    auto median = [](const std::vector<Bandwidth>& v, double Bandwidth::*field) {
+      std::vector<double> x;
+      for (const Bandwidth& b : v) x.push_back(b.*field);
+      return Median(x);
+    };
+    auto side = [&](const std::vector<Bandwidth>& v) {
+      Json rounds = Json::array();
+      for (const Bandwidth& b : v) {
+        rounds.push_back({{"pull_gbps", b.pull_gbps}, {"push_gbps", b.push_gbps},
+                          {"round_trip_gbps", b.round_trip_gbps},
+                          {"core_seconds_per_gb", b.core_seconds_per_gb}});
+      }
+      return Json{{"pull_gbps_median", median(v, &Bandwidth::pull_gbps)},
+                  {"push_gbps_median", median(v, &Bandwidth::push_gbps)},
+                  {"core_seconds_per_gb_median", median(v, &Bandwidth::core_seconds_per_gb)},
+                  {"rounds", rounds}};
+    };
+    const double ours = median(with_parts, &Bandwidth::round_trip_gbps);
+    const double peer = median(with_whole, &Bandwidth::round_trip_gbps);
+    Json details = {
+        {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},
+        {"shards", 1},
+        {"pull_part_bytes", server::ClientOptions().pull_part_bytes},
+        {"push_part_bytes", server::ClientOptions().push_part_bytes},
+        {"parts", side(with_parts)},
+        {"whole", side(with_whole)},
+        {"pull_speedup", Ratio(median(with_parts, &Bandwidth::pull_gbps),
+                               median(with_whole, &Bandwidth::pull_gbps))},
+        {"push_speedup", Ratio(median(with_parts, &Bandwidth::push_gbps),
+                               median(with_whole, &Bandwidth::push_gbps))},
+        {"setup", "as transport_pushpull_*_s1, in pairs: the client's default parts, then whole "
+                  "messages (pull_part_bytes = push_part_bytes = 0), or the other way round on "
+                  "odd rounds; a fresh shard process for each"},
+        {"statistic", "median over the rounds of each side's round-trip GB/s (per round, the "
+                      "median over iterations, as in transport_pushpull_*)"}};
+    if (!error.empty()) details["error"] = error;
+    WriteResult(run, {{"name", absl::StrCat("transport_parts_vs_whole_", size, "mb_s1")},
+                      {"figure", FigureOrNull(ours)},
+                      {"unit", "GB/s of payload (pull + push), in parts"},
+                      {"peer", "the same client and shard, whole messages"},
+                      {"peer_figure", FigureOrNull(peer)},
+                      {"ratio", Ratio(ours, peer)},
+                      {"target_ratio", nullptr},
+                      {"details", details}});
+  }
+}
+
 std::vector<int> IntList(const std::string& text) {
   std::vector<int> out;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
@@ -566,6 +642,7 @@ int main(int argc, char** argv) {
     else if (key == "--learners") flags.learners = IntList(value);
     else if (key == "--pull_part_kb") flags.pull_part_kb = std::atoll(value.c_str());
     else if (key == "--push_part_kb") flags.push_part_kb = std::atoll(value.c_str());
+    else if (key == "--parts_rounds") flags.parts_rounds = std::max(0, std::atoi(value.c_str()));
     else if (key == "--chunk_size") flags.chunk_size = static_cast<uint32_t>(std::atoi(value.c_str()));
     else {
       std::cerr << "bench_transport: unknown flag " << arg << " (see the header of bench_transport.cc)\n";
@@ -590,5 +667,6 @@ int main(int argc, char** argv) {
   Run run{flags};
   if (!flags.sizes_mb.empty() && !flags.shards.empty()) RunBandwidth(run);
   if (!flags.learners.empty()) RunPushRate(run);
+  if (!flags.sizes_mb.empty() && flags.parts_rounds > 0) RunPartsVsWhole(run);
   return run.all_ok ? 0 : 1;
 }
