@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -262,16 +263,41 @@ def markdown_table(header, rows):
     return "\n".join(out) + "\n"
 
 
+def hand_written_sections(path):
+    """What follows the generated part of an existing results markdown: everything from its first
+    line starting with "## " (the generated part uses only "#" and "###" headings). "" when there
+    is no such file or section."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    if text.startswith("## "):
+        return text
+    at = text.find("\n## ")
+    return "" if at < 0 else text[at + 1:]
+
+
 def write_markdown(results_dir, name, title, command, intro, tables, notes):
-    """bench/results/<name>.md: a title, what was run, the exact command, tables, notes."""
+    """bench/results/<name>.md: a title, what was run, the exact command, tables, notes. Sections
+    written by hand under "## " headings after them in an existing file are kept, after the new
+    generated part (a note on stderr asks to check they still agree with it)."""
     text = [f"# {title}\n", intro.strip() + "\n", f"Command:\n\n```\n{command}\n```\n"]
     text += [t + "\n" if not t.endswith("\n\n") else t for t in tables]
     if notes:
         text.append("Notes:\n")
         text += [f"- {n}" for n in notes]
         text.append("")
-    with open(os.path.join(results_dir, name + ".md"), "w") as f:
-        f.write("\n".join(text).rstrip() + "\n")
+    path = os.path.join(results_dir, name + ".md")
+    kept = hand_written_sections(path)
+    out = "\n".join(text).rstrip() + "\n"
+    if kept:
+        out += "\n" + kept.rstrip() + "\n"
+        count = sum(1 for line in kept.splitlines() if line.startswith("## "))
+        print(f"{path}: kept its {count} hand-written section(s) after the new tables; check "
+              "that they still agree with them", file=sys.stderr)
+    with open(path, "w") as f:
+        f.write(out)
 
 
 def gnuplot_accuracy(png, title, series, xlabel="seconds since the learners started"):
