@@ -15,7 +15,7 @@ BASE_PKGS=(
   zlib1g-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libsqlite3-dev prometheus-cpp-dev
   dataset-fashion-mnist openssl
 )
-BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox )
+BENCH_PKGS=( python3-torch python3-numpy iperf3 gnuplot-nox libzmq3-dev )
 SLURM_PKGS=( slurmctld slurmd munge slurm-client )
 FUZZ_PKGS=( clang libclang-rt-14-dev )
 
