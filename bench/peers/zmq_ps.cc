@@ -11,12 +11,14 @@
 //   zmq_ps worker ENDPOINT BYTES SECONDS
 //                                   pulls and pushes back to back for SECONDS after 5 untimed
 //                                   round trips; prints `RESULT <pull GB/s> <push GB/s>
-//                                   <round-trip GB/s> <iterations> <core-seconds>`: medians over
-//                                   iterations (as bench_transport computes ours) and the CPU time
-//                                   both processes spent in the timed loop
+//                                   <round-trip GB/s> <iterations> <core-seconds> <page faults>`:
+//                                   medians over iterations (as bench_transport computes ours),
+//                                   and the CPU time and minor page faults of both processes in
+//                                   the timed loop
 //
 // Messages (REQ/REP): "P" -> the weights; "G" + a frame of BYTES -> "K"; "T" (start of the timed
-// loop) -> "K"; "Q" -> the server's CPU seconds since "T", as text, and the server exits.
+// loop) -> "K"; "Q" -> the server's CPU seconds and minor page faults since "T", as text, and the
+// server exits.
 #include <sys/resource.h>
 #include <zmq.h>
 
@@ -32,11 +34,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double CpuSeconds() {
+// This process's CPU time and minor page faults so far, every thread (ZeroMQ's I/O thread too).
+struct Usage {
+  double cpu_seconds = 0;
+  long page_faults = 0;
+};
+
+Usage Now() {
   rusage u{};
-  getrusage(RUSAGE_SELF, &u);  // every thread: ZeroMQ's I/O thread included
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  getrusage(RUSAGE_SELF, &u);
+  return {static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+              1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec),
+          u.ru_minflt};
 }
 
 [[noreturn]] void Die(const char* what) {
@@ -71,7 +80,7 @@ int Server(size_t bytes) {
   const float lr = 1e-3f;
   std::printf("READY %s\n", endpoint);
   std::fflush(stdout);
-  double cpu_start = CpuSeconds();
+  Usage start = Now();
   for (;;) {
     zmq_msg_t tag;
     zmq_msg_init(&tag);
@@ -105,11 +114,13 @@ int Server(size_t bytes) {
       zmq_msg_close(&gradient);
       SendText(socket, "K");
     } else if (kind == 'T') {
-      cpu_start = CpuSeconds();
+      start = Now();
       SendText(socket, "K");
     } else if (kind == 'Q') {
+      const Usage now = Now();
       char text[64];
-      std::snprintf(text, sizeof text, "%.6f", CpuSeconds() - cpu_start);
+      std::snprintf(text, sizeof text, "%.6f %ld", now.cpu_seconds - start.cpu_seconds,
+                    now.page_faults - start.page_faults);
       SendText(socket, text);
       break;
     } else {
@@ -165,7 +176,7 @@ int Worker(const char* endpoint, size_t bytes, double seconds) {
   };
   for (int i = 0; i < 5; ++i) pull(), push();
   request("T");
-  const double cpu_start = CpuSeconds();
+  const Usage usage_start = Now();
   std::vector<double> pull_s, push_s, rt_gbps;
   const auto start = Clock::now();
   for (int i = 0; i < 100000; ++i) {
@@ -180,11 +191,18 @@ int Worker(const char* endpoint, size_t bytes, double seconds) {
                       std::chrono::duration<double>(t2 - t0).count() * 1e-9);
     if (pull_s.size() >= 5 && std::chrono::duration<double>(t2 - start).count() >= seconds) break;
   }
-  const double cpu = CpuSeconds() - cpu_start + std::atof(request("Q").c_str());
-  std::printf("RESULT %.6f %.6f %.6f %zu %.6f\n",
+  const Usage end = Now();
+  double server_cpu = 0;
+  long server_faults = 0;
+  if (std::sscanf(request("Q").c_str(), "%lf %ld", &server_cpu, &server_faults) != 2) {
+    std::fprintf(stderr, "zmq_ps: unreadable usage from the server\n");
+    return 1;
+  }
+  std::printf("RESULT %.6f %.6f %.6f %zu %.6f %ld\n",
               static_cast<double>(bytes) / Median(pull_s) * 1e-9,
               static_cast<double>(bytes) / Median(push_s) * 1e-9, Median(rt_gbps), pull_s.size(),
-              cpu);
+              end.cpu_seconds - usage_start.cpu_seconds + server_cpu,
+              end.page_faults - usage_start.page_faults + server_faults);
   zmq_close(socket);
   zmq_ctx_term(context);
   return 0;

@@ -257,6 +257,7 @@ absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags) {
 // cites, measured on this machine.
 struct ZmqPs {
   double pull_gbps = 0, push_gbps = 0, round_trip_gbps = 0, core_seconds_per_gb = 0;
+  double page_faults_per_round_trip = 0;  // minor faults of both processes
   int iterations = 0;
 };
 
@@ -277,12 +278,13 @@ absl::StatusOr<ZmqPs> MeasureZmqPs(const Flags& flags, int size_mb) {
   (void)(*worker)->Wait(milliseconds(5000));
   (void)(*server)->Wait(milliseconds(5000));
   ZmqPs r;
-  double cpu = 0;
+  double cpu = 0, faults = 0;
   std::istringstream in(line->substr(7));
-  in >> r.pull_gbps >> r.push_gbps >> r.round_trip_gbps >> r.iterations >> cpu;
+  in >> r.pull_gbps >> r.push_gbps >> r.round_trip_gbps >> r.iterations >> cpu >> faults;
   if (!in || r.iterations <= 0) return absl::InternalError("zmq_ps: unreadable result: " + *line);
   r.core_seconds_per_gb =
       cpu / (2.0 * static_cast<double>(uint64_t{1} << 20) * size_mb * r.iterations * 1e-9);
+  r.page_faults_per_round_trip = faults / r.iterations;
   return r;
 }
 
@@ -506,6 +508,7 @@ void RunBandwidth(Run& run) {
                    {"pull_gbps", FigureOrNull(z.pull_gbps)},
                    {"push_gbps", FigureOrNull(z.push_gbps)},
                    {"cpu_core_seconds_per_gb", FigureOrNull(z.core_seconds_per_gb)},
+                   {"page_faults_per_round_trip", z.page_faults_per_round_trip},
                    {"ratio_to_iperf3", Ratio(z.round_trip_gbps, peer)},
                    {"ours_over_zmq_ps", Ratio(best.round_trip_gbps, z.round_trip_gbps)},
                    {"setup",
@@ -591,7 +594,9 @@ void RunPushRate(Run& run) {
 // the pairs of each side's round-trip GB/s.
 void RunPartsVsWhole(Run& run) {
   const Flags& f = run.flags;
+  // The parts side uses the client's defaults, which details records, whatever --*_part_kb say.
   Flags parts = f, whole = f;
+  parts.pull_part_kb = parts.push_part_kb = -1;
   whole.pull_part_kb = whole.push_part_kb = 0;
   for (int size : f.sizes_mb) {
     std::vector<Bandwidth> with_parts, with_whole;
