@@ -88,6 +88,8 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_flag("--evaluator", o->evaluator, "Observe instead of train: evaluate pulled weights every --eval-every seconds; SIGTERM gives a final evaluation");
   cmd->add_option("--eval-every", o->eval_every_seconds, "Evaluator: seconds between evaluations")->capture_default_str();
   cmd->add_option("--report-every", o->report_every_seconds, "Seconds between progress lines")->capture_default_str();
+  cmd->add_option("--events-file", o->events_path,
+                  "Also append every tagged line (ORRERY_EVAL, ORRERY_LEARNER_DONE, ...) to this file");
   cmd->add_option("--rpc-timeout", *rpc_timeout, "Seconds per RPC attempt")->capture_default_str();
   cmd->add_option("--pull-timeout", *pull_timeout, "Seconds a pull may wait for other learners")->capture_default_str();
   cmd->add_option("--retry-budget", *retry_budget, "Seconds of backoff spent retrying an unavailable shard")->capture_default_str();

@@ -1,13 +1,18 @@
 #include "learner/distributed_learner.h"
 
+#include <fcntl.h>
+#include <glog/logging.h>
 #include <omp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -27,11 +32,47 @@ using Clock = std::chrono::steady_clock;
 double ToSeconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double SecondsSince(Clock::time_point t0) { return ToSeconds(Clock::now() - t0); }
 
-// One tagged JSON line on stdout, flushed so the supervisor sees it at once.
-void Emit(const char* tag, const nlohmann::json& body) {
-  std::printf("%s %s\n", tag, body.dump().c_str());
-  std::fflush(stdout);
-}
+// Tagged JSON lines: on stdout, flushed so the supervisor sees each at once, and appended to the
+// events file when there is one (one write per line, so a line is never torn).
+class Events {
+ public:
+  static absl::StatusOr<std::unique_ptr<Events>> Open(const std::string& path) {
+    auto events = std::unique_ptr<Events>(new Events(path));
+    if (!path.empty()) {
+      events->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (events->fd_ < 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("--events-file: cannot open ", path, ": ", std::strerror(errno)));
+      }
+    }
+    return events;
+  }
+  ~Events() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void Emit(const char* tag, const nlohmann::json& body) {
+    const std::string line = absl::StrCat(tag, " ", body.dump(), "\n");
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fflush(stdout);
+    if (fd_ < 0) return;
+    ssize_t n;
+    do {
+      n = ::write(fd_, line.data(), line.size());
+    } while (n < 0 && errno == EINTR);
+    if (n != static_cast<ssize_t>(line.size()) && !warned_) {
+      warned_ = true;  // the run goes on; only a restarted scheduler would miss the line
+      LOG(WARNING) << "--events-file " << path_ << ": a line was not written"
+                   << (n < 0 ? absl::StrCat(": ", std::strerror(errno)) : std::string(" whole"));
+    }
+  }
+
+ private:
+  explicit Events(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+  int fd_ = -1;
+  bool warned_ = false;
+};
 
 absl::StatusOr<std::unique_ptr<Model>> BuildModel(const LearnerOptions& o) {
   ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(o.model_path));
@@ -127,6 +168,7 @@ absl::Status ValidateLearnerOptions(const LearnerOptions& o) {
 
 absl::Status RunLearner(const LearnerOptions& o) {
   RETURN_IF_ERROR(ValidateLearnerOptions(o));
+  ASSIGN_OR_RETURN(std::unique_ptr<Events> events, Events::Open(o.events_path));
   if (o.threads > 0) omp_set_num_threads(o.threads);
 
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));
@@ -145,7 +187,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
   // `orrery run --resume`, rejoins as itself and continues from the clock the shards kept.
   ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
                    server::PsClient::Connect(MakeClientOptions(o, *model, o.index)));
-  Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
+  events->Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
                                  {"index", o.index},
                                  {"start_clock", ps->start_clock()},
                                  {"examples", slice.count}});
@@ -189,7 +231,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
     const auto compute0 = Clock::now();
     pull_time += compute0 - pull0;
     for (const server::PsClient::ShardRestart& r : ps->TakeShardRestarts()) {
-      Emit("ORRERY_LEARNER_SHARD_RESTART", {{"learner", ps->learner_id()},
+      events->Emit("ORRERY_LEARNER_SHARD_RESTART", {{"learner", ps->learner_id()},
                                             {"shard", r.shard},
                                             {"version_before", r.version_before},
                                             {"version_after", r.version_after},
@@ -225,7 +267,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
     ++window_steps;
     window_images += batch;
     if (done_steps == 1 || SecondsSince(last_report) >= o.report_every_seconds) {
-      Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
+      events->Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
                               {"index", o.index},
                               {"step", t + 1},
                               {"steps", steps},
@@ -239,7 +281,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
   }
   const double seconds = SecondsSince(t0);
   absl::Status left = ps->Leave();
-  Emit("ORRERY_LEARNER_DONE", {{"learner", ps->learner_id()},
+  events->Emit("ORRERY_LEARNER_DONE", {{"learner", ps->learner_id()},
                                {"index", o.index},
                                {"steps", done_steps},
                                {"dropped", dropped},
@@ -267,6 +309,7 @@ absl::Status RunEvaluator(const LearnerOptions& o) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  ASSIGN_OR_RETURN(std::unique_ptr<Events> events, Events::Open(o.events_path));
 
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));
   ASSIGN_OR_RETURN(Dataset test, LoadFashionMnist(o.data_dir, Split::kTest, o.limit_test));
@@ -296,7 +339,7 @@ absl::Status RunEvaluator(const LearnerOptions& o) {
     ASSIGN_OR_RETURN(server::PsStats stats, ps->Stats());
     RETURN_IF_ERROR(ps->Pull(0, model->params().flat()));
     ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, 256));
-    Emit("ORRERY_EVAL", {{"seconds", SecondsSince(t0)},
+    events->Emit("ORRERY_EVAL", {{"seconds", SecondsSince(t0)},
                          {"test_accuracy", static_cast<double>(eval.correct) / std::max<int64_t>(1, eval.count)},
                          {"test_loss", eval.loss_sum / std::max<int64_t>(1, eval.count)},
                          {"test_images", eval.count},

@@ -48,6 +48,10 @@ struct LearnerOptions {
   bool evaluator = false;            // --evaluator
   double eval_every_seconds = 10;    // --eval-every (evaluator)
   double report_every_seconds = 2;   // --report-every: ORRERY_LEARNER progress lines
+  // --events-file: every tagged line (ORRERY_EVAL, ORRERY_LEARNER_DONE, ...) is also appended
+  // here, so that a scheduler restarted after a crash, which no longer reads our stdout, can
+  // still learn how the process ended. "" = stdout only.
+  std::string events_path;
   absl::Duration rpc_timeout = absl::Seconds(30);    // --rpc-timeout
   absl::Duration pull_timeout = absl::Minutes(10);   // --pull-timeout
   absl::Duration retry_budget = absl::Seconds(60);   // --retry-budget

@@ -1,5 +1,9 @@
 #include "scheduler/job_report.h"
 
+#include <algorithm>
+#include <fstream>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -60,6 +64,72 @@ void AddLearnerTraffic(const nlohmann::json& done, RunReport* report) {
   report->learner_pull_seconds += JsonGet<double>(done, "pull_seconds", 0);
   report->learner_compute_seconds += JsonGet<double>(done, "compute_seconds", 0);
   report->learner_push_seconds += JsonGet<double>(done, "push_seconds", 0);
+}
+
+std::string EventsFilePath(const std::string& log_dir, const std::string& role) {
+  return absl::StrCat(log_dir, "/", role, ".events");
+}
+
+namespace {
+
+// The tagged lines of one events file, in order; none when it is missing.
+std::vector<std::pair<std::string, nlohmann::json>> ReadEvents(const std::string& path) {
+  std::vector<std::pair<std::string, nlohmann::json>> events;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string tag;
+    nlohmann::json body;
+    if (ParseTagged(line, &tag, &body)) events.emplace_back(std::move(tag), std::move(body));
+  }
+  return events;
+}
+
+}  // namespace
+
+absl::StatusOr<RunReport> ReportFromEventsFiles(const JobSpec& job, const std::string& log_dir,
+                                                double wall_seconds) {
+  RunReport report;
+  report.job = job.name;
+  report.wall_seconds = wall_seconds;
+  const std::string evaluator = EventsFilePath(log_dir, "evaluator");
+  std::optional<nlohmann::json> final_eval;
+  for (const auto& [tag, body] : ReadEvents(evaluator)) {
+    if (tag != "ORRERY_EVAL") continue;
+    const EvalPoint p = ParseEvalPoint(body, JsonGet<double>(body, "seconds", 0));
+    report.evals.push_back(p);
+    if (job.target_accuracy && !report.time_to_target_seconds && p.test_accuracy >= *job.target_accuracy) {
+      report.time_to_target_seconds = p.seconds;
+    }
+    if (JsonGet<bool>(body, "final", false)) final_eval = body;
+  }
+  for (int i = 0; i < job.learners; ++i) {
+    const std::string role = absl::StrCat("learner-", i);
+    std::optional<nlohmann::json> done;
+    for (const auto& [tag, body] : ReadEvents(EventsFilePath(log_dir, role))) {
+      if (tag == "ORRERY_LEARNER_DONE") done = body;
+    }
+    if (done) {
+      ++report.learners_finished;
+      AddLearnerTraffic(*done, &report);
+      report.train_seconds = std::max(report.train_seconds, JsonGet<double>(*done, "seconds", 0));
+    } else {
+      ++report.learners_failed;
+      report.learner_failures.push_back(
+          absl::StrCat(role, ": exited without finishing its epochs (exit status unknown: see ", role, ".log)"));
+    }
+  }
+  if (report.learners_finished == 0) {
+    return absl::AbortedError(absl::StrCat("no learner finished its epochs (none wrote ORRERY_LEARNER_DONE to its "
+                                           "events file in ", log_dir, ")"));
+  }
+  if (!final_eval) {
+    return absl::AbortedError(absl::StrCat("the evaluator made no final evaluation (none in ", evaluator,
+                                           "; see evaluator.log)"));
+  }
+  FillFromFinalEval(*final_eval, &report);
+  report.images_per_second = report.samples_applied / std::max(report.train_seconds, 1e-9);
+  return report;
 }
 
 }  // namespace orrery::scheduler

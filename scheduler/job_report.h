@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backend.h"
+#include "scheduler/job_spec.h"
 #include "scheduler/run_job.h"
 
 namespace orrery::scheduler {
@@ -40,5 +42,18 @@ void FillFromFinalEval(const nlohmann::json& eval, RunReport* report);
 // A finished learner's traffic and time per phase (the body of its ORRERY_LEARNER_DONE line)
 // added to `report`.
 void AddLearnerTraffic(const nlohmann::json& done, RunReport* report);
+
+// Where the process `role` ("learner-2", "evaluator") of a job with logs in `log_dir` appends its
+// tagged lines (`orrery learner --events-file`, set by JobRun).
+std::string EventsFilePath(const std::string& log_dir, const std::string& role);
+
+// The report of a job whose end no scheduler saw on its processes' output (a restarted scheduler
+// had re-attached to them), read from the events files of its learners and evaluator: the
+// evaluations, the final one's figures, and each learner's ORRERY_LEARNER_DONE. Exit codes are
+// unknown there, so a learner counts as finished when it said so, and as failed otherwise.
+// Lines that are not tagged JSON are skipped. Errors, naming the file: no final evaluation, or
+// no learner finished.
+absl::StatusOr<RunReport> ReportFromEventsFiles(const JobSpec& job, const std::string& log_dir,
+                                                double wall_seconds);
 
 }  // namespace orrery::scheduler

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -16,12 +17,21 @@
 #include "base/status_macros.h"
 #include "scheduler/adopted_process.h"
 #include "scheduler/group_job_run.h"
+#include "scheduler/job_report.h"
 #include "scheduler/job_spec.h"
 #include "scheduler/run_job.h"
 
 namespace orrery::scheduler {
 
 namespace fs = std::filesystem;
+
+// How far a re-attached local job's end has come (JobScheduler::AdvanceAdopted).
+enum class AdoptedStage {
+  kTraining,         // learners run
+  kFinalEvaluation,  // every learner has exited; the evaluator was asked for its final evaluation
+  kStoppingShards,   // the evaluator has exited; the shards were asked to stop
+  kFailing,          // a shard or the evaluator ended while learners trained; everything stops
+};
 
 struct JobScheduler::Entry {
   JobRecord record;
@@ -31,12 +41,17 @@ struct JobScheduler::Entry {
   std::map<ProcessId, size_t> process_index;  // backend process -> index in record.processes
   // While re-attached: the survivors of an earlier daemon, with their index in record.processes.
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> adopted;
+  AdoptedStage stage = AdoptedStage::kTraining;
+  std::string adopted_failure;      // why, in AdoptedStage::kFailing
+  std::set<size_t> stop_requested;  // adopted processes this scheduler sent SIGTERM
   TimerId kill_timer = 0;
 };
 
 namespace {
 
 std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
+
+bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
 
 std::string FormatLogLine(absl::Time now, const OutputLine& line) {
   return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()), " ", line.role, " ",
@@ -146,6 +161,9 @@ void JobScheduler::Reattach(Entry& entry) {
   if (r.processes.empty()) {
     return Finish(entry, JobState::kLost, "the scheduler stopped before it had recorded any process of the job");
   }
+  // A local job's learners and evaluator append their tagged lines to events files, which tell
+  // how they ended when no scheduler saw it: a learner that has exited is no loss there.
+  const bool local = r.backend == "local";
   std::vector<std::string> gone;
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> alive;
   for (size_t i = 0; i < r.processes.size(); ++i) {
@@ -154,14 +172,12 @@ void JobScheduler::Reattach(Entry& entry) {
     absl::StatusOr<std::unique_ptr<AdoptedProcess>> adopted = AdoptedProcess::Adopt(loop_, p.pid, p.start_ticks);
     if (adopted.ok()) {
       alive.emplace_back(i, std::move(*adopted));
+    } else if (local && IsLearner(p.role)) {
+      p.exit = "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
     } else {
       gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
       p.exit = "gone when the scheduler restarted (exit status unknown)";
     }
-  }
-  if (alive.empty() && gone.empty()) {
-    return Finish(entry, JobState::kLost,
-                  "every process of the job had exited when the scheduler restarted, but its result was not recorded");
   }
   if (!gone.empty()) {
     for (auto& [index, process] : alive) {
@@ -173,18 +189,98 @@ void JobScheduler::Reattach(Entry& entry) {
                   absl::StrCat("the scheduler restarted while the job ran and found ", absl::StrJoin(gone, ", "),
                                " gone", alive.empty() ? "" : absl::StrCat("; killed the ", alive.size(), " process(es) still running")));
   }
+  if (alive.empty()) {
+    Persist(entry, /*with_processes=*/true);
+    if (!local) {
+      return Finish(entry, JobState::kLost,
+                    "every process of the job had exited when the scheduler restarted, but its result was not recorded");
+    }
+    return FinishAdoptedFromEvents(entry);
+  }
   r.reattached = true;
-  r.reason = absl::StrCat("re-attached after a scheduler restart to its ", alive.size(),
-                          " running process(es); their output and exit codes are no longer visible");
+  r.reason = absl::StrCat("re-attached after a scheduler restart to its ", alive.size(), " running process(es); ",
+                          local ? "their output is no longer visible, but their events files are"
+                                : "their output and exit codes are no longer visible");
   entry.adopted = std::move(alive);
   queue_.Hold(r.id, r.slots);
   const int64_t id = r.id;
   for (auto& [index, process] : entry.adopted) process->OnExit([this, id] { OnAdoptedExit(id); });
   Persist(entry, /*with_processes=*/true);
-  if (r.cancel_requested) {  // the previous daemon was cancelling it
-    for (auto& [index, process] : entry.adopted) process->SignalGroup(SIGTERM).IgnoreError();
-  }
   LOG(WARNING) << "job " << id << " (" << r.name << "): " << r.reason;
+  if (r.cancel_requested) {  // the previous daemon was cancelling it
+    StopAdopted(entry, [](const std::string&) { return true; }, options_.stop_grace);
+  } else {
+    AdvanceAdopted(entry);  // its learners may all have finished already
+  }
+}
+
+void JobScheduler::StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which,
+                               absl::Duration grace) {
+  std::vector<size_t> targets;
+  for (auto& [index, process] : entry.adopted) {
+    if (process->exited() || !which(entry.record.processes[index].role)) continue;
+    process->SignalGroup(SIGTERM).IgnoreError();
+    entry.stop_requested.insert(index);
+    targets.push_back(index);
+  }
+  if (entry.kill_timer) loop_.Cancel(entry.kill_timer);
+  entry.kill_timer = 0;
+  if (targets.empty()) return;
+  const int64_t id = entry.record.id;
+  entry.kill_timer = loop_.RunAfter(grace, [this, id, targets] {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    it->second->kill_timer = 0;
+    for (auto& [index, process] : it->second->adopted) {
+      if (std::find(targets.begin(), targets.end(), index) != targets.end() && !process->exited()) {
+        process->SignalGroup(SIGKILL).IgnoreError();
+      }
+    }
+  });
+}
+
+// Drives a re-attached local job to its end as JobRun would have: once every learner has exited,
+// SIGTERM asks the evaluator for its final evaluation; once the evaluator has exited, the shards
+// are stopped. A shard or the evaluator ending while learners train fails the job. Jobs launched
+// as one group (mpi, slurm) end by themselves: their ranks coordinate through their launcher.
+void JobScheduler::AdvanceAdopted(Entry& entry) {
+  JobRecord& r = entry.record;
+  if (r.backend != "local" || r.state != JobState::kRunning || r.cancel_requested || shutting_down_) return;
+  bool learners = false, evaluator = false;
+  std::string ended;  // a shard or the evaluator that has exited
+  for (const ProcessRecord& p : r.processes) {
+    const bool running = p.exit.empty();
+    if (IsLearner(p.role)) {
+      learners |= running;
+    } else {
+      if (p.role == "evaluator") evaluator |= running;
+      if (!running && ended.empty()) ended = p.role;
+    }
+  }
+  auto all = [](const std::string&) { return true; };
+  switch (entry.stage) {
+    case AdoptedStage::kTraining:
+      if (learners) {
+        if (ended.empty()) return;
+        entry.stage = AdoptedStage::kFailing;
+        entry.adopted_failure = absl::StrCat(ended, " exited while the learners trained, after a scheduler restart "
+                                             "had re-attached to the job (exit status unknown: see ", ended, ".log)");
+        return StopAdopted(entry, all, options_.stop_grace);
+      }
+      if (evaluator) {
+        entry.stage = AdoptedStage::kFinalEvaluation;
+        // It answers SIGTERM with its final evaluation, then exits.
+        return StopAdopted(entry, [](const std::string& role) { return role == "evaluator"; }, absl::Minutes(5));
+      }
+      [[fallthrough]];
+    case AdoptedStage::kFinalEvaluation:
+      if (evaluator) return;
+      entry.stage = AdoptedStage::kStoppingShards;
+      return StopAdopted(entry, all, absl::Seconds(10));
+    case AdoptedStage::kStoppingShards:
+    case AdoptedStage::kFailing:
+      return;
+  }
 }
 
 void JobScheduler::OnAdoptedExit(int64_t id) {
@@ -195,22 +291,51 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
   for (auto& [index, process] : entry.adopted) {
     if (process->exited()) {
       if (entry.record.processes[index].exit.empty()) {
-        entry.record.processes[index].exit = "exited (status unknown: not a child of this scheduler)";
+        entry.record.processes[index].exit =
+            entry.stop_requested.count(index) ? "exited (stop requested; status unknown: not a child of this scheduler)"
+                                              : "exited (status unknown: not a child of this scheduler)";
         store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
+        Changed(entry);
       }
     } else {
       all = false;
     }
   }
-  if (!all || entry.record.state != JobState::kRunning) return;
+  if (entry.record.state != JobState::kRunning) return;
+  if (!all) return AdvanceAdopted(entry);
   entry.adopted.clear();
   if (entry.kill_timer) loop_.Cancel(entry.kill_timer);
   entry.kill_timer = 0;
   if (entry.record.cancel_requested) return Finish(entry, JobState::kCancelled, "cancelled by request");
   if (shutting_down_) return Finish(entry, JobState::kFailed, "stopped: the scheduler shut down while the job ran");
-  Finish(entry, JobState::kLost,
-         "its processes ended after a scheduler restart had re-attached to them; their exit codes and final "
-         "evaluation were not visible to it");
+  if (entry.record.backend != "local") {
+    return Finish(entry, JobState::kLost,
+                  "its processes ended after a scheduler restart had re-attached to them; their exit codes and final "
+                  "evaluation were not visible to it");
+  }
+  if (entry.stage == AdoptedStage::kFailing) return Finish(entry, JobState::kFailed, entry.adopted_failure);
+  FinishAdoptedFromEvents(entry);
+}
+
+void JobScheduler::FinishAdoptedFromEvents(Entry& entry) {
+  JobRecord& r = entry.record;
+  absl::StatusOr<JobSpec> spec = entry.spec ? absl::StatusOr<JobSpec>(*entry.spec) : ParseJobSpec(r.spec_yaml, r.base_dir);
+  if (!spec.ok()) {
+    return Finish(entry, JobState::kLost,
+                  absl::StrCat("its processes ended after a scheduler restart, and its spec no longer parses to read "
+                               "their events files: ", spec.status().message()));
+  }
+  const double wall = static_cast<double>(NowMs() - r.started_ms) / 1000;
+  absl::StatusOr<RunReport> report = ReportFromEventsFiles(*spec, r.log_dir, wall);
+  if (!report.ok()) {
+    return Finish(entry, JobState::kFailed,
+                  absl::StrCat("it ended after a scheduler restart: ", report.status().message()));
+  }
+  r.result_json = RunReportJson(*report, *spec);
+  r.test_accuracy = report->test_accuracy;
+  Finish(entry, JobState::kSucceeded,
+         "ran to its end after a scheduler restart re-attached to it; the result is read from its learners' and "
+         "evaluator's events files (exit codes unknown)");
 }
 
 absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, const std::string& base_dir,
@@ -303,14 +428,7 @@ absl::StatusOr<JobRecord> JobScheduler::Cancel(const std::string& job) {
       if (entry->run) {
         entry->run->Cancel(absl::CancelledError("cancelled by request"), options_.stop_grace);
       } else {
-        for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGTERM).IgnoreError();
-        const int64_t id = r.id;
-        entry->kill_timer = loop_.RunAfter(options_.stop_grace, [this, id] {
-          auto it = jobs_.find(id);
-          if (it == jobs_.end()) return;
-          it->second->kill_timer = 0;
-          for (auto& [index, process] : it->second->adopted) process->SignalGroup(SIGKILL).IgnoreError();
-        });
+        StopAdopted(*entry, [](const std::string&) { return true; }, options_.stop_grace);
       }
       return r;
     case JobState::kCancelled:
@@ -560,7 +678,7 @@ void JobScheduler::Shutdown(std::function<void()> done) {
     if (entry->run) {
       entry->run->Cancel(absl::CancelledError("the scheduler shut down"), options_.stop_grace);
     } else {
-      for (auto& [index, process] : entry->adopted) process->SignalGroup(SIGTERM).IgnoreError();
+      StopAdopted(*entry, [](const std::string&) { return true; }, options_.stop_grace);
     }
   }
   MaybeShutdownDone();

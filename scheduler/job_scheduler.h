@@ -118,6 +118,9 @@ class JobScheduler {
   void OnRunDone(int64_t id, absl::StatusOr<RunReport> result);
   void Reattach(Entry& entry);
   void OnAdoptedExit(int64_t id);
+  void AdvanceAdopted(Entry& entry);
+  void StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which, absl::Duration grace);
+  void FinishAdoptedFromEvents(Entry& entry);
   void Finish(Entry& entry, JobState state, std::string reason);
   void Persist(const Entry& entry, bool with_processes = false);
   void Changed(const Entry& entry);

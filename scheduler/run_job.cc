@@ -240,6 +240,13 @@ absl::Status JobRun::Impl::StartLearners() {
     specs.push_back(std::move(spec));
   }
   specs.push_back(Spec("evaluator", EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1)));
+  if (!options_.log_dir.empty()) {
+    // Their tagged lines also go to files of their own, which outlive a crashed scheduler.
+    for (int i = 0; i <= job_.learners; ++i) {
+      const std::string role = i < job_.learners ? absl::StrCat("learner-", i) : "evaluator";
+      specs[i].argv.insert(specs[i].argv.end(), {"--events-file", EventsFilePath(options_.log_dir, role)});
+    }
+  }
   learners_start_ = Clock::now();
   ASSIGN_OR_RETURN(std::vector<ProcessId> ids, StartGroup(specs));
   for (int i = 0; i < job_.learners; ++i) learner_index_[ids[i]] = i;

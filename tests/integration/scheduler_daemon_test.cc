@@ -242,6 +242,49 @@ TEST_F(SchedulerDaemonTest, KillNineLosesNothingAndTheRestartReattachesToTheRunn
   EXPECT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
 }
 
+TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult) {
+  StartDaemon(2);
+  // Its learner trains for a few seconds, so the daemon dies while the job runs. Whether the
+  // learner ends before or after the restart, the restarted daemon asks the evaluator for its
+  // final evaluation, stops the shard and reads the result from the events files.
+  const int64_t id = SubmitOk(TinyJobYaml("outlives", "slow_learners: [{learner: 0, factor: 40}]\n"));
+  const proto::Job before = WaitUntilAllProcessesRun(id);
+  SignalDaemonAndWait(SIGKILL);
+  StartDaemon(2);
+  const proto::Job done = WaitUntilEnded(id);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_TRUE(done.reattached());
+  EXPECT_THAT(done.reason(), HasSubstr("events files"));
+  EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
+  const nlohmann::json result = nlohmann::json::parse(done.result_json());
+  EXPECT_DOUBLE_EQ(result["test_accuracy"].get<double>(), done.test_accuracy());
+  EXPECT_EQ(result["learners_finished"], 1);
+  EXPECT_GT(result["updates_applied"].get<int>(), 0);
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  for (const proto::JobProcess& p : done.processes()) {
+    if (p.role() != "learner-0") EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();
+  }
+}
+
+TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
+  StartDaemon(2);
+  const int64_t id = SubmitOk(SlowJobYaml("orphaned"));
+  const proto::Job before = WaitUntilAllProcessesRun(id);
+  SignalDaemonAndWait(SIGKILL);
+  StartDaemon(2);
+  ASSERT_EQ(Get(id).state(), proto::JOB_RUNNING) << Get(id).reason();
+  int evaluator = 0;
+  for (const proto::JobProcess& p : before.processes()) {
+    if (p.role() == "evaluator") evaluator = p.pid();
+  }
+  ASSERT_GT(evaluator, 0);
+  ASSERT_EQ(::kill(evaluator, SIGKILL), 0);
+  const proto::Job failed = WaitUntilEnded(id);
+  EXPECT_EQ(failed.state(), proto::JOB_FAILED) << failed.reason();
+  EXPECT_THAT(failed.reason(), HasSubstr("evaluator exited while the learners trained"));
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+}
+
 TEST_F(SchedulerDaemonTest, TlsChannelServesOnlyClientsThatTrustItsCertificate) {
   const std::string certs = (dir_ / "certs").string();
   CliResult made = ::orrery::testing::RunCommand(
