@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/job_limits.h"
 #include "base/status_macros.h"
 #include "learner/model.h"
 #include "learner/model_spec.h"
@@ -145,12 +146,19 @@ absl::Status ValidateLearnerOptions(const LearnerOptions& o) {
   if (o.index < 0 || o.index >= o.learners) {
     return absl::InvalidArgumentError(absl::StrFormat("--index: must be in [0, %d), got %d", o.learners, o.index));
   }
-  if (o.batch < 1 || o.batch > 65536) return absl::InvalidArgumentError(absl::StrFormat("--batch: must be in [1, 65536], got %d", o.batch));
-  if (!(o.epochs > 0) || o.epochs > 1000) return absl::InvalidArgumentError(absl::StrFormat("--epochs: must be in (0, 1000], got %g", o.epochs));
+  if (o.learners > kMaxLearners) {
+    return absl::InvalidArgumentError(absl::StrFormat("--learners: must be <= %d, got %d", kMaxLearners, o.learners));
+  }
+  if (o.batch < 1 || o.batch > kMaxBatch) {
+    return absl::InvalidArgumentError(absl::StrFormat("--batch: must be in [1, %d], got %d", kMaxBatch, o.batch));
+  }
+  if (!(o.epochs > 0) || o.epochs > kMaxEpochs) {
+    return absl::InvalidArgumentError(absl::StrFormat("--epochs: must be in (0, %g], got %g", kMaxEpochs, o.epochs));
+  }
   if (o.limit_train < 0) return absl::InvalidArgumentError("--limit-train: must be >= 0");
   if (o.limit_test < 0) return absl::InvalidArgumentError("--limit-test: must be >= 0");
-  if (!(o.slow_factor >= 1) || o.slow_factor > 1000) {
-    return absl::InvalidArgumentError(absl::StrFormat("--slow: must be in [1, 1000], got %g", o.slow_factor));
+  if (!(o.slow_factor >= 1) || o.slow_factor > kMaxSlowFactor) {
+    return absl::InvalidArgumentError(absl::StrFormat("--slow: must be in [1, %g], got %g", kMaxSlowFactor, o.slow_factor));
   }
   if (o.threads < 0 || o.threads > 1024) return absl::InvalidArgumentError(absl::StrFormat("--threads: must be in [0, 1024], got %d", o.threads));
   if (o.chunk_size < 1) return absl::InvalidArgumentError("--chunk-size: must be >= 1");

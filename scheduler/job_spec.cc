@@ -12,6 +12,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/job_limits.h"
+#include "base/quote.h"
 #include "base/status_macros.h"
 #include "base/yaml_document.h"
 #include "yaml-cpp/yaml.h"
@@ -60,18 +62,18 @@ absl::StatusOr<std::string> Scalar(const YAML::Node& node, const std::string& ke
 }
 
 absl::StatusOr<int64_t> Integer(const YAML::Node& node, const std::string& key, int64_t min,
-                                absl::string_view what) {
+                                absl::string_view what, int64_t max = std::numeric_limits<int64_t>::max()) {
   ASSIGN_OR_RETURN(std::string text, Scalar(node, key));
   int64_t value = 0;
-  if (!absl::SimpleAtoi(text, &value) || value < min) {
-    return Invalid(key, absl::StrCat("expected ", what, ", got '", text, "'"));
+  if (!absl::SimpleAtoi(text, &value) || value < min || value > max) {
+    return Invalid(key, absl::StrCat("expected ", what, ", got ", Quoted(text)));
   }
   return value;
 }
 
 absl::StatusOr<int> Int32(const YAML::Node& node, const std::string& key, int64_t min,
-                          absl::string_view what) {
-  ASSIGN_OR_RETURN(int64_t value, Integer(node, key, min, what));
+                          absl::string_view what, int64_t max = std::numeric_limits<int64_t>::max()) {
+  ASSIGN_OR_RETURN(int64_t value, Integer(node, key, min, what, max));
   if (value > std::numeric_limits<int>::max()) {
     return Invalid(key, absl::StrCat("expected ", what, ", got ", value, " (too large)"));
   }
@@ -85,7 +87,7 @@ absl::StatusOr<double> Number(const YAML::Node& node, const std::string& key, Pr
   ASSIGN_OR_RETURN(std::string text, Scalar(node, key));
   double value = 0;
   if (!absl::SimpleAtod(text, &value) || !std::isfinite(value) || !ok(value)) {
-    return Invalid(key, absl::StrCat("expected ", what, ", got '", text, "'"));
+    return Invalid(key, absl::StrCat("expected ", what, ", got ", Quoted(text)));
   }
   return value;
 }
@@ -106,7 +108,7 @@ absl::StatusOr<Enum> Choice(const YAML::Node& node, const std::string& key,
   }
   std::string expected = names.size() == 2 ? absl::StrJoin(names, " or ") : absl::StrJoin(names, ", ");
   if (names.size() > 2) expected = absl::StrCat("one of ", expected);
-  return Invalid(key, absl::StrCat("expected ", expected, ", got '", text, "'"));
+  return Invalid(key, absl::StrCat("expected ", expected, ", got ", Quoted(text)));
 }
 
 fs::path Absolute(const fs::path& p) {
@@ -201,7 +203,8 @@ absl::Status ParseSlowLearners(const YAML::Node& node, std::vector<SlowLearner>*
         ASSIGN_OR_RETURN(slow.learner, Int32(value, full, 0, "a learner index >= 0"));
         has_learner = true;
       } else {
-        ASSIGN_OR_RETURN(slow.factor, Number(value, full, [](double v) { return v >= 1; }, "a factor >= 1"));
+        ASSIGN_OR_RETURN(slow.factor, Number(value, full, [](double v) { return v >= 1 && v <= kMaxSlowFactor; },
+                                              absl::StrCat("a factor in [1, ", kMaxSlowFactor, "]")));
         has_factor = true;
       }
     }
@@ -293,7 +296,7 @@ absl::Status ValidateName(const std::string& name) {
   for (char c : name) {
     if (!ok_char(c) || !absl::ascii_isalnum(name[0])) {
       return Invalid("name", absl::StrCat("expected letters, digits, '.', '_' or '-' starting with a letter "
-                                          "or digit, got '", name, "'"));
+                                          "or digit, got ", Quoted(name)));
     }
   }
   return absl::OkStatus();
@@ -319,9 +322,11 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
     } else if (key == "data") {
       ASSIGN_OR_RETURN(spec.data_dir, ResolveDir(value, key, base_dir));
     } else if (key == "servers") {
-      ASSIGN_OR_RETURN(spec.servers, Int32(value, key, 1, "an integer >= 1"));
+      ASSIGN_OR_RETURN(spec.servers,
+                       Int32(value, key, 1, absl::StrCat("an integer in [1, ", kMaxServers, "]"), kMaxServers));
     } else if (key == "learners") {
-      ASSIGN_OR_RETURN(spec.learners, Int32(value, key, 1, "an integer >= 1"));
+      ASSIGN_OR_RETURN(spec.learners,
+                       Int32(value, key, 1, absl::StrCat("an integer in [1, ", kMaxLearners, "]"), kMaxLearners));
     } else if (key == "protocol") {
       ASSIGN_OR_RETURN(std::string text, Scalar(value, key));
       absl::StatusOr<Protocol> protocol = ParseProtocol(text);
@@ -330,13 +335,14 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
     } else if (key == "lr") {
       RETURN_IF_ERROR(ParseLr(value, &spec.lr));
     } else if (key == "batch") {
-      ASSIGN_OR_RETURN(spec.batch, Int32(value, key, 1, "an integer >= 1"));
+      ASSIGN_OR_RETURN(spec.batch, Int32(value, key, 1, absl::StrCat("an integer in [1, ", kMaxBatch, "]"), kMaxBatch));
     } else if (key == "epochs") {
-      ASSIGN_OR_RETURN(spec.epochs, Number(value, key, [](double v) { return v > 0; }, "a number > 0"));
+      ASSIGN_OR_RETURN(spec.epochs, Number(value, key, [](double v) { return v > 0 && v <= kMaxEpochs; },
+                                           absl::StrCat("a number in (0, ", kMaxEpochs, "]")));
     } else if (key == "seed") {
       ASSIGN_OR_RETURN(std::string text, Scalar(value, key));
       if (!absl::SimpleAtoi(text, &spec.seed)) {
-        return Invalid(key, absl::StrCat("expected an integer in [0, 2^64), got '", text, "'"));
+        return Invalid(key, absl::StrCat("expected an integer in [0, 2^64), got ", Quoted(text)));
       }
     } else if (key == "target_accuracy") {
       ASSIGN_OR_RETURN(spec.target_accuracy, Number(value, key, [](double v) { return v > 0 && v <= 1; },
@@ -420,7 +426,7 @@ absl::StatusOr<Protocol> ParseProtocol(const std::string& text) {
     p.kind = ProtocolKind::kSsp;
     if (suffix_int("ssp:", 0, &p.ssp_staleness)) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(expected, ", got '", text, "'"));
+  return absl::InvalidArgumentError(absl::StrCat(expected, ", got ", Quoted(text)));
 }
 
 std::string ProtocolToString(const Protocol& protocol) {

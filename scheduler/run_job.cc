@@ -1,6 +1,7 @@
 #include "scheduler/run_job.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -538,6 +539,7 @@ void JobRun::Impl::Start(Done done) {
     });
   }
   ticker_ = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
+  if (absl::Status st = CheckOpenFileLimit(job_); !st.ok()) return Fail(st);
   StartServers();
 }
 
@@ -572,6 +574,18 @@ void JobRun::Start(Done done) { impl_->Start(std::move(done)); }
 void JobRun::Cancel(absl::Status why, absl::Duration grace) { impl_->Cancel(std::move(why), grace); }
 bool JobRun::finished() const { return impl_->finished(); }
 std::vector<ProcessId> JobRun::processes() const { return impl_->processes(); }
+
+absl::Status CheckOpenFileLimit(const JobSpec& job) {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return absl::OkStatus();
+  const int64_t processes = int64_t{job.servers} + job.learners + 1;
+  const int64_t needed = kOpenFilesPerProcess * processes + 64;
+  if (needed <= static_cast<int64_t>(limit.rlim_cur)) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "servers + learners: the job's ", processes, " processes (with the evaluator) need about ", needed,
+      " open files in the process that supervises them, more than its limit of ", limit.rlim_cur,
+      " (raise it with ulimit -n, or run the job with fewer processes or on the mpi, slurm or kubernetes backend)"));
+}
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,
                                     const std::string& listen, bool resume) {

@@ -145,6 +145,14 @@ absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& option
 // The report as JSON (metrics for --metrics-out), with the job's settings under "job".
 std::string RunReportJson(const RunReport& report, const JobSpec& job);
 
+// What each process of a local job costs its supervisor in open files: the read ends of its
+// stdout and stderr pipes, its log file and, for a shard, the health-check connection.
+inline constexpr int kOpenFilesPerProcess = 4;
+
+// OK when the job's processes fit this process's open-file limit (RLIMIT_NOFILE); otherwise a
+// RESOURCE_EXHAUSTED error saying how many it needs. JobRun checks it before starting anything.
+absl::Status CheckOpenFileLimit(const JobSpec& job);
+
 // The command lines the job's processes run (exposed for tests and for other backends).
 // With a checkpoint in the spec the shard keeps it; `resume` starts it from the checkpoint.
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

@@ -9,6 +9,7 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/job_limits.h"
 #include "base/status_macros.h"
 #include "server/checkpoint.h"
 #include "server/sharding.h"
@@ -33,9 +34,9 @@ absl::StatusOr<std::vector<float>> ReadFloatFile(const std::string& path) {
 }
 
 absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOptions& options) {
-  if (options.num_shards < 1) {
+  if (options.num_shards < 1 || options.num_shards > kMaxServers) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--shards must be at least 1, got ", options.num_shards));
+        absl::StrCat("--shards must be in [1, ", kMaxServers, "], got ", options.num_shards));
   }
   if (options.shard_index < 0 || options.shard_index >= options.num_shards) {
     return absl::InvalidArgumentError(absl::StrCat("--shard ", options.shard_index,

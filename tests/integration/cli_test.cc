@@ -141,6 +141,25 @@ TEST(CliTest, BadJobSpecFailsWithOneLineNamingTheKey) {
   EXPECT_TRUE(absl::StrContains(r.err, "protocol")) << r.err;
 }
 
+TEST(CliTest, RunRefusesAJobBeyondTheOpenFileLimitBeforeStartingAnything) {
+  const std::string path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-big-", getpid(), ".yaml");
+  {
+    std::ofstream f(path);
+    f << "name: big\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+      << "servers: 100\nlearners: 200\n";
+  }
+  // 301 processes need about 1,268 open files; under a limit of 512 the run is refused at once.
+  Result r = ::orrery::testing::RunCommand(
+      absl::StrCat("ulimit -n 512 && ", ORRERY_BINARY, " run ", path),
+      std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-", getpid(), ".err"));
+  std::filesystem::remove(path);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "301 processes")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "ulimit -n")) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.err, "server-0")) << "nothing was started: " << r.err;
+}
+
 TEST(CliTest, LearnerWithBadIndexFailsNamingTheFlag) {
   Result r = Orrery(absl::StrCat("learner --servers 127.0.0.1:1 --model ", ORRERY_SOURCE_DIR,
                               "/examples/models/mlp.yaml --index 3 --learners 2"));

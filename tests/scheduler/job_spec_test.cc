@@ -135,14 +135,25 @@ TEST_F(JobSpecTest, UnknownKeysAreRejectedWithTheirPath) {
 TEST_F(JobSpecTest, DuplicateKeysAreRejected) { EXPECT_EQ(Error("servers: 1\nservers: 2"), "servers: duplicate key"); }
 
 TEST_F(JobSpecTest, BadValuesAreRejectedWithTheKeyNamed) {
-  EXPECT_EQ(Error("servers: 0"), "servers: expected an integer >= 1, got '0'");
-  EXPECT_EQ(Error("learners: two"), "learners: expected an integer >= 1, got 'two'");
-  EXPECT_EQ(Error("learners: 99999999999"), "learners: expected an integer >= 1, got 99999999999 (too large)");
-  EXPECT_EQ(Error("batch: 1.5"), "batch: expected an integer >= 1, got '1.5'");
+  EXPECT_EQ(Error("servers: 0"), "servers: expected an integer in [1, 1024], got '0'");
+  EXPECT_EQ(Error("servers: 100000"), "servers: expected an integer in [1, 1024], got '100000'");
+  EXPECT_EQ(Error("learners: two"), "learners: expected an integer in [1, 65536], got 'two'");
+  EXPECT_EQ(Error("learners: 99999999999"), "learners: expected an integer in [1, 65536], got '99999999999'");
+  EXPECT_EQ(Error("batch: 1.5"), "batch: expected an integer in [1, 65536], got '1.5'");
+  EXPECT_EQ(Error("batch: 100000"), "batch: expected an integer in [1, 65536], got '100000'");
   EXPECT_EQ(Error("batch: [1, 2]"), "batch: expected a single value, got a list or mapping");
   EXPECT_EQ(Error("batch:"), "batch: missing value");
-  EXPECT_EQ(Error("epochs: 0"), "epochs: expected a number > 0, got '0'");
-  EXPECT_EQ(Error("epochs: .nan"), "epochs: expected a number > 0, got '.nan'");
+  EXPECT_EQ(Error("epochs: 0"), "epochs: expected a number in (0, 1000], got '0'");
+  EXPECT_EQ(Error("epochs: .nan"), "epochs: expected a number in (0, 1000], got '.nan'");
+  EXPECT_EQ(Error("epochs: 1e9"), "epochs: expected a number in (0, 1000], got '1e9'");
+  EXPECT_EQ(Error("slow_learners: [{learner: 0, factor: 5000}]"),
+            "slow_learners[0].factor: expected a factor in [1, 1000], got '5000'");
+  // A value echoed in an error stays on one line and is cut when long.
+  EXPECT_EQ(ParseJobSpec("name: \"a\\nb\"\nmodel: models/mlp.yaml\n", dir_.string()).status().message(),
+            "name: expected letters, digits, '.', '_' or '-' starting with a letter or digit, got 'a\\nb'");
+  EXPECT_EQ(Error(absl::StrCat("batch: ", std::string(100, '9'))),
+            absl::StrCat("batch: expected an integer in [1, 65536], got '", std::string(60, '9'),
+                         "...' (100 characters)"));
   EXPECT_EQ(Error("seed: -1"), "seed: expected an integer in [0, 2^64), got '-1'");
   EXPECT_EQ(Error("lr: {base: 0}"), "lr.base: expected a number > 0, got '0'");
   EXPECT_EQ(Error("lr: {momentum: 1}"), "lr.momentum: expected a number in [0, 1), got '1'");
@@ -202,7 +213,7 @@ TEST_F(JobSpecTest, SlowLearnersAreCheckedAgainstLearners) {
   EXPECT_EQ(Error("learners: 4\nslow_learners: [{learner: 1, factor: 2}, {learner: 1, factor: 3}]"),
             "slow_learners[1].learner: learner 1 listed twice");
   EXPECT_EQ(Error("slow_learners: [{learner: 0, factor: 0.5}]"),
-            "slow_learners[0].factor: expected a factor >= 1, got '0.5'");
+            "slow_learners[0].factor: expected a factor in [1, 1000], got '0.5'");
   EXPECT_EQ(Error("slow_learners: [{factor: 2}]"), "slow_learners[0].learner: missing");
   EXPECT_EQ(Error("slow_learners: {learner: 0}"), "slow_learners: expected a list of {learner, factor}");
 }
@@ -250,7 +261,7 @@ TEST_F(JobSpecTest, LoadResolvesAgainstTheFileAndPrefixesErrors) {
 
   Write(job, "name: demo\nmodel: models/mlp.yaml\nservers: many\n");
   EXPECT_EQ(LoadJobSpec(job.string()).status().message(),
-            absl::StrCat(job.string(), ": servers: expected an integer >= 1, got 'many'"));
+            absl::StrCat(job.string(), ": servers: expected an integer in [1, 1024], got 'many'"));
   EXPECT_EQ(LoadJobSpec((dir_ / "none.yaml").string()).status().code(), absl::StatusCode::kNotFound);
 }
 
