@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "cli/output_file.h"
 #include "learner/distributed_learner.h"
 #include "scheduler/job_spec.h"
 #include "scheduler/run_job.h"
@@ -158,6 +159,12 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
                                scheduler::BackendKindName(job->backend), " jobs with orrery submit")));
       }
       if (*timeout < 0) return Fail("run", absl::InvalidArgumentError("--timeout: must be >= 0"));
+      if (!metrics_out->empty()) {
+        if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
+          Fail("run", st);
+          return 2;  // a usage error, found before anything starts
+        }
+      }
       if (*resume && !job->checkpoint) {
         return Fail("run", absl::InvalidArgumentError(absl::StrCat(
                                "--resume: ", *job_path, " has no checkpoint: {dir, every_seconds} to resume from")));
@@ -180,9 +187,8 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
                       ? absl::StrFormat("  time to target %.1fs", *report->time_to_target_seconds).c_str()
                       : "");
       if (!metrics_out->empty()) {
-        std::ofstream out(*metrics_out);
-        out << scheduler::RunReportJson(*report, *job);
-        if (!out) return Fail("run", absl::InternalError("cannot write metrics to " + *metrics_out));
+        absl::Status st = WriteOutputFile("--metrics-out", *metrics_out, scheduler::RunReportJson(*report, *job));
+        if (!st.ok()) return Fail("run", st);
       }
       return 0;
     });

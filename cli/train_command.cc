@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/output_file.h"
 #include "learner/trainer.h"
 
 namespace orrery::cli {
@@ -67,6 +68,12 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
       }
     }
     commands.Set([opts, metrics_out] {
+      if (!metrics_out->empty()) {
+        if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
+          std::fprintf(stderr, "orrery train: %s\n", std::string(st.message()).c_str());
+          return 2;
+        }
+      }
       absl::StatusOr<learner::TrainReport> report = learner::Train(*opts);
       if (!report.ok()) {
         std::fprintf(stderr, "orrery train: %s\n", std::string(report.status().message()).c_str());
@@ -76,10 +83,9 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
                   report->test_accuracy, report->train_loss, report->images_per_second,
                   report->wall_seconds);
       if (!metrics_out->empty()) {
-        std::ofstream out(*metrics_out);
-        out << learner::TrainReportJson(*report, *opts);
-        if (!out) {
-          std::fprintf(stderr, "orrery train: cannot write metrics to %s\n", metrics_out->c_str());
+        absl::Status st = WriteOutputFile("--metrics-out", *metrics_out, learner::TrainReportJson(*report, *opts));
+        if (!st.ok()) {
+          std::fprintf(stderr, "orrery train: %s\n", std::string(st.message()).c_str());
           return 1;
         }
       }

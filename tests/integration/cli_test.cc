@@ -160,6 +160,23 @@ TEST(CliTest, RunRefusesAJobBeyondTheOpenFileLimitBeforeStartingAnything) {
   EXPECT_FALSE(absl::StrContains(r.err, "server-0")) << "nothing was started: " << r.err;
 }
 
+TEST(CliTest, AnUnwritableMetricsPathIsRefusedBeforeTheWorkStarts) {
+  const std::string path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-ok-", getpid(), ".yaml");
+  {
+    std::ofstream f(path);
+    f << "name: ok\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n";
+  }
+  for (const std::string& command :
+       {absl::StrCat("run ", path), absl::StrCat("train --model ", ORRERY_SOURCE_DIR, "/examples/models/mlp.yaml")}) {
+    Result r = Orrery(command + " --metrics-out /nonexistent-dir/metrics.json");
+    EXPECT_EQ(r.exit_code, 2) << command;
+    EXPECT_EQ(Lines(r.err), 1) << command << ": " << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "--metrics-out: cannot write /nonexistent-dir/metrics.json")) << r.err;
+    EXPECT_TRUE(r.out.empty()) << "it started: " << r.out;
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(CliTest, LearnerWithBadIndexFailsNamingTheFlag) {
   Result r = Orrery(absl::StrCat("learner --servers 127.0.0.1:1 --model ", ORRERY_SOURCE_DIR,
                               "/examples/models/mlp.yaml --index 3 --learners 2"));
