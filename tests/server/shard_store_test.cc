@@ -68,11 +68,11 @@ TEST(ShardStoreTest, OneGradientUpdateEqualsAccumulatingFirst) {
   }
 }
 
-// A shard of over 4 M weights updates on two threads (shard_store.cc); every element must get the
+// A shard of over 512 K weights (2 MB) updates on two threads (shard_store.cc); every element must get the
 // same update as one thread would give it, on both update paths, with and without momentum.
 TEST(ShardStoreTest, LargeShardsUpdateEveryElementOnTwoThreads) {
   const ShardPlan plan =
-      *ShardPlan::Create(testing::MakeLayout({{"big", (uint64_t{4} << 20) + 12345}}, 65536, 1));
+      *ShardPlan::Create(testing::MakeLayout({{"big", (uint64_t{1} << 19) + 12345}}, 65536, 1));
   const size_t n = plan.total_elements();
   const std::vector<float> w0 = Random(n, 1.0f, 1), g1 = Random(n, 0.1f, 2), g2 = Random(n, 0.1f, 3);
   const proto::PushRequest p1 = Gradient(plan, g1), p2 = Gradient(plan, g2);
