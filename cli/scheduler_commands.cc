@@ -23,6 +23,7 @@
 #include "nlohmann/json.hpp"
 #include "scheduler.grpc.pb.h"
 #include "scheduler/job_service.h"
+#include "scheduler/job_spec.h"
 #include "server/tls.h"
 #include "scheduler/scheduler_daemon.h"
 
@@ -279,14 +280,12 @@ void AddSubmitCommand(CLI::App& app, Commands& commands) {
   AddClientFlags(cmd, *flags);
   cmd->callback([&commands, flags, path, priority, backend] {
     commands.Set([flags, path, priority, backend] {
-      std::ifstream in(*path);
-      if (!in) return Complain("submit", kExitFailed, absl::StrCat(*path, ": cannot read the job spec"));
-      std::stringstream text;
-      text << in.rdbuf();
+      absl::StatusOr<std::string> text = scheduler::ReadJobSpecFile(*path);
+      if (!text.ok()) return Complain("submit", kExitFailed, std::string(text.status().message()));
       std::unique_ptr<Client> client;
       if (int rc = Client::Connect("submit", *flags, &client); rc != 0) return rc;
       proto::SubmitRequest request;
-      request.set_spec_yaml(text.str());
+      request.set_spec_yaml(*text);
       request.set_base_dir(fs::absolute(*path).parent_path().string());
       request.set_priority(*priority);
       request.set_backend(*backend);

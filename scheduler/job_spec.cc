@@ -460,7 +460,50 @@ const char* BackendKindName(BackendKind kind) {
 
 const char* NumberFormatName(NumberFormat format) { return format == NumberFormat::kFixed16 ? "fixed16" : "fp32"; }
 
+namespace {
+
+// The offset of the first byte that does not belong to a well-formed UTF-8 sequence (no
+// overlong forms, surrogates or code points past U+10FFFF), or npos when the text is UTF-8.
+size_t FirstNonUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t length = 0;
+    uint32_t code = 0, min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      length = 2, code = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3, code = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4, code = c & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + length > text.size()) return i;
+    for (size_t k = 1; k < length; ++k) {
+      const auto d = static_cast<unsigned char>(text[i + k]);
+      if ((d & 0xC0) != 0x80) return i;
+      code = code << 6 | (d & 0x3F);
+    }
+    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return i;
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
 absl::StatusOr<JobSpec> ParseJobSpec(const std::string& yaml, const std::string& base_dir) {
+  if (yaml.size() > kMaxJobSpecBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the job spec is ", yaml.size(), " bytes, more than a job spec may be (", kMaxJobSpecBytes, ")"));
+  }
+  if (const size_t bad = FirstNonUtf8(yaml); bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("the job spec is not UTF-8 text (byte ", bad, ")"));
+  }
   try {
     ASSIGN_OR_RETURN(YAML::Node root, LoadSingleYamlDocument(yaml));
     return ParseNode(root, base_dir);
@@ -471,14 +514,30 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& yaml, const std::string&
   }
 }
 
-absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path) {
+absl::StatusOr<std::string> ReadJobSpecFile(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a job spec"));
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the job spec"));
-  std::ostringstream text;
-  text << in.rdbuf();
+  std::string text(kMaxJobSpecBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxJobSpecBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": longer than a job spec may be (", kMaxJobSpecBytes, " bytes): is it the right file?"));
+  }
+  if (const size_t bad = FirstNonUtf8(text); bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not UTF-8 text (byte ", bad, "): is it the right file?"));
+  }
+  return text;
+}
+
+absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadJobSpecFile(path));
   std::string base_dir = Absolute(fs::path(path)).parent_path().string();
-  absl::StatusOr<JobSpec> spec = ParseJobSpec(text.str(), base_dir);
+  absl::StatusOr<JobSpec> spec = ParseJobSpec(text, base_dir);
   if (!spec.ok()) return absl::Status(spec.status().code(), absl::StrCat(path, ": ", spec.status().message()));
   return spec;
 }

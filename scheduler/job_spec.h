@@ -119,4 +119,11 @@ absl::StatusOr<JobSpec> ParseJobSpec(const std::string& yaml, const std::string&
 // Errors are prefixed with `path`.
 absl::StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
+// A job spec is a short YAML text; anything longer is the wrong file.
+inline constexpr size_t kMaxJobSpecBytes = 1 << 20;
+
+// The text of the job spec file at `path`, checked to be a readable regular file of at most
+// kMaxJobSpecBytes holding UTF-8 text; errors name the path and what is wrong with it.
+absl::StatusOr<std::string> ReadJobSpecFile(const std::string& path);
+
 }  // namespace orrery::scheduler

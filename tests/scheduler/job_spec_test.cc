@@ -251,6 +251,29 @@ TEST_F(JobSpecTest, MalformedYamlIsAnError) {
   EXPECT_EQ(ParseJobSpec("", dir_.string()).status().message(), "empty job spec");
 }
 
+TEST_F(JobSpecTest, TheWrongFileIsRefusedSayingWhy) {
+  EXPECT_EQ(ReadJobSpecFile(dir_.string()).status().message(), dir_.string() + ": is a directory, not a job spec");
+  EXPECT_EQ(ReadJobSpecFile((dir_ / "none.yaml").string()).status().code(), absl::StatusCode::kNotFound);
+  const fs::path big = dir_ / "big.yaml";
+  Write(big, "name: big\nmodel: models/mlp.yaml\n# " + std::string(kMaxJobSpecBytes, 'x') + "\n");
+  EXPECT_THAT(std::string(ReadJobSpecFile(big.string()).status().message()), HasSubstr("longer than a job spec may be"));
+  EXPECT_THAT(std::string(LoadJobSpec(big.string()).status().message()), HasSubstr("longer than a job spec may be"));
+  // Not UTF-8: a byte that starts no sequence, an overlong '/', a surrogate, a cut sequence.
+  for (const std::string bad : {"name: a\xff", "name: a\xc0\xafb", "name: \xed\xa0\x80", "name: caf\xc3"}) {
+    const fs::path file = dir_ / "bad.yaml";
+    Write(file, bad);
+    EXPECT_THAT(std::string(ReadJobSpecFile(file.string()).status().message()), HasSubstr("not UTF-8 text")) << bad;
+    EXPECT_THAT(std::string(ParseJobSpec(bad, dir_.string()).status().message()), HasSubstr("not UTF-8 text")) << bad;
+  }
+  EXPECT_THAT(std::string(ParseJobSpec(std::string(kMaxJobSpecBytes + 1, ' '), dir_.string()).status().message()),
+              HasSubstr("more than a job spec may be"));
+  // Multi-byte UTF-8 (in a comment, and up to four bytes) is text like any other.
+  const fs::path ok = dir_ / "ok.yaml";
+  Write(ok, "# caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\nname: demo\nmodel: models/mlp.yaml\n");
+  absl::StatusOr<JobSpec> spec = LoadJobSpec(ok.string());
+  EXPECT_TRUE(spec.ok()) << spec.status();
+}
+
 TEST_F(JobSpecTest, LoadResolvesAgainstTheFileAndPrefixesErrors) {
   fs::path job = dir_ / "job.yaml";
   Write(job, "name: demo\nmodel: models/mlp.yaml\nservers: 2\n");
