@@ -83,7 +83,7 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--seed", o->seed, "Seed for the initial weights (same on every learner) and data order")->capture_default_str();
   cmd->add_option("--limit-train", o->limit_train, "Use only the first N training images before slicing (0 = all)")->capture_default_str();
   cmd->add_option("--limit-test", o->limit_test, "Evaluator: only the first N test images (0 = all)")->capture_default_str();
-  cmd->add_option("--slow", o->slow_factor, "Straggler emulation: make each step this many times slower")->capture_default_str();
+  cmd->add_option("--slow", o->slow_factor, "Straggler emulation: each step's work (batch and compute, not the pull) takes this many times as long")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Compute threads (0 = all cores)")->capture_default_str();
   cmd->add_option("--chunk-size", o->chunk_size, "Elements per chunk (every process of the job must agree)")->capture_default_str();
   cmd->add_flag("--evaluator", o->evaluator, "Observe instead of train: evaluate pulled weights every --eval-every seconds; SIGTERM gives a final evaluation");

@@ -252,9 +252,11 @@ absl::Status RunLearner(const LearnerOptions& o) {
           "staleness rule", ps->learner_id(), t, r.loss));
     }
     if (o.slow_factor > 1) {
-      // A straggler: stretch this step (pull and compute) to slow_factor times its duration
-      // before pushing, so its gradient is as stale as a slow machine's would be.
-      std::this_thread::sleep_for((Clock::now() - step0) * (o.slow_factor - 1));
+      // A straggler: its work (the batch's preparation and compute) takes slow_factor times as
+      // long, slept before the push, so its gradient is as stale as a slow machine's would be.
+      // Not the pull: under hardsync or ssp a pull waits for the other learners, and stretching
+      // that wait too would compound (every learner slow: each step twice the last at factor 3).
+      std::this_thread::sleep_for(((pull0 - step0) + (Clock::now() - compute0)) * (o.slow_factor - 1));
     }
     const auto push0 = Clock::now();
     compute_time += push0 - compute0;

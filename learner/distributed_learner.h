@@ -42,7 +42,7 @@ struct LearnerOptions {
   uint64_t seed = 1;                 // --seed: initial weights (same on every learner) and order
   int64_t limit_train = 0;           // --limit-train: first N training images before slicing
   int64_t limit_test = 0;            // --limit-test (evaluator)
-  double slow_factor = 1;            // --slow: each step takes this many times as long (>= 1)
+  double slow_factor = 1;            // --slow: each step's work (not its pull) takes this many times as long
   int threads = 1;                   // --threads: OpenMP threads for compute (0 = default)
   uint32_t chunk_size = 16384;       // --chunk-size: elements per chunk (the job must agree)
   bool evaluator = false;            // --evaluator

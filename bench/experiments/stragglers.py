@@ -171,8 +171,8 @@ def main(argv):
                  r.get("staleness_mean", "-"), r.get("staleness_max", "-"),
                  r.get("updates_applied", "-"), r.get("train_seconds", "-")]
         table_rows.append(line)
-    notes = [f"4 learners (1 compute thread each), learner 0 {a.factor:g}× slower (each of its steps "
-             f"is stretched to {a.factor:g}× its own duration), {a.servers} shard(s), batch {a.batch}, "
+    notes = [f"4 learners (1 compute thread each), learner 0 {a.factor:g}× slower (its work per step, "
+             f"the batch and the compute, takes {a.factor:g}× as long; its pulls are not stretched), {a.servers} shard(s), batch {a.batch}, "
              f"all 60,000 training images, {a.epochs:g} epoch(s) per learner over its slice, "
              f"α₀ = {a.lr:g} with the {a.rule} rule, server-side momentum {a.momentum:g}"
              + (f", the rate multiplied by {a.decay_factor:g} once the shards have applied "
