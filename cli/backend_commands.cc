@@ -50,6 +50,9 @@ void AddRankOptions(CLI::App* cmd, RankOptions* o, double* start_timeout) {
       ->capture_default_str();
   cmd->add_option("--start-timeout", *start_timeout, "Seconds for every rank to reach the rendezvous")
       ->capture_default_str();
+  cmd->add_option("--events-dir", o->events_dir,
+                  "Learners and the evaluator also append their tagged lines to DIR/<role>.events when this "
+                  "host can write there");
 }
 
 void AddMpiRankCommand(CLI::App& app, Commands& commands) {

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
@@ -21,6 +23,7 @@
 #include "cli/commands.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backends/job_ranks.h"
+#include "scheduler/job_report.h"
 #include "scheduler/job_spec.h"
 #include "scheduler/run_job.h"
 #include "server/shard_server.h"
@@ -194,6 +197,8 @@ class RankRun {
   int AwaitBarrier(int phase);
   RankResult RunServer();
   RankResult RunLearner();
+  // `argv` with --events-file for this role when options_.events_dir is usable here.
+  std::vector<std::string> WithEvents(std::vector<std::string> argv) const;
   RankResult RunEvaluator();
   RankResult AfterRole(int role_code);
 
@@ -309,6 +314,19 @@ RankResult RankRun::RunServer() {
   return Finish(code, code == 0);
 }
 
+std::vector<std::string> RankRun::WithEvents(std::vector<std::string> argv) const {
+  if (options_.events_dir.empty()) return argv;
+  // On a node that does not share the directory the role runs without the file: it only helps a
+  // restarted scheduler, and must not keep the rank from training.
+  if (::access(options_.events_dir.c_str(), W_OK) != 0) {
+    Error(role_, absl::StrCat("--events-dir ", options_.events_dir, " is not writable here (", std::strerror(errno),
+                              "); the ", role_.name, " writes no events file"));
+    return argv;
+  }
+  argv.insert(argv.end(), {"--events-file", scheduler::EventsFilePath(options_.events_dir, role_.name)});
+  return argv;
+}
+
 RankResult RankRun::RunLearner() {
   int learners_here = 0;
   for (int r = job_.servers; r < job_.servers + job_.learners; ++r) learners_here += hosts_[r] == host_;
@@ -317,7 +335,7 @@ RankResult RankRun::RunLearner() {
   // A learner has no signal handling of its own: SIGTERM ends it at once, as in a local run.
   sigset_t stop = StopSignals();
   pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
-  const int code = RunCommandLine(scheduler::LearnerArgv(job_, "orrery", role_.index, servers_, threads));
+  const int code = RunCommandLine(WithEvents(scheduler::LearnerArgv(job_, "orrery", role_.index, servers_, threads)));
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   if (code != 0) Error(role_, absl::StrCat("the learner failed (exit code ", code, "); the job goes on without it"));
   absl::Status st = rv_.Arrive(kDone);
@@ -343,7 +361,7 @@ RankResult RankRun::RunEvaluator() {
       absl::SleepFor(kPoll);
     }
   });
-  const int code = RunCommandLine(scheduler::EvaluatorArgv(job_, "orrery", servers_, 1));
+  const int code = RunCommandLine(WithEvents(scheduler::EvaluatorArgv(job_, "orrery", servers_, 1)));
   quit.store(true);
   watcher.join();
   if (asked.load()) {  // the watcher's SIGTERM may still be pending if the evaluator failed first

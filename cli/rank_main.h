@@ -25,6 +25,10 @@ struct RankOptions {
   std::string host;
   int threads = 0;  // compute threads per learner; 0: this host's cores / learner ranks on it
   absl::Duration start_timeout = absl::Seconds(120);  // for every rank to reach the rendezvous
+  // A learner or evaluator rank also appends its tagged lines to DIR/<role>.events (orrery
+  // learner --events-file), for a scheduler restarted after a crash; "" or a directory this host
+  // cannot write to: stdout only.
+  std::string events_dir;
 };
 
 struct RankResult {

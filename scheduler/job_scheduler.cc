@@ -53,6 +53,13 @@ std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
 
+// Whether the job's learners and evaluator append to events files (JobRun always does when it
+// has a log dir; the ranks of an mpi or slurm launch do where they can write to it).
+bool HasEventsFiles(const JobRecord& r) {
+  std::error_code ec;
+  return !r.log_dir.empty() && (r.backend == "local" || fs::exists(EventsFilePath(r.log_dir, "evaluator"), ec));
+}
+
 std::string FormatLogLine(absl::Time now, const OutputLine& line) {
   return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()), " ", line.role, " ",
                       line.stream == Stream::kStdout ? "out" : "err", "| ", line.text);
@@ -191,7 +198,7 @@ void JobScheduler::Reattach(Entry& entry) {
   }
   if (alive.empty()) {
     Persist(entry, /*with_processes=*/true);
-    if (!local) {
+    if (!HasEventsFiles(r)) {
       return Finish(entry, JobState::kLost,
                     "every process of the job had exited when the scheduler restarted, but its result was not recorded");
     }
@@ -199,8 +206,8 @@ void JobScheduler::Reattach(Entry& entry) {
   }
   r.reattached = true;
   r.reason = absl::StrCat("re-attached after a scheduler restart to its ", alive.size(), " running process(es); ",
-                          local ? "their output is no longer visible, but their events files are"
-                                : "their output and exit codes are no longer visible");
+                          HasEventsFiles(r) ? "their output is no longer visible, but their events files are"
+                                            : "their output and exit codes are no longer visible");
   entry.adopted = std::move(alive);
   queue_.Hold(r.id, r.slots);
   const int64_t id = r.id;
@@ -308,7 +315,7 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
   entry.kill_timer = 0;
   if (entry.record.cancel_requested) return Finish(entry, JobState::kCancelled, "cancelled by request");
   if (shutting_down_) return Finish(entry, JobState::kFailed, "stopped: the scheduler shut down while the job ran");
-  if (entry.record.backend != "local") {
+  if (!HasEventsFiles(entry.record)) {  // a group job from a launch that wrote none
     return Finish(entry, JobState::kLost,
                   "its processes ended after a scheduler restart had re-attached to them; their exit codes and final "
                   "evaluation were not visible to it");

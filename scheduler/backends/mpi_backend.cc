@@ -126,6 +126,8 @@ std::vector<ProcessSpec> MpiJobProcesses(const JobSpec& job, const MpiJobOptions
   std::vector<std::string> argv = {o.binary, "mpi-rank", o.job_file};
   if (!o.host.empty()) argv.insert(argv.end(), {"--host", o.host});
   if (o.threads_per_learner > 0) argv.insert(argv.end(), {"--threads", absl::StrCat(o.threads_per_learner)});
+  // The ranks' events files go beside their logs, for a scheduler restarted after a crash.
+  if (!o.log_dir.empty()) argv.insert(argv.end(), {"--events-dir", o.log_dir});
   std::vector<ProcessSpec> specs;
   for (const RankRole& role : JobRanks(job)) {
     ProcessSpec spec;

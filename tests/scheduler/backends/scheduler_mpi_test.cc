@@ -1,6 +1,7 @@
 // Jobs with `backend: mpi` submitted to a real `orrery scheduler`: the daemon launches them with a
 // real mpirun (ranks `orrery mpi-rank`), follows them to succeeded, cancels them (every rank
-// stops), and after being killed with -9 re-attaches to a launch that is still running.
+// stops), and after being killed with -9 re-attaches to a launch that is still running, which
+// can be cancelled or runs to its end with its result.
 #include <fstream>
 #include <string>
 #include <vector>
@@ -77,6 +78,22 @@ TEST_F(SchedulerMpiTest, KillNineThenRestartReattachesToTheRunningLaunch) {
   for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
   EXPECT_TRUE(PollUntil(loop_, [&] { return ProcessesWith(JobFile(id)).empty(); }, absl::Seconds(20)))
       << "mpirun outlived its ranks";
+}
+
+TEST_F(SchedulerMpiTest, ALaunchReattachedAfterKillNineEndsWithItsResult) {
+  StartDaemon(4);
+  // Slow enough to outlive the restart; the ranks end by themselves and the restarted daemon
+  // reads the result from the events files the learner and evaluator ranks wrote.
+  const int64_t id = SubmitOk(TinyJobYaml("outlives-mpi", absl::StrCat(kMpi, "slow_learners: [{learner: 0, factor: 40}]\n")));
+  const proto::Job before = WaitUntilPidsKnown(id);
+  SignalDaemonAndWait(SIGKILL);
+  StartDaemon(4);
+  const proto::Job done = WaitUntilEnded(id);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_TRUE(done.reattached());
+  EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
+  EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
 }
 
 TEST_F(SchedulerMpiTest, SubmitBackendFlagOverridesTheSpec) {
