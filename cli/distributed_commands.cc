@@ -159,11 +159,9 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
                                scheduler::BackendKindName(job->backend), " jobs with orrery submit")));
       }
       if (*timeout < 0) return Fail("run", absl::InvalidArgumentError("--timeout: must be >= 0"));
-      if (!metrics_out->empty()) {
-        if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
-          Fail("run", st);
-          return 2;  // a usage error, found before anything starts
-        }
+      if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
+        Fail("run", st);
+        return 2;  // a usage error, found before anything starts
       }
       if (*resume && !job->checkpoint) {
         return Fail("run", absl::InvalidArgumentError(absl::StrCat(

@@ -9,11 +9,11 @@
 
 namespace orrery::cli {
 
-// OK when `path` can be created or written (a new file is removed again); otherwise an
-// INVALID_ARGUMENT error naming `flag`, the path and why.
+// OK when `path` is "" (no file wanted) or can be created or written (a new file is removed
+// again); otherwise an INVALID_ARGUMENT error naming `flag`, the path and why.
 absl::Status CheckOutputPath(const std::string& flag, const std::string& path);
 
-// Writes `text` to `path` + ".tmp", then renames it over `path`.
+// Writes `text` to `path` + ".tmp", then renames it over `path` (base/replace_file.h).
 absl::Status WriteOutputFile(const std::string& flag, const std::string& path, const std::string& text);
 
 }  // namespace orrery::cli

@@ -323,8 +323,7 @@ std::vector<std::string> RankRun::WithEvents(std::vector<std::string> argv) cons
                               "); the ", role_.name, " writes no events file"));
     return argv;
   }
-  argv.insert(argv.end(), {"--events-file", scheduler::EventsFilePath(options_.events_dir, role_.name)});
-  return argv;
+  return scheduler::WithEventsFile(std::move(argv), options_.events_dir, role_.name);
 }
 
 RankResult RankRun::RunLearner() {

@@ -68,11 +68,9 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
       }
     }
     commands.Set([opts, metrics_out] {
-      if (!metrics_out->empty()) {
-        if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
-          std::fprintf(stderr, "orrery train: %s\n", std::string(st.message()).c_str());
-          return 2;
-        }
+      if (absl::Status st = CheckOutputPath("--metrics-out", *metrics_out); !st.ok()) {
+        std::fprintf(stderr, "orrery train: %s\n", std::string(st.message()).c_str());
+        return 2;
       }
       absl::StatusOr<learner::TrainReport> report = learner::Train(*opts);
       if (!report.ok()) {

@@ -196,9 +196,9 @@ absl::Status RunLearner(const LearnerOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<server::PsClient> ps,
                    server::PsClient::Connect(MakeClientOptions(o, *model, o.index)));
   events->Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
-                                 {"index", o.index},
-                                 {"start_clock", ps->start_clock()},
-                                 {"examples", slice.count}});
+                                         {"index", o.index},
+                                         {"start_clock", ps->start_clock()},
+                                         {"examples", slice.count}});
   // Every learner offers the same seeded weights; the first Init each shard sees wins.
   RETURN_IF_ERROR(ps->Init(model->params().flat()));
 
@@ -240,10 +240,10 @@ absl::Status RunLearner(const LearnerOptions& o) {
     pull_time += compute0 - pull0;
     for (const server::PsClient::ShardRestart& r : ps->TakeShardRestarts()) {
       events->Emit("ORRERY_LEARNER_SHARD_RESTART", {{"learner", ps->learner_id()},
-                                            {"shard", r.shard},
-                                            {"version_before", r.version_before},
-                                            {"version_after", r.version_after},
-                                            {"updates_lost", r.version_before - r.version_after}});
+                                                    {"shard", r.shard},
+                                                    {"version_before", r.version_before},
+                                                    {"version_after", r.version_after},
+                                                    {"updates_lost", r.version_before - r.version_after}});
     }
     ASSIGN_OR_RETURN(StepResult r, model->TrainStep(images, labels));
     if (!std::isfinite(r.loss)) {
@@ -278,11 +278,11 @@ absl::Status RunLearner(const LearnerOptions& o) {
     window_images += batch;
     if (done_steps == 1 || SecondsSince(last_report) >= o.report_every_seconds) {
       events->Emit("ORRERY_LEARNER", {{"learner", ps->learner_id()},
-                              {"index", o.index},
-                              {"step", t + 1},
-                              {"steps", steps},
-                              {"loss", loss_window / window_steps},
-                              {"images_per_second", window_images / std::max(SecondsSince(window0), 1e-9)}});
+                                      {"index", o.index},
+                                      {"step", t + 1},
+                                      {"steps", steps},
+                                      {"loss", loss_window / window_steps},
+                                      {"images_per_second", window_images / std::max(SecondsSince(window0), 1e-9)}});
       last_report = Clock::now();
       window0 = last_report;
       loss_window = 0;
@@ -292,20 +292,20 @@ absl::Status RunLearner(const LearnerOptions& o) {
   const double seconds = SecondsSince(t0);
   absl::Status left = ps->Leave();
   events->Emit("ORRERY_LEARNER_DONE", {{"learner", ps->learner_id()},
-                               {"index", o.index},
-                               {"steps", done_steps},
-                               {"dropped", dropped},
-                               {"images", images_done},
-                               {"seconds", seconds},
-                               {"images_per_second", images_done / std::max(seconds, 1e-9)},
-                               {"wire", o.wire == proto::FIXED16 ? "fixed16" : "fp32"},
-                               {"pushes", ps->wire_stats().pushes},
-                               {"push_bytes", ps->wire_stats().push_bytes},
-                               {"pulls", ps->wire_stats().pulls},
-                               {"pull_bytes", ps->wire_stats().pull_bytes},
-                               {"pull_seconds", ToSeconds(pull_time)},
-                               {"compute_seconds", ToSeconds(compute_time)},
-                               {"push_seconds", ToSeconds(push_time)}});
+                                       {"index", o.index},
+                                       {"steps", done_steps},
+                                       {"dropped", dropped},
+                                       {"images", images_done},
+                                       {"seconds", seconds},
+                                       {"images_per_second", images_done / std::max(seconds, 1e-9)},
+                                       {"wire", o.wire == proto::FIXED16 ? "fixed16" : "fp32"},
+                                       {"pushes", ps->wire_stats().pushes},
+                                       {"push_bytes", ps->wire_stats().push_bytes},
+                                       {"pulls", ps->wire_stats().pulls},
+                                       {"pull_bytes", ps->wire_stats().pull_bytes},
+                                       {"pull_seconds", ToSeconds(pull_time)},
+                                       {"compute_seconds", ToSeconds(compute_time)},
+                                       {"push_seconds", ToSeconds(push_time)}});
   return left;
 }
 
@@ -350,11 +350,11 @@ absl::Status RunEvaluator(const LearnerOptions& o) {
     RETURN_IF_ERROR(ps->Pull(0, model->params().flat()));
     ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, 256));
     events->Emit("ORRERY_EVAL", {{"seconds", SecondsSince(t0)},
-                         {"test_accuracy", static_cast<double>(eval.correct) / std::max<int64_t>(1, eval.count)},
-                         {"test_loss", eval.loss_sum / std::max<int64_t>(1, eval.count)},
-                         {"test_images", eval.count},
-                         {"final", final},
-                         {"stats", StatsJson(stats)}});
+                                 {"test_accuracy", static_cast<double>(eval.correct) / std::max<int64_t>(1, eval.count)},
+                                 {"test_loss", eval.loss_sum / std::max<int64_t>(1, eval.count)},
+                                 {"test_images", eval.count},
+                                 {"final", final},
+                                 {"stats", StatsJson(stats)}});
     if (final) return absl::OkStatus();
   }
 }

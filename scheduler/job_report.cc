@@ -70,6 +70,12 @@ std::string EventsFilePath(const std::string& log_dir, const std::string& role) 
   return absl::StrCat(log_dir, "/", role, ".events");
 }
 
+std::vector<std::string> WithEventsFile(std::vector<std::string> argv, const std::string& log_dir,
+                                        const std::string& role) {
+  if (!log_dir.empty()) argv.insert(argv.end(), {"--events-file", EventsFilePath(log_dir, role)});
+  return argv;
+}
+
 namespace {
 
 // The tagged lines of one events file, in order; none when it is missing.

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -46,6 +47,11 @@ void AddLearnerTraffic(const nlohmann::json& done, RunReport* report);
 // Where the process `role` ("learner-2", "evaluator") of a job with logs in `log_dir` appends its
 // tagged lines (`orrery learner --events-file`, set by JobRun).
 std::string EventsFilePath(const std::string& log_dir, const std::string& role);
+
+// A learner's or the evaluator's command line with `--events-file` for `role` added when
+// `log_dir` is not "".
+std::vector<std::string> WithEventsFile(std::vector<std::string> argv, const std::string& log_dir,
+                                        const std::string& role);
 
 // The report of a job whose end no scheduler saw on its processes' output (a restarted scheduler
 // had re-attached to them), read from the events files of its learners and evaluator: the

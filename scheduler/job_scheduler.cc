@@ -30,7 +30,6 @@ enum class AdoptedStage {
   kTraining,         // learners run
   kFinalEvaluation,  // every learner has exited; the evaluator was asked for its final evaluation
   kStoppingShards,   // the evaluator has exited; the shards were asked to stop
-  kFailing,          // a shard or the evaluator ended while learners trained; everything stops
 };
 
 struct JobScheduler::Entry {
@@ -42,7 +41,7 @@ struct JobScheduler::Entry {
   // While re-attached: the survivors of an earlier daemon, with their index in record.processes.
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> adopted;
   AdoptedStage stage = AdoptedStage::kTraining;
-  std::string adopted_failure;      // why, in AdoptedStage::kFailing
+  std::string adopted_failure;      // set: a shard or the evaluator ended while learners trained; all stop
   std::set<size_t> stop_requested;  // adopted processes this scheduler sent SIGTERM
   TimerId kill_timer = 0;
 };
@@ -252,7 +251,10 @@ void JobScheduler::StopAdopted(Entry& entry, const std::function<bool(const std:
 // as one group (mpi, slurm) end by themselves: their ranks coordinate through their launcher.
 void JobScheduler::AdvanceAdopted(Entry& entry) {
   JobRecord& r = entry.record;
-  if (r.backend != "local" || r.state != JobState::kRunning || r.cancel_requested || shutting_down_) return;
+  if (r.backend != "local" || r.state != JobState::kRunning || r.cancel_requested || shutting_down_ ||
+      !entry.adopted_failure.empty()) {
+    return;
+  }
   bool learners = false, evaluator = false;
   std::string ended;  // a shard or the evaluator that has exited
   for (const ProcessRecord& p : r.processes) {
@@ -269,7 +271,6 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
     case AdoptedStage::kTraining:
       if (learners) {
         if (ended.empty()) return;
-        entry.stage = AdoptedStage::kFailing;
         entry.adopted_failure = absl::StrCat(ended, " exited while the learners trained, after a scheduler restart "
                                              "had re-attached to the job (exit status unknown: see ", ended, ".log)");
         return StopAdopted(entry, all, options_.stop_grace);
@@ -285,7 +286,6 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
       entry.stage = AdoptedStage::kStoppingShards;
       return StopAdopted(entry, all, absl::Seconds(10));
     case AdoptedStage::kStoppingShards:
-    case AdoptedStage::kFailing:
       return;
   }
 }
@@ -320,7 +320,7 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
                   "its processes ended after a scheduler restart had re-attached to them; their exit codes and final "
                   "evaluation were not visible to it");
   }
-  if (entry.stage == AdoptedStage::kFailing) return Finish(entry, JobState::kFailed, entry.adopted_failure);
+  if (!entry.adopted_failure.empty()) return Finish(entry, JobState::kFailed, entry.adopted_failure);
   FinishAdoptedFromEvents(entry);
 }
 

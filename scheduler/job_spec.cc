@@ -6,8 +6,10 @@
 #include <limits>
 #include <set>
 #include <sstream>
-#include "absl/strings/string_view.h"
 
+#include <google/protobuf/stubs/common.h>
+
+#include "absl/strings/string_view.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -462,36 +464,12 @@ const char* NumberFormatName(NumberFormat format) { return format == NumberForma
 
 namespace {
 
-// The offset of the first byte that does not belong to a well-formed UTF-8 sequence (no
-// overlong forms, surrogates or code points past U+10FFFF), or npos when the text is UTF-8.
+// The offset of the first byte that is not part of well-formed UTF-8, or npos. Protobuf's own
+// check: a spec travels as a proto3 string (SubmitRequest.spec_yaml), which must pass it.
 size_t FirstNonUtf8(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    size_t length = 0;
-    uint32_t code = 0, min = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      length = 2, code = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3, code = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4, code = c & 0x07, min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + length > text.size()) return i;
-    for (size_t k = 1; k < length; ++k) {
-      const auto d = static_cast<unsigned char>(text[i + k]);
-      if ((d & 0xC0) != 0x80) return i;
-      code = code << 6 | (d & 0x3F);
-    }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return i;
-    i += length;
-  }
-  return std::string_view::npos;
+  const size_t valid = static_cast<size_t>(google::protobuf::internal::UTF8SpnStructurallyValid(
+      google::protobuf::StringPiece(text.data(), text.size())));
+  return valid == text.size() ? std::string_view::npos : valid;
 }
 
 }  // namespace

@@ -234,20 +234,16 @@ void JobRun::Impl::OnServerReady(size_t shard, absl::StatusOr<LineMatch> match) 
 absl::Status JobRun::Impl::StartLearners() {
   const int threads = LearnerThreads();
   std::vector<ProcessSpec> specs;
+  // Their tagged lines also go to files of their own, which outlive a crashed scheduler.
   for (int i = 0; i < job_.learners; ++i) {
-    ProcessSpec spec = Spec(absl::StrCat("learner-", i),
-                            LearnerArgv(job_, options_.orrery_binary, i, endpoints_, threads));
+    const std::string role = absl::StrCat("learner-", i);
+    ProcessSpec spec = Spec(role, WithEventsFile(LearnerArgv(job_, options_.orrery_binary, i, endpoints_, threads),
+                                                 options_.log_dir, role));
     spec.restart = job_.restart;
     specs.push_back(std::move(spec));
   }
-  specs.push_back(Spec("evaluator", EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1)));
-  if (!options_.log_dir.empty()) {
-    // Their tagged lines also go to files of their own, which outlive a crashed scheduler.
-    for (int i = 0; i <= job_.learners; ++i) {
-      const std::string role = i < job_.learners ? absl::StrCat("learner-", i) : "evaluator";
-      specs[i].argv.insert(specs[i].argv.end(), {"--events-file", EventsFilePath(options_.log_dir, role)});
-    }
-  }
+  specs.push_back(Spec("evaluator", WithEventsFile(EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1),
+                                                   options_.log_dir, "evaluator")));
   learners_start_ = Clock::now();
   ASSIGN_OR_RETURN(std::vector<ProcessId> ids, StartGroup(specs));
   for (int i = 0; i < job_.learners; ++i) learner_index_[ids[i]] = i;

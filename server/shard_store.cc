@@ -224,8 +224,9 @@ namespace {
 // is memory-bound and one core does not draw all the memory bandwidth there is, and the learner
 // that pushed waits for it. Every element gets the same arithmetic either way, so the weights are
 // bit-for-bit the same. At 4 MB against one shard two threads made the round trip about 3% faster
-// (bench_transport, six interleaved pairs; a thread costs tens of microseconds, the update 0.5 ms);
-// the threshold was 16 MB before.
+// in a hand A/B (bench_transport --sizes_mb=4 --shards=1 --learners= --parts_rounds=0, its
+// --orrery alternating between builds with each threshold, six pairs; a thread costs tens of
+// microseconds, the update 0.5 ms); the threshold was 16 MB before.
 constexpr size_t kTwoThreadElements = size_t{1} << 19;
 
 // body(first, end) over [0, n), in two halves on two threads when the update touches at least

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/replace_file.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -43,15 +44,8 @@ absl::StatusOr<std::unique_ptr<FileRendezvous>> FileRendezvous::Create(const std
 absl::Status FileRendezvous::Publish(const std::string& name, const std::string& content) const {
   const fs::path final_path = fs::path(dir_) / name;
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".", name, ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out) return absl::UnavailableError(absl::StrCat("rendezvous: cannot write ", tmp.string()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, final_path, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("rendezvous: cannot rename to ", final_path.string(), ": ", ec.message()));
+  absl::Status st = ReplaceFile(final_path.string(), tmp.string(), content);
+  if (!st.ok()) return absl::UnavailableError(absl::StrCat("rendezvous: ", st.message()));
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/replace_file.h"
 #include "yaml-cpp/yaml.h"
 
 namespace orrery::scheduler {
@@ -83,15 +84,8 @@ absl::Status WriteJobSpecFile(const JobSpec& job, const std::string& path) {
   std::error_code ec;
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) fs::create_directories(parent, ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << JobSpecToYaml(job);
-    out.close();
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write job spec ", tmp));
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot write job spec ", path, ": ", ec.message()));
+  absl::Status st = ReplaceFile(path, path + ".tmp", JobSpecToYaml(job));
+  if (!st.ok()) return absl::UnavailableError(absl::StrCat("the job spec file: ", st.message()));
   return absl::OkStatus();
 }
 
