@@ -174,8 +174,12 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
       options.threads_per_learner = *threads;
       options.progress = !*quiet;
       options.resume = *resume;
-      absl::StatusOr<scheduler::RunReport> report = scheduler::RunJob(*job, options);
-      if (!report.ok()) return Fail("run", report.status());
+      int stopped_by = 0;
+      absl::StatusOr<scheduler::RunReport> report = scheduler::RunJob(*job, options, &stopped_by);
+      if (!report.ok()) {
+        Fail("run", report.status());
+        return stopped_by != 0 ? 128 + stopped_by : 1;  // as a shell reports a command a signal stopped
+      }
       std::printf("%s: test_accuracy %.4f  updates %llu  staleness mean %.2f max %llu  images/s %.0f  wall %.1fs%s\n",
                   job->name.c_str(), report->test_accuracy,
                   static_cast<unsigned long long>(report->updates_applied), report->staleness_mean,

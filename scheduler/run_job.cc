@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <chrono>
 #include <map>
 #include <random>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/file_lock.h"
 #include "base/progress_line.h"
 #include "base/random_token.h"
 #include "base/status_macros.h"
@@ -112,6 +114,9 @@ class JobRun::Impl {
   std::shared_ptr<Probes> probes_ = std::make_shared<Probes>();
   void StartHealthChecks();
   void CheckShards();
+  // Held from the start to the end: one run at a time writes the log directory's files.
+  std::optional<FileLock> log_dir_lock_;
+  absl::Status LockLogDir();
   std::set<ProcessId> own_;        // every process of this job in the shared backend
   std::vector<WaitId> ready_waits_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -536,7 +541,20 @@ void JobRun::Impl::Start(Done done) {
   }
   ticker_ = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
   if (absl::Status st = CheckOpenFileLimit(job_); !st.ok()) return Fail(st);
+  if (absl::Status st = LockLogDir(); !st.ok()) return Fail(st);
   StartServers();
+}
+
+absl::Status JobRun::Impl::LockLogDir() {
+  if (options_.log_dir.empty()) return absl::OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(options_.log_dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create log dir ", options_.log_dir, ": ", ec.message()));
+  // Two runs there would interleave their logs and events files.
+  ASSIGN_OR_RETURN(log_dir_lock_, FileLock::Acquire(options_.log_dir + "/.lock",
+                                                    absl::StrCat("log dir ", options_.log_dir), "another run",
+                                                    "wait for it to end, or give this run its own log dir (orrery run --log-dir)"));
+  return absl::OkStatus();
 }
 
 void JobRun::Impl::Finish() {
@@ -668,7 +686,7 @@ std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& bi
   return argv;
 }
 
-absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options) {
+absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options, int* stopped_by) {
   if (options.orrery_binary.empty()) return absl::InvalidArgumentError("RunJob: no orrery binary given");
   EventLoop loop;
   LocalBackend backend(loop);
@@ -676,6 +694,7 @@ absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& option
   int interrupts = 0;
   loop.OnSignals({SIGINT, SIGTERM}, [&](int sig) {
     if (++interrupts == 1) {
+      if (stopped_by != nullptr) *stopped_by = sig;
       run.Cancel(absl::CancelledError(absl::StrCat("interrupted by ", strsignal(sig))), absl::Seconds(5));
     } else {
       backend.StopAll(absl::ZeroDuration(), [] {});  // a second Ctrl-C: kill now

@@ -139,8 +139,9 @@ class JobRun final : public JobRunner {
 // job failed: a shard that could not start or died (with its last lines), every learner failed,
 // the evaluator failed, the timeout, or CANCELLED after SIGINT/SIGTERM. Every process is stopped
 // before it returns. Must be called from the main thread before other threads exist (it takes
-// over SIGINT, SIGTERM and SIGCHLD).
-absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options);
+// over SIGINT, SIGTERM and SIGCHLD). When a signal stopped the job and `stopped_by` is given,
+// it is set to that signal (for the shell's exit code 128 + signal).
+absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options, int* stopped_by = nullptr);
 
 // The report as JSON (metrics for --metrics-out), with the job's settings under "job".
 std::string RunReportJson(const RunReport& report, const JobSpec& job);

@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_lock.h"
 #include "base/status_macros.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -73,6 +74,10 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   const fs::path store_path = fs::absolute(options.store_path);
   std::error_code ec;
   if (store_path.has_parent_path()) fs::create_directories(store_path.parent_path(), ec);
+  // Two daemons on one store would both start its queued jobs and both adopt its running ones.
+  ASSIGN_OR_RETURN(FileLock store_lock,
+                   FileLock::Acquire(store_path.string() + ".lock", absl::StrCat("--store ", store_path.string()),
+                                     "another scheduler", "stop that one first, or give this one its own --store"));
   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(store_path.string()));
 
   SchedulerOptions scheduler_options;
@@ -83,6 +88,12 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
       options.log_root.empty()
           ? (store_path.parent_path() / absl::StrCat(store_path.stem().string(), "-logs")).string()
           : fs::absolute(options.log_root).string();
+  // Job ids count per store, so two daemons sharing a log root would both write job-1/.
+  fs::create_directories(scheduler_options.log_root, ec);
+  ASSIGN_OR_RETURN(FileLock log_root_lock,
+                   FileLock::Acquire(scheduler_options.log_root + "/.lock",
+                                     absl::StrCat("--log-root ", scheduler_options.log_root), "another scheduler",
+                                     "give each scheduler its own --log-root"));
 
   // Writing to a client that left must not kill the daemon (gRPC avoids it; our stdout may not).
   ::signal(SIGPIPE, SIG_IGN);

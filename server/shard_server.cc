@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include <glog/logging.h>
@@ -98,6 +99,13 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
   if (!options.checkpoint_dir.empty()) {
     s->checkpoint_path_ = CheckpointPath(options.checkpoint_dir, options.shard_index);
     s->checkpoint_every_ = absl::Seconds(options.checkpoint_every_seconds);
+    // Two shards writing one checkpoint (two jobs given the same checkpoint.dir) would each
+    // overwrite the other's and resume from a stranger's weights.
+    std::error_code ec;
+    std::filesystem::create_directories(options.checkpoint_dir, ec);
+    ASSIGN_OR_RETURN(s->checkpoint_lock_,
+                     FileLock::Acquire(s->checkpoint_path_ + ".lock", absl::StrCat("checkpoint ", s->checkpoint_path_),
+                                       "another shard", "does another running job have the same checkpoint dir?"));
   }
   if (options.resume) {
     absl::StatusOr<proto::ShardCheckpoint> checkpoint = ReadCheckpointFile(s->checkpoint_path_);

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/file_lock.h"
 #include "server/clock.h"
 #include "server/parameter_shard.h"
 #include "server/ps_service.h"
@@ -61,6 +62,7 @@ class ShardServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::string metrics_address_;
   std::string checkpoint_path_;  // empty: no checkpoints
+  std::optional<FileLock> checkpoint_lock_;  // held while this shard may write checkpoint_path_
   absl::Duration checkpoint_every_;
   std::optional<uint64_t> restored_version_;
   absl::Mutex checkpoint_mu_;  // one writer at a time

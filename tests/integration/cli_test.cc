@@ -1,5 +1,6 @@
 // The orrery executable's contract: help for every subcommand, exit code 2 and one line on stderr
 // for bad usage, exit code 1 and one line for a failed command.
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -12,8 +13,10 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "tests/util/process_io.h"
 
@@ -175,6 +178,120 @@ TEST(CliTest, AnUnwritableMetricsPathIsRefusedBeforeTheWorkStarts) {
     EXPECT_TRUE(r.out.empty()) << "it started: " << r.out;
   }
   std::filesystem::remove(path);
+}
+
+TEST(CliTest, RunRefusesALogDirInUseBeforeStartingAnything) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-busy-", getpid());
+  std::filesystem::create_directories(dir / "logs");
+  {
+    std::ofstream f(dir / "job.yaml");
+    f << "name: busy\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n";
+  }
+  // This test holds the lock as a running `orrery run` would.
+  absl::StatusOr<orrery::FileLock> held = orrery::FileLock::Acquire((dir / "logs/.lock").string(), "", "", "");
+  ASSERT_TRUE(held.ok()) << held.status();
+  Result r = Orrery(absl::StrCat("run ", (dir / "job.yaml").string(), " --log-dir ", (dir / "logs").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("is in use by another run (pid ", getpid(), ")"))) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--log-dir")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "logs/server-0.log")) << "nothing was started";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliTest, ASecondSchedulerOnTheSameStoreOrLogRootIsRefused) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-sched-", getpid());
+  std::filesystem::create_directories(dir / "logs");
+  const std::string env = "ORRERY_SCHEDULER_TOKEN=0123456789abcdef0123456789abcdef ";
+  {
+    absl::StatusOr<orrery::FileLock> held = orrery::FileLock::Acquire((dir / "jobs.db.lock").string(), "", "", "");
+    ASSERT_TRUE(held.ok()) << held.status();
+    Result r = ::orrery::testing::RunCommand(
+        absl::StrCat(env, ORRERY_BINARY, " scheduler --listen 127.0.0.1:0 --store ", (dir / "jobs.db").string()),
+        dir / "err");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("jobs.db is in use by another scheduler (pid ", getpid(), ")")))
+        << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "jobs.db")) << "the store was not opened";
+  }
+  {
+    absl::StatusOr<orrery::FileLock> held = orrery::FileLock::Acquire((dir / "logs/.lock").string(), "", "", "");
+    ASSERT_TRUE(held.ok()) << held.status();
+    Result r = ::orrery::testing::RunCommand(
+        absl::StrCat(env, ORRERY_BINARY, " scheduler --listen 127.0.0.1:0 --store ", (dir / "other.db").string(),
+                     " --log-root ", (dir / "logs").string()),
+        dir / "err");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "--log-root")) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "in use by another scheduler")) << r.err;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// The pids a run's processes had: its log files' "sys| started pid N:" lines.
+std::vector<pid_t> StartedPids(const std::filesystem::path& log_dir) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : std::filesystem::directory_iterator(log_dir)) {
+    if (entry.path().extension() != ".log") continue;
+    std::ifstream in(entry.path());
+    for (std::string line; std::getline(in, line);) {
+      const size_t at = line.find("sys| started pid ");
+      int pid = 0;
+      if (at != std::string::npos &&
+          absl::SimpleAtoi(line.substr(at + 17, line.find(':', at + 17) - at - 17), &pid)) {
+        pids.push_back(pid);
+      }
+    }
+  }
+  return pids;
+}
+
+TEST(CliTest, CtrlCStopsEveryProcessOfARunAndExitsWith130) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-int-", getpid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "job.yaml");  // minutes of training unless interrupted
+    f << "name: interrupted\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+      << "servers: 2\nlearners: 2\nprotocol: async\nepochs: 500\nlimit_train: 4000\nlimit_test: 500\n";
+  }
+  int err[2];
+  ASSERT_EQ(pipe(err), 0);
+  const std::string job = (dir / "job.yaml").string(), logs = (dir / "logs").string();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(err[1], STDERR_FILENO);
+    close(err[0]);
+    close(err[1]);
+    execl(ORRERY_BINARY, ORRERY_BINARY, "run", job.c_str(), "--log-dir", logs.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(err[1]);
+  // The first evaluation: shards, learners and evaluator are all up.
+  std::string line;
+  for (int i = 0; i < 100 && !absl::StrContains(line, "test accuracy"); ++i) {
+    line = ::orrery::testing::ReadLine(err[0], absl::Seconds(60));
+  }
+  ASSERT_TRUE(absl::StrContains(line, "test accuracy")) << line;
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  std::string rest;
+  for (int i = 0; i < 1000; ++i) {
+    std::string next = ::orrery::testing::ReadLine(err[0], absl::Seconds(30));
+    if (next.empty()) break;  // EOF (or a minute of silence: the exit status below says which)
+    rest += next + "\n";
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  close(err[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << rest;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << rest;
+  EXPECT_TRUE(absl::StrContains(rest, "orrery run: interrupted by Interrupt")) << rest;
+  const std::vector<pid_t> pids = StartedPids(logs);
+  EXPECT_EQ(pids.size(), 5u) << "2 shards, 2 learners, the evaluator";
+  for (pid_t p : pids) EXPECT_NE(kill(p, 0), 0) << "pid " << p << " outlived its run";
+  std::filesystem::remove_all(dir);
 }
 
 TEST(CliTest, LearnerWithBadIndexFailsNamingTheFlag) {

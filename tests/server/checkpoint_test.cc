@@ -193,5 +193,24 @@ TEST_F(CheckpointTest, ShardServerCheckpointsAtAStopAndResumesFromIt) {
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("other-job"));
 }
 
+TEST_F(CheckpointTest, ASecondShardOnTheSameCheckpointIsRefusedWhileTheFirstRuns) {
+  const std::string layout = Path("layout.txt");
+  std::ofstream(layout) << "tensors { name: \"w\" element_count: 300 }\nchunk_size: 64\nnum_shards: 1\n";
+  ServerOptions o;
+  o.job_id = "job-a";
+  o.layout_path = layout;
+  o.checkpoint_dir = Path("ckpt");
+  auto first = ShardServer::Start(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  o.job_id = "job-b";  // another job given the same checkpoint dir
+  auto second = ShardServer::Start(o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat("checkpoint ", CheckpointPath(o.checkpoint_dir, 0), " is in use by another shard")));
+  first->reset();
+  EXPECT_TRUE(ShardServer::Start(o).ok()) << "free again once the first shard is gone";
+}
+
 }  // namespace
 }  // namespace orrery::server
