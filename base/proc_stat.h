@@ -1,12 +1,14 @@
 // /proc/PID/stat, read once and split: the one parser for the scheduler (process start times,
-// parent pids) and the benchmarks (CPU time).
+// parent pids) and the benchmarks (CPU time); and /proc/meminfo's MemAvailable.
 #pragma once
 
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -22,6 +24,18 @@ inline std::vector<std::string> ProcStatFields(int pid = 0) {
   const size_t close = stat.rfind(')');
   if (close == std::string::npos) return {};
   return absl::StrSplit(stat.substr(close + 1), absl::ByAnyChar(" \n"), absl::SkipEmpty());
+}
+
+// MemAvailable from /proc/meminfo in bytes (the kernel's estimate of what can be allocated
+// without swapping), or -1 when it cannot be read.
+inline int64_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    int64_t kb = 0;
+    if (f.size() >= 2 && f[0] == "MemAvailable:" && absl::SimpleAtoi(f[1], &kb)) return kb * 1024;
+  }
+  return -1;
 }
 
 }  // namespace orrery

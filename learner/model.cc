@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/job_limits.h"
 #include "base/status_macros.h"
 #include "learner/batch_plan.h"
 #include "learner/layers/softmax_cross_entropy.h"
@@ -40,13 +42,23 @@ class ModelImpl final : public Model {
     fixed_.threads = std::max(1, omp_get_max_threads());
   }
 
-  // Registers and initialises parameters; called once by Create.
-  void InitParams(uint64_t seed) {
+  // Registers and initialises parameters; called once by Create. Refuses a model beyond
+  // kMaxModelParameters before allocating anything.
+  absl::Status InitParams(uint64_t seed) {
     for (auto& layer : graph_.layers) layer->AddParams(&params_);
+    if (params_.total_size() > kMaxModelParameters) {
+      const TensorInfo& biggest = *std::ranges::max_element(
+          params_.infos(), [](const TensorInfo& a, const TensorInfo& b) { return a.size < b.size; });
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the model has ", params_.total_size(),
+          " parameters, more than the ", kMaxModelParameters, " Orrery takes (4 GiB of fp32 weights); the largest tensor, ",
+          biggest.name, ", has ", biggest.size));
+    }
     grads_ = params_;
     params_.Finalize();
     grads_.Finalize();
     for (const auto& layer : graph_.layers) layer->InitParams(&params_, seed);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<StepResult> TrainStep(std::span<const float> images,
@@ -173,7 +185,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelSpec& spec, uint
   }
   auto model = std::make_unique<ModelImpl>(spec, std::move(graph), std::move(engine), precision,
                                            seed);
-  model->InitParams(seed);
+  RETURN_IF_ERROR(model->InitParams(seed));
   return std::unique_ptr<Model>(std::move(model));
 }
 

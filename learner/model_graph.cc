@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
+#include "learner/param_set.h"
 
 namespace orrery::learner {
 
@@ -62,6 +63,13 @@ absl::StatusOr<ModelGraph> BuildModelGraph(const ModelSpec& spec) {
         last.label(), last.output_shape().size(), last.output_shape().ToString(), spec.classes));
   }
   return graph;
+}
+
+absl::StatusOr<int64_t> CountParameters(const ModelSpec& spec) {
+  ASSIGN_OR_RETURN(ModelGraph graph, BuildModelGraph(spec));
+  ParamSet params;  // registered, never finalized: nothing is allocated
+  for (auto& layer : graph.layers) layer->AddParams(&params);
+  return params.total_size();
 }
 
 }  // namespace orrery::learner

@@ -27,4 +27,8 @@ struct ModelGraph {
 // "layers[6] (fc2): outputs 20 values per sample but classes is 10".
 absl::StatusOr<ModelGraph> BuildModelGraph(const ModelSpec& spec);
 
+// The number of parameters (weights and biases) of the model `spec` describes, counted without
+// allocating them; saturates at 2^62. Errors as BuildModelGraph.
+absl::StatusOr<int64_t> CountParameters(const ModelSpec& spec);
+
 }  // namespace orrery::learner

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -11,12 +12,15 @@ namespace orrery::learner {
 int ParamSet::Add(std::string name, std::vector<int64_t> dims) {
   CHECK(!finalized_) << "ParamSet::Add(" << name << ") after Finalize";
   CHECK(!by_name_.contains(name)) << "duplicate tensor " << name;
+  // Saturates instead of overflowing, so that an absurd model is refused by its size (Model
+  // checks total_size() against kMaxModelParameters before Finalize allocates).
+  constexpr int64_t kHuge = int64_t{1} << 62;
   int64_t size = 1;
-  for (int64_t d : dims) size *= d;
+  for (int64_t d : dims) size = d > 0 && size > kHuge / d ? kHuge : size * d;
   const int index = static_cast<int>(infos_.size());
   by_name_.emplace(name, index);
   infos_.push_back(TensorInfo{std::move(name), std::move(dims), total_, size});
-  total_ += size;
+  total_ = std::min(total_ + size, kHuge);
   return index;
 }
 

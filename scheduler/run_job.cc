@@ -19,12 +19,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/file_lock.h"
+#include "base/proc_stat.h"
 #include "base/progress_line.h"
 #include "base/random_token.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "parameter_server.grpc.pb.h"
 #include "server/tls.h"
+#include "learner/model_graph.h"
+#include "learner/model_spec.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/job_report.h"
@@ -541,6 +544,7 @@ void JobRun::Impl::Start(Done done) {
   }
   ticker_ = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
   if (absl::Status st = CheckOpenFileLimit(job_); !st.ok()) return Fail(st);
+  if (absl::Status st = CheckMemory(job_); !st.ok()) return Fail(st);
   if (absl::Status st = LockLogDir(); !st.ok()) return Fail(st);
   StartServers();
 }
@@ -599,6 +603,30 @@ absl::Status CheckOpenFileLimit(const JobSpec& job) {
       "servers + learners: the job's ", processes, " processes (with the evaluator) need about ", needed,
       " open files in the process that supervises them, more than its limit of ", limit.rlim_cur,
       " (raise it with ulimit -n, or run the job with fewer processes or on the mpi, slurm or kubernetes backend)"));
+}
+
+int64_t JobMemoryBytes(const JobSpec& job, int64_t parameters) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  const double weights = 4.0 * static_cast<double>(parameters);
+  const double bytes = (job.learners + 1) * (3 * weights + 160 * kMiB) + 3 * weights + job.servers * 48.0 * kMiB;
+  return bytes >= 0x1p62 ? int64_t{1} << 62 : static_cast<int64_t>(bytes);
+}
+
+absl::Status CheckMemory(const JobSpec& job) {
+  const int64_t available = MemAvailableBytes();
+  if (available < 0) return absl::OkStatus();
+  absl::StatusOr<learner::ModelSpec> model = learner::LoadModelSpec(job.model_path);
+  if (!model.ok()) return absl::OkStatus();
+  absl::StatusOr<int64_t> parameters = learner::CountParameters(*model);
+  if (!parameters.ok()) return absl::OkStatus();
+  const int64_t needed = JobMemoryBytes(job, *parameters);
+  if (needed <= available) return absl::OkStatus();
+  constexpr double kGiB = 1 << 30;
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "model: its %d parameters (%.1f GiB of fp32 weights) in %d learner(s), the evaluator and %d shard(s) need "
+      "about %.1f GiB, more than the %.1f GiB this machine has available; use a smaller model or fewer learners",
+      *parameters, 4.0 * static_cast<double>(*parameters) / kGiB, job.learners, job.servers,
+      static_cast<double>(needed) / kGiB, static_cast<double>(available) / kGiB));
 }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

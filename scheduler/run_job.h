@@ -154,6 +154,19 @@ inline constexpr int kOpenFilesPerProcess = 4;
 // RESOURCE_EXHAUSTED error saying how many it needs. JobRun checks it before starting anything.
 absl::Status CheckOpenFileLimit(const JobSpec& job);
 
+// OK when the job's processes fit in this machine's available memory (/proc/meminfo's
+// MemAvailable), by the estimate JobMemoryBytes; otherwise RESOURCE_EXHAUSTED saying how much
+// it needs. JobRun checks it before starting anything: past it the kernel's OOM killer would end
+// some process of the job (or of someone else) midway. A model spec that does not load is left
+// to the learners to report.
+absl::Status CheckMemory(const JobSpec& job);
+
+// About what a local job's processes hold, for a model of `parameters` fp32 weights (W bytes):
+// every learner and the evaluator 3 W (weights, gradients, transfer buffers; measured 2.9 W
+// with a 785M-parameter model) plus 160 MiB (data, runtime), the shards together 3 W (weights,
+// momentum, gradient sums; 2.0 W measured without momentum) plus 48 MiB each.
+int64_t JobMemoryBytes(const JobSpec& job, int64_t parameters);
+
 // The command lines the job's processes run (exposed for tests and for other backends).
 // With a checkpoint in the spec the shard keeps it; `resume` starts it from the checkpoint.
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

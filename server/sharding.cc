@@ -5,6 +5,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/job_limits.h"
+#include "base/quote.h"
 #include "google/protobuf/text_format.h"
 
 namespace orrery::server {
@@ -27,6 +29,22 @@ absl::StatusOr<ShardPlan> ShardPlan::Create(const proto::ModelLayout& layout) {
   }
   if (layout.tensors_size() == 0) {
     return absl::InvalidArgumentError("model layout has no tensors");
+  }
+  // A layout comes from a peer: bound what it makes this shard allocate before cutting anything.
+  uint64_t total = 0, chunks = 0;
+  for (const proto::TensorDecl& decl : layout.tensors()) {
+    if (decl.element_count() > static_cast<uint64_t>(kMaxModelParameters) - total) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model layout has more than ", kMaxModelParameters, " parameters (at tensor ",
+          Quoted(decl.name()), ", ", decl.element_count(), " elements); Orrery takes at most that many"));
+    }
+    total += decl.element_count();
+    chunks += (decl.element_count() + layout.chunk_size() - 1) / layout.chunk_size();
+  }
+  if (chunks > static_cast<uint64_t>(kMaxModelChunks)) {
+    return absl::InvalidArgumentError(absl::StrCat("model layout cuts ", total, " parameters into ", chunks,
+                                                   " chunks of ", layout.chunk_size(), ", more than ",
+                                                   kMaxModelChunks, "; use a larger chunk size"));
   }
   ShardPlan plan;
   plan.layout_ = layout;

@@ -163,6 +163,24 @@ TEST(CliTest, RunRefusesAJobBeyondTheOpenFileLimitBeforeStartingAnything) {
   EXPECT_FALSE(absl::StrContains(r.err, "server-0")) << "nothing was started: " << r.err;
 }
 
+TEST(CliTest, RunRefusesAJobBeyondTheMachinesMemoryBeforeStartingAnything) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-mem-", getpid());
+  std::filesystem::create_directories(dir);
+  {
+    // 800M parameters (3 GiB of weights) in 100 learners: about a terabyte.
+    std::ofstream(dir / "model.yaml") << "name: wide\nlayers:\n  - {type: flatten}\n"
+                                      << "  - {type: dense, units: 1000000}\n  - {type: dense, units: 10}\n";
+    std::ofstream(dir / "job.yaml") << "name: wide\nmodel: model.yaml\nlearners: 100\n";
+  }
+  Result r = Orrery(absl::StrCat("run ", (dir / "job.yaml").string(), " --log-dir ", (dir / "logs").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "its 795000010 parameters (3.0 GiB of fp32 weights) in 100 learner(s)")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "GiB this machine has available")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "logs/server-0.log")) << "nothing was started";
+  std::filesystem::remove_all(dir);
+}
+
 TEST(CliTest, AnUnwritableMetricsPathIsRefusedBeforeTheWorkStarts) {
   const std::string path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-ok-", getpid(), ".yaml");
   {

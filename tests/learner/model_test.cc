@@ -11,6 +11,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "learner/model_graph.h"
+#include "learner/model_spec.h"
 
 namespace orrery::learner {
 namespace {
@@ -138,6 +140,30 @@ ModelSpec SmallCnn() {
   return Spec({ConvSpec("conv1", 4, 3, 1, 1), PoolSpec("pool1", 2),
                ConvSpec("dw", 8, 3, 2, 1, 4, Activation::kRelu6), flatten,
                DenseSpec("fc", 3)});
+}
+
+TEST(ModelCreateTest, AModelBeyondTheParameterBoundIsRefusedBeforeAllocating) {
+  // 64 x 2^20 x 2^20 weights: 2^46 parameters, 256 TiB.
+  const std::string error = CreateError(Spec({Layer("flat", LayerKind::kFlatten), DenseSpec("wide", 1 << 20),
+                                              DenseSpec("wider", 1 << 20), DenseSpec("fc", 3)}));
+  EXPECT_THAT(error, HasSubstr("more than the 1073741824 Orrery takes"));
+  EXPECT_THAT(error, HasSubstr("the largest tensor, wider.weight, has 1099511627776"));
+}
+
+TEST(CountParametersTest, CountsWeightsAndBiasesWithoutBuilding) {
+  auto mlp = LoadModelSpec(std::string(ORRERY_SOURCE_DIR) + "/examples/models/mlp.yaml");
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  auto n = CountParameters(*mlp);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10);
+  auto model = Model::Create(*mlp, 1);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ((*model)->params().total_size(), *n);
+  // Far past int64 when multiplied naively: saturates instead of wrapping to a small number.
+  auto huge = CountParameters(Spec({ConvSpec("c", 1 << 20, 1), ConvSpec("d", 1 << 20, 1),
+                                    Layer("flat", LayerKind::kFlatten), DenseSpec("fc", 3)}));
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  EXPECT_GE(*huge, int64_t{1} << 40);
 }
 
 TEST(ModelParamsTest, TensorsAreAddressableByNameWithDocumentedLayouts) {

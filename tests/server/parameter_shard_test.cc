@@ -72,6 +72,19 @@ TEST(HardsyncTest, NewLearnerJoinsAtTheCurrentStepAndIsWaitedFor) {
   EXPECT_EQ(f.version(), 2u);
 }
 
+TEST(RegisterTest, AnOversizedLayoutIsRefusedAndLeavesTheShardWithoutOne) {
+  FakeLearners f(SmallConfig("async", 1));
+  proto::RegisterRequest r;
+  r.set_job_id("job");
+  r.set_token("secret");
+  r.set_learner_id(0);
+  *r.mutable_layout() = testing::MakeLayout({{"w", uint64_t{1} << 40}}, 4, 1);
+  auto refused = f.shard().Register(r);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(f.Register(0), 0) << "a good layout is still taken afterwards";
+}
+
 TEST(SoftsyncTest, AppliesInGroupsOfExactlyC) {
   // λ = 6, n = 2: c = 3.
   FakeLearners f(SmallConfig("softsync:2", 6));

@@ -68,6 +68,23 @@ TEST(ShardPlanTest, RejectsBrokenLayouts) {
   EXPECT_FALSE(ShardPlan::Create(dims).ok());
 }
 
+// A layout comes from a peer's Register: one that would make the shard allocate past Orrery's
+// model bound is refused before anything is cut or allocated.
+TEST(ShardPlanTest, RefusesALayoutBeyondTheModelBoundsNamingThem) {
+  auto huge = ShardPlan::Create(MakeLayout({{"w", 10}, {"giant", uint64_t{1} << 40}}, 1 << 20, 2));
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("more than 1073741824 parameters (at tensor 'giant'"), std::string::npos)
+      << huge.status();
+  // Two tensors each within the bound, over it together; and a wrapping sum.
+  EXPECT_FALSE(ShardPlan::Create(MakeLayout({{"a", 1 << 29}, {"b", (1 << 29) + 1}}, 1 << 20, 2)).ok());
+  EXPECT_FALSE(ShardPlan::Create(MakeLayout({{"a", 1 << 29}, {"b", ~uint64_t{0}}}, 1 << 20, 2)).ok());
+  EXPECT_TRUE(ShardPlan::Create(MakeLayout({{"a", 1 << 29}, {"b", 1 << 29}}, 1 << 20, 2)).ok());
+  auto tiny_chunks = ShardPlan::Create(MakeLayout({{"w", (1 << 24) + 1}}, 1, 2));
+  ASSERT_FALSE(tiny_chunks.ok());
+  EXPECT_NE(tiny_chunks.status().message().find("use a larger chunk size"), std::string::npos) << tiny_chunks.status();
+}
+
 TEST(CompareLayoutsTest, NamesTheFirstDifference) {
   auto a = MakeLayout({{"w", 10}, {"b", 3}}, 4, 2);
   EXPECT_TRUE(CompareLayouts(a, a).ok());
