@@ -21,6 +21,7 @@
 #include "base/job_limits.h"
 #include "base/status_macros.h"
 #include "learner/model.h"
+#include "learner/model_graph.h"
 #include "learner/model_spec.h"
 #include "nlohmann/json.hpp"
 #include "server/client.h"
@@ -348,7 +349,7 @@ absl::Status RunEvaluator(const LearnerOptions& o) {
     // Stats first, then weights: the accuracy belongs to weights at least this new.
     ASSIGN_OR_RETURN(server::PsStats stats, ps->Stats());
     RETURN_IF_ERROR(ps->Pull(0, model->params().flat()));
-    ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, 256));
+    ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, kEvalBatch));
     events->Emit("ORRERY_EVAL", {{"seconds", SecondsSince(t0)},
                                  {"test_accuracy", static_cast<double>(eval.correct) / std::max<int64_t>(1, eval.count)},
                                  {"test_loss", eval.loss_sum / std::max<int64_t>(1, eval.count)},

@@ -65,11 +65,14 @@ absl::StatusOr<ModelGraph> BuildModelGraph(const ModelSpec& spec) {
   return graph;
 }
 
-absl::StatusOr<int64_t> CountParameters(const ModelSpec& spec) {
+absl::StatusOr<ModelFootprint> MeasureModel(const ModelSpec& spec) {
   ASSIGN_OR_RETURN(ModelGraph graph, BuildModelGraph(spec));
   ParamSet params;  // registered, never finalized: nothing is allocated
   for (auto& layer : graph.layers) layer->AddParams(&params);
-  return params.total_size();
+  ModelFootprint f;
+  f.parameters = params.total_size();
+  for (int node = 0; node < graph.num_nodes(); ++node) f.values_per_sample += graph.node_shape(node).size();
+  return f;
 }
 
 }  // namespace orrery::learner

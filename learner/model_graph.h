@@ -27,8 +27,15 @@ struct ModelGraph {
 // "layers[6] (fc2): outputs 20 values per sample but classes is 10".
 absl::StatusOr<ModelGraph> BuildModelGraph(const ModelSpec& spec);
 
-// The number of parameters (weights and biases) of the model `spec` describes, counted without
-// allocating them; saturates at 2^62. Errors as BuildModelGraph.
-absl::StatusOr<int64_t> CountParameters(const ModelSpec& spec);
+// The batch in which a model scores the test set (Model::Evaluate's callers).
+inline constexpr int kEvalBatch = 256;
+
+// What the model `spec` describes costs in memory, measured without allocating anything.
+struct ModelFootprint {
+  int64_t parameters = 0;         // weights and biases; saturates at 2^62
+  int64_t values_per_sample = 0;  // activations: the input and every layer's output, per sample
+};
+// Errors as BuildModelGraph.
+absl::StatusOr<ModelFootprint> MeasureModel(const ModelSpec& spec);
 
 }  // namespace orrery::learner

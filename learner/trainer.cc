@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "learner/fixed_sgd.h"
 #include "learner/model.h"
+#include "learner/model_graph.h"
 #include "learner/sgd.h"
 #include "nlohmann/json.hpp"
 
@@ -112,7 +113,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
     train_seconds += epoch_seconds;
     report.train_images += epoch_images;
 
-    ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, 256));
+    ASSIGN_OR_RETURN(EvalResult eval, model->Evaluate(test.images, test.labels, kEvalBatch));
     EpochReport e;
     e.epoch = epoch;
     e.train_loss = loss_sum / std::max<int64_t>(1, epoch_steps);

@@ -389,8 +389,13 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
     if (learners_exited_ == job_.learners && !stopping_) {
       learners_end_ = Clock::now();
       if (report_.learners_finished == 0) {
-        Fail(absl::AbortedError(absl::StrCat("every learner failed; ", report_.learner_failures.front(),
-                                             LastLines(backend_, exit.id, 10))));
+        // The last lines shown are this exit's, so the failure named with them must be its own.
+        const bool this_one_failed = !exit.status.ok() && !exit.stop_requested;
+        const std::string why = this_one_failed                         ? report_.learner_failures.back()
+                                : !report_.learner_failures.empty() ? report_.learner_failures.front()
+                                                                     : "they were all stopped";
+        Fail(absl::AbortedError(absl::StrCat("every learner failed; ", why,
+                                             this_one_failed ? LastLines(backend_, exit.id, 10) : "")));
         return;
       }
       // Ask the evaluator for its final evaluation (it answers SIGTERM with one, then exits).
@@ -605,10 +610,13 @@ absl::Status CheckOpenFileLimit(const JobSpec& job) {
       " (raise it with ulimit -n, or run the job with fewer processes or on the mpi, slurm or kubernetes backend)"));
 }
 
-int64_t JobMemoryBytes(const JobSpec& job, int64_t parameters) {
-  constexpr int64_t kMiB = int64_t{1} << 20;
-  const double weights = 4.0 * static_cast<double>(parameters);
-  const double bytes = (job.learners + 1) * (3 * weights + 160 * kMiB) + 3 * weights + job.servers * 48.0 * kMiB;
+int64_t JobMemoryBytes(const JobSpec& job, const learner::ModelFootprint& model) {
+  constexpr double kMiB = 1 << 20;
+  const double weights = 4.0 * static_cast<double>(model.parameters);
+  const double per_sample = 16.0 * static_cast<double>(model.values_per_sample);
+  const double process = 3 * weights + 160 * kMiB;
+  const double bytes = job.learners * (process + per_sample * job.batch) + (process + per_sample * learner::kEvalBatch) +
+                       3 * weights + job.servers * 48 * kMiB;
   return bytes >= 0x1p62 ? int64_t{1} << 62 : static_cast<int64_t>(bytes);
 }
 
@@ -617,16 +625,19 @@ absl::Status CheckMemory(const JobSpec& job) {
   if (available < 0) return absl::OkStatus();
   absl::StatusOr<learner::ModelSpec> model = learner::LoadModelSpec(job.model_path);
   if (!model.ok()) return absl::OkStatus();
-  absl::StatusOr<int64_t> parameters = learner::CountParameters(*model);
-  if (!parameters.ok()) return absl::OkStatus();
-  const int64_t needed = JobMemoryBytes(job, *parameters);
+  absl::StatusOr<learner::ModelFootprint> footprint = learner::MeasureModel(*model);
+  if (!footprint.ok()) return absl::OkStatus();
+  const int64_t needed = JobMemoryBytes(job, *footprint);
   if (needed <= available) return absl::OkStatus();
-  constexpr double kGiB = 1 << 30;
+  auto size = [](double bytes) {
+    return bytes < (1 << 30) ? absl::StrFormat("%.0f MiB", bytes / (1 << 20)) : absl::StrFormat("%.1f GiB", bytes / (1 << 30));
+  };
   return absl::ResourceExhaustedError(absl::StrFormat(
-      "model: its %d parameters (%.1f GiB of fp32 weights) in %d learner(s), the evaluator and %d shard(s) need "
-      "about %.1f GiB, more than the %.1f GiB this machine has available; use a smaller model or fewer learners",
-      *parameters, 4.0 * static_cast<double>(*parameters) / kGiB, job.learners, job.servers,
-      static_cast<double>(needed) / kGiB, static_cast<double>(available) / kGiB));
+      "model: its %d parameters (%s of fp32 weights) and %d activations per sample, in %d learner(s) of batch %d, "
+      "the evaluator and %d shard(s), need about %s, more than the %s this machine has available; use a smaller "
+      "model or batch, or fewer learners",
+      footprint->parameters, size(4.0 * static_cast<double>(footprint->parameters)), footprint->values_per_sample,
+      job.learners, job.batch, job.servers, size(static_cast<double>(needed)), size(static_cast<double>(available))));
 }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "learner/model_graph.h"
 #include "scheduler/backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/job_spec.h"
@@ -161,11 +162,14 @@ absl::Status CheckOpenFileLimit(const JobSpec& job);
 // to the learners to report.
 absl::Status CheckMemory(const JobSpec& job);
 
-// About what a local job's processes hold, for a model of `parameters` fp32 weights (W bytes):
-// every learner and the evaluator 3 W (weights, gradients, transfer buffers; measured 2.9 W
-// with a 785M-parameter model) plus 160 MiB (data, runtime), the shards together 3 W (weights,
-// momentum, gradient sums; 2.0 W measured without momentum) plus 48 MiB each.
-int64_t JobMemoryBytes(const JobSpec& job, int64_t parameters);
+// About what a local job's processes hold, for a model of W bytes of fp32 weights and A values
+// of activations per sample: every learner and the evaluator 3 W (weights, gradients, transfer
+// buffers; measured 2.9 W with a 785M-parameter model) plus 160 MiB (data, runtime), plus
+// 16 A bytes per sample of its batch (a learner's batch, the evaluator's 256: outputs, their
+// gradients and oneDNN's workspaces; measured 15.4 A with cnn.yaml at batch 4096); the shards
+// together 3 W (weights, momentum, gradient sums; 2.0 W measured without momentum) plus 48 MiB
+// each.
+int64_t JobMemoryBytes(const JobSpec& job, const learner::ModelFootprint& model);
 
 // The command lines the job's processes run (exposed for tests and for other backends).
 // With a checkpoint in the spec the shard keeps it; `resume` starts it from the checkpoint.

@@ -175,7 +175,7 @@ TEST(CliTest, RunRefusesAJobBeyondTheMachinesMemoryBeforeStartingAnything) {
   Result r = Orrery(absl::StrCat("run ", (dir / "job.yaml").string(), " --log-dir ", (dir / "logs").string()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(Lines(r.err), 1) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.err, "its 795000010 parameters (3.0 GiB of fp32 weights) in 100 learner(s)")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "its 795000010 parameters (3.0 GiB of fp32 weights) and 1001578 activations per sample, in 100 learner(s)")) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "GiB this machine has available")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "logs/server-0.log")) << "nothing was started";
   std::filesystem::remove_all(dir);

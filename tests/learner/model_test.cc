@@ -150,20 +150,21 @@ TEST(ModelCreateTest, AModelBeyondTheParameterBoundIsRefusedBeforeAllocating) {
   EXPECT_THAT(error, HasSubstr("the largest tensor, wider.weight, has 1099511627776"));
 }
 
-TEST(CountParametersTest, CountsWeightsAndBiasesWithoutBuilding) {
+TEST(MeasureModelTest, CountsParametersAndActivationsWithoutBuilding) {
   auto mlp = LoadModelSpec(std::string(ORRERY_SOURCE_DIR) + "/examples/models/mlp.yaml");
   ASSERT_TRUE(mlp.ok()) << mlp.status();
-  auto n = CountParameters(*mlp);
-  ASSERT_TRUE(n.ok()) << n.status();
-  EXPECT_EQ(*n, 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10);
+  auto f = MeasureModel(*mlp);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->parameters, 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10);
+  EXPECT_EQ(f->values_per_sample, 784 + 784 + 256 + 128 + 10);  // input, flatten, fc1, fc2, fc3
   auto model = Model::Create(*mlp, 1);
   ASSERT_TRUE(model.ok());
-  EXPECT_EQ((*model)->params().total_size(), *n);
+  EXPECT_EQ((*model)->params().total_size(), f->parameters);
   // Far past int64 when multiplied naively: saturates instead of wrapping to a small number.
-  auto huge = CountParameters(Spec({ConvSpec("c", 1 << 20, 1), ConvSpec("d", 1 << 20, 1),
+  auto huge = MeasureModel(Spec({ConvSpec("c", 1 << 20, 1), ConvSpec("d", 1 << 20, 1),
                                     Layer("flat", LayerKind::kFlatten), DenseSpec("fc", 3)}));
   ASSERT_TRUE(huge.ok()) << huge.status();
-  EXPECT_GE(*huge, int64_t{1} << 40);
+  EXPECT_GE(huge->parameters, int64_t{1} << 40);
 }
 
 TEST(ModelParamsTest, TensorsAreAddressableByNameWithDocumentedLayouts) {
