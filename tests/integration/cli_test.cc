@@ -181,6 +181,33 @@ TEST(CliTest, RunRefusesAJobBeyondTheMachinesMemoryBeforeStartingAnything) {
   std::filesystem::remove_all(dir);
 }
 
+// A truncated training set: every learner fails saying so, and the failure the run names is the
+// one whose last lines it shows.
+TEST(CliTest, ACorruptTrainingSetFailsTheRunNamingTheFileAndTheLearner) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-corrupt-", getpid());
+  const std::filesystem::path data = dir / "data", fashion = "/usr/share/datasets/fashion-mnist";
+  std::filesystem::create_directories(data);
+  for (const char* f : {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"}) {
+    std::filesystem::create_symlink(fashion / f, data / f);
+  }
+  {
+    std::ifstream in(fashion / "train-images-idx3-ubyte.gz", std::ios::binary);
+    std::string head(1000000, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    std::ofstream(data / "train-images-idx3-ubyte.gz", std::ios::binary) << head;
+    std::ofstream(dir / "job.yaml") << "name: corrupt\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+                                    << "data: " << data.string() << "\nlearners: 2\nlimit_test: 200\n";
+  }
+  Result r = Orrery(absl::StrCat("run --quiet ", (dir / "job.yaml").string(), " --log-dir ", (dir / "logs").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "train-images-idx3-ubyte.gz: truncated gzip stream")) << r.err;
+  const size_t at = r.err.find("every learner failed; learner-");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const char index = r.err[at + 30];
+  EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("--index ", std::string(1, index), " "))) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(CliTest, AnUnwritableMetricsPathIsRefusedBeforeTheWorkStarts) {
   const std::string path = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-ok-", getpid(), ".yaml");
   {
