@@ -188,6 +188,10 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
                   report->time_to_target_seconds
                       ? absl::StrFormat("  time to target %.1fs", *report->time_to_target_seconds).c_str()
                       : "");
+      if (report->checkpoint_failures > 0) {
+        std::fprintf(stderr, "orrery run: warning: %d checkpoint write(s) failed, the last: %s\n",
+                     report->checkpoint_failures, report->checkpoint_error.c_str());
+      }
       if (!metrics_out->empty()) {
         absl::Status st = WriteOutputFile("--metrics-out", *metrics_out, scheduler::RunReportJson(*report, *job));
         if (!st.ok()) return Fail("run", st);

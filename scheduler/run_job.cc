@@ -349,6 +349,13 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
         worst = lost;
       }
     }
+  } else if (tag == "ORRERY_SERVER_CHECKPOINT_FAILED") {
+    report_.checkpoint_error =
+        absl::StrCat(line.role.substr(options_.role_prefix.size()), ": ", JsonGet<std::string>(body, "error", "?"));
+    if (++report_.checkpoint_failures == 1 && options_.progress) {
+      progress_.Print(absl::StrCat("checkpoint failed: ", report_.checkpoint_error,
+                                   "; training goes on, the last good checkpoint (if any) stays"));
+    }
   } else if (tag == "ORRERY_LEARNER" || tag == "ORRERY_LEARNER_DONE") {
     auto it = learner_index_.find(line.id);
     if (it != learner_index_.end()) {
@@ -764,6 +771,8 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["learners_evicted"] = r.learners_evicted;
   j["shard_restarts"] = r.shard_restarts;
   j["updates_lost"] = r.updates_lost;
+  j["checkpoint_failures"] = r.checkpoint_failures;
+  if (!r.checkpoint_error.empty()) j["checkpoint_error"] = r.checkpoint_error;
   j["learner_failures"] = r.learner_failures;
   auto per = [](uint64_t bytes, uint64_t n) { return n == 0 ? 0.0 : static_cast<double>(bytes) / n; };
   j["wire"] = {{"encoding", NumberFormatName(job.precision.wire)},

@@ -78,6 +78,11 @@ struct RunReport {
   // minus the version of its checkpoint), summed over restarts: a lower bound, since learners see
   // a shard's version only when they pull.
   uint64_t updates_lost = 0;
+  // Checkpoint writes the shards reported failed (ORRERY_SERVER_CHECKPOINT_FAILED), and the
+  // last one's "server-<i>: <error>": while they fail, a dead shard would restart from an older
+  // checkpoint (or none) and --resume would start from it.
+  int checkpoint_failures = 0;
+  std::string checkpoint_error;
   std::vector<std::string> learner_failures;  // "learner-2: killed by signal 9 (SIGKILL)"
   std::vector<EvalPoint> evals;
   // Summed over the learners that finished (their ORRERY_LEARNER_DONE lines): serialised Push

@@ -9,6 +9,8 @@
 
 #include <glog/logging.h>
 
+#include "nlohmann/json.hpp"
+
 #include "server/memory_reuse.h"
 #include "server/shard_server.h"
 
@@ -33,9 +35,15 @@ int RunServer(const ServerOptions& options) {
         std::cout << "ORRERY_SERVER_RESTORED {\"shard\":" << options.shard_index
                   << ",\"version\":" << *v << "}" << std::endl;
       }
-      (*server)->OnCheckpoint([shard = options.shard_index](uint64_t version) {
-        std::printf("ORRERY_SERVER_CHECKPOINT {\"shard\":%d,\"version\":%llu}\n", shard,
-                    static_cast<unsigned long long>(version));
+      (*server)->OnCheckpoint([shard = options.shard_index](absl::StatusOr<uint64_t> version) {
+        if (version.ok()) {
+          std::printf("ORRERY_SERVER_CHECKPOINT {\"shard\":%d,\"version\":%llu}\n", shard,
+                      static_cast<unsigned long long>(*version));
+        } else {  // for the runner to report: training goes on, unprotected
+          nlohmann::json body = {{"shard", shard}, {"error", std::string(version.status().message())}};
+          std::printf("ORRERY_SERVER_CHECKPOINT_FAILED %s\n",
+                      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        }
         std::fflush(stdout);
       });
       if (!(*server)->metrics_address().empty()) {

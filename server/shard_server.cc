@@ -207,7 +207,10 @@ absl::Status ShardServer::WriteCheckpoint() {
   if (!state.ok()) return state.status();  // FAILED_PRECONDITION: no weights yet
   next_checkpoint_ = absl::Now() + checkpoint_every_;
   if (checkpointed_version_ == state->version()) return absl::OkStatus();
-  RETURN_IF_ERROR(WriteCheckpointFile(checkpoint_path_, *state));
+  if (absl::Status st = WriteCheckpointFile(checkpoint_path_, *state); !st.ok()) {
+    if (on_checkpoint_) on_checkpoint_(st);
+    return st;
+  }
   checkpointed_version_ = state->version();
   if (on_checkpoint_) on_checkpoint_(state->version());
   LOG(INFO) << "checkpoint written: " << checkpoint_path_ << " at version " << state->version();

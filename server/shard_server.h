@@ -40,8 +40,9 @@ class ShardServer {
   const std::string& metrics_address() const { return metrics_address_; }
   // Writes a checkpoint now (when checkpoints are configured and the shard has weights).
   absl::Status WriteCheckpoint();
-  // Called (on the writing thread) with the version of every checkpoint written.
-  void OnCheckpoint(std::function<void(uint64_t version)> callback) {
+  // Called (on the writing thread) with the version of every checkpoint written, or with the
+  // error of every write that failed (the shard serves on: its last good checkpoint stays).
+  void OnCheckpoint(std::function<void(absl::StatusOr<uint64_t> version)> callback) {
     absl::MutexLock lock(&checkpoint_mu_);
     on_checkpoint_ = std::move(callback);
   }
@@ -67,7 +68,7 @@ class ShardServer {
   std::optional<uint64_t> restored_version_;
   absl::Mutex checkpoint_mu_;  // one writer at a time
   std::optional<uint64_t> checkpointed_version_ ABSL_GUARDED_BY(checkpoint_mu_);
-  std::function<void(uint64_t)> on_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
+  std::function<void(absl::StatusOr<uint64_t>)> on_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
   absl::Time next_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::thread expiry_thread_;
   absl::Mutex mu_;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/util/process_io.h"
 
 namespace {
@@ -205,6 +206,28 @@ TEST(CliTest, ACorruptTrainingSetFailsTheRunNamingTheFileAndTheLearner) {
   ASSERT_NE(at, std::string::npos) << r.err;
   const char index = r.err[at + 30];
   EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("--index ", std::string(1, index), " "))) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
+// A shard whose checkpoints cannot be written trains on, and the run says so at the end and in
+// its metrics instead of letting the user believe the job was protected.
+TEST(CliTest, FailedCheckpointWritesAreReportedByTheRun) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-ckpt-", getpid());
+  // A non-empty directory where the checkpoint file should go: the rename onto it fails, root or not.
+  std::filesystem::create_directories(dir / "ckpt/shard-0.ckpt/occupied");
+  std::ofstream(dir / "job.yaml") << "name: unprotected\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+                                  << "learners: 2\nprotocol: async\nlimit_train: 4000\nlimit_test: 200\n"
+                                  << "checkpoint: {dir: " << (dir / "ckpt").string() << ", every_seconds: 0.2}\n";
+  Result r = Orrery(absl::StrCat("run --quiet ", (dir / "job.yaml").string(), " --log-dir ", (dir / "logs").string(),
+                                 " --metrics-out ", (dir / "metrics.json").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "orrery run: warning: ")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "checkpoint write(s) failed, the last: server-0: cannot rename")) << r.err;
+  std::ifstream in(dir / "metrics.json");
+  const nlohmann::json metrics = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(metrics.is_discarded());
+  EXPECT_GE(metrics.value("checkpoint_failures", 0), 1);
+  EXPECT_TRUE(absl::StrContains(metrics.value("checkpoint_error", ""), "shard-0.ckpt")) << metrics.dump();
   std::filesystem::remove_all(dir);
 }
 
