@@ -349,6 +349,9 @@ void JobRun::Impl::OnLine(const OutputLine& line) {
         worst = lost;
       }
     }
+  } else if (tag == "ORRERY_SERVER_RESTORED" && learners_start_ == Clock::time_point{}) {
+    // A shard started by --resume (a restart once the learners run is a fault, not a resume).
+    report_.samples_at_resume = std::max(report_.samples_at_resume, JsonGet<uint64_t>(body, "samples_applied", 0));
   } else if (tag == "ORRERY_SERVER_CHECKPOINT_FAILED") {
     report_.checkpoint_error =
         absl::StrCat(line.role.substr(options_.role_prefix.size()), ": ", JsonGet<std::string>(body, "error", "?"));
@@ -588,7 +591,8 @@ void JobRun::Impl::Finish() {
 
   FillFromFinalEval(*last_eval_, &report_);
   report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
-  report_.images_per_second = report_.samples_applied / std::max(report_.train_seconds, 1e-9);
+  report_.images_per_second = static_cast<double>(report_.samples_applied - std::min(report_.samples_applied, report_.samples_at_resume)) /
+                              std::max(report_.train_seconds, 1e-9);
   for (const auto& [index, p] : learner_progress_) {
     if (!JsonGet<bool>(p, "done", false)) continue;
     AddLearnerTraffic(p, &report_);
@@ -763,6 +767,7 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["gradients_applied"] = r.gradients_applied;
   j["gradients_rejected"] = r.gradients_rejected;
   j["samples_applied"] = r.samples_applied;
+  if (r.samples_at_resume > 0) j["samples_at_resume"] = r.samples_at_resume;
   j["images_per_second"] = r.images_per_second;
   j["staleness"] = {{"mean", r.staleness_mean}, {"max", r.staleness_max}, {"histogram", r.staleness_histogram}};
   j["time_to_target_seconds"] = r.time_to_target_seconds ? nlohmann::json(*r.time_to_target_seconds) : nlohmann::json(nullptr);

@@ -62,7 +62,10 @@ struct RunReport {
   uint64_t gradients_applied = 0;
   uint64_t gradients_rejected = 0;
   uint64_t samples_applied = 0;
-  double images_per_second = 0;  // samples applied / train_seconds
+  double images_per_second = 0;  // samples applied in this run / train_seconds
+  // With --resume: the samples already applied in the checkpoints the shards started from (the
+  // largest over shards); samples_applied counts them too, images_per_second does not.
+  uint64_t samples_at_resume = 0;
   double staleness_mean = 0;
   uint64_t staleness_max = 0;
   // Bucket t: gradient applications with staleness t, summed over shards. Each shard measures

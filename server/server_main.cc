@@ -33,7 +33,8 @@ int RunServer(const ServerOptions& options) {
     } else {
       if (auto v = (*server)->restored_version()) {
         std::cout << "ORRERY_SERVER_RESTORED {\"shard\":" << options.shard_index
-                  << ",\"version\":" << *v << "}" << std::endl;
+                  << ",\"version\":" << *v << ",\"samples_applied\":" << (*server)->restored_samples() << "}"
+                  << std::endl;
       }
       (*server)->OnCheckpoint([shard = options.shard_index](absl::StatusOr<uint64_t> version) {
         if (version.ok()) {

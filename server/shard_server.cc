@@ -116,6 +116,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
                                                           " refused: ", restored.message()));
       }
       s->restored_version_ = checkpoint->version();
+      s->restored_samples_ = checkpoint->samples_applied();
       absl::MutexLock lock(&s->checkpoint_mu_);
       s->checkpointed_version_ = checkpoint->version();
       s->next_checkpoint_ = absl::Now() + s->checkpoint_every_;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -316,19 +317,18 @@ std::vector<pid_t> StartedPids(const std::filesystem::path& log_dir) {
   return pids;
 }
 
-TEST(CliTest, CtrlCStopsEveryProcessOfARunAndExitsWith130) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-int-", getpid());
-  std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "job.yaml");  // minutes of training unless interrupted
-    f << "name: interrupted\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
-      << "servers: 2\nlearners: 2\nprotocol: async\nepochs: 500\nlimit_train: 4000\nlimit_test: 500\n";
-  }
+// `orrery run JOB --log-dir LOGS [extra]`, sent SIGINT once a line of its stderr passes `when`.
+struct InterruptedRun {
+  bool interrupted = false;  // the line came and the signal was sent
+  int exit_code = -1;        // -1: ended by a signal
+  std::string err;           // its stderr from the line on
+};
+InterruptedRun RunAndInterrupt(const std::string& job, const std::string& logs,
+                               const std::function<bool(const std::string&)>& when) {
+  InterruptedRun r;
   int err[2];
-  ASSERT_EQ(pipe(err), 0);
-  const std::string job = (dir / "job.yaml").string(), logs = (dir / "logs").string();
+  if (pipe(err) != 0) return r;
   const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
   if (pid == 0) {
     dup2(err[1], STDERR_FILENO);
     close(err[0]);
@@ -337,28 +337,78 @@ TEST(CliTest, CtrlCStopsEveryProcessOfARunAndExitsWith130) {
     _exit(127);
   }
   close(err[1]);
-  // The first evaluation: shards, learners and evaluator are all up.
-  std::string line;
-  for (int i = 0; i < 100 && !absl::StrContains(line, "test accuracy"); ++i) {
-    line = ::orrery::testing::ReadLine(err[0], absl::Seconds(60));
+  for (int i = 0; i < 1000; ++i) {
+    std::string line = ::orrery::testing::ReadLine(err[0], absl::Seconds(60));
+    if (line.empty()) break;  // EOF, or a minute of silence
+    if (when(line)) {
+      r.err = line + "\n";
+      r.interrupted = kill(pid, SIGINT) == 0;
+      break;
+    }
   }
-  ASSERT_TRUE(absl::StrContains(line, "test accuracy")) << line;
-  ASSERT_EQ(kill(pid, SIGINT), 0);
-  std::string rest;
   for (int i = 0; i < 1000; ++i) {
     std::string next = ::orrery::testing::ReadLine(err[0], absl::Seconds(30));
-    if (next.empty()) break;  // EOF (or a minute of silence: the exit status below says which)
-    rest += next + "\n";
+    if (next.empty()) break;  // EOF (or half a minute of silence: the exit status says which)
+    r.err += next + "\n";
   }
   int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  waitpid(pid, &status, 0);
   close(err[0]);
-  ASSERT_TRUE(WIFEXITED(status)) << rest;
-  EXPECT_EQ(WEXITSTATUS(status), 130) << rest;
-  EXPECT_TRUE(absl::StrContains(rest, "orrery run: interrupted by Interrupt")) << rest;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+TEST(CliTest, CtrlCStopsEveryProcessOfARunAndExitsWith130) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-int-", getpid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "job.yaml");  // minutes of training unless interrupted
+    f << "name: interrupted\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+      << "servers: 2\nlearners: 2\nprotocol: async\nepochs: 500\nlimit_train: 4000\nlimit_test: 500\n";
+  }
+  const std::string logs = (dir / "logs").string();
+  // After the first evaluation: shards, learners and evaluator are all up.
+  InterruptedRun r = RunAndInterrupt((dir / "job.yaml").string(), logs,
+                                     [](const std::string& line) { return absl::StrContains(line, "test accuracy"); });
+  ASSERT_TRUE(r.interrupted) << r.err;
+  EXPECT_EQ(r.exit_code, 130) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "orrery run: interrupted by Interrupt")) << r.err;
   const std::vector<pid_t> pids = StartedPids(logs);
   EXPECT_EQ(pids.size(), 5u) << "2 shards, 2 learners, the evaluator";
   for (pid_t p : pids) EXPECT_NE(kill(p, 0), 0) << "pid " << p << " outlived its run";
+  std::filesystem::remove_all(dir);
+}
+
+// Ctrl-C, then `orrery run --resume`: the job ends where an uninterrupted run would (hardsync
+// applies exactly one update per step of the learners), not from scratch, and its images/s
+// counts only what the resumed run trained.
+TEST(CliTest, ARunStoppedByCtrlCResumesFromItsCheckpointsToTheSameEnd) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-resume-", getpid());
+  std::filesystem::create_directories(dir);
+  // 2 learners x 10,000 images / 64 = 156 steps per epoch, 624 in all.
+  std::ofstream(dir / "job.yaml") << "name: resumed\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+                                  << "servers: 2\nlearners: 2\nprotocol: hardsync\nepochs: 4\nlimit_train: 20000\n"
+                                  << "limit_test: 500\neval_every_seconds: 0.2\n"
+                                  << "checkpoint: {dir: " << (dir / "ckpt").string() << ", every_seconds: 0.2}\n";
+  const std::string job = (dir / "job.yaml").string(), logs = (dir / "logs").string();
+  InterruptedRun first = RunAndInterrupt(job, logs, [](const std::string& line) {
+    return absl::StrContains(line, "test accuracy") && !absl::StrContains(line, "updates 0 ");
+  });
+  ASSERT_TRUE(first.interrupted) << first.err;
+  ASSERT_EQ(first.exit_code, 130) << first.err;
+  Result second = Orrery(absl::StrCat("run --quiet --resume ", job, " --log-dir ", logs, " --metrics-out ",
+                                      (dir / "metrics.json").string()));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  std::ifstream in(dir / "metrics.json");
+  const nlohmann::json m = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(m.is_discarded());
+  EXPECT_EQ(m.value("updates_applied", 0), 624);
+  EXPECT_EQ(m.value("samples_applied", 0), 624 * 128);
+  const double at_resume = m.value("samples_at_resume", 0.0);
+  EXPECT_GT(at_resume, 0) << m.dump();
+  EXPECT_LT(at_resume, 624 * 128) << "the first run was stopped before the end";
+  EXPECT_NEAR(m.value("images_per_second", 0.0) * m.value("train_seconds", 0.0), 624 * 128 - at_resume, 1.0);
+  EXPECT_GT(m.value("test_accuracy", 0.0), 0.7);
   std::filesystem::remove_all(dir);
 }
 
