@@ -46,9 +46,10 @@ class FileLock {
                                                         "; ", advice));
     }
     const std::string pid = absl::StrCat(::getpid(), "\n");
-    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-      // The lock holds without the pid; only the message of a refused holder loses it.
-    }
+    // Best effort: should this fail, the lock still holds; a refused holder's message lacks the pid.
+    const bool pid_written =
+        ::ftruncate(fd, 0) == 0 && ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+    static_cast<void>(pid_written);
     return FileLock(fd);
   }
 

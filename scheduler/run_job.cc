@@ -4,9 +4,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <chrono>
 #include <map>
 #include <random>
 #include <set>
@@ -25,9 +25,9 @@
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "parameter_server.grpc.pb.h"
-#include "server/tls.h"
 #include "learner/model_graph.h"
 #include "learner/model_spec.h"
+#include "server/tls.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/job_report.h"
@@ -591,8 +591,8 @@ void JobRun::Impl::Finish() {
 
   FillFromFinalEval(*last_eval_, &report_);
   report_.train_seconds = std::chrono::duration<double>(learners_end_.value_or(Clock::now()) - learners_start_).count();
-  report_.images_per_second = static_cast<double>(report_.samples_applied - std::min(report_.samples_applied, report_.samples_at_resume)) /
-                              std::max(report_.train_seconds, 1e-9);
+  const uint64_t trained = report_.samples_applied - std::min(report_.samples_applied, report_.samples_at_resume);
+  report_.images_per_second = static_cast<double>(trained) / std::max(report_.train_seconds, 1e-9);
   for (const auto& [index, p] : learner_progress_) {
     if (!JsonGet<bool>(p, "done", false)) continue;
     AddLearnerTraffic(p, &report_);
