@@ -26,14 +26,14 @@ inline std::vector<std::string> ProcStatFields(int pid = 0) {
   return absl::StrSplit(stat.substr(close + 1), absl::ByAnyChar(" \n"), absl::SkipEmpty());
 }
 
-// MemAvailable from /proc/meminfo in bytes (the kernel's estimate of what can be allocated
-// without swapping), or -1 when it cannot be read.
-inline int64_t MemAvailableBytes() {
+// A /proc/meminfo field in bytes ("MemTotal", or "MemAvailable": the kernel's estimate of what
+// can be allocated without swapping), or -1 when it cannot be read.
+inline int64_t MemInfoBytes(absl::string_view field) {
   std::ifstream in("/proc/meminfo");
   for (std::string line; std::getline(in, line);) {
     std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
     int64_t kb = 0;
-    if (f.size() >= 2 && f[0] == "MemAvailable:" && absl::SimpleAtoi(f[1], &kb)) return kb * 1024;
+    if (f.size() >= 2 && f[0] == absl::StrCat(field, ":") && absl::SimpleAtoi(f[1], &kb)) return kb * 1024;
   }
   return -1;
 }

@@ -385,6 +385,9 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
                                                       " slots but this scheduler has ", options_.slots,
                                                       " (orrery scheduler --slots)"));
   }
+  // A local job that could not fit even in an idle machine is refused now rather than queued to
+  // fail; JobRun checks the memory available when it starts (and fails it then, saying why).
+  if (spec.backend == BackendKind::kLocal) RETURN_IF_ERROR(CheckMemory(spec, /*in_all=*/true));
   JobRecord record;
   record.name = spec.name;
   record.spec_yaml = spec_yaml;

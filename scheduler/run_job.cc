@@ -631,8 +631,8 @@ int64_t JobMemoryBytes(const JobSpec& job, const learner::ModelFootprint& model)
   return bytes >= 0x1p62 ? int64_t{1} << 62 : static_cast<int64_t>(bytes);
 }
 
-absl::Status CheckMemory(const JobSpec& job) {
-  const int64_t available = MemAvailableBytes();
+absl::Status CheckMemory(const JobSpec& job, bool in_all) {
+  const int64_t available = MemInfoBytes(in_all ? "MemTotal" : "MemAvailable");
   if (available < 0) return absl::OkStatus();
   absl::StatusOr<learner::ModelSpec> model = learner::LoadModelSpec(job.model_path);
   if (!model.ok()) return absl::OkStatus();
@@ -645,10 +645,11 @@ absl::Status CheckMemory(const JobSpec& job) {
   };
   return absl::ResourceExhaustedError(absl::StrFormat(
       "model: its %d parameters (%s of fp32 weights) and %d activations per sample, in %d learner(s) of batch %d, "
-      "the evaluator and %d shard(s), need about %s, more than the %s this machine has available; use a smaller "
+      "the evaluator and %d shard(s), need about %s, more than the %s this machine has %s; use a smaller "
       "model or batch, or fewer learners",
       footprint->parameters, size(4.0 * static_cast<double>(footprint->parameters)), footprint->values_per_sample,
-      job.learners, job.batch, job.servers, size(static_cast<double>(needed)), size(static_cast<double>(available))));
+      job.learners, job.batch, job.servers, size(static_cast<double>(needed)), size(static_cast<double>(available)),
+      in_all ? "in all" : "available"));
 }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

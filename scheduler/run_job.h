@@ -164,11 +164,12 @@ inline constexpr int kOpenFilesPerProcess = 4;
 absl::Status CheckOpenFileLimit(const JobSpec& job);
 
 // OK when the job's processes fit in this machine's available memory (/proc/meminfo's
-// MemAvailable), by the estimate JobMemoryBytes; otherwise RESOURCE_EXHAUSTED saying how much
-// it needs. JobRun checks it before starting anything: past it the kernel's OOM killer would end
-// some process of the job (or of someone else) midway. A model spec that does not load is left
+// MemAvailable; with `in_all`, its MemTotal), by the estimate JobMemoryBytes; otherwise
+// RESOURCE_EXHAUSTED saying how much it needs. JobRun checks the available memory before starting
+// anything: past it the kernel's OOM killer would end some process of the job (or of someone
+// else) midway; the scheduler checks the total at submit. A model spec that does not load is left
 // to the learners to report.
-absl::Status CheckMemory(const JobSpec& job);
+absl::Status CheckMemory(const JobSpec& job, bool in_all = false);
 
 // About what a local job's processes hold, for a model of W bytes of fp32 weights and A values
 // of activations per sample: every learner and the evaluator 3 W (weights, gradients, transfer

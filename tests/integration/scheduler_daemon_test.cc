@@ -169,6 +169,16 @@ TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(st.error_message(), HasSubstr("5 slots"));
 
+  // 1024 feature maps of 28x28 in batches of 65,536: about 840 GB of activations, more than any
+  // machine this runs on has in all.
+  std::ofstream(dir_ / "wide.yaml") << "layers: [{type: conv, filters: 1024, kernel: 3, padding: 1}, "
+                                       "{type: flatten}, {type: dense, units: 10}]\n";
+  std::string huge = TinyJobYaml("huge");
+  huge.replace(huge.find("model: "), huge.find('\n', huge.find("model: ")) - huge.find("model: "), "model: wide.yaml");
+  st = Submit(absl::StrCat(huge, "batch: 65536\n"), 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("this machine has in all"));
+
   EXPECT_TRUE(List().empty()) << "a refused job must not be stored";
 
   // The CLI: exit 1, one line naming the file and the field.
