@@ -1,5 +1,5 @@
 // /proc/PID/stat, read once and split: the one parser for the scheduler (process start times,
-// parent pids) and the benchmarks (CPU time); and /proc/meminfo's MemAvailable.
+// parent pids) and the benchmarks (CPU time); and one /proc/meminfo field.
 #pragma once
 
 #include <cstdint>
@@ -29,11 +29,12 @@ inline std::vector<std::string> ProcStatFields(int pid = 0) {
 // A /proc/meminfo field in bytes ("MemTotal", or "MemAvailable": the kernel's estimate of what
 // can be allocated without swapping), or -1 when it cannot be read.
 inline int64_t MemInfoBytes(absl::string_view field) {
+  const std::string key = absl::StrCat(field, ":");
   std::ifstream in("/proc/meminfo");
   for (std::string line; std::getline(in, line);) {
     std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
     int64_t kb = 0;
-    if (f.size() >= 2 && f[0] == absl::StrCat(field, ":") && absl::SimpleAtoi(f[1], &kb)) return kb * 1024;
+    if (f.size() >= 2 && f[0] == key && absl::SimpleAtoi(f[1], &kb)) return kb * 1024;
   }
   return -1;
 }

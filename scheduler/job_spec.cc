@@ -9,11 +9,11 @@
 
 #include <google/protobuf/stubs/common.h>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "base/job_limits.h"
 #include "base/quote.h"
 #include "base/status_macros.h"

@@ -15,6 +15,16 @@
 #include "server/shard_server.h"
 
 namespace orrery::server {
+namespace {
+
+// A tagged JSON line for the supervisor (scheduler/job_report.h ParseTagged reads it), flushed at
+// once; text that is not UTF-8 (an error naming a path) is replaced rather than thrown on.
+void PrintTagged(const char* tag, const nlohmann::json& body) {
+  std::printf("%s %s\n", tag, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
 
 int RunServer(const ServerOptions& options) {
   sigset_t stop_signals, previous;
@@ -31,21 +41,18 @@ int RunServer(const ServerOptions& options) {
       std::cerr << "orrery server: " << server.status().message() << std::endl;
       exit_code = 1;
     } else {
+      const int shard = options.shard_index;
       if (auto v = (*server)->restored_version()) {
-        std::cout << "ORRERY_SERVER_RESTORED {\"shard\":" << options.shard_index
-                  << ",\"version\":" << *v << ",\"samples_applied\":" << (*server)->restored_samples() << "}"
-                  << std::endl;
+        PrintTagged("ORRERY_SERVER_RESTORED",
+                    {{"shard", shard}, {"version", *v}, {"samples_applied", (*server)->restored_samples()}});
       }
-      (*server)->OnCheckpoint([shard = options.shard_index](absl::StatusOr<uint64_t> version) {
+      (*server)->OnCheckpoint([shard](absl::StatusOr<uint64_t> version) {
         if (version.ok()) {
-          std::printf("ORRERY_SERVER_CHECKPOINT {\"shard\":%d,\"version\":%llu}\n", shard,
-                      static_cast<unsigned long long>(*version));
+          PrintTagged("ORRERY_SERVER_CHECKPOINT", {{"shard", shard}, {"version", *version}});
         } else {  // for the runner to report: training goes on, unprotected
-          nlohmann::json body = {{"shard", shard}, {"error", std::string(version.status().message())}};
-          std::printf("ORRERY_SERVER_CHECKPOINT_FAILED %s\n",
-                      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+          PrintTagged("ORRERY_SERVER_CHECKPOINT_FAILED",
+                      {{"shard", shard}, {"error", std::string(version.status().message())}});
         }
-        std::fflush(stdout);
       });
       if (!(*server)->metrics_address().empty()) {
         std::cout << "ORRERY_SERVER_METRICS " << (*server)->metrics_address() << std::endl;

@@ -115,8 +115,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
         return absl::Status(restored.code(), absl::StrCat("checkpoint ", s->checkpoint_path_,
                                                           " refused: ", restored.message()));
       }
-      s->restored_version_ = checkpoint->version();
-      s->restored_samples_ = checkpoint->samples_applied();
+      s->restored_ = Restored{checkpoint->version(), checkpoint->samples_applied()};
       absl::MutexLock lock(&s->checkpoint_mu_);
       s->checkpointed_version_ = checkpoint->version();
       s->next_checkpoint_ = absl::Now() + s->checkpoint_every_;
@@ -129,7 +128,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
       return checkpoint.status();
     }
   }
-  if (!options.initial_weights_path.empty() && !s->restored_version_) {
+  if (!options.initial_weights_path.empty() && !s->restored_) {
     ASSIGN_OR_RETURN(std::vector<float> flat, ReadFloatFile(options.initial_weights_path));
     RETURN_IF_ERROR(s->shard_->InitializeFromFlat(flat));
   }
