@@ -26,6 +26,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 bench: deps-bench build
+	cmake --build $(BUILD) -j $(JOBS) --target benchmarks
 	scripts/bench.sh $(BUILD) $(BENCH)
 
 FUZZ_SECONDS ?= 60

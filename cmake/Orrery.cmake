@@ -18,6 +18,12 @@ function(orrery_add_library name)
   endif()
 endfunction()
 
+# Test sources are compiled without optimisation: they orchestrate, the optimised libraries do the
+# work, and -O0 halves the time the build spends on them (most of `make test` on 2 cores).
+function(orrery_test_compile_options exe)
+  target_compile_options(${exe} PRIVATE -O0)
+endfunction()
+
 # orrery_add_tests(PREFIX DEPS t1 [t2...] [LABELS l])
 # Each *_test.cc in this directory becomes its own executable PREFIX_<stem>, discovered by CTest.
 function(orrery_add_tests prefix)
@@ -31,6 +37,7 @@ function(orrery_add_tests prefix)
     set(exe ${prefix}_${stem})
     add_executable(${exe} ${t})
     target_link_libraries(${exe} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+    orrery_test_compile_options(${exe})
     target_compile_definitions(${exe} PRIVATE
       ORRERY_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
       ORRERY_BINARY="$<TARGET_FILE:orrery>")

@@ -272,7 +272,9 @@ TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult
   EXPECT_GT(result["updates_applied"].get<int>(), 0);
   for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
   for (const proto::JobProcess& p : done.processes()) {
-    if (p.role() != "learner-0") EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();
+    if (p.role() != "learner-0") {
+      EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();
+    }
   }
 }
 

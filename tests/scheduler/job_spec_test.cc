@@ -259,7 +259,7 @@ TEST_F(JobSpecTest, TheWrongFileIsRefusedSayingWhy) {
   EXPECT_THAT(std::string(ReadJobSpecFile(big.string()).status().message()), HasSubstr("longer than a job spec may be"));
   EXPECT_THAT(std::string(LoadJobSpec(big.string()).status().message()), HasSubstr("longer than a job spec may be"));
   // Not UTF-8: a byte that starts no sequence, an overlong '/', a surrogate, a cut sequence.
-  for (const std::string bad : {"name: a\xff", "name: a\xc0\xafb", "name: \xed\xa0\x80", "name: caf\xc3"}) {
+  for (const std::string bad : {"name: a\xff", "name: a\xc0\xaf" "b", "name: \xed\xa0\x80", "name: caf\xc3"}) {
     const fs::path file = dir_ / "bad.yaml";
     Write(file, bad);
     EXPECT_THAT(std::string(ReadJobSpecFile(file.string()).status().message()), HasSubstr("not UTF-8 text")) << bad;
