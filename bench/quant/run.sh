@@ -5,4 +5,6 @@
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 BUILD_DIR RESULTS_DIR" >&2; exit 2; }
 cd "$(dirname "$0")/../.."
+# Benchmarks are outside the default build; this builds (or finds up to date) the binary.
+cmake --build "$1" --target bench_quant >&2
 exec "$1/bench/quant/bench_quant" --results_dir="$2" --threads=1

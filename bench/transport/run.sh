@@ -18,5 +18,7 @@ if [ -f /usr/include/zmq.h ]; then
 else
   echo "bench/transport: libzmq3-dev is missing (make bench installs it); no ZeroMQ peer" >&2
 fi
+# Benchmarks are outside the default build; this builds (or finds up to date) the binary.
+cmake --build "$1" --target bench_transport >&2
 exec "$1/bench/transport/bench_transport" --orrery="$1/cli/orrery" --results_dir="$2" "${zmq[@]}" \
   --command="bench/transport/run.sh BUILD RESULTS (make bench BENCH=transport)"
