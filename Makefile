@@ -26,7 +26,6 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 bench: deps-bench build
-	cmake --build $(BUILD) -j $(JOBS) --target benchmarks
 	scripts/bench.sh $(BUILD) $(BENCH)
 
 FUZZ_SECONDS ?= 60

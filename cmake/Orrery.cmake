@@ -19,7 +19,8 @@ function(orrery_add_library name)
 endfunction()
 
 # Test sources are compiled without optimisation: they orchestrate, the optimised libraries do the
-# work, and -O0 halves the time the build spends on them (most of `make test` on 2 cores).
+# work. On 2 cores the test sources took about 5.6 min of the build's wall time at -O3 (671 s of
+# compile summed) and 4.3 min at -O0; the build is most of `make test`.
 function(orrery_test_compile_options exe)
   target_compile_options(${exe} PRIVATE -O0)
 endfunction()
