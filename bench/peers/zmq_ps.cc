@@ -19,34 +19,17 @@
 // Messages (REQ/REP): "P" -> the weights; "G" + a frame of BYTES -> "K"; "T" (start of the timed
 // loop) -> "K"; "Q" -> the server's CPU seconds and minor page faults since "T", as text, and the
 // server exits.
-#include <sys/resource.h>
 #include <zmq.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "ps_peer.h"
+
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// This process's CPU time and minor page faults so far, every thread (ZeroMQ's I/O thread too).
-struct Usage {
-  double cpu_seconds = 0;
-  long page_faults = 0;
-};
-
-Usage Now() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return {static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-              1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec),
-          u.ru_minflt};
-}
 
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "zmq_ps: %s: %s\n", what, zmq_strerror(zmq_errno()));
@@ -80,7 +63,7 @@ int Server(size_t bytes) {
   const float lr = 1e-3f;
   std::printf("READY %s\n", endpoint);
   std::fflush(stdout);
-  Usage start = Now();
+  ps_peer::Usage start = ps_peer::Now();
   for (;;) {
     zmq_msg_t tag;
     zmq_msg_init(&tag);
@@ -103,25 +86,15 @@ int Server(size_t bytes) {
                      bytes);
         return 1;
       }
-      const char* g = static_cast<const char*>(zmq_msg_data(&gradient));
-      float* w = weights.data();
-      const size_t n = weights.size();
-      for (size_t i = 0; i < n; ++i) {
-        float gi;
-        std::memcpy(&gi, g + i * sizeof gi, sizeof gi);
-        w[i] -= lr * gi;
-      }
+      ps_peer::GradientApplier(weights, lr)
+          .Feed(static_cast<const char*>(zmq_msg_data(&gradient)), bytes);
       zmq_msg_close(&gradient);
       SendText(socket, "K");
     } else if (kind == 'T') {
-      start = Now();
+      start = ps_peer::Now();
       SendText(socket, "K");
     } else if (kind == 'Q') {
-      const Usage now = Now();
-      char text[64];
-      std::snprintf(text, sizeof text, "%.6f %ld", now.cpu_seconds - start.cpu_seconds,
-                    now.page_faults - start.page_faults);
-      SendText(socket, text);
+      SendText(socket, ps_peer::UsageSince(start));
       break;
     } else {
       std::fprintf(stderr, "zmq_ps: unknown message\n");
@@ -131,13 +104,6 @@ int Server(size_t bytes) {
   zmq_close(socket);
   zmq_ctx_term(context);
   return 0;
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 int Worker(const char* endpoint, size_t bytes, double seconds) {
@@ -174,38 +140,10 @@ int Worker(const char* endpoint, size_t bytes, double seconds) {
     zmq_msg_close(&reply);
     return text;
   };
-  for (int i = 0; i < 5; ++i) pull(), push();
-  request("T");
-  const Usage usage_start = Now();
-  std::vector<double> pull_s, push_s, rt_gbps;
-  const auto start = Clock::now();
-  for (int i = 0; i < 100000; ++i) {
-    const auto t0 = Clock::now();
-    pull();
-    const auto t1 = Clock::now();
-    push();
-    const auto t2 = Clock::now();
-    pull_s.push_back(std::chrono::duration<double>(t1 - t0).count());
-    push_s.push_back(std::chrono::duration<double>(t2 - t1).count());
-    rt_gbps.push_back(2.0 * static_cast<double>(bytes) /
-                      std::chrono::duration<double>(t2 - t0).count() * 1e-9);
-    if (pull_s.size() >= 5 && std::chrono::duration<double>(t2 - start).count() >= seconds) break;
-  }
-  const Usage end = Now();
-  double server_cpu = 0;
-  long server_faults = 0;
-  if (std::sscanf(request("Q").c_str(), "%lf %ld", &server_cpu, &server_faults) != 2) {
-    std::fprintf(stderr, "zmq_ps: unreadable usage from the server\n");
-    return 1;
-  }
-  std::printf("RESULT %.6f %.6f %.6f %zu %.6f %ld\n",
-              static_cast<double>(bytes) / Median(pull_s) * 1e-9,
-              static_cast<double>(bytes) / Median(push_s) * 1e-9, Median(rt_gbps), pull_s.size(),
-              end.cpu_seconds - usage_start.cpu_seconds + server_cpu,
-              end.page_faults - usage_start.page_faults + server_faults);
+  const int status = ps_peer::RunWorker("zmq_ps", bytes, seconds, pull, push, request);
   zmq_close(socket);
   zmq_ctx_term(context);
-  return 0;
+  return status;
 }
 
 }  // namespace

@@ -3,8 +3,9 @@
 // real client library (server/client.h).
 //   (a) Bandwidth: one learner (this process) pulls and pushes a 4 MB and a 64 MB float32 model
 //       against 1 and 2 shards; GB/s of payload for pull, push and the pull+push round trip,
-//       against iperf3's single-stream loopback bandwidth; with --zmq_ps, also a minimal ZeroMQ
-//       parameter server's round trip (bench/peers/zmq_ps.cc) at each size, in details.zmq_ps.
+//       against iperf3's single-stream loopback bandwidth; with --zmq_ps and --grpc_ps, also the
+//       round trip of a minimal parameter server over ZeroMQ (bench/peers/zmq_ps.cc) and over bare
+//       gRPC (bench/peers/grpc_ps.cc) at each size, in details.zmq_ps and details.grpc_ps.
 //   (b) Small-message rate: pushes/s of a 4 KB gradient to one shard with 1, 4 and 16 concurrent
 //       learner processes, against the same processes doing a plain TCP request (4 KB) and
 //       8-byte acknowledgement over one blocking socket each.
@@ -15,7 +16,7 @@
 //
 // Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
 //            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
-//            [--zmq_ps=PATH] [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--parts_rounds=N]
+//            [--zmq_ps=PATH] [--grpc_ps=PATH] [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--parts_rounds=N]
 //            [--command=TEXT]
 // Without --orrery the shards are this program re-executed in a server role that calls the same
 // server::RunServer as `orrery server` (for builds where the CLI is not built).
@@ -54,7 +55,8 @@ using std::chrono::milliseconds;
 
 struct Flags {
   std::string orrery;
-  std::string zmq_ps;  // bench/peers/zmq_ps, built by run.sh; empty: not measured
+  std::string zmq_ps;   // bench/peers/zmq_ps, built by run.sh; empty: not measured
+  std::string grpc_ps;  // bench/peers/grpc_ps, likewise
   std::string results_dir = "bench/results";
   std::string command;
   int rounds = 2;
@@ -252,36 +254,65 @@ absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags) {
   return r;
 }
 
-// A minimal ZeroMQ parameter server (bench/peers/zmq_ps.cc), server and worker as two processes,
-// pulling and pushing a model of `size_mb` the way (a) does: the kind of peer the target
-// cites, measured on this machine.
-struct ZmqPs {
+// The minimal parameter servers of bench/peers/ (zmq_ps.cc over ZeroMQ, grpc_ps.cc over bare
+// gRPC), server and worker as two processes, pulling and pushing a model of `size_mb` the way (a)
+// does: the kind of peer the target cites, and the floor of any gRPC parameter server,
+// measured on this machine.
+struct PeerPs {
+  std::string name;  // zmq_ps or grpc_ps: the key in details
+  std::string path;  // the executable; empty: not measured
+  std::string setup;
+};
+
+std::vector<PeerPs> PeerPsList(const Flags& flags) {
+  std::vector<PeerPs> peers;
+  const std::string common =
+      " parameter server and worker as two processes, one model, no sharding, no checks; weights "
+      "and gradients sent without copying, the worker copies pulled weights into its buffer, the "
+      "server applies w -= lr*g; the best round, measured in the same rounds as ours";
+  if (!flags.zmq_ps.empty()) {
+    peers.push_back({"zmq_ps", flags.zmq_ps,
+                     "bench/peers/zmq_ps.cc: a minimal ZeroMQ (libzmq 4.3, REQ/REP, one TCP "
+                     "connection)" + common});
+  }
+  if (!flags.grpc_ps.empty()) {
+    peers.push_back({"grpc_ps", flags.grpc_ps,
+                     "bench/peers/grpc_ps.cc: a minimal gRPC (generic API, raw bytes, one unary "
+                     "call per pull and per push, whole messages, malloc tuned as ours)" + common});
+  }
+  return peers;
+}
+
+struct PeerPsResult {
   double pull_gbps = 0, push_gbps = 0, round_trip_gbps = 0, core_seconds_per_gb = 0;
   double page_faults_per_round_trip = 0;  // minor faults of both processes
   int iterations = 0;
 };
 
-absl::StatusOr<ZmqPs> MeasureZmqPs(const Flags& flags, int size_mb) {
+absl::StatusOr<PeerPsResult> MeasurePeerPs(const Flags& flags, const PeerPs& peer, int size_mb) {
   const std::string bytes = std::to_string(static_cast<uint64_t>(size_mb) << 20);
-  auto server = Subprocess::Start({flags.zmq_ps, "server", bytes},
-                                  absl::StrCat(flags.log_dir, "/zmq_ps_server_", size_mb, "mb.log"));
+  const std::string log = absl::StrCat(flags.log_dir, "/", peer.name, "_");
+  auto server = Subprocess::Start({peer.path, "server", bytes},
+                                  absl::StrCat(log, "server_", size_mb, "mb.log"));
   if (!server.ok()) return server.status();
   absl::StatusOr<std::string> ready = (*server)->ReadLineStartingWith("READY ", milliseconds(10000));
-  if (!ready.ok()) return absl::UnavailableError("zmq_ps server did not start; see its log");
+  if (!ready.ok()) return absl::UnavailableError(peer.name + " server did not start; see its log");
   auto worker = Subprocess::Start(
-      {flags.zmq_ps, "worker", ready->substr(6), bytes, absl::StrCat(flags.seconds)},
-      absl::StrCat(flags.log_dir, "/zmq_ps_worker_", size_mb, "mb.log"));
+      {peer.path, "worker", ready->substr(6), bytes, absl::StrCat(flags.seconds)},
+      absl::StrCat(log, "worker_", size_mb, "mb.log"));
   if (!worker.ok()) return worker.status();
   absl::StatusOr<std::string> line = (*worker)->ReadLineStartingWith(
       "RESULT ", milliseconds(static_cast<int>(flags.seconds * 1000) + 60000));
-  if (!line.ok()) return absl::UnavailableError("zmq_ps worker gave no result; see its log");
+  if (!line.ok()) return absl::UnavailableError(peer.name + " worker gave no result; see its log");
   (void)(*worker)->Wait(milliseconds(5000));
   (void)(*server)->Wait(milliseconds(5000));
-  ZmqPs r;
+  PeerPsResult r;
   double cpu = 0, faults = 0;
   std::istringstream in(line->substr(7));
   in >> r.pull_gbps >> r.push_gbps >> r.round_trip_gbps >> r.iterations >> cpu >> faults;
-  if (!in || r.iterations <= 0) return absl::InternalError("zmq_ps: unreadable result: " + *line);
+  if (!in || r.iterations <= 0) {
+    return absl::InternalError(absl::StrCat(peer.name, ": unreadable result: ", *line));
+  }
   r.core_seconds_per_gb =
       cpu / (2.0 * static_cast<double>(uint64_t{1} << 20) * size_mb * r.iterations * 1e-9);
   r.page_faults_per_round_trip = faults / r.iterations;
@@ -401,8 +432,10 @@ void RunBandwidth(Run& run) {
   std::vector<std::string> iperf_errors;
   std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
   std::map<std::pair<int, int>, std::string> errors;
-  std::map<int, std::vector<ZmqPs>> zmq;  // size -> rounds
-  std::map<int, std::string> zmq_errors;
+  const std::vector<PeerPs> peers = PeerPsList(f);
+  // (peer, size) -> rounds
+  std::map<std::pair<std::string, int>, std::vector<PeerPsResult>> peer_ps;
+  std::map<std::pair<std::string, int>, std::string> peer_ps_errors;
   for (int round = 0; round < f.rounds; ++round) {
     absl::StatusOr<Iperf3> peer = MeasureIperf3(f);
     if (peer.ok()) {
@@ -414,17 +447,17 @@ void RunBandwidth(Run& run) {
       std::cerr << "iperf3: " << peer.status() << "\n";
     }
     for (int size : f.sizes_mb) {
-      if (!f.zmq_ps.empty()) {
-        absl::StatusOr<ZmqPs> z = MeasureZmqPs(f, size);
+      for (const PeerPs& p : peers) {
+        absl::StatusOr<PeerPsResult> z = MeasurePeerPs(f, p, size);
         if (z.ok()) {
-          zmq[size].push_back(*z);
-          std::cerr << "round " << round << ": " << size << " MB, zmq_ps: pull " << z->pull_gbps
-                    << " GB/s, push " << z->push_gbps << " GB/s, round trip "
+          peer_ps[{p.name, size}].push_back(*z);
+          std::cerr << "round " << round << ": " << size << " MB, " << p.name << ": pull "
+                    << z->pull_gbps << " GB/s, push " << z->push_gbps << " GB/s, round trip "
                     << z->round_trip_gbps << " GB/s, " << z->core_seconds_per_gb
                     << " core-s/GB\n";
         } else {
-          zmq_errors[size] = std::string(z.status().message());
-          std::cerr << size << " MB, zmq_ps: " << z.status() << "\n";
+          peer_ps_errors[{p.name, size}] = std::string(z.status().message());
+          std::cerr << size << " MB, " << p.name << ": " << z.status() << "\n";
         }
       }
       for (int s : f.shards) {
@@ -499,9 +532,9 @@ void RunBandwidth(Run& run) {
           {"statistic",
            "per round, the median over pull+push iterations of 2*model_bytes/(pull+push time); "
            "the best round (likewise the best iperf3 round)"}};
-      if (!f.zmq_ps.empty()) {
-        ZmqPs z;
-        for (const ZmqPs& r : zmq[size]) {
+      for (const PeerPs& p : peers) {
+        PeerPsResult z;
+        for (const PeerPsResult& r : peer_ps[{p.name, size}]) {
           if (r.round_trip_gbps > z.round_trip_gbps) z = r;
         }
         Json zj = {{"round_trip_gbps", FigureOrNull(z.round_trip_gbps)},
@@ -510,15 +543,12 @@ void RunBandwidth(Run& run) {
                    {"cpu_core_seconds_per_gb", FigureOrNull(z.core_seconds_per_gb)},
                    {"page_faults_per_round_trip", z.page_faults_per_round_trip},
                    {"ratio_to_iperf3", Ratio(z.round_trip_gbps, peer)},
-                   {"ours_over_zmq_ps", Ratio(best.round_trip_gbps, z.round_trip_gbps)},
-                   {"setup",
-                    "bench/peers/zmq_ps.cc: a minimal ZeroMQ (libzmq 4.3, REQ/REP, one TCP "
-                    "connection) parameter server and worker as two processes, one model, no "
-                    "sharding, no checks; weights and gradients sent without copying, the "
-                    "worker copies pulled weights into its buffer, the server applies "
-                    "w -= lr*g; the best round, measured in the same rounds as ours"}};
-        if (auto it = zmq_errors.find(size); it != zmq_errors.end()) zj["error"] = it->second;
-        details["zmq_ps"] = zj;
+                   {"ours_over_" + p.name, Ratio(best.round_trip_gbps, z.round_trip_gbps)},
+                   {"setup", p.setup}};
+        if (auto it = peer_ps_errors.find({p.name, size}); it != peer_ps_errors.end()) {
+          zj["error"] = it->second;
+        }
+        details[p.name] = zj;
       }
       std::string error;
       if (auto it = errors.find({size, s}); it != errors.end()) error = it->second;
@@ -713,6 +743,7 @@ int main(int argc, char** argv) {
     else if (key == "--endpoints") pusher.endpoints = absl::StrSplit(value, ',', absl::SkipEmpty());
     else if (key == "--orrery") flags.orrery = value;
     else if (key == "--zmq_ps") flags.zmq_ps = value;
+    else if (key == "--grpc_ps") flags.grpc_ps = value;
     else if (key == "--results_dir") flags.results_dir = value;
     else if (key == "--command") flags.command = value;
     else if (key == "--rounds") flags.rounds = std::max(1, std::atoi(value.c_str()));
