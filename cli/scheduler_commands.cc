@@ -239,6 +239,10 @@ void AddDaemonCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--store", o->store_path, "SQLite file holding every job (created if missing)")->required();
   cmd->add_option("--slots", o->slots, "Cores lent to jobs; a job holds servers + learners (0 = this machine's cores)")
       ->capture_default_str();
+  cmd->add_option("--memory", o->memory_bytes,
+                  "Memory lent to local jobs, such as 16GiB: a running local job holds its estimate and later ones "
+                  "wait for room (default: this machine's MemTotal)")
+      ->transform(CLI::AsSizeValue(false));
   cmd->add_option("--token-file", *token_file, "File holding the bearer token clients must send (default: $ORRERY_SCHEDULER_TOKEN)");
   cmd->add_option("--metrics-listen", o->metrics_listen, "host:port serving Prometheus /metrics (default: none)");
   cmd->add_option("--log-root", o->log_root, "Per-job process logs (default: <store dir>/<store name>-logs)");

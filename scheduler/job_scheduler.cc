@@ -68,7 +68,7 @@ std::string FormatLogLine(absl::Time now, const OutputLine& line) {
 
 JobScheduler::JobScheduler(EventLoop& loop, SchedulerBackends backends, JobStore& store, SchedulerOptions options)
     : loop_(loop), backends_(std::move(backends)), store_(store), options_(std::move(options)),
-      queue_(options_.slots) {
+      queue_(options_.slots, options_.memory_bytes) {
   for (Backend* backend : {backends_.local, backends_.mpi, backends_.slurm}) {
     if (backend == nullptr) continue;
     exit_listeners_.emplace_back(backend, backend->AddExitListener([this, backend](const ProcessExit& exit) {
@@ -141,6 +141,16 @@ void JobScheduler::Changed(const Entry& entry) {
   }
 }
 
+JobNeed JobScheduler::NeedOf(const JobRecord& record) const {
+  JobNeed need{record.slots, 0};
+  if (options_.memory_bytes > 0 && record.backend == "local") {
+    // Stored specs parsed when they were submitted; a model file changed or gone since counts 0.
+    absl::StatusOr<JobSpec> spec = ParseJobSpec(record.spec_yaml, record.base_dir);
+    if (spec.ok()) need.memory_bytes = JobMemoryEstimate(*spec).value_or(0);
+  }
+  return need;
+}
+
 absl::Status JobScheduler::Recover() {
   ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_.LoadAll());
   for (JobRecord& record : records) {
@@ -149,7 +159,7 @@ absl::Status JobScheduler::Recover() {
     entry->record = std::move(record);
     Entry& e = *jobs_.emplace(id, std::move(entry)).first->second;
     if (e.record.state == JobState::kQueued) {
-      queue_.Push(id, e.record.priority, e.record.slots);
+      queue_.Push(id, e.record.priority, NeedOf(e.record));
     } else if (e.record.state == JobState::kRunning) {
       Reattach(e);
     }
@@ -208,7 +218,7 @@ void JobScheduler::Reattach(Entry& entry) {
                           HasEventsFiles(r) ? "their output is no longer visible, but their events files are"
                                             : "their output and exit codes are no longer visible");
   entry.adopted = std::move(alive);
-  queue_.Hold(r.id, r.slots);
+  queue_.Hold(r.id, NeedOf(r));
   const int64_t id = r.id;
   for (auto& [index, process] : entry.adopted) process->OnExit([this, id] { OnAdoptedExit(id); });
   Persist(entry, /*with_processes=*/true);
@@ -386,8 +396,14 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
                                                       " (orrery scheduler --slots)"));
   }
   // A local job that could not fit even in an idle machine is refused now rather than queued to
-  // fail; JobRun checks the memory available when it starts (and fails it then, saying why).
-  if (spec.backend == BackendKind::kLocal) RETURN_IF_ERROR(CheckMemory(spec, /*in_all=*/true));
+  // fail; one that fits waits until the running local jobs leave room for its estimate. JobRun
+  // checks the memory available when it starts (and fails it then, saying why).
+  JobNeed need{slots, 0};
+  if (spec.backend == BackendKind::kLocal && options_.memory_bytes > 0) {
+    RETURN_IF_ERROR(CheckMemory(spec, options_.memory_bytes,
+                                "this scheduler lends to jobs (orrery scheduler --memory)"));
+    need.memory_bytes = JobMemoryEstimate(spec).value_or(0);
+  }
   JobRecord record;
   record.name = spec.name;
   record.spec_yaml = spec_yaml;
@@ -402,7 +418,7 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
   auto entry = std::make_unique<Entry>();
   entry->record = record;
   Entry& e = *jobs_.emplace(id, std::move(entry)).first->second;
-  queue_.Push(id, priority, slots);
+  queue_.Push(id, priority, need);
   Changed(e);
   ScheduleSoon();
   return record;
@@ -616,6 +632,8 @@ SchedulerStats JobScheduler::Stats() const {
   stats.queue_length = static_cast<int>(queue_.size());
   stats.slots_total = queue_.total_slots();
   stats.slots_used = queue_.used_slots();
+  stats.memory_total = queue_.total_memory_bytes();
+  stats.memory_used = queue_.used_memory_bytes();
   return stats;
 }
 

@@ -27,6 +27,9 @@ struct RunReport;
 
 struct SchedulerOptions {
   int slots = 1;               // cores this machine lends to jobs; a job holds servers + learners
+  // Memory this machine lends to local jobs; a running local job holds the estimate of its
+  // processes' memory (JobMemoryEstimate) and later ones wait until theirs fits. 0: not counted.
+  int64_t memory_bytes = 0;
   std::string orrery_binary;   // started for every role of every job
   std::string log_root;        // job N logs to <log_root>/job-N/<role>.log
   absl::Duration stop_grace = absl::Seconds(10);  // SIGTERM → SIGKILL when cancelling
@@ -48,6 +51,8 @@ struct SchedulerStats {
   int queue_length = 0;
   int slots_total = 0;
   int slots_used = 0;
+  int64_t memory_total = 0;  // 0: memory not counted
+  int64_t memory_used = 0;
 };
 
 using WatchId = int64_t;
@@ -73,9 +78,11 @@ class JobScheduler {
 
   // Validates `spec_yaml` (relative paths resolve against `base_dir`, which must be absolute),
   // stores the job and queues it; it starts on a later loop turn if it fits. INVALID_ARGUMENT
-  // naming the key at fault, or FAILED_PRECONDITION (more slots than the scheduler has, a backend
-  // it cannot run); nothing is stored then. Local and mpi jobs hold servers + learners slots of
-  // this machine; slurm jobs hold none (Slurm queues them for its own nodes).
+  // naming the key at fault, FAILED_PRECONDITION (more slots than the scheduler has, a backend it
+  // cannot run) or RESOURCE_EXHAUSTED (a local job needing more memory than the scheduler lends);
+  // nothing is stored then. Local and mpi jobs hold servers + learners slots of this machine, and
+  // local jobs their memory estimate too; slurm jobs hold none (Slurm queues them for its own
+  // nodes).
   // A non-empty `backend` ("mpi") overrides the spec's `backend:`.
   absl::StatusOr<JobRecord> Submit(const std::string& spec_yaml, const std::string& base_dir, int priority,
                                    const std::string& backend = "");
@@ -108,6 +115,8 @@ class JobScheduler {
  private:
   struct Entry;
   Entry* Find(const std::string& job) const;
+  // What a stored job holds while it runs (its memory estimate read again from its spec).
+  JobNeed NeedOf(const JobRecord& record) const;
   void ScheduleSoon();
   void Schedule();
   void StartJob(Entry& entry);

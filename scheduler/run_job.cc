@@ -559,7 +559,7 @@ void JobRun::Impl::Start(Done done) {
   }
   ticker_ = loop_.RunEvery(absl::Seconds(1), [this] { ShowProgress(); });
   if (absl::Status st = CheckOpenFileLimit(job_); !st.ok()) return Fail(st);
-  if (absl::Status st = CheckMemory(job_); !st.ok()) return Fail(st);
+  if (absl::Status st = CheckMemoryAvailable(job_); !st.ok()) return Fail(st);
   if (absl::Status st = LockLogDir(); !st.ok()) return Fail(st);
   StartServers();
 }
@@ -631,25 +631,43 @@ int64_t JobMemoryBytes(const JobSpec& job, const learner::ModelFootprint& model)
   return bytes >= 0x1p62 ? int64_t{1} << 62 : static_cast<int64_t>(bytes);
 }
 
-absl::Status CheckMemory(const JobSpec& job, bool in_all) {
-  const int64_t available = MemInfoBytes(in_all ? "MemTotal" : "MemAvailable");
-  if (available < 0) return absl::OkStatus();
+namespace {
+
+absl::StatusOr<learner::ModelFootprint> JobModelFootprint(const JobSpec& job) {
   absl::StatusOr<learner::ModelSpec> model = learner::LoadModelSpec(job.model_path);
-  if (!model.ok()) return absl::OkStatus();
-  absl::StatusOr<learner::ModelFootprint> footprint = learner::MeasureModel(*model);
+  if (!model.ok()) return model.status();
+  return learner::MeasureModel(*model);
+}
+
+}  // namespace
+
+std::optional<int64_t> JobMemoryEstimate(const JobSpec& job) {
+  absl::StatusOr<learner::ModelFootprint> footprint = JobModelFootprint(job);
+  if (!footprint.ok()) return std::nullopt;
+  return JobMemoryBytes(job, *footprint);
+}
+
+absl::Status CheckMemory(const JobSpec& job, int64_t limit_bytes, std::string_view limit_what) {
+  absl::StatusOr<learner::ModelFootprint> footprint = JobModelFootprint(job);
   if (!footprint.ok()) return absl::OkStatus();
   const int64_t needed = JobMemoryBytes(job, *footprint);
-  if (needed <= available) return absl::OkStatus();
+  if (needed <= limit_bytes) return absl::OkStatus();
   auto size = [](double bytes) {
     return bytes < (1 << 30) ? absl::StrFormat("%.0f MiB", bytes / (1 << 20)) : absl::StrFormat("%.1f GiB", bytes / (1 << 30));
   };
   return absl::ResourceExhaustedError(absl::StrFormat(
       "model: its %d parameters (%s of fp32 weights) and %d activations per sample, in %d learner(s) of batch %d, "
-      "the evaluator and %d shard(s), need about %s, more than the %s this machine has %s; use a smaller "
-      "model or batch, or fewer learners",
+      "the evaluator and %d shard(s), need about %s, more than the %s %s; use a smaller model or batch, or fewer "
+      "learners",
       footprint->parameters, size(4.0 * static_cast<double>(footprint->parameters)), footprint->values_per_sample,
-      job.learners, job.batch, job.servers, size(static_cast<double>(needed)), size(static_cast<double>(available)),
-      in_all ? "in all" : "available"));
+      job.learners, job.batch, job.servers, size(static_cast<double>(needed)), size(static_cast<double>(limit_bytes)),
+      limit_what));
+}
+
+absl::Status CheckMemoryAvailable(const JobSpec& job) {
+  const int64_t available = MemInfoBytes("MemAvailable");
+  if (available < 0) return absl::OkStatus();
+  return CheckMemory(job, available, "this machine has available");
 }
 
 std::vector<std::string> ServerArgv(const JobSpec& job, const std::string& binary, int shard,

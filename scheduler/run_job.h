@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -163,13 +164,18 @@ inline constexpr int kOpenFilesPerProcess = 4;
 // RESOURCE_EXHAUSTED error saying how many it needs. JobRun checks it before starting anything.
 absl::Status CheckOpenFileLimit(const JobSpec& job);
 
-// OK when the job's processes fit in this machine's available memory (/proc/meminfo's
-// MemAvailable; with `in_all`, its MemTotal), by the estimate JobMemoryBytes; otherwise
-// RESOURCE_EXHAUSTED saying how much it needs. JobRun checks the available memory before starting
-// anything: past it the kernel's OOM killer would end some process of the job (or of someone
-// else) midway; the scheduler checks the total at submit. A model spec that does not load is left
-// to the learners to report.
-absl::Status CheckMemory(const JobSpec& job, bool in_all = false);
+// OK when the job's processes fit in `limit_bytes` by the estimate JobMemoryBytes; otherwise
+// RESOURCE_EXHAUSTED saying how much it needs, against "the <limit> <limit_what>" (for example
+// "this machine has available"). A model spec that does not load is left to the learners to
+// report (OK here).
+absl::Status CheckMemory(const JobSpec& job, int64_t limit_bytes, std::string_view limit_what);
+// CheckMemory against this machine's available memory (/proc/meminfo's MemAvailable; OK when it
+// cannot be read). JobRun checks it before starting anything: past it the kernel's OOM killer
+// would end some process of the job (or of someone else) midway.
+absl::Status CheckMemoryAvailable(const JobSpec& job);
+// The estimate JobMemoryBytes for the job's model; nullopt when its model spec does not load.
+// The scheduler daemon holds it for a running local job, beside its slots.
+std::optional<int64_t> JobMemoryEstimate(const JobSpec& job);
 
 // About what a local job's processes hold, for a model of W bytes of fp32 weights and A values
 // of activations per sample: every learner and the evaluator 3 W (weights, gradients, transfer

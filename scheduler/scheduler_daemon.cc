@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/file_lock.h"
+#include "base/proc_stat.h"
 #include "base/status_macros.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -45,19 +47,26 @@ class SchedulerMetrics {
         slots_(prometheus::BuildGauge()
                    .Name("orrery_scheduler_slots")
                    .Help("Resource slots (cores): total and held by running jobs")
-                   .Register(registry)) {}
+                   .Register(registry)),
+        memory_(prometheus::BuildGauge()
+                    .Name("orrery_scheduler_memory_bytes")
+                    .Help("Memory lent to local jobs: total and held by running jobs (their estimates)")
+                    .Register(registry)) {}
 
   void Update(const SchedulerStats& stats) {
     for (const auto& [state, count] : stats.jobs) jobs_.Add({{"state", JobStateName(state)}}).Set(count);
     queue_.Set(stats.queue_length);
     slots_.Add({{"kind", "total"}}).Set(stats.slots_total);
     slots_.Add({{"kind", "used"}}).Set(stats.slots_used);
+    memory_.Add({{"kind", "total"}}).Set(static_cast<double>(stats.memory_total));
+    memory_.Add({{"kind", "used"}}).Set(static_cast<double>(stats.memory_used));
   }
 
  private:
   prometheus::Family<prometheus::Gauge>& jobs_;
   prometheus::Gauge& queue_;
   prometheus::Family<prometheus::Gauge>& slots_;
+  prometheus::Family<prometheus::Gauge>& memory_;
 };
 
 }  // namespace
@@ -69,6 +78,9 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   }
   if (options.store_path.empty()) return absl::InvalidArgumentError("--store: required");
   if (options.slots < 0) return absl::InvalidArgumentError("--slots: must be >= 1 (0 = the machine's cores)");
+  if (options.memory_bytes < 0) {
+    return absl::InvalidArgumentError("--memory: must be a size such as 8GiB (0 = the machine's MemTotal)");
+  }
   if (options.orrery_binary.empty()) return absl::InvalidArgumentError("no orrery binary to start jobs with");
 
   const fs::path store_path = fs::absolute(options.store_path);
@@ -83,6 +95,9 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   SchedulerOptions scheduler_options;
   scheduler_options.slots =
       options.slots > 0 ? options.slots : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Unreadable MemTotal (not Linux): memory is not counted.
+  scheduler_options.memory_bytes =
+      options.memory_bytes > 0 ? options.memory_bytes : std::max<int64_t>(0, MemInfoBytes("MemTotal"));
   scheduler_options.orrery_binary = options.orrery_binary;
   scheduler_options.log_root =
       options.log_root.empty()

@@ -3,6 +3,7 @@
 // the JobScheduler, the gRPC JobService and the Prometheus /metrics endpoint — and its lifecycle.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ struct SchedulerDaemonOptions {
   std::string store_path;                 // SQLite file, created if missing
   std::string log_root;                   // "" = <store directory>/<store name>-logs
   int slots = 0;                          // 0 = the machine's cores
+  int64_t memory_bytes = 0;               // lent to local jobs; 0 = the machine's MemTotal
   std::string token;                      // bearer token every request must carry; required
   std::string metrics_listen;             // "host:port" for GET /metrics; "" = none
   std::string orrery_binary;              // started for every process of every job

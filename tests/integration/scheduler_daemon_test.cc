@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <functional>
 #include <string>
 #include <thread>
@@ -32,8 +33,10 @@
 #include "scheduler/adopted_process.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/job_spec.h"
 #include "scheduler/job_store.h"
 #include "scheduler/line_waiter.h"
+#include "scheduler/run_job.h"
 #include "tests/util/process_io.h"
 #include "tests/util/scheduler_daemon_fixture.h"
 
@@ -150,6 +153,39 @@ TEST_F(SchedulerDaemonTest, SlotsMakeLaterJobsWaitAndPriorityGoesFirst) {
   EXPECT_EQ(Get(b).processes_size(), 0);
 }
 
+TEST_F(SchedulerDaemonTest, MemoryMakesALaterLocalJobWaitAndAJobThatCannotFitIsRefused) {
+  absl::StatusOr<JobSpec> tiny = ParseJobSpec(TinyJobYaml("tiny"), "/");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  const std::optional<int64_t> each = JobMemoryEstimate(*tiny);
+  ASSERT_TRUE(each.has_value());
+  // Memory for one such job but not two; slots for four.
+  const int64_t lent = *each + *each / 2;
+  StartDaemon(8, {"--memory", absl::StrCat(lent)});
+  EXPECT_THAT(Metrics(), HasSubstr(absl::StrCat("orrery_scheduler_memory_bytes{kind=\"total\"} ", lent)));
+
+  std::string three = TinyJobYaml("three");
+  three.replace(three.find("learners: 1"), 11, "learners: 3");
+  absl::StatusOr<JobSpec> three_spec = ParseJobSpec(three, "/");
+  ASSERT_TRUE(three_spec.ok()) << three_spec.status();
+  ASSERT_GT(JobMemoryEstimate(*three_spec).value_or(0), lent) << "the test needs a job that cannot fit";
+  proto::Job job;
+  grpc::Status st = Submit(three, 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("this scheduler lends to jobs (orrery scheduler --memory)"));
+  EXPECT_TRUE(List().empty()) << "a refused job must not be stored";
+
+  const int64_t a = SubmitOk(SlowJobYaml("holder"));
+  WaitUntilAllProcessesRun(a);
+  EXPECT_THAT(Metrics(), HasSubstr(absl::StrCat("orrery_scheduler_memory_bytes{kind=\"used\"} ", *each)));
+  const int64_t b = SubmitOk(TinyJobYaml("waiter"));
+  Cancel(a);
+  const proto::Job holder = WaitUntilEnded(a);
+  const proto::Job waiter = WaitUntilEnded(b);
+  EXPECT_EQ(waiter.state(), proto::JOB_SUCCEEDED) << waiter.reason();
+  EXPECT_GE(waiter.started_unix_ms(), holder.finished_unix_ms()) << "two jobs ran at once in memory for one";
+  EXPECT_THAT(Metrics(), HasSubstr("orrery_scheduler_memory_bytes{kind=\"used\"} 0"));
+}
+
 TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
   StartDaemon(2);
   proto::Job job;
@@ -177,7 +213,7 @@ TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
   huge.replace(huge.find("model: "), huge.find('\n', huge.find("model: ")) - huge.find("model: "), "model: wide.yaml");
   st = Submit(absl::StrCat(huge, "batch: 65536\n"), 0, &job);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
-  EXPECT_THAT(st.error_message(), HasSubstr("this machine has in all"));
+  EXPECT_THAT(st.error_message(), HasSubstr("this scheduler lends to jobs (orrery scheduler --memory)"));
 
   EXPECT_TRUE(List().empty()) << "a refused job must not be stored";
 

@@ -55,9 +55,9 @@ TEST(JobStateTest, TerminalStatesNeverChangeAndTheErrorNamesBoth) {
 
 TEST(JobQueueTest, AdmitsInSubmissionOrderWhileSlotsLast) {
   JobQueue q(4);
-  q.Push(1, 0, 2);
-  q.Push(2, 0, 2);
-  q.Push(3, 0, 2);
+  q.Push(1, 0, {2});
+  q.Push(2, 0, {2});
+  q.Push(3, 0, {2});
   EXPECT_THAT(q.Admit(), ElementsAre(1, 2));
   EXPECT_EQ(q.used_slots(), 4);
   EXPECT_EQ(q.Position(3), 1);
@@ -69,10 +69,10 @@ TEST(JobQueueTest, AdmitsInSubmissionOrderWhileSlotsLast) {
 
 TEST(JobQueueTest, HigherPriorityGoesFirstAndEqualPrioritiesStayFifo) {
   JobQueue q(1);
-  q.Push(1, 0, 1);
-  q.Push(2, 5, 1);
-  q.Push(3, 0, 1);
-  q.Push(4, 5, 1);
+  q.Push(1, 0, {1});
+  q.Push(2, 5, {1});
+  q.Push(3, 0, {1});
+  q.Push(4, 5, {1});
   EXPECT_EQ(q.Position(2), 1);
   EXPECT_EQ(q.Position(4), 2);
   EXPECT_EQ(q.Position(1), 3);
@@ -89,10 +89,10 @@ TEST(JobQueueTest, HigherPriorityGoesFirstAndEqualPrioritiesStayFifo) {
 
 TEST(JobQueueTest, HeadOfLineWaitsAndSmallerJobsBehindItDoNotOvertake) {
   JobQueue q(4);
-  q.Push(1, 0, 3);
+  q.Push(1, 0, {3});
   EXPECT_THAT(q.Admit(), ElementsAre(1));
-  q.Push(2, 0, 3);  // needs 3, only 1 free
-  q.Push(3, 0, 1);  // would fit, but must not starve job 2
+  q.Push(2, 0, {3});  // needs 3, only 1 free
+  q.Push(3, 0, {1});  // would fit, but must not starve job 2
   EXPECT_THAT(q.Admit(), IsEmpty());
   q.Release(1);
   EXPECT_THAT(q.Admit(), ElementsAre(2, 3));
@@ -100,9 +100,9 @@ TEST(JobQueueTest, HeadOfLineWaitsAndSmallerJobsBehindItDoNotOvertake) {
 
 TEST(JobQueueTest, RemovedJobsNeverStartAndHeldSlotsCount) {
   JobQueue q(2);
-  q.Hold(7, 2);  // a re-attached job
-  q.Push(8, 0, 1);
-  q.Push(9, 0, 1);
+  q.Hold(7, {2});  // a re-attached job
+  q.Push(8, 0, {1});
+  q.Push(9, 0, {1});
   EXPECT_TRUE(q.Remove(8));
   EXPECT_FALSE(q.Remove(8));
   EXPECT_EQ(q.Position(8), 0);
@@ -111,6 +111,41 @@ TEST(JobQueueTest, RemovedJobsNeverStartAndHeldSlotsCount) {
   q.Release(7);  // twice is harmless
   EXPECT_THAT(q.Admit(), ElementsAre(9));
   EXPECT_EQ(q.used_slots(), 1);
+}
+
+TEST(JobQueueTest, MemoryMakesTheHeadWaitEvenWithSlotsFree) {
+  JobQueue q(8, 1000);
+  q.Push(1, 0, {2, 600});
+  q.Push(2, 0, {2, 600});  // slots are free, memory is not
+  q.Push(3, 0, {1, 100});  // would fit, but waits behind job 2
+  EXPECT_THAT(q.Admit(), ElementsAre(1));
+  EXPECT_EQ(q.used_memory_bytes(), 600);
+  EXPECT_THAT(q.Admit(), IsEmpty());
+  EXPECT_EQ(q.Position(2), 1);
+  q.Release(1);
+  EXPECT_EQ(q.used_memory_bytes(), 0);
+  EXPECT_THAT(q.Admit(), ElementsAre(2, 3));
+  EXPECT_EQ(q.used_memory_bytes(), 700);
+  EXPECT_EQ(q.used_slots(), 3);
+}
+
+TEST(JobQueueTest, MemoryExactlyFullFitsAndHeldMemoryCounts) {
+  JobQueue q(8, 1000);
+  q.Hold(7, {1, 400});  // a re-attached job
+  q.Push(8, 0, {1, 600});
+  q.Push(9, 0, {1, 1});
+  EXPECT_THAT(q.Admit(), ElementsAre(8)) << "400 + 600 is exactly the total";
+  q.Release(7);
+  EXPECT_THAT(q.Admit(), ElementsAre(9));
+  EXPECT_EQ(q.used_memory_bytes(), 601);
+}
+
+TEST(JobQueueTest, WithoutAMemoryTotalMemoryIsNotCounted) {
+  JobQueue q(2);
+  EXPECT_EQ(q.total_memory_bytes(), 0);
+  q.Push(1, 0, {1, int64_t{1} << 50});
+  q.Push(2, 0, {1, int64_t{1} << 50});
+  EXPECT_THAT(q.Admit(), ElementsAre(1, 2));
 }
 
 }  // namespace
