@@ -42,9 +42,9 @@ int RunServer(const ServerOptions& options) {
       exit_code = 1;
     } else {
       const int shard = options.shard_index;
-      if (auto v = (*server)->restored_version()) {
+      if (const auto& restored = (*server)->restored()) {
         PrintTagged("ORRERY_SERVER_RESTORED",
-                    {{"shard", shard}, {"version", *v}, {"samples_applied", (*server)->restored_samples()}});
+                    {{"shard", shard}, {"version", restored->version}, {"samples_applied", restored->samples}});
       }
       (*server)->OnCheckpoint([shard](absl::StatusOr<uint64_t> version) {
         if (version.ok()) {

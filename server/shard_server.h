@@ -34,12 +34,13 @@ class ShardServer {
   // host:port actually bound (the OS-chosen port when the option said 0).
   const std::string& address() const { return address_; }
   ParameterShard& shard() { return *shard_; }
-  // The version restored from a checkpoint by --resume (unset when the shard started fresh).
-  std::optional<uint64_t> restored_version() const {
-    return restored_ ? std::optional<uint64_t>(restored_->version) : std::nullopt;
-  }
-  // The training samples behind the restored weights (0 when the shard started fresh).
-  uint64_t restored_samples() const { return restored_ ? restored_->samples : 0; }
+  // What --resume read from the checkpoint: its version and the training samples behind its
+  // weights (unset when the shard started fresh).
+  struct Restored {
+    uint64_t version = 0;
+    uint64_t samples = 0;
+  };
+  const std::optional<Restored>& restored() const { return restored_; }
   // host:port of the Prometheus /metrics endpoint ("" without --metrics-listen).
   const std::string& metrics_address() const { return metrics_address_; }
   // Writes a checkpoint now (when checkpoints are configured and the shard has weights).
@@ -69,11 +70,7 @@ class ShardServer {
   std::string checkpoint_path_;  // empty: no checkpoints
   std::optional<FileLock> checkpoint_lock_;  // held while this shard may write checkpoint_path_
   absl::Duration checkpoint_every_;
-  struct Restored {
-    uint64_t version = 0;
-    uint64_t samples = 0;
-  };
-  std::optional<Restored> restored_;  // what --resume read from the checkpoint
+  std::optional<Restored> restored_;
   absl::Mutex checkpoint_mu_;  // one writer at a time
   std::optional<uint64_t> checkpointed_version_ ABSL_GUARDED_BY(checkpoint_mu_);
   std::function<void(absl::StatusOr<uint64_t>)> on_checkpoint_ ABSL_GUARDED_BY(checkpoint_mu_);

@@ -172,7 +172,7 @@ TEST_F(CheckpointTest, ShardServerCheckpointsAtAStopAndResumesFromIt) {
   {
     auto server = ShardServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status();
-    EXPECT_FALSE((*server)->restored_version().has_value());
+    EXPECT_FALSE((*server)->restored().has_value());
     (*server)->Shutdown();
   }
   ASSERT_TRUE(std::filesystem::exists(CheckpointPath(o.checkpoint_dir, 0)));
@@ -182,7 +182,8 @@ TEST_F(CheckpointTest, ShardServerCheckpointsAtAStopAndResumesFromIt) {
   {
     auto server = ShardServer::Start(o);
     ASSERT_TRUE(server.ok()) << server.status();
-    EXPECT_EQ((*server)->restored_version(), 0u);
+    ASSERT_TRUE((*server)->restored().has_value());
+    EXPECT_EQ((*server)->restored()->version, 0u);
     EXPECT_EQ((*server)->shard().DebugState().weights, std::vector<float>(300, 0.25f));
   }
   // Another job's shard refuses the file and does not start.
