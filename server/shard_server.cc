@@ -164,8 +164,11 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const ServerOpti
     s->metrics_address_ = absl::StrCat(options.metrics_listen.substr(0, mcolon), ":",
                                        ports.empty() ? 0 : ports.front());
   }
-  const absl::Duration period =
-      std::clamp(config.learner_timeout / 4, absl::Milliseconds(10), absl::Seconds(1));
+  // One thread expires silent learners and writes periodic checkpoints: it wakes often enough
+  // for both (a checkpoint period under a second was stretched to a second before).
+  absl::Duration tick = config.learner_timeout / 4;
+  if (!s->checkpoint_path_.empty()) tick = std::min(tick, s->checkpoint_every_);
+  const absl::Duration period = std::clamp(tick, absl::Milliseconds(10), absl::Seconds(1));
   s->expiry_thread_ = std::thread([raw = s.get(), period] { raw->ExpiryLoop(period); });
   LOG(INFO) << "shard " << options.shard_index << "/" << options.num_shards << " of job '"
             << options.job_id << "' serving on " << s->address_ << " (" << options.protocol
