@@ -18,7 +18,11 @@
 #include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/backends/local_backend.h"
+#include "scheduler/event_loop.h"
 #include "scheduler/job_spec.h"
+#include "scheduler/line_waiter.h"
+#include "server/client.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -367,6 +371,77 @@ TEST(RunJobFaultTest, StoppedShardFailsTheJobWithTheReasonInsteadOfHanging) {
   EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("server-1"));
   EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("stopped or hung"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(120)) << "well before the 240 s job timeout";
+}
+
+}  // namespace
+}  // namespace orrery::scheduler
+
+namespace orrery::scheduler {
+namespace {
+
+// A learner-side client reaches a shard that was killed and started again at the same address
+// (what the runner's restart does) within its retry budget. The client had failed to reach it
+// while it was down, which leaves gRPC's channel failing calls at once until a reconnection
+// completes; in a process that serves no gRPC (a learner), only the client's own wait between
+// retries drives that reconnection: gRPC's backup poller alone takes 5 s or more, past this
+// client's 2 s budget (learners used to resume about 10 s after a shard's restart).
+TEST(ShardRestartTest, AClientReachesAShardRestartedAtTheSameAddressWithinItsRetryBudget) {
+  const std::string dir = LogDir("restart-at-address");
+  std::filesystem::create_directories(dir);
+  EventLoop loop;
+  LocalBackend backend(loop);
+  auto start_shard = [&](const std::string& listen, bool resume) -> absl::StatusOr<ProcessId> {
+    ProcessSpec spec;
+    spec.role = resume ? "server-again" : "server";
+    spec.argv = {ORRERY_BINARY, "server", "--listen", listen, "--shard", "0", "--shards", "1", "--job", "j",
+                 "--protocol", "async", "--learners", "1", "--lr", "0.5", "--checkpoint-dir", dir + "/ckpt",
+                 "--checkpoint-every", "0.05"};
+    if (resume) spec.argv.push_back("--resume");
+    spec.log_path = dir + "/" + spec.role + ".log";
+    return backend.Start(spec);
+  };
+  absl::StatusOr<ProcessId> first = start_shard("127.0.0.1:0", false);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<std::vector<LineMatch>> ready =
+      WaitForLines(loop, backend, {*first}, R"(^ORRERY_SERVER_READY (\S+))", absl::Seconds(30));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  const std::string address = (*ready)[0].groups[1];
+
+  server::ClientOptions co;
+  co.endpoints = {address};
+  co.job_id = std::string("j");
+  co.tensors = {{"w", 3000}};
+  co.chunk_size = 256;
+  co.rpc_timeout = absl::Seconds(10);
+  co.retry_budget = absl::Seconds(2);
+  auto client = server::PsClient::Connect(co);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<float> w(3000);
+  ASSERT_TRUE((*client)->Init(std::vector<float>(3000, 0.5f)).ok());
+  ASSERT_TRUE((*client)->Pull(0, w).ok());
+  ASSERT_TRUE((*client)->Push(0, std::vector<float>(3000, 1.0f), 1, 0.0f).ok());
+  // The update is in a checkpoint before the kill.
+  absl::StatusOr<std::vector<LineMatch>> saved = WaitForLines(
+      loop, backend, {*first}, R"(^ORRERY_SERVER_CHECKPOINT \{"shard":0,"version":1\})", absl::Seconds(30));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+
+  bool exited = false;
+  ListenerId listener = backend.AddExitListener([&](const ProcessExit& e) { exited |= e.id == *first; });
+  ASSERT_TRUE(backend.Signal(*first, SIGKILL).ok());
+  ASSERT_TRUE(loop.RunUntil([&] { return exited; }, absl::Seconds(30)));
+  backend.RemoveListener(listener);
+  absl::Status down = (*client)->Pull(1, w);
+  EXPECT_TRUE(absl::IsUnavailable(down)) << down;
+
+  absl::StatusOr<ProcessId> again = start_shard(address, true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ready = WaitForLines(loop, backend, {*again}, R"(^ORRERY_SERVER_READY (\S+))", absl::Seconds(30));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  absl::Status back = (*client)->Pull(1, w);
+  ASSERT_TRUE(back.ok()) << back;
+  EXPECT_FLOAT_EQ(w[0], 0.5f - 0.5f * 1.0f) << "the restored weights, with the push applied";
+  client->reset();
+  ASSERT_TRUE(backend.Signal(*again, SIGKILL).ok());
 }
 
 }  // namespace
