@@ -196,7 +196,9 @@ void PrintTable(const std::vector<proto::Job>& jobs) {
               "ELAPSED", "NOTE");
   for (const proto::Job& job : jobs) {
     std::string note = job.reason();
-    if (job.state() == proto::JOB_QUEUED) note = absl::StrCat("queue position ", job.queue_position());
+    if (job.state() == proto::JOB_QUEUED) {
+      note = absl::StrCat("queue position ", job.queue_position(), job.reason().empty() ? "" : ": ", job.reason());
+    }
     if (job.state() == proto::JOB_SUCCEEDED) note = absl::StrFormat("test accuracy %.4f", job.test_accuracy());
     if (job.cancel_requested() && job.state() == proto::JOB_RUNNING) note = "cancelling";
     std::printf("%-5lld %-24s %-10s %4d %5d %-19s %8s  %s\n", static_cast<long long>(job.id()),

@@ -2,6 +2,9 @@
 
 #include <iterator>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
 namespace orrery::scheduler {
 
 void JobQueue::Push(int64_t id, int priority, JobNeed need) {
@@ -23,6 +26,25 @@ int JobQueue::Position(int64_t id) const {
   auto it = queued_.find(id);
   if (it == queued_.end()) return 0;
   return static_cast<int>(std::distance(order_.begin(), order_.find(it->second.first))) + 1;
+}
+
+std::string JobQueue::WaitingFor(int64_t id) const {
+  const int position = Position(id);
+  if (position == 0) return "";
+  if (position > 1) return absl::StrCat("waiting behind ", position - 1, " queued job(s)");
+  const JobNeed& need = queued_.at(id).second;
+  std::string why;
+  if (used_.slots + need.slots > total_slots_) {
+    why = absl::StrCat("waiting for ", need.slots, " slots (", total_slots_ - used_.slots, " of ", total_slots_,
+                       " free)");
+  }
+  if (total_memory_ > 0 && need.memory_bytes > total_memory_ - used_.memory_bytes) {
+    auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+    absl::StrAppend(&why, why.empty() ? "waiting for " : " and ",
+                    absl::StrFormat("%.0f MiB of memory (%.0f of %.0f MiB free)", mib(need.memory_bytes),
+                                    mib(total_memory_ - used_.memory_bytes), mib(total_memory_)));
+  }
+  return why.empty() ? "starting" : why;
 }
 
 bool JobQueue::Fits(const JobNeed& need) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -40,6 +41,9 @@ class JobQueue {
   bool Remove(int64_t id);
   // 1 for the job that starts next, 2 for the one after, ...; 0 when `id` is not queued.
   int Position(int64_t id) const;
+  // Why queued job `id` has not started, for people: what it needs beyond what is free, or the
+  // jobs ahead of it. "" when it is not queued.
+  std::string WaitingFor(int64_t id) const;
 
   // Pops, in order, the jobs that can start now and holds what they need until Release.
   std::vector<int64_t> Admit();

@@ -95,6 +95,8 @@ class JobScheduler {
   absl::StatusOr<JobRecord> Cancel(const std::string& job);
   // 1 = starts next; 0 = not queued.
   int QueuePosition(int64_t id) const { return queue_.Position(id); }
+  // Why a queued job waits (JobQueue::WaitingFor); "" when it is not queued.
+  std::string WaitingFor(int64_t id) const { return queue_.WaitingFor(id); }
   SchedulerStats Stats() const;
 
   // The job's stored log lines (every process's log file, merged in time order), the last `tail`

@@ -109,7 +109,7 @@ std::optional<JobState> JobStateFromProto(int state) {
   }
 }
 
-proto::Job JobToProto(const JobRecord& r, int queue_position, bool with_spec) {
+proto::Job JobToProto(const JobRecord& r, const JobScheduler& scheduler, bool with_spec) {
   proto::Job job;
   job.set_id(r.id);
   job.set_name(r.name);
@@ -117,7 +117,7 @@ proto::Job JobToProto(const JobRecord& r, int queue_position, bool with_spec) {
   job.set_priority(r.priority);
   job.set_slots(r.slots);
   job.set_backend(r.backend);
-  job.set_reason(r.reason);
+  job.set_reason(r.state == JobState::kQueued && r.reason.empty() ? scheduler.WaitingFor(r.id) : r.reason);
   job.set_cancel_requested(r.cancel_requested);
   job.set_submitted_unix_ms(r.submitted_ms);
   job.set_started_unix_ms(r.started_ms);
@@ -125,7 +125,7 @@ proto::Job JobToProto(const JobRecord& r, int queue_position, bool with_spec) {
   job.set_log_dir(r.log_dir);
   job.set_result_json(r.result_json);
   job.set_test_accuracy(r.test_accuracy);
-  job.set_queue_position(queue_position);
+  job.set_queue_position(scheduler.QueuePosition(r.id));
   job.set_reattached(r.reattached);
   if (with_spec) job.set_spec_yaml(r.spec_yaml);
   for (const ProcessRecord& p : r.processes) {
@@ -161,7 +161,7 @@ grpc::Status JobServiceImpl::Submit(grpc::ServerContext* context, const proto::S
     absl::StatusOr<JobRecord> job = scheduler_.Submit(request->spec_yaml(), request->base_dir(), request->priority(),
                                                          request->backend());
     if (!job.ok()) return ToGrpcStatus(job.status());
-    *response = JobToProto(*job, scheduler_.QueuePosition(job->id), /*with_spec=*/false);
+    *response = JobToProto(*job, scheduler_, /*with_spec=*/false);
     return grpc::Status::OK;
   });
 }
@@ -172,7 +172,7 @@ grpc::Status JobServiceImpl::Get(grpc::ServerContext* context, const proto::GetR
   return OnLoop(loop_, [&] {
     absl::StatusOr<JobRecord> job = scheduler_.Get(request->job());
     if (!job.ok()) return ToGrpcStatus(job.status());
-    *response = JobToProto(*job, scheduler_.QueuePosition(job->id), /*with_spec=*/true);
+    *response = JobToProto(*job, scheduler_, /*with_spec=*/true);
     return grpc::Status::OK;
   });
 }
@@ -184,7 +184,7 @@ grpc::Status JobServiceImpl::List(grpc::ServerContext* context, const proto::Lis
   return OnLoop(loop_, [&] {
     for (const JobRecord& r : scheduler_.List()) {
       if (!states.empty() && states.count(JobStateToProto(r.state)) == 0) continue;
-      *response->add_jobs() = JobToProto(r, scheduler_.QueuePosition(r.id), /*with_spec=*/false);
+      *response->add_jobs() = JobToProto(r, scheduler_, /*with_spec=*/false);
     }
     return grpc::Status::OK;
   });
@@ -196,7 +196,7 @@ grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* context, const proto::C
   return OnLoop(loop_, [&] {
     absl::StatusOr<JobRecord> job = scheduler_.Cancel(request->job());
     if (!job.ok()) return ToGrpcStatus(job.status());
-    *response = JobToProto(*job, scheduler_.QueuePosition(job->id), /*with_spec=*/false);
+    *response = JobToProto(*job, scheduler_, /*with_spec=*/false);
     return grpc::Status::OK;
   });
 }
@@ -283,14 +283,14 @@ grpc::Status JobServiceImpl::Events(grpc::ServerContext* context, const proto::E
         return o;
       }
       only = job->id;
-      queue->Push(JobToProto(*job, scheduler.QueuePosition(job->id), false));
+      queue->Push(JobToProto(*job, scheduler, false));
       if (IsTerminal(job->state)) queue->End();
     } else {
-      for (const JobRecord& r : scheduler.List()) queue->Push(JobToProto(r, scheduler.QueuePosition(r.id), false));
+      for (const JobRecord& r : scheduler.List()) queue->Push(JobToProto(r, scheduler, false));
     }
     o.watch = scheduler.WatchJobs([queue, only, &scheduler](const JobRecord& r) {
       if (only && r.id != *only) return;
-      queue->Push(JobToProto(r, scheduler.QueuePosition(r.id), false));
+      queue->Push(JobToProto(r, scheduler, false));
       if (only && IsTerminal(r.state)) queue->End();  // a single job's events end with it
     });
     return o;

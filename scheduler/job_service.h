@@ -18,8 +18,9 @@ namespace orrery::scheduler {
 std::optional<JobState> JobStateFromProto(int state);
 proto::JobState JobStateToProto(JobState state);
 
-// The proto of a job; `queue_position` as the scheduler says, `spec_yaml` only when `with_spec`.
-proto::Job JobToProto(const JobRecord& record, int queue_position, bool with_spec);
+// The proto of a job, with its queue position and, while it is queued, why it waits (in `reason`)
+// as `scheduler` says; `spec_yaml` only when `with_spec`.
+proto::Job JobToProto(const JobRecord& record, const JobScheduler& scheduler, bool with_spec);
 
 // Threads: RPCs run on gRPC's threads; each one posts its work to `loop` and waits for it, so the
 // scheduler is only touched on the loop thread. Unary calls therefore need the loop running;

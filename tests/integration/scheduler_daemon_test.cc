@@ -132,7 +132,9 @@ TEST_F(SchedulerDaemonTest, SlotsMakeLaterJobsWaitAndPriorityGoesFirst) {
   const int64_t d = SubmitOk(TinyJobYaml("low-too"), 0);
   EXPECT_EQ(Get(b).state(), proto::JOB_QUEUED);
   EXPECT_EQ(Get(c).queue_position(), 1) << "higher priority first";
+  EXPECT_EQ(Get(c).reason(), "waiting for 2 slots (0 of 2 free)");
   EXPECT_EQ(Get(b).queue_position(), 2);
+  EXPECT_EQ(Get(b).reason(), "waiting behind 1 queued job(s)");
   EXPECT_EQ(Get(d).queue_position(), 3);
   EXPECT_THAT(Metrics(), HasSubstr("orrery_scheduler_queue_length 3"));
 
@@ -178,6 +180,9 @@ TEST_F(SchedulerDaemonTest, MemoryMakesALaterLocalJobWaitAndAJobThatCannotFitIsR
   WaitUntilAllProcessesRun(a);
   EXPECT_THAT(Metrics(), HasSubstr(absl::StrCat("orrery_scheduler_memory_bytes{kind=\"used\"} ", *each)));
   const int64_t b = SubmitOk(TinyJobYaml("waiter"));
+  EXPECT_THAT(Get(b).reason(), ::testing::MatchesRegex("waiting for [0-9]+ MiB of memory \\([0-9]+ of [0-9]+ MiB free\\)"));
+  const CliResult listed = Cli("list");
+  EXPECT_THAT(listed.out, HasSubstr("queue position 1: waiting for ")) << listed.err;
   Cancel(a);
   const proto::Job holder = WaitUntilEnded(a);
   const proto::Job waiter = WaitUntilEnded(b);

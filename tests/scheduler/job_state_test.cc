@@ -148,5 +148,18 @@ TEST(JobQueueTest, WithoutAMemoryTotalMemoryIsNotCounted) {
   EXPECT_THAT(q.Admit(), ElementsAre(1, 2));
 }
 
+TEST(JobQueueTest, WaitingForSaysWhatTheHeadLacksAndWhoIsAheadOfTheRest) {
+  JobQueue q(4, int64_t{1000} << 20);
+  q.Push(1, 0, {3, int64_t{600} << 20});
+  EXPECT_THAT(q.Admit(), ElementsAre(1));
+  q.Push(2, 0, {2, int64_t{600} << 20});
+  q.Push(3, 0, {1, 0});
+  EXPECT_EQ(q.WaitingFor(2), "waiting for 2 slots (1 of 4 free) and 600 MiB of memory (400 of 1000 MiB free)");
+  EXPECT_EQ(q.WaitingFor(3), "waiting behind 1 queued job(s)");
+  EXPECT_EQ(q.WaitingFor(1), "") << "running, not queued";
+  q.Release(1);
+  EXPECT_EQ(q.WaitingFor(2), "starting") << "it fits; the next Admit starts it";
+}
+
 }  // namespace
 }  // namespace orrery::scheduler
