@@ -9,7 +9,7 @@ details.primitive_share_target is flagged "low"; a result gets a note when more 
 was busy in the second before it started (details.cpu_busy_before, which the experiments record)
 or, without that figure, when details.load_average_1m_before exceeds 1.5 x details.cores (a
 benchmark's own 2-thread runs alone bring the load near the core count), and a result measured
-against a second peer (details.zmq_ps) gets a note with that peer's figure. Unreadable files are
+against further peers (details.zmq_ps, details.grpc_ps) gets a note with each peer's figure. Unreadable files are
 listed, not fatal.
 Exit status 0 whatever the marks: this prints, it does not judge. Stdlib only.
 """
@@ -89,13 +89,15 @@ def main(argv):
         if d.get("error"):
             notes.add(f"{r.get('name', path)}: {d['error']}")
         notes.add(f"measured {r.get('date', '?')} on {r.get('cpu', '?')}")
-        zmq = d.get("zmq_ps")
-        if isinstance(zmq, dict) and isinstance(zmq.get("round_trip_gbps"), (int, float)):
-            ours = zmq.get("ours_over_zmq_ps")
-            notes.add(f"{r.get('name', path)}: second peer, a minimal ZeroMQ parameter server "
-                      f"(bench/peers/zmq_ps.cc): {fmt_number(zmq['round_trip_gbps'])} GB/s"
-                      + (f"; ours {fmt_number(ours)}x of it" if isinstance(ours, (int, float))
-                         else ""))
+        for key, what in (("zmq_ps", "a minimal ZeroMQ parameter server"),
+                          ("grpc_ps", "the same over bare gRPC")):
+            peer = d.get(key)
+            if isinstance(peer, dict) and isinstance(peer.get("round_trip_gbps"), (int, float)):
+                ours = peer.get(f"ours_over_{key}")
+                notes.add(f"{r.get('name', path)}: peer {what} (bench/peers/{key}.cc): "
+                          f"{fmt_number(peer['round_trip_gbps'])} GB/s"
+                          + (f"; ours {fmt_number(ours)}x of it" if isinstance(ours, (int, float))
+                             else ""))
         load, cores = d.get("load_average_1m_before"), d.get("cores")
         busy = d.get("cpu_busy_before")
         if isinstance(busy, (int, float)):
