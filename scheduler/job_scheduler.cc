@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 #include "scheduler/adopted_process.h"
@@ -159,7 +160,22 @@ absl::Status JobScheduler::Recover() {
     entry->record = std::move(record);
     Entry& e = *jobs_.emplace(id, std::move(entry)).first->second;
     if (e.record.state == JobState::kQueued) {
-      queue_.Push(id, e.record.priority, NeedOf(e.record));
+      // A daemon restarted with fewer --slots or less --memory than a queued job needs would hold
+      // it at the head of the queue forever, and every job behind it.
+      const JobNeed need = NeedOf(e.record);
+      if (need.slots > options_.slots) {
+        Finish(e, JobState::kFailed,
+               absl::StrCat("the scheduler was restarted with fewer slots than the job needs: ", need.slots,
+                            " slots, and it has ", options_.slots, " (orrery scheduler --slots)"));
+      } else if (options_.memory_bytes > 0 && need.memory_bytes > options_.memory_bytes) {
+        Finish(e, JobState::kFailed,
+               absl::StrFormat("the scheduler was restarted with less memory than the job needs: about %.0f MiB, "
+                               "and it lends %.0f MiB (orrery scheduler --memory)",
+                               static_cast<double>(need.memory_bytes) / (1 << 20),
+                               static_cast<double>(options_.memory_bytes) / (1 << 20)));
+      } else {
+        queue_.Push(id, e.record.priority, need);
+      }
     } else if (e.record.state == JobState::kRunning) {
       Reattach(e);
     }

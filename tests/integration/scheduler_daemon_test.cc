@@ -293,6 +293,32 @@ TEST_F(SchedulerDaemonTest, KillNineLosesNothingAndTheRestartReattachesToTheRunn
   EXPECT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
 }
 
+TEST_F(SchedulerDaemonTest, AQueuedJobThatNoLongerFitsAfterARestartFailsInsteadOfBlockingTheQueue) {
+  absl::StatusOr<JobSpec> tiny = ParseJobSpec(TinyJobYaml("tiny"), "/");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  const std::optional<int64_t> each = JobMemoryEstimate(*tiny);
+  ASSERT_TRUE(each.has_value());
+  StartDaemon(2);
+  const int64_t holder = SubmitOk(SlowJobYaml("holder"));
+  WaitUntilAllProcessesRun(holder);
+  const int64_t queued = SubmitOk(TinyJobYaml("queued"));
+  ASSERT_EQ(Get(queued).state(), proto::JOB_QUEUED);
+
+  SignalDaemonAndWait(SIGKILL);
+  StartDaemon(2, {"--memory", absl::StrCat(*each / 2)});
+  const proto::Job failed = Get(queued);
+  EXPECT_EQ(failed.state(), proto::JOB_FAILED);
+  EXPECT_THAT(failed.reason(), HasSubstr("less memory than the job needs"));
+  EXPECT_THAT(failed.reason(), HasSubstr("(orrery scheduler --memory)"));
+  EXPECT_EQ(failed.started_unix_ms(), 0);
+  // The re-attached job still runs (beyond the new total: an earlier configuration admitted it).
+  const proto::Job after = Get(holder);
+  if (after.state() == proto::JOB_RUNNING) {
+    Cancel(holder);
+    EXPECT_EQ(WaitUntilEnded(holder).state(), proto::JOB_CANCELLED);
+  }
+}
+
 TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult) {
   StartDaemon(2);
   // Its learner trains for a few seconds, so the daemon dies while the job runs. Whether the
