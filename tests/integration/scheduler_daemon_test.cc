@@ -311,6 +311,21 @@ TEST_F(SchedulerDaemonTest, AQueuedJobThatNoLongerFitsAfterARestartFailsInsteadO
   EXPECT_THAT(failed.reason(), HasSubstr("less memory than the job needs"));
   EXPECT_THAT(failed.reason(), HasSubstr("(orrery scheduler --memory)"));
   EXPECT_EQ(failed.started_unix_ms(), 0);
+
+  // The same for slots: another job queues behind the re-attached one, and the next restart has
+  // fewer slots than it needs.
+  const bool still_running = Get(holder).state() == proto::JOB_RUNNING;
+  if (still_running) {
+    SignalDaemonAndWait(SIGKILL);
+    StartDaemon(2);  // lending all the memory again, so that the job can be submitted
+    const int64_t wide = SubmitOk(TinyJobYaml("wide"));
+    ASSERT_EQ(Get(wide).state(), proto::JOB_QUEUED);
+    SignalDaemonAndWait(SIGKILL);
+    StartDaemon(1);
+    const proto::Job refused = Get(wide);
+    EXPECT_EQ(refused.state(), proto::JOB_FAILED);
+    EXPECT_THAT(refused.reason(), HasSubstr("fewer slots than the job needs: 2 slots, and it has 1"));
+  }
   // The re-attached job still runs (beyond the new total: an earlier configuration admitted it).
   const proto::Job after = Get(holder);
   if (after.state() == proto::JOB_RUNNING) {
