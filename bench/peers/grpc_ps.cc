@@ -202,14 +202,5 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   mallopt(M_ARENA_MAX, 4);
-  if (argc == 3 && std::strcmp(argv[1], "server") == 0) {
-    return Server(std::strtoull(argv[2], nullptr, 10));
-  }
-  if (argc == 5 && std::strcmp(argv[1], "worker") == 0) {
-    return Worker(argv[2], std::strtoull(argv[3], nullptr, 10), std::atof(argv[4]));
-  }
-  std::fprintf(stderr,
-               "usage: grpc_ps server BYTES | grpc_ps worker ENDPOINT BYTES SECONDS (see the "
-               "header of bench/peers/grpc_ps.cc)\n");
-  return 2;
+  return ps_peer::Main(argc, argv, "grpc_ps", Server, Worker);
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -125,6 +126,31 @@ inline int RunWorker(const char* name, size_t bytes, double seconds,
               end.page_faults - usage_start.page_faults + server_faults);
   std::fflush(stdout);
   return 0;
+}
+
+// The peers' command line: `NAME server BYTES` or `NAME worker ENDPOINT BYTES SECONDS`, BYTES a
+// positive multiple of 4 (a float32 model) and SECONDS positive; a usage line and 2 otherwise.
+inline int Main(int argc, char** argv, const char* name, int (*server)(size_t bytes),
+                int (*worker)(const char* endpoint, size_t bytes, double seconds)) {
+  auto bytes_of = [](const char* text) -> size_t {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    const bool ok = end != text && *end == '\0' && v > 0 && v % sizeof(float) == 0 && v <= (1ull << 34);
+    return ok ? static_cast<size_t>(v) : 0;
+  };
+  if (argc == 3 && std::strcmp(argv[1], "server") == 0) {
+    if (const size_t bytes = bytes_of(argv[2]); bytes > 0) return server(bytes);
+  } else if (argc == 5 && std::strcmp(argv[1], "worker") == 0) {
+    char* end = nullptr;
+    const double seconds = std::strtod(argv[4], &end);
+    const size_t bytes = bytes_of(argv[3]);
+    if (bytes > 0 && end != argv[4] && *end == '\0' && seconds > 0) return worker(argv[2], bytes, seconds);
+  }
+  std::fprintf(stderr,
+               "usage: %s server BYTES | %s worker ENDPOINT BYTES SECONDS (BYTES a positive multiple "
+               "of 4, SECONDS > 0; see the header of bench/peers/%s.cc)\n",
+               name, name, name);
+  return 2;
 }
 
 }  // namespace ps_peer

@@ -149,14 +149,5 @@ int Worker(const char* endpoint, size_t bytes, double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 3 && std::strcmp(argv[1], "server") == 0) {
-    return Server(std::strtoull(argv[2], nullptr, 10));
-  }
-  if (argc == 5 && std::strcmp(argv[1], "worker") == 0) {
-    return Worker(argv[2], std::strtoull(argv[3], nullptr, 10), std::atof(argv[4]));
-  }
-  std::fprintf(stderr,
-               "usage: zmq_ps server BYTES | zmq_ps worker ENDPOINT BYTES SECONDS (see the header "
-               "of bench/peers/zmq_ps.cc)\n");
-  return 2;
+  return ps_peer::Main(argc, argv, "zmq_ps", Server, Worker);
 }
