@@ -70,6 +70,17 @@ std::string EventsFilePath(const std::string& log_dir, const std::string& role) 
   return absl::StrCat(log_dir, "/", role, ".events");
 }
 
+std::vector<std::string> EventsNotInLog(const std::vector<std::string>& log_lines,
+                                        const std::vector<std::string>& events_lines) {
+  size_t next = 0;  // events_lines[next] is the first not yet found in the log
+  for (const std::string& line : log_lines) {
+    if (next == events_lines.size()) break;
+    const size_t bar = line.find("| ");
+    if (bar != std::string::npos && line.compare(bar + 2, std::string::npos, events_lines[next]) == 0) ++next;
+  }
+  return {events_lines.begin() + static_cast<std::ptrdiff_t>(next), events_lines.end()};
+}
+
 std::vector<std::string> WithEventsFile(std::vector<std::string> argv, const std::string& log_dir,
                                         const std::string& role) {
   if (!log_dir.empty()) argv.insert(argv.end(), {"--events-file", EventsFilePath(log_dir, role)});

@@ -48,6 +48,14 @@ void AddLearnerTraffic(const nlohmann::json& done, RunReport* report);
 // tagged lines (`orrery learner --events-file`, set by JobRun).
 std::string EventsFilePath(const std::string& log_dir, const std::string& role);
 
+// The lines of a process's events file that its log file lacks: `log_lines` are its log file's
+// lines ("<time> <role> <stream>| <text>"), `events_lines` its events file's; the events lines
+// found in order among the logged texts are dropped, the rest returned in order. A process
+// re-attached after a scheduler restart wrote its later tagged lines to its events file only
+// (its stdout went to the scheduler that died).
+std::vector<std::string> EventsNotInLog(const std::vector<std::string>& log_lines,
+                                        const std::vector<std::string>& events_lines);
+
 // A learner's or the evaluator's command line with `--events-file` for `role` added when
 // `log_dir` is not "".
 std::vector<std::string> WithEventsFile(std::vector<std::string> argv, const std::string& log_dir,

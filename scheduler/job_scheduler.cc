@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -665,10 +666,36 @@ absl::StatusOr<std::vector<std::string>> JobScheduler::ReadLogs(int64_t id, size
     if (file.path().extension() == ".log") files.push_back(file.path());
   }
   std::sort(files.begin(), files.end());
+  const bool reattached = it->second->record.reattached;
   for (const fs::path& file : files) {
     std::ifstream in(file);
     std::string line;
+    const size_t first = lines.size();
     while (std::getline(in, line)) lines.push_back(std::move(line));
+    if (!reattached) continue;
+    // After a scheduler restart the process's stdout went nowhere; its tagged lines went on
+    // into its events file. Those the log lacks are shown too, stamped with the events file's
+    // last change (their own times were not kept) and marked "evt|".
+    fs::path events = file;
+    events.replace_extension(".events");
+    std::ifstream ev(events);
+    if (!ev) continue;
+    std::vector<std::string> events_lines;
+    while (std::getline(ev, line)) {
+      if (!line.empty()) events_lines.push_back(std::move(line));
+    }
+    const std::vector<std::string> log_lines(lines.begin() + static_cast<std::ptrdiff_t>(first), lines.end());
+    const std::vector<std::string> missing = EventsNotInLog(log_lines, events_lines);
+    if (missing.empty()) continue;
+    const auto changed = fs::last_write_time(events, ec);
+    const absl::Time when =
+        ec ? options_.now()
+           : absl::FromChrono(std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+                 std::chrono::file_clock::to_sys(changed)));
+    const std::string stamp = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", when, absl::UTCTimeZone());
+    for (const std::string& text : missing) {
+      lines.push_back(absl::StrCat(stamp, " ", file.stem().string(), " evt| ", text));
+    }
   }
   // Each line starts with its UTC time (fixed width), and each file is in time order, so a stable
   // sort on the time merges the files.

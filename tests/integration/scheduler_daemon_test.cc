@@ -353,6 +353,16 @@ TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult
   EXPECT_EQ(result["learners_finished"], 1);
   EXPECT_GT(result["updates_applied"].get<int>(), 0);
   for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  // The logs have the learner's end and the final evaluation, whether they were printed before
+  // the restart (to the first daemon, into the log files) or after (into the events files only).
+  const CliResult logs = Cli(absl::StrCat("logs ", id));
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("learner-0 "));
+  EXPECT_THAT(logs.out, ::testing::ContainsRegex("learner-0 (out|evt)\\| ORRERY_LEARNER_DONE "));
+  EXPECT_THAT(logs.out, ::testing::ContainsRegex("evaluator (out|evt)\\| ORRERY_EVAL "));
+  size_t from_events = 0;
+  for (size_t at = logs.out.find(" evt| "); at != std::string::npos; at = logs.out.find(" evt| ", at + 1)) ++from_events;
+  std::fprintf(stderr, "logs: %zu line(s) from events files\n", from_events);
   for (const proto::JobProcess& p : done.processes()) {
     if (p.role() != "learner-0") {
       EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();

@@ -110,5 +110,21 @@ TEST_F(ReportFromEventsTest, NoLearnerFinishedIsAnError) {
   EXPECT_THAT(report.status().message(), HasSubstr("no learner finished"));
 }
 
+TEST(EventsNotInLogTest, ReturnsTheEventsLinesAfterTheLastOneTheLogHas) {
+  const std::vector<std::string> log = {
+      "2026-12-01T03:49:20.070Z learner-1 out| ORRERY_LEARNER_JOINED {\"learner\":1}",
+      "2026-12-01T03:49:20.100Z learner-1 err| I1201 a log line of glog",
+      "2026-12-01T03:49:20.224Z learner-1 out| ORRERY_LEARNER {\"step\":1}",
+  };
+  const std::vector<std::string> events = {"ORRERY_LEARNER_JOINED {\"learner\":1}", "ORRERY_LEARNER {\"step\":1}",
+                                           "ORRERY_LEARNER {\"step\":2}", "ORRERY_LEARNER_DONE {\"steps\":2}"};
+  EXPECT_THAT(EventsNotInLog(log, events),
+              ::testing::ElementsAre("ORRERY_LEARNER {\"step\":2}", "ORRERY_LEARNER_DONE {\"steps\":2}"));
+  EXPECT_TRUE(EventsNotInLog(log, {events[0], events[1]}).empty()) << "the log has them all";
+  EXPECT_EQ(EventsNotInLog({}, events), events) << "no log: every events line";
+  // A line the log has only as part of another does not count.
+  EXPECT_EQ(EventsNotInLog({"t learner-1 out| ORRERY_LEARNER {\"step\":1} trailing"}, {events[1]}).size(), 1u);
+}
+
 }  // namespace
 }  // namespace orrery::scheduler
