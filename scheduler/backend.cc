@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -20,6 +21,12 @@ void Dispatch(const std::map<ListenerId, std::shared_ptr<Callback>>& listeners, 
 }
 
 }  // namespace
+
+std::string FormatLogRecord(absl::Time time, absl::string_view role, absl::string_view tag,
+                            absl::string_view text) {
+  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", time, absl::UTCTimeZone()), " ", role, " ", tag,
+                      "| ", text);
+}
 
 std::string ExitStatus::ToString() const {
   if (signal != 0) {

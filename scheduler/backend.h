@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "scheduler/restart_policy.h"
 
@@ -49,6 +50,12 @@ struct OutputLine {
   Stream stream = Stream::kStdout;
   std::string text;
 };
+
+// One line of a process's log file, without its newline: "<UTC time to the ms> <role> <tag>| <text>",
+// tag "out", "err" or "sys" (the backend's own notes). The time has a fixed width, so lines sort by
+// time as text.
+std::string FormatLogRecord(absl::Time time, absl::string_view role, absl::string_view tag,
+                            absl::string_view text);
 
 // A process ended (or a process waiting to be restarted was given up by a stop). Reported after
 // all of its output lines.

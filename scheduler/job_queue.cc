@@ -34,11 +34,11 @@ std::string JobQueue::WaitingFor(int64_t id) const {
   if (position > 1) return absl::StrCat("waiting behind ", position - 1, " queued job(s)");
   const JobNeed& need = queued_.at(id).second;
   std::string why;
-  if (used_.slots + need.slots > total_slots_) {
+  if (!SlotsFree(need)) {
     why = absl::StrCat("waiting for ", need.slots, " slots (", total_slots_ - used_.slots, " of ", total_slots_,
                        " free)");
   }
-  if (total_memory_ > 0 && need.memory_bytes > total_memory_ - used_.memory_bytes) {
+  if (!MemoryFree(need)) {
     auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
     absl::StrAppend(&why, why.empty() ? "waiting for " : " and ",
                     absl::StrFormat("%.0f MiB of memory (%.0f of %.0f MiB free)", mib(need.memory_bytes),
@@ -47,8 +47,9 @@ std::string JobQueue::WaitingFor(int64_t id) const {
   return why.empty() ? "starting" : why;
 }
 
-bool JobQueue::Fits(const JobNeed& need) const {
-  if (used_.slots + need.slots > total_slots_) return false;
+bool JobQueue::SlotsFree(const JobNeed& need) const { return used_.slots + need.slots <= total_slots_; }
+
+bool JobQueue::MemoryFree(const JobNeed& need) const {
   return total_memory_ <= 0 || need.memory_bytes <= total_memory_ - used_.memory_bytes;
 }
 
@@ -57,7 +58,7 @@ std::vector<int64_t> JobQueue::Admit() {
   while (!order_.empty()) {
     const int64_t id = std::get<1>(*order_.begin());
     const JobNeed need = queued_.at(id).second;
-    if (!Fits(need)) break;
+    if (!SlotsFree(need) || !MemoryFree(need)) break;
     order_.erase(order_.begin());
     queued_.erase(id);
     Hold(id, need);

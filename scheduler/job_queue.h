@@ -55,7 +55,9 @@ class JobQueue {
 
  private:
   using Key = std::tuple<int, int64_t>;  // (-priority, id): smallest first
-  bool Fits(const JobNeed& need) const;
+  // Whether `need`'s slots, and its memory (always, when memory is not counted), are free now.
+  bool SlotsFree(const JobNeed& need) const;
+  bool MemoryFree(const JobNeed& need) const;
 
   int total_slots_;
   int64_t total_memory_;

@@ -70,8 +70,8 @@ std::string EventsFilePath(const std::string& log_dir, const std::string& role) 
   return absl::StrCat(log_dir, "/", role, ".events");
 }
 
-std::vector<std::string> EventsNotInLog(const std::vector<std::string>& log_lines,
-                                        const std::vector<std::string>& events_lines) {
+std::vector<std::string> EventsNotInLog(absl::Span<const std::string> log_lines,
+                                        absl::Span<const std::string> events_lines) {
   size_t next = 0;  // events_lines[next] is the first not yet found in the log
   for (const std::string& line : log_lines) {
     if (next == events_lines.size()) break;

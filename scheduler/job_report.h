@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backend.h"
 #include "scheduler/job_spec.h"
@@ -53,8 +54,8 @@ std::string EventsFilePath(const std::string& log_dir, const std::string& role);
 // found in order among the logged texts are dropped, the rest returned in order. A process
 // re-attached after a scheduler restart wrote its later tagged lines to its events file only
 // (its stdout went to the scheduler that died).
-std::vector<std::string> EventsNotInLog(const std::vector<std::string>& log_lines,
-                                        const std::vector<std::string>& events_lines);
+std::vector<std::string> EventsNotInLog(absl::Span<const std::string> log_lines,
+                                        absl::Span<const std::string> events_lines);
 
 // A learner's or the evaluator's command line with `--events-file` for `role` added when
 // `log_dir` is not "".

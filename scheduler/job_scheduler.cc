@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "base/status_macros.h"
 #include "scheduler/adopted_process.h"
 #include "scheduler/group_job_run.h"
@@ -62,8 +63,7 @@ bool HasEventsFiles(const JobRecord& r) {
 }
 
 std::string FormatLogLine(absl::Time now, const OutputLine& line) {
-  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()), " ", line.role, " ",
-                      line.stream == Stream::kStdout ? "out" : "err", "| ", line.text);
+  return FormatLogRecord(now, line.role, line.stream == Stream::kStdout ? "out" : "err", line.text);
 }
 
 }  // namespace
@@ -417,9 +417,10 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
   // checks the memory available when it starts (and fails it then, saying why).
   JobNeed need{slots, 0};
   if (spec.backend == BackendKind::kLocal && options_.memory_bytes > 0) {
-    RETURN_IF_ERROR(CheckMemory(spec, options_.memory_bytes,
-                                "this scheduler lends to jobs (orrery scheduler --memory)"));
     need.memory_bytes = JobMemoryEstimate(spec).value_or(0);
+    if (need.memory_bytes > options_.memory_bytes) {  // CheckMemory says why, with the model's figures
+      return CheckMemory(spec, options_.memory_bytes, "this scheduler lends to jobs (orrery scheduler --memory)");
+    }
   }
   JobRecord record;
   record.name = spec.name;
@@ -684,18 +685,15 @@ absl::StatusOr<std::vector<std::string>> JobScheduler::ReadLogs(int64_t id, size
     while (std::getline(ev, line)) {
       if (!line.empty()) events_lines.push_back(std::move(line));
     }
-    const std::vector<std::string> log_lines(lines.begin() + static_cast<std::ptrdiff_t>(first), lines.end());
-    const std::vector<std::string> missing = EventsNotInLog(log_lines, events_lines);
+    const std::vector<std::string> missing =
+        EventsNotInLog(absl::MakeConstSpan(lines).subspan(first), events_lines);
     if (missing.empty()) continue;
     const auto changed = fs::last_write_time(events, ec);
     const absl::Time when =
         ec ? options_.now()
            : absl::FromChrono(std::chrono::time_point_cast<std::chrono::system_clock::duration>(
                  std::chrono::file_clock::to_sys(changed)));
-    const std::string stamp = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", when, absl::UTCTimeZone());
-    for (const std::string& text : missing) {
-      lines.push_back(absl::StrCat(stamp, " ", file.stem().string(), " evt| ", text));
-    }
+    for (const std::string& text : missing) lines.push_back(FormatLogRecord(when, file.stem().string(), "evt", text));
   }
   // Each line starts with its UTC time (fixed width), and each file is in time order, so a stable
   // sort on the time merges the files.

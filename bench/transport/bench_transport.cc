@@ -256,8 +256,8 @@ absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags) {
 
 // The minimal parameter servers of bench/peers/ (zmq_ps.cc over ZeroMQ, grpc_ps.cc over bare
 // gRPC), server and worker as two processes, pulling and pushing a model of `size_mb` the way (a)
-// does: the kind of peer the target cites, and the floor of any gRPC parameter server,
-// measured on this machine.
+// does: the kind of peer the target cites, and what gRPC itself allows a parameter server
+// that sends whole messages, measured on this machine.
 struct PeerPs {
   std::string name;  // zmq_ps or grpc_ps: the key in details
   std::string path;  // the executable; empty: not measured

@@ -154,8 +154,7 @@ void GroupBackend::AppendToLog(Proc& proc, const std::string& tag, const std::st
   proc.tail.push_back(absl::StrCat(tag, "| ", text));
   while (proc.tail.size() > options_.tail_lines) proc.tail.pop_front();
   if (proc.log_fd < 0) return;
-  std::string record = absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", options_.now(), absl::UTCTimeZone()),
-                                    " ", proc.spec.role, " ", tag, "| ", text, "\n");
+  const std::string record = FormatLogRecord(options_.now(), proc.spec.role, tag, text) + "\n";
   const char* p = record.data();
   size_t left = record.size();
   while (left > 0) {
