@@ -114,95 +114,131 @@ uint32_t Pair(int16_t lo, int16_t hi) {
          (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16);
 }
 
-// Packs A into panels of mr rows: [panel][pair][mr] words of two int16 (even k in the low half).
-ORRERY_MULTIVERSION void PackA(const FixedMatrixView& a, int mr, int64_t pairs, int32_t* out) {
-  const int64_t m = a.rows, k = a.cols, full = k / 2;
-  const int64_t panels = (m + mr - 1) / mr;
-  for (int64_t panel = 0; panel < panels; ++panel) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * mr);
-    for (int r = 0; r < mr; ++r) {
-      const int64_t i = panel * mr + r;
-      if (i >= m) {
-        for (int64_t p = 0; p < pairs; ++p) dst[p * mr + r] = 0;
-      } else if (!a.transposed) {
-        const int16_t* row = a.data + i * a.stride;
-        for (int64_t p = 0; p < full; ++p) dst[p * mr + r] = Load32(row + 2 * p);
-        if (full < pairs) dst[full * mr + r] = Pair(row[k - 1], 0);
-      } else {
-        for (int64_t p = 0; p < full; ++p) {
-          dst[p * mr + r] = Pair(a.data[2 * p * a.stride + i], a.data[(2 * p + 1) * a.stride + i]);
-        }
-        if (full < pairs) dst[full * mr + r] = Pair(a.data[(k - 1) * a.stride + i], 0);
-      }
-    }
-  }
+// lo^2 + hi^2 of the two int16 in a packed word: at most 2^31, exact in uint32.
+inline uint32_t SquarePair(uint32_t word) {
+  const int32_t lo = static_cast<int16_t>(word & 0xFFFF);
+  const int32_t hi = static_cast<int16_t>(word >> 16);
+  return static_cast<uint32_t>(lo * lo) + static_cast<uint32_t>(hi * hi);
 }
 
-// Packs B into panels of nr columns: [panel][pair][nr][2] int16.
-ORRERY_MULTIVERSION void PackB(const FixedMatrixView& b, int nr, int64_t pairs, int16_t* out) {
-  const int64_t k = b.rows, n = b.cols;
-  const int64_t panels = (n + nr - 1) / nr;
-  for (int64_t panel = 0; panel < panels; ++panel) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * nr * 2);
-    const int64_t j0 = panel * nr, width = std::min<int64_t>(nr, n - j0);
-    for (int64_t p = 0; p < pairs; ++p) {
-      uint32_t* d = dst + p * nr;
-      const bool has_odd = 2 * p + 1 < k;
-      if (!b.transposed) {
-        const int16_t* r0 = b.data + 2 * p * b.stride + j0;
-        const int16_t* r1 = has_odd ? r0 + b.stride : nullptr;
-        for (int64_t c = 0; c < width; ++c) d[c] = Pair(r0[c], has_odd ? r1[c] : 0);
-      } else {
-        for (int64_t c = 0; c < width; ++c) {
-          const int16_t* col = b.data + (j0 + c) * b.stride + 2 * p;
-          d[c] = has_odd ? Load32(col) : Pair(col[0], 0);
-        }
-      }
-      for (int64_t c = width; c < nr; ++c) d[c] = 0;
-    }
+// Word p of row i of A: (a[i][2p] | a[i][2p+1] << 16), the odd K tail paired with zero.
+uint32_t AWord(const FixedMatrixView& a, int64_t i, int64_t p) {
+  const int64_t k = a.cols;
+  const bool has_odd = 2 * p + 1 < k;
+  if (!a.transposed) {
+    const int16_t* e = a.data + i * a.stride + 2 * p;
+    return has_odd ? Load32(e) : Pair(e[0], 0);
   }
+  return Pair(a.data[2 * p * a.stride + i], has_odd ? a.data[(2 * p + 1) * a.stride + i] : 0);
 }
 
-// For packed panels of `width` words per K pair (PackA's or PackB's layout), writes
-// out[g * panels * width + panel * width + w] = sum of squares of that row (or column) over the
-// pairs of granule g. Padding words are zero and contribute nothing.
-template <int kWidth>
-ORRERY_MULTIVERSION void PanelSquares(const uint32_t* packed, int64_t panels, int64_t pairs,
-                                      int64_t* out) {
+// Word p of column j of B: (b[2p][j] | b[2p+1][j] << 16).
+uint32_t BWord(const FixedMatrixView& b, int64_t j, int64_t p) {
+  const int64_t k = b.rows;
+  const bool has_odd = 2 * p + 1 < k;
+  if (b.transposed) {
+    const int16_t* e = b.data + j * b.stride + 2 * p;
+    return has_odd ? Load32(e) : Pair(e[0], 0);
+  }
+  return Pair(b.data[2 * p * b.stride + j], has_odd ? b.data[(2 * p + 1) * b.stride + j] : 0);
+}
+
+// Packs A into panels of kMr rows: [panel][pair][kMr] words of two int16 (even k in the low
+// half), and writes sq[g * panels * kMr + i] = the sum of squares of row i over granule g
+// (padding rows are zero). One pass: the squares are taken from the words as they are stored.
+template <int kMr>
+ORRERY_MULTIVERSION void PackA(const FixedMatrixView& a, int64_t pairs, int32_t* out, int64_t* sq,
+                               bool avx512) {
   constexpr int64_t kGranulePairs = kGranule / 2;
-  const int64_t stride = panels * kWidth;
+  const int64_t m = a.rows, full = a.cols / 2;
+  const int64_t panels = (m + kMr - 1) / kMr, sq_stride = panels * kMr;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    const uint32_t* src = packed + panel * pairs * kWidth;
-    for (int64_t p0 = 0, g = 0; p0 < pairs; p0 += kGranulePairs, ++g) {
-      uint64_t sums[kWidth] = {};
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * kMr);
+    const int64_t i0 = panel * kMr;
+    const bool fast = !a.transposed && i0 + kMr <= m;
+    const int16_t* rows[kMr];
+    for (int r = 0; r < kMr; ++r) rows[r] = fast ? a.data + (i0 + r) * a.stride : nullptr;
+    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packer
+    if constexpr (kMr == internal::kAvx512Mr) {
+      if (avx512 && fast) {
+        vector_granules = a.cols / kGranule;
+        internal::PackAPanelAvx512(rows[0], a.stride, vector_granules, dst, sq + i0, sq_stride);
+      }
+    }
+    for (int64_t g = vector_granules, p0 = g * kGranulePairs; p0 < pairs;
+         p0 += kGranulePairs, ++g) {
       const int64_t p1 = std::min(pairs, p0 + kGranulePairs);
-      for (int64_t p = p0; p < p1; ++p) {
-        for (int w = 0; w < kWidth; ++w) {
-          const uint32_t word = src[p * kWidth + w];
-          const int32_t lo = static_cast<int16_t>(word & 0xFFFF);
-          const int32_t hi = static_cast<int16_t>(word >> 16);
-          sums[w] += static_cast<uint32_t>(lo * lo) + static_cast<uint32_t>(hi * hi);
+      uint64_t sums[kMr] = {};
+      int64_t p = p0;
+      if (fast) {
+        for (; p < std::min(p1, full); ++p) {
+          for (int r = 0; r < kMr; ++r) {
+            const uint32_t word = Load32(rows[r] + 2 * p);
+            dst[p * kMr + r] = word;
+            sums[r] += SquarePair(word);
+          }
         }
       }
-      int64_t* dst = out + g * stride + panel * kWidth;
-      for (int w = 0; w < kWidth; ++w) dst[w] = static_cast<int64_t>(sums[w]);
+      for (; p < p1; ++p) {
+        for (int r = 0; r < kMr; ++r) {
+          const uint32_t word = i0 + r < m ? AWord(a, i0 + r, p) : 0;
+          dst[p * kMr + r] = word;
+          sums[r] += SquarePair(word);
+        }
+      }
+      int64_t* s = sq + g * sq_stride + i0;
+      for (int r = 0; r < kMr; ++r) s[r] = static_cast<int64_t>(sums[r]);
     }
   }
 }
 
-void PanelSquares(const void* packed, int width, int64_t panels, int64_t pairs, int64_t* out) {
-  const auto* words = static_cast<const uint32_t*>(packed);
-  switch (width) {
-    case 3:
-      return PanelSquares<3>(words, panels, pairs, out);
-    case 6:
-      return PanelSquares<6>(words, panels, pairs, out);
-    case 8:
-      return PanelSquares<8>(words, panels, pairs, out);
-    case 16:
-      return PanelSquares<16>(words, panels, pairs, out);
-    case 32:
-      return PanelSquares<32>(words, panels, pairs, out);
+// Packs B into panels of kNr columns: [panel][pair][kNr][2] int16, and writes
+// sq[g * panels * kNr + j] = the sum of squares of column j over granule g.
+template <int kNr>
+ORRERY_MULTIVERSION void PackB(const FixedMatrixView& b, int64_t pairs, int16_t* out, int64_t* sq,
+                               bool avx512) {
+  constexpr int64_t kGranulePairs = kGranule / 2;
+  const int64_t k = b.rows, n = b.cols, full = k / 2;
+  const int64_t panels = (n + kNr - 1) / kNr, sq_stride = panels * kNr;
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * kNr * 2);
+    const int64_t j0 = panel * kNr;
+    const bool fast = !b.transposed && j0 + kNr <= n;
+    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packer
+    if constexpr (kNr == internal::kAvx512Nr) {
+      if (avx512 && fast) {
+        vector_granules = k / kGranule;
+        internal::PackBPanelAvx512(b.data + j0, b.stride, vector_granules * kGranulePairs, dst,
+                                   sq + j0, sq_stride);
+      }
+    }
+    for (int64_t g = vector_granules, p0 = g * kGranulePairs; p0 < pairs;
+         p0 += kGranulePairs, ++g) {
+      const int64_t p1 = std::min(pairs, p0 + kGranulePairs);
+      uint64_t sums[kNr] = {};
+      int64_t p = p0;
+      if (fast) {
+        for (; p < std::min(p1, full); ++p) {
+          const int16_t* r0 = b.data + 2 * p * b.stride + j0;
+          const int16_t* r1 = r0 + b.stride;
+          uint32_t* d = dst + p * kNr;
+          for (int c = 0; c < kNr; ++c) {
+            const uint32_t word = Pair(r0[c], r1[c]);
+            d[c] = word;
+            sums[c] += SquarePair(word);
+          }
+        }
+      }
+      for (; p < p1; ++p) {
+        for (int c = 0; c < kNr; ++c) {
+          const uint32_t word = j0 + c < n ? BWord(b, j0 + c, p) : 0;
+          dst[p * kNr + c] = word;
+          sums[c] += SquarePair(word);
+        }
+      }
+      int64_t* s = sq + g * sq_stride + j0;
+      for (int c = 0; c < kNr; ++c) s[c] = static_cast<int64_t>(sums[c]);
+    }
   }
 }
 
@@ -219,18 +255,9 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
   const Kernel kernel = isa == Isa::kAvx512 ? internal::GemmKernelAvx512 : internal::GemmKernelAvx2;
   const int64_t m = a.rows, n = b.cols, k = a.cols;
   const int64_t pairs = (k + 1) / 2;
-  const int64_t a_panels = (m + mr - 1) / mr, b_panels = (n + nr - 1) / nr;
-  int32_t* a_packed = scratch.a_packed.Get<int32_t>(a_panels * pairs * mr);
-  int16_t* b_packed = scratch.b_packed.Get<int16_t>(b_panels * pairs * nr * 2);
-  PackA(a, mr, pairs, a_packed);
-  PackB(b, nr, pairs, b_packed);
-  const int64_t granules = (k + kGranule - 1) / kGranule;
-  scratch.a_sq.resize(static_cast<size_t>(granules * a_panels * mr));
-  scratch.b_sq.resize(static_cast<size_t>(granules * b_panels * nr));
-  PanelSquares(a_packed, mr, a_panels, pairs, scratch.a_sq.data());
-  PanelSquares(b_packed, nr, b_panels, pairs, scratch.b_sq.data());
-  const std::vector<int64_t> block_ends = internal::GreedyBlocks(
-      scratch.a_sq.data(), a_panels * mr, scratch.b_sq.data(), b_panels * nr, k, &scratch);
+  const std::vector<int64_t> block_ends = internal::PackAndPlan(a, b, isa, &scratch);
+  const int32_t* a_packed = scratch.a_packed.Get<int32_t>(0);
+  const int16_t* b_packed = scratch.b_packed.Get<int16_t>(0);
   if (block_ends.empty()) return false;
   // Blocks grouped into chunks of at most kChunkPairs K pairs: one kernel call per chunk keeps a
   // B micro-panel of the chunk in L1/L2.
@@ -383,6 +410,28 @@ std::vector<int64_t> GreedyBlocks(const int64_t* a_sq, int64_t m, const int64_t*
   }
   ends.back() = (k + 1) / 2;
   return ends;
+}
+
+std::vector<int64_t> PackAndPlan(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa,
+                                 GemmWorkspace::Buffers* scratch) {
+  const bool avx512 = isa == Isa::kAvx512;
+  const int mr = avx512 ? kAvx512Mr : kAvx2Mr, nr = avx512 ? kAvx512Nr : kAvx2Nr;
+  const int64_t m = a.rows, n = b.cols, k = a.cols;
+  const int64_t pairs = (k + 1) / 2, granules = (k + kGranule - 1) / kGranule;
+  const int64_t a_panels = (m + mr - 1) / mr, b_panels = (n + nr - 1) / nr;
+  int32_t* a_packed = scratch->a_packed.Get<int32_t>(a_panels * pairs * mr);
+  int16_t* b_packed = scratch->b_packed.Get<int16_t>(b_panels * pairs * nr * 2);
+  scratch->a_sq.resize(static_cast<size_t>(granules * a_panels * mr));
+  scratch->b_sq.resize(static_cast<size_t>(granules * b_panels * nr));
+  if (avx512) {
+    PackA<kAvx512Mr>(a, pairs, a_packed, scratch->a_sq.data(), true);
+    PackB<kAvx512Nr>(b, pairs, b_packed, scratch->b_sq.data(), true);
+  } else {
+    PackA<kAvx2Mr>(a, pairs, a_packed, scratch->a_sq.data(), false);
+    PackB<kAvx2Nr>(b, pairs, b_packed, scratch->b_sq.data(), false);
+  }
+  return GreedyBlocks(scratch->a_sq.data(), a_panels * mr, scratch->b_sq.data(), b_panels * nr, k,
+                      scratch);
 }
 
 std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b) {

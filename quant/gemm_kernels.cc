@@ -156,6 +156,99 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void GemmKernelAvx512(
 #undef ORRERY_WIDEN
 }
 
+
+// 16 int16 at `offset` of row r and of row r + 1 (`stride` apart), as one register.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline)) inline __m512i
+TwoRows(const int16_t* row, int64_t stride, int64_t offset) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + offset));
+  const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + stride + offset));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(x), y, 1);
+}
+
+// The sums of squares of TwoRows' two halves, in 64-bit lanes 0 and 4. Each 32-bit lane of
+// madd is lo^2 + hi^2 <= 2^31 (exact as unsigned); the sums widen to 64 bits before adding.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline)) inline __m512i
+RowPairSums(__m512i rows) {
+  const __m512i s = _mm512_madd_epi16(rows, rows);
+  __m512i t = _mm512_add_epi64(_mm512_and_si512(s, _mm512_set1_epi64(0xFFFFFFFF)),
+                               _mm512_srli_epi64(s, 32));
+  t = _mm512_add_epi64(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+  return _mm512_add_epi64(t, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackAPanelAvx512(
+    const int16_t* row0, int64_t stride, int64_t granules, uint32_t* dst, int64_t* sq,
+    int64_t sq_stride) {
+  static_assert(kAvx512Mr == 6);
+  // Output word w of a granule's 48 is row w % 6, pair w / 6. Rows 0-3 come from a two-source
+  // permute of (row0 | row1) and (row2 | row3), rows 4-5 from (row4 | row5) under a mask.
+  static constexpr auto kTables = [] {
+    struct {
+      int32_t lo[3][16], hi[3][16];
+      uint16_t from_hi[3];
+    } t{};
+    for (int w = 0; w < 48; ++w) {
+      const int q = w / 16, l = w % 16, p = w / 6, r = w % 6;
+      t.lo[q][l] = r < 4 ? (r / 2) * 16 + (r % 2) * 8 + p : 0;
+      t.hi[q][l] = r >= 4 ? (r - 4) * 8 + p : 0;
+      if (r >= 4) t.from_hi[q] = static_cast<uint16_t>(t.from_hi[q] | (1u << l));
+    }
+    return t;
+  }();
+  __m512i lo_idx[3], hi_idx[3];
+  for (int q = 0; q < 3; ++q) {
+    lo_idx[q] = _mm512_loadu_si512(kTables.lo[q]);
+    hi_idx[q] = _mm512_loadu_si512(kTables.hi[q]);
+  }
+  // Lanes 0 and 4 of a reduced row pair, gathered for rows (0, 1, 2, 3) then (4, 5).
+  const __m512i pick = _mm512_setr_epi64(0, 4, 8, 12, 0, 4, 0, 0);
+  for (int64_t g = 0; g < granules; ++g) {
+    const __m512i z01 = TwoRows(row0, stride, 16 * g);
+    const __m512i z23 = TwoRows(row0 + 2 * stride, stride, 16 * g);
+    const __m512i z45 = TwoRows(row0 + 4 * stride, stride, 16 * g);
+    uint32_t* out = dst + g * 48;
+    for (int q = 0; q < 3; ++q) {
+      __m512i v = _mm512_permutex2var_epi32(z01, lo_idx[q], z23);
+      v = _mm512_mask_permutexvar_epi32(v, kTables.from_hi[q], hi_idx[q], z45);
+      _mm512_storeu_si512(out + 16 * q, v);
+    }
+    __m512i sums = _mm512_permutex2var_epi64(RowPairSums(z01), pick, RowPairSums(z23));
+    sums = _mm512_mask_permutexvar_epi64(sums, 0x30, pick, RowPairSums(z45));
+    _mm512_mask_storeu_epi64(sq + g * sq_stride, 0x3F, sums);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackBPanelAvx512(
+    const int16_t* col0, int64_t stride, int64_t pairs, uint32_t* dst, int64_t* sq,
+    int64_t sq_stride) {
+  static_assert(kAvx512Nr == 32);
+  // unpack{lo,hi}_epi16 interleave within 128-bit lanes; these put the columns back in order.
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int64_t p0 = 0; p0 < pairs; p0 += 8) {
+    // Column sums of squares, widened to 64 bits: columns 8q to 8q + 7 in acc[q].
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
+    for (int64_t p = p0; p < p0 + 8; ++p) {
+      const __m512i r0 = _mm512_loadu_si512(col0 + 2 * p * stride);
+      const __m512i r1 = _mm512_loadu_si512(col0 + (2 * p + 1) * stride);
+      const __m512i lo = _mm512_unpacklo_epi16(r0, r1), hi = _mm512_unpackhi_epi16(r0, r1);
+      const __m512i w0 = _mm512_permutex2var_epi32(lo, first, hi);
+      const __m512i w1 = _mm512_permutex2var_epi32(lo, second, hi);
+      _mm512_storeu_si512(dst + p * 32, w0);
+      _mm512_storeu_si512(dst + p * 32 + 16, w1);
+      const __m512i s0 = _mm512_madd_epi16(w0, w0), s1 = _mm512_madd_epi16(w1, w1);
+      acc[0] = _mm512_add_epi64(acc[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s0)));
+      acc[1] = _mm512_add_epi64(acc[1], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s0, 1)));
+      acc[2] = _mm512_add_epi64(acc[2], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s1)));
+      acc[3] = _mm512_add_epi64(acc[3], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s1, 1)));
+    }
+    int64_t* s = sq + (p0 / 8) * sq_stride;
+    for (int q = 0; q < 4; ++q) _mm512_storeu_si512(s + 8 * q, acc[q]);
+  }
+}
+
 #undef ORRERY_ROWS6
 #undef ORRERY_ROWS3
 
@@ -232,15 +325,15 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i rem_mask = _mm512_set1_epi64(static_cast<int64_t>((uint64_t{1} << shift) - 1));
   const __m512i half = _mm512_set1_epi64(static_cast<int64_t>(uint64_t{1} << (shift - 1)));
-  const __m512i lo = _mm512_set1_epi64(kFixedMin), hi = _mm512_set1_epi64(kFixedMax);
   const __m128i to_threshold = _mm_cvtsi32_si128(shift <= 32 ? 32 - shift : shift - 32);
-  const __m256i mult = _mm256_set1_epi32(static_cast<int>(kCounterMultiplier));
-  __m256i h = _mm256_add_epi32(
-      _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter_lo)),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-                         mult),
-      _mm256_set1_epi32(static_cast<int>(block_key)));
-  const __m256i step = _mm256_set1_epi32(static_cast<int>(8u * kCounterMultiplier));
+  // The hash runs in the low 32 bits of 64-bit lanes: its 32-bit shifts, multiplies and adds
+  // keep the high halves zero, so each result is already the zero-extended random.
+  const __m512i mult = _mm512_set1_epi64(kCounterMultiplier);
+  const __m512i counters =
+      _mm512_add_epi32(_mm512_set1_epi64(counter_lo), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+  __m512i h = _mm512_add_epi32(_mm512_mullo_epi32(counters, mult), _mm512_set1_epi64(block_key));
+  const __m512i step = _mm512_set1_epi64(static_cast<uint32_t>(8u * kCounterMultiplier));
+  const __m512i m1 = _mm512_set1_epi64(0x85EBCA6Bu), m2 = _mm512_set1_epi64(0xC2B2AE35u);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m512i v = _mm512_loadu_si512(acc + j);
@@ -248,23 +341,23 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
     const __m512i rem = _mm512_and_si512(v, rem_mask);
     __mmask8 up;
     if (stochastic) {
-      __m256i r = h;
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
-      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 13));
-      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      __m512i r = h;
+      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
+      r = _mm512_mullo_epi32(r, m1);
+      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 13));
+      r = _mm512_mullo_epi32(r, m2);
+      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
       const __m512i threshold =
           shift <= 32 ? _mm512_sll_epi64(rem, to_threshold) : _mm512_srl_epi64(rem, to_threshold);
-      up = _mm512_cmplt_epu64_mask(_mm512_cvtepu32_epi64(r), threshold);
-      h = _mm256_add_epi32(h, step);
+      up = _mm512_cmplt_epu64_mask(r, threshold);
+      h = _mm512_add_epi32(h, step);
     } else {
       up = _mm512_cmpgt_epu64_mask(rem, half) |
            (_mm512_cmpeq_epi64_mask(rem, half) & _mm512_test_epi64_mask(floor, one));
     }
-    __m512i rounded = _mm512_mask_add_epi64(floor, up, floor, one);
-    rounded = _mm512_min_epi64(_mm512_max_epi64(rounded, lo), hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm512_cvtepi64_epi16(rounded));
+    // Signed saturation to int16 is RoundAccumulator's clamp to [kFixedMin, kFixedMax].
+    const __m512i rounded = _mm512_mask_add_epi64(floor, up, floor, one);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm512_cvtsepi64_epi16(rounded));
   }
   for (; j < n; ++j) {
     const uint32_t c = counter_lo + static_cast<uint32_t>(j);
@@ -284,6 +377,8 @@ void GemmKernelAvx2(const int32_t*, const int16_t*, const int64_t*, int64_t, int
 void GemmKernelAvx512(const int32_t*, const int16_t*, const int64_t*, int64_t, int64_t*, int64_t,
                       bool) {}
 void RoundRowAvx512(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
+void PackAPanelAvx512(const int16_t*, int64_t, int64_t, uint32_t*, int64_t*, int64_t) {}
+void PackBPanelAvx512(const int16_t*, int64_t, int64_t, uint32_t*, int64_t*, int64_t) {}
 void RoundRowAvx2(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 }  // namespace orrery::quant::internal
 

@@ -37,6 +37,12 @@ std::vector<int64_t> GreedyBlocks(const int64_t* a_sq, int64_t m, const int64_t*
 std::vector<int64_t> PlanKBlocks(const FixedMatrixView& a, const FixedMatrixView& b,
                                  GemmWorkspace::Buffers* scratch);
 
+// Packs a and b into scratch's a_packed and b_packed for `isa` (kAvx2 or kAvx512: PackA's and
+// PackB's panel layouts), taking the squared norms per granule in the same pass, and returns
+// GreedyBlocks' split for them: the same as PlanKBlocks(a, b).
+std::vector<int64_t> PackAndPlan(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa,
+                                 GemmWorkspace::Buffers* scratch);
+
 // Rounds acc[0, n) to out[0, n) exactly as RoundAccumulator does (fixed_gemm.h), drawing
 // Mix32((counter_lo + j) * kCounterMultiplier + block_key) for element j; requires shift > 0
 // and counter_lo + n <= 2^32 (no 2^32-block crossing).
@@ -44,6 +50,17 @@ void RoundRowAvx512(const int64_t* acc, int64_t n, int shift, bool stochastic, u
                     uint32_t counter_lo, int16_t* out);
 void RoundRowAvx2(const int64_t* acc, int64_t n, int shift, bool stochastic, uint32_t block_key,
                   uint32_t counter_lo, int16_t* out);
+
+// Packs granules [0, granules) (16 K elements each) of the kAvx512Mr consecutive rows of A
+// starting at `row0` (row stride `stride`, not transposed) into a PackA panel `dst`, and writes
+// each row's sum of squares over granule g to sq[g * sq_stride + r].
+void PackAPanelAvx512(const int16_t* row0, int64_t stride, int64_t granules, uint32_t* dst,
+                      int64_t* sq, int64_t sq_stride);
+// Packs pairs [0, pairs) of the kAvx512Nr columns of B starting at `col0` (row stride `stride`,
+// not transposed; 2 * pairs <= K) into a PackB panel `dst`, and writes each column's sum of
+// squares over granule g to sq[g * sq_stride + c]; `pairs` is a multiple of 8.
+void PackBPanelAvx512(const int16_t* col0, int64_t stride, int64_t pairs, uint32_t* dst,
+                      int64_t* sq, int64_t sq_stride);
 
 void GemmKernelAvx2(const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
                     int64_t* acc, int64_t ldacc, bool first);

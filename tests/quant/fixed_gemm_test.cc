@@ -168,6 +168,45 @@ TEST(PlanKBlocksTest, BlocksKeepInt32LanesInRangeAndFallBackWhenTheyCannot) {
   EXPECT_TRUE(internal::PlanKBlocks(a.view, b.view).empty());
 }
 
+// The packers take the squared norms while packing (AVX-512: whole granules in vector code, the
+// rest scalar); the blocks they lead to must be those planned from the unpacked operands.
+TEST(PlanKBlocksTest, PackingPlansTheSameBlocksAsTheOperands) {
+  std::mt19937 gen(3);
+  std::vector<Isa> isas;
+  if (IsaSupported(Isa::kAvx2)) isas.push_back(Isa::kAvx2);
+  if (IsaSupported(Isa::kAvx512)) isas.push_back(Isa::kAvx512);
+  if (isas.empty()) GTEST_SKIP() << "no vector ISA on this CPU";
+  int split = 0;  // cases planned as more than one block: the squares decide where
+  // (m, k, n, bound of A, bound of B, one granule of A's row 5 and of B's column 3 at -32768)
+  for (const auto& [m, k, n, a_bound, b_bound, extreme] :
+       {std::tuple<int64_t, int64_t, int64_t, int, int, bool>{12, 1100, 64, 9000, 9000, false},
+        {13, 515, 70, 9000, 9000, false},
+        {97, 130, 257, 12000, 12000, false},
+        {7, 48, 33, 15000, 15000, false},
+        {6, 1100, 32, 2000, 3000, true},
+        {11, 200, 45, 2000, 3000, true}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        Operand a = RandomOperand(m, k, a_bound, ta, 8, &gen);
+        Operand b = RandomOperand(k, n, b_bound, tb, 8, &gen);
+        // lo^2 + hi^2 = 2^31 for each of its pairs: the case that overflows a signed 32-bit lane.
+        for (int64_t e = 16; extreme && e < 32; ++e) {
+          a.storage[ta ? e * a.view.stride + 5 : 5 * a.view.stride + e] = -32768;
+          b.storage[tb ? 3 * b.view.stride + e + 16 : (e + 16) * b.view.stride + 3] = -32768;
+        }
+        const std::vector<int64_t> want = internal::PlanKBlocks(a.view, b.view);
+        for (Isa isa : isas) {
+          GemmWorkspace workspace;
+          EXPECT_EQ(internal::PackAndPlan(a.view, b.view, isa, &workspace.buffers()), want)
+              << IsaName(isa) << " " << m << "x" << k << "x" << n << " ta=" << ta << " tb=" << tb;
+        }
+        if (want.size() > 1) ++split;
+      }
+    }
+  }
+  EXPECT_EQ(split, 24);
+}
+
 TEST(RoundAccumulatorTest, NearestIsHalfToEvenAndSaturates) {
   EXPECT_EQ(RoundAccumulator(5, 1, Rounding::kNearest, 0), 2);    // 2.5 -> 2
   EXPECT_EQ(RoundAccumulator(7, 1, Rounding::kNearest, 0), 4);    // 3.5 -> 4
