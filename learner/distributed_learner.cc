@@ -130,7 +130,8 @@ nlohmann::json StatsJson(const server::PsStats& stats) {
           {"staleness",
            {{"mean", t.staleness_mean()},
             {"max", t.staleness_max},
-            {"histogram", t.staleness_histogram}}}};
+            {"histogram", t.staleness_histogram}}},
+          {"gradient_age_seconds", {{"mean", t.gradient_age_mean()}, {"max", t.gradient_age_max}}}};
 }
 
 }  // namespace

@@ -51,6 +51,9 @@ void FillFromFinalEval(const nlohmann::json& eval, RunReport* report) {
   report->staleness_mean = JsonGet<double>(st, "mean", 0);
   report->staleness_max = JsonGet<uint64_t>(st, "max", 0);
   report->staleness_histogram = JsonGet<std::vector<uint64_t>>(st, "histogram", {});
+  const nlohmann::json age = stats.value("gradient_age_seconds", nlohmann::json::object());
+  report->gradient_age_mean_seconds = JsonGet<double>(age, "mean", 0);
+  report->gradient_age_max_seconds = JsonGet<double>(age, "max", 0);
   while (!report->staleness_histogram.empty() && report->staleness_histogram.back() == 0) {
     report->staleness_histogram.pop_back();
   }

@@ -789,6 +789,7 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   if (r.samples_at_resume > 0) j["samples_at_resume"] = r.samples_at_resume;
   j["images_per_second"] = r.images_per_second;
   j["staleness"] = {{"mean", r.staleness_mean}, {"max", r.staleness_max}, {"histogram", r.staleness_histogram}};
+  j["gradient_age_seconds"] = {{"mean", r.gradient_age_mean_seconds}, {"max", r.gradient_age_max_seconds}};
   j["time_to_target_seconds"] = r.time_to_target_seconds ? nlohmann::json(*r.time_to_target_seconds) : nlohmann::json(nullptr);
   j["learners_finished"] = r.learners_finished;
   j["learners_failed"] = r.learners_failed;

@@ -73,6 +73,10 @@ struct RunReport {
   // τ against its own version, so a gradient is counted once per shard (the sum is
   // gradients_applied × servers); means and tail shares are per gradient.
   std::vector<uint64_t> staleness_histogram;
+  // Seconds from a shard's answer to a learner's pull to that learner's gradient arriving there
+  // (server/staleness_stats.h), over every shard's gradients.
+  double gradient_age_mean_seconds = 0;
+  double gradient_age_max_seconds = 0;
   std::optional<double> time_to_target_seconds;  // first evaluation reaching target_accuracy
   int learners_finished = 0;
   int learners_failed = 0;

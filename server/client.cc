@@ -76,6 +76,10 @@ double ShardStats::staleness_mean() const {
   return n == 0 ? 0.0 : staleness_sum / static_cast<double>(n);
 }
 
+double ShardStats::gradient_age_mean() const {
+  return gradient_age_count == 0 ? 0.0 : gradient_age_sum / static_cast<double>(gradient_age_count);
+}
+
 class PsClient::Impl {
  public:
   Impl(ClientOptions options, ShardPlan plan, std::shared_ptr<grpc::ChannelCredentials> credentials)
@@ -776,6 +780,9 @@ absl::StatusOr<PsStats> PsClient::Stats() {
     x.staleness_histogram.assign(r.staleness_histogram().begin(), r.staleness_histogram().end());
     x.staleness_max = r.staleness_max();
     x.staleness_sum = r.staleness_sum();
+    x.gradient_age_count = r.gradient_age_count();
+    x.gradient_age_sum = r.gradient_age_sum();
+    x.gradient_age_max = r.gradient_age_max();
     t.version = std::max(t.version, x.version);
     t.gradients_applied = std::max(t.gradients_applied, x.gradients_applied);
     t.gradients_rejected += x.gradients_rejected;
@@ -793,6 +800,9 @@ absl::StatusOr<PsStats> PsClient::Stats() {
     }
     t.staleness_max = std::max(t.staleness_max, x.staleness_max);
     t.staleness_sum += x.staleness_sum;
+    t.gradient_age_count += x.gradient_age_count;
+    t.gradient_age_sum += x.gradient_age_sum;
+    t.gradient_age_max = std::max(t.gradient_age_max, x.gradient_age_max);
     out.shards.push_back(std::move(x));
   }
   t.train_loss_recent = n > 0 ? loss_sum / n : 0;

@@ -91,8 +91,14 @@ struct ShardStats {
   std::vector<uint64_t> staleness_histogram;  // bucket t: staleness t; the last bucket: >= t
   uint64_t staleness_max = 0;
   double staleness_sum = 0;
+  // Ages of gradients in seconds, from the shard's answer to their pull to their arrival.
+  uint64_t gradient_age_count = 0;
+  double gradient_age_sum = 0;
+  double gradient_age_max = 0;
   // Mean staleness over the gradients in the histogram.
   double staleness_mean() const;
+  // Mean gradient age in seconds; 0 when none was measured.
+  double gradient_age_mean() const;
 };
 
 struct PsStats {
@@ -100,7 +106,8 @@ struct PsStats {
   // Over all shards. Every gradient visits every shard, so per-gradient counts (version,
   // gradients_applied, pushes, pulls, samples_applied, active_learners) are the maximum over
   // shards; rejections add up; the staleness histogram and sum add up (each gradient counted once
-  // per shard, so the mean is unchanged) and staleness_max is the maximum.
+  // per shard, so the mean is unchanged) and staleness_max is the maximum; gradient ages
+  // likewise.
   ShardStats total;
 };
 

@@ -326,6 +326,12 @@ absl::StatusOr<proto::PushResponse> ParameterShard::PushChecked(
     const uint64_t staleness = store_->version() - base;
     store_->Accumulate(*gradient, rule_->Rate(staleness) * LrDecayLocked());
     pending_staleness_.push_back(staleness);
+    // The gradient's version is fixed from here to its update (no update falls in between), so
+    // its age ends here too.
+    if (auto served = pull_served_.find(request.learner_id()); served != pull_served_.end()) {
+      gradient_age_.Record(absl::ToDoubleSeconds(clock_->Now() - served->second));
+      pull_served_.erase(served);
+    }
     pending_samples_ += request.samples();
     protocol_.RecordPush(request.learner_id(), request.step());
     protocol_.Touch(request.learner_id(), clock_->Now());
@@ -357,10 +363,13 @@ bool ParameterShard::PullReadyLocked(int learner, int64_t clock) const {
   return protocol_.PullReady(clock);
 }
 
-absl::StatusOr<PullAnswer> ParameterShard::BuildPullLocked(proto::Encoding encoding,
+absl::StatusOr<PullAnswer> ParameterShard::BuildPullLocked(int learner, proto::Encoding encoding,
                                                            uint32_t part, uint32_t parts) {
   absl::StatusOr<PullAnswer> answer = store_->AnswerPull(encoding, part, parts);
-  if (answer.ok() && part == 0) ++pulls_;
+  if (answer.ok() && part == 0) {
+    ++pulls_;
+    if (learner != kObserver) pull_served_[learner] = clock_->Now();
+  }
   return answer;
 }
 
@@ -395,7 +404,7 @@ ParameterShard::Ticket ParameterShard::Pull(const proto::PullRequest& request, P
       }
       if (PullReadyLocked(learner, request.clock())) {
         completions.push_back(
-            {std::move(done), BuildPullLocked(request.encoding(), request.part(), parts)});
+            {std::move(done), BuildPullLocked(learner, request.encoding(), request.part(), parts)});
       } else {
         ticket = next_ticket_++;
         parked_.emplace(ticket,
@@ -434,6 +443,9 @@ absl::StatusOr<proto::StatsResponse> ParameterShard::Stats(const proto::StatsReq
   for (uint64_t b : staleness_.histogram()) r.add_staleness_histogram(b);
   r.set_staleness_max(staleness_.max());
   r.set_staleness_sum(staleness_.sum());
+  r.set_gradient_age_count(gradient_age_.count);
+  r.set_gradient_age_sum(gradient_age_.sum);
+  r.set_gradient_age_max(gradient_age_.max);
   r.set_pushes(pushes_);
   r.set_pulls(pulls_);
   r.set_train_loss_recent(loss_recent_);
@@ -519,7 +531,7 @@ void ParameterShard::SettleLocked(std::vector<Completion>* out) {
                                                        " is no longer registered"))});
       it = parked_.erase(it);
     } else if (PullReadyLocked(p.learner, p.clock)) {
-      out->push_back({std::move(p.done), BuildPullLocked(p.encoding, p.part, p.parts)});
+      out->push_back({std::move(p.done), BuildPullLocked(p.learner, p.encoding, p.part, p.parts)});
       it = parked_.erase(it);
     } else {
       ++it;

@@ -166,7 +166,7 @@ class ParameterShard {
                                                   std::span<const PayloadView> received,
                                                   std::optional<bool> finite);
   // The whole pull, or one part of it (PullRequest.part/parts); counts a pull at part 0.
-  absl::StatusOr<PullAnswer> BuildPullLocked(proto::Encoding encoding, uint32_t part,
+  absl::StatusOr<PullAnswer> BuildPullLocked(int learner, proto::Encoding encoding, uint32_t part,
                                                       uint32_t parts)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool PullReadyLocked(int learner, int64_t clock) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -190,6 +190,10 @@ class ParameterShard {
   std::vector<uint64_t> pending_staleness_ ABSL_GUARDED_BY(mu_);
   uint64_t pending_samples_ ABSL_GUARDED_BY(mu_) = 0;
   StalenessStats staleness_ ABSL_GUARDED_BY(mu_);
+  // When each learner's last pull was answered (its part 0), until its next gradient arrives:
+  // the gradient's age is the time between. Not checkpointed.
+  std::map<int, absl::Time> pull_served_ ABSL_GUARDED_BY(mu_);
+  GradientAgeStats gradient_age_ ABSL_GUARDED_BY(mu_);
   uint64_t gradients_applied_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t gradients_rejected_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t gradients_nonfinite_ ABSL_GUARDED_BY(mu_) = 0;

@@ -78,6 +78,19 @@ std::vector<prometheus::MetricFamily> ShardMetrics::Collect() const {
   h.histogram.sample_sum = s.staleness_sum();
   staleness.metric.push_back(std::move(h));
   out.push_back(std::move(staleness));
+
+  prometheus::MetricFamily age = Family(
+      "orrery_shard_gradient_age_seconds",
+      "Seconds from this shard's answer to a learner's pull to that learner's gradient arriving",
+      MetricType::Summary);
+  prometheus::ClientMetric a;
+  a.label = labels;
+  a.summary.sample_count = s.gradient_age_count();
+  a.summary.sample_sum = s.gradient_age_sum();
+  age.metric.push_back(std::move(a));
+  out.push_back(std::move(age));
+  add("orrery_shard_gradient_age_max_seconds", "The oldest gradient's age so far", false,
+      s.gradient_age_max());
   return out;
 }
 

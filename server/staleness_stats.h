@@ -46,4 +46,20 @@ class StalenessStats {
   uint64_t max_ = 0;
 };
 
+// The age of applied gradients in seconds: from the moment the shard answered the learner's pull
+// (the weights it computed on) to the gradient's arrival, which fixes its staleness. With updates
+// at a steady rate r, mean staleness = r * mean age when the updates fall uniformly over the
+// gradients' lifetimes (bench/experiments/staleness_distribution.py compares the two).
+struct GradientAgeStats {
+  uint64_t count = 0;
+  double sum = 0;  // seconds
+  double max = 0;  // seconds
+
+  void Record(double seconds) {
+    ++count;
+    sum += seconds;
+    if (seconds > max) max = seconds;
+  }
+};
+
 }  // namespace orrery::server

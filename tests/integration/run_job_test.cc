@@ -90,8 +90,13 @@ TEST(RunJobTest, HardsyncAppliesOneAveragedUpdatePerStepWithZeroStaleness) {
   EXPECT_GT(r->learner_push_seconds, 0);
   EXPECT_LT(r->learner_pull_seconds + r->learner_compute_seconds + r->learner_push_seconds,
             kLearners * r->wall_seconds);
+  // Every gradient's age (the shard's pull answer to its arrival) spans at least its compute.
+  EXPECT_GT(r->gradient_age_mean_seconds, 0);
+  EXPECT_GE(r->gradient_age_max_seconds, r->gradient_age_mean_seconds);
+  EXPECT_LT(r->gradient_age_max_seconds, r->wall_seconds);
   const nlohmann::json j = nlohmann::json::parse(RunReportJson(*r, job));
   EXPECT_EQ(j["learner_phases"]["compute_seconds"].get<double>(), r->learner_compute_seconds);
+  EXPECT_EQ(j["gradient_age_seconds"]["mean"].get<double>(), r->gradient_age_mean_seconds);
 }
 
 TEST(RunJobTest, AsyncAppliesEveryGradientOnArrivalWithSomeStaleness) {

@@ -125,6 +125,45 @@ TEST(AsyncTest, AppliesEveryGradientOnArrival) {
   }
 }
 
+// A gradient's age runs from the shard's answer to its learner's pull (not the asking: a parked
+// pull's age starts when it is released) to the gradient's arrival; a push without a pull since
+// the last one has no age.
+TEST(GradientAgeTest, RunsFromThePullsAnswerToTheGradientsArrival) {
+  FakeLearners f(SmallConfig("hardsync", 2));
+  f.Register(0);
+  f.Register(1);
+  f.Init(0.0f);
+  auto stats = [&f] {
+    proto::StatsRequest r;
+    r.set_job_id("job");
+    r.set_token("secret");
+    absl::StatusOr<proto::StatsResponse> s = f.shard().Stats(r);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : proto::StatsResponse();
+  };
+  ASSERT_TRUE(f.Pull(0, 0)->done);          // t = 0
+  f.clock().Advance(absl::Seconds(2));
+  ASSERT_TRUE(f.Pull(1, 0)->done);          // t = 2
+  f.clock().Advance(absl::Seconds(1));
+  ASSERT_TRUE(f.Push(0, 0, 1.0f, 0).ok());  // t = 3: age 3
+  auto parked = f.Pull(0, 1);               // waits for learner 1's gradient of step 0
+  EXPECT_FALSE(parked->done);
+  f.clock().Advance(absl::Milliseconds(500));
+  ASSERT_TRUE(f.Push(1, 0, 1.0f, 0).ok());  // t = 3.5: age 1.5; the update releases the pull
+  ASSERT_TRUE(parked->done);
+  EXPECT_EQ(stats().gradient_age_count(), 2u);
+  EXPECT_DOUBLE_EQ(stats().gradient_age_sum(), 4.5);
+  EXPECT_DOUBLE_EQ(stats().gradient_age_max(), 3.0);
+  f.clock().Advance(absl::Seconds(4));
+  ASSERT_TRUE(f.Push(0, 1, 1.0f, 1).ok());  // t = 7.5: 4 s after its parked pull's answer
+  ASSERT_TRUE(f.Push(1, 1, 1.0f, 1).ok());  // no pull since its last gradient: no age
+  const proto::StatsResponse s = stats();
+  EXPECT_EQ(s.gradient_age_count(), 3u);
+  EXPECT_DOUBLE_EQ(s.gradient_age_sum(), 8.5);
+  EXPECT_DOUBLE_EQ(s.gradient_age_max(), 4.0);
+  EXPECT_EQ(f.version(), 2u);
+}
+
 TEST(SspTest, BlocksExactlyWhenAheadOfTheSlowestByMoreThanS) {
   FakeLearners f(SmallConfig("ssp:2", 2));
   f.Register(0);

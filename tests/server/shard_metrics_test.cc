@@ -87,6 +87,9 @@ TEST(ShardMetricsTest, ScrapeShowsPushesPullsRejectionsAndStaleness) {
   EXPECT_THAT(text, HasSubstr("orrery_shard_samples_applied_total" + labels + " 24"));
   EXPECT_THAT(text, HasSubstr("orrery_shard_gradients_rejected_total{job=\"metrics-job\",shard=\"0\",reason=\"nonfinite\"} 1"));
   EXPECT_THAT(text, HasSubstr("orrery_shard_staleness_count" + labels + " 3"));
+  // Every accepted gradient followed a pull; the NaN one was refused and has no age.
+  EXPECT_THAT(text, HasSubstr("orrery_shard_gradient_age_seconds_count" + labels + " 3"));
+  EXPECT_THAT(text, HasSubstr("orrery_shard_gradient_age_max_seconds" + labels));
   EXPECT_THAT(text, HasSubstr("orrery_shard_staleness_bucket{job=\"metrics-job\",shard=\"0\",le=\"0\"} 3"));
   EXPECT_THAT(text, HasSubstr("orrery_shard_pulls_total" + labels));
 }
