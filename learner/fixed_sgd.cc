@@ -2,9 +2,11 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "base/multiversion.h"
 #include "quant/counter_rng.h"
 #include "quant/fixed_convert.h"
 
@@ -28,7 +30,7 @@ FixedSgdMomentum::FixedSgdMomentum(float lr, float momentum, quant::FixedFormat 
       seed_(seed),
       master_(size),
       velocity_(size, 0.0f),
-      target_(size) {}
+      target_(std::min(size, kChunk)) {}
 
 absl::StatusOr<FixedSgdMomentum> FixedSgdMomentum::Create(float lr, float momentum,
                                                           quant::FixedFormat format,
@@ -59,22 +61,34 @@ absl::StatusOr<FixedSgdMomentum> FixedSgdMomentum::Create(float lr, float moment
   return sgd;
 }
 
+namespace {
+
+// v = m v + g; t = w - lr v (w equals the master value exactly).
+ORRERY_MULTIVERSION void MomentumStep(size_t n, float lr, float m, const float* w, const float* g,
+                                      float* v, float* t) {
+  for (size_t i = 0; i < n; ++i) {
+    v[i] = m * v[i] + g[i];
+    t[i] = w[i] - lr * v[i];
+  }
+}
+
+}  // namespace
+
 void FixedSgdMomentum::Apply(std::span<float> weights, std::span<const float> grads) {
   CHECK_EQ(weights.size(), master_.size());
   CHECK_EQ(grads.size(), master_.size());
-  const size_t n = master_.size();
-  const float lr = lr_, m = momentum_;
-  float* v = velocity_.data();
-  float* t = target_.data();
-  const float* w = weights.data();
-  const float* g = grads.data();
-  for (size_t i = 0; i < n; ++i) {
-    v[i] = m * v[i] + g[i];
-    t[i] = w[i] - lr * v[i];  // w[i] equals the master value exactly
-  }
   const quant::RandomStream stream = quant::RandomStream::For(seed_, steps_, kUpdatePurpose);
-  CheckOk(quant::Quantize(target_, format_, rounding_, stream, master_));
-  CheckOk(quant::Dequantize(master_, format_, weights));
+  // In chunks that stay in cache through the three passes; element i still draws counter i.
+  const size_t n = master_.size();
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t len = std::min(kChunk, n - i);
+    const std::span<float> target(target_.data(), len);
+    MomentumStep(len, lr_, momentum_, weights.data() + i, grads.data() + i, velocity_.data() + i,
+                 target.data());
+    const std::span<int16_t> master(master_.data() + i, len);
+    CheckOk(quant::Quantize(target, format_, rounding_, stream.Advanced(i), master));
+    CheckOk(quant::Dequantize(master, format_, weights.subspan(i, len)));
+  }
   ++steps_;
 }
 

@@ -46,7 +46,9 @@ class FixedSgdMomentum {
   uint64_t steps_ = 0;
   std::vector<int16_t> master_;
   std::vector<float> velocity_;
-  std::vector<float> target_;  // master - lr * v before rounding
+  // Apply works in chunks of this many elements (16 KiB of floats: L1-sized).
+  static constexpr size_t kChunk = 4096;
+  std::vector<float> target_;  // master - lr * v before rounding, one chunk
 };
 
 }  // namespace orrery::learner

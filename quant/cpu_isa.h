@@ -11,7 +11,8 @@ enum class Isa {
   kAuto,      // the best this CPU supports
   kPortable,  // plain C++
   kAvx2,      // AVX2 (conversions, GEMM with vpmaddwd)
-  kAvx512,    // AVX-512F/BW + AVX512-VNNI (GEMM with vpdpwssd); conversions use AVX2
+  kAvx512,    // AVX-512F/BW + AVX512-VNNI (GEMM with vpdpwssd, stochastic quantisation);
+              // the other conversions use AVX2
 };
 
 // True when the running CPU can execute `isa` (kAuto and kPortable are always supported).

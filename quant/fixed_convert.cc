@@ -18,7 +18,8 @@ absl::Status CheckSizes(size_t in, size_t out) {
 absl::Status Quantize(std::span<const float> in, FixedFormat format, Rounding rounding,
                       RandomStream stream, std::span<int16_t> out, Isa isa) {
   if (absl::Status s = CheckSizes(in.size(), out.size()); !s.ok()) return s;
-  const bool avx2 = ResolveIsa(isa) != Isa::kPortable;
+  const Isa resolved = ResolveIsa(isa);
+  const bool avx2 = resolved != Isa::kPortable;
   const int64_t n = static_cast<int64_t>(in.size());
   if (rounding == Rounding::kNearest) {
     if (avx2) {
@@ -36,9 +37,10 @@ absl::Status Quantize(std::span<const float> in, FixedFormat format, Rounding ro
     const int64_t len =
         static_cast<int64_t>(std::min<uint64_t>(to_block_end, static_cast<uint64_t>(n - i)));
     if (avx2) {
-      internal::QuantizeStochasticAvx2(in.data() + i, len, format,
-                                       BlockKey(stream.key, static_cast<uint32_t>(counter >> 32)),
-                                       static_cast<uint32_t>(counter), out.data() + i);
+      const auto kernel = resolved == Isa::kAvx512 ? internal::QuantizeStochasticAvx512
+                                                   : internal::QuantizeStochasticAvx2;
+      kernel(in.data() + i, len, format, BlockKey(stream.key, static_cast<uint32_t>(counter >> 32)),
+             static_cast<uint32_t>(counter), out.data() + i);
     } else {
       for (int64_t j = 0; j < len; ++j) {
         out[i + j] = RoundStochastic(in[i + j], format,

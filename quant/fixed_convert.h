@@ -36,6 +36,8 @@ namespace internal {
 void QuantizeNearestAvx2(const float* in, int64_t n, FixedFormat format, int16_t* out);
 void QuantizeStochasticAvx2(const float* in, int64_t n, FixedFormat format, uint32_t block_key,
                             uint32_t first_counter, int16_t* out);
+void QuantizeStochasticAvx512(const float* in, int64_t n, FixedFormat format, uint32_t block_key,
+                              uint32_t first_counter, int16_t* out);
 void DequantizeAvx2(const int16_t* in, int64_t n, FixedFormat format, float* out);
 }  // namespace internal
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/multiversion.h"
 #include "quant/gemm_kernels.h"
 
 namespace orrery::quant {
@@ -23,13 +24,7 @@ constexpr int64_t kMaxBlockElems = 512;
 constexpr size_t kChunkPairs = 512;
 constexpr int64_t kGranule = 16;
 
-// The O(mk + kn) helpers below are compiled for several ISAs and chosen at load time
-// (GCC function multiversioning), so they vectorize without raising the baseline.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ORRERY_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define ORRERY_MULTIVERSION
-#endif
+// The O(mk + kn) helpers below are multiversioned (base/multiversion.h).
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
@@ -204,12 +199,17 @@ ORRERY_MULTIVERSION void PackB(const FixedMatrixView& b, int64_t pairs, int16_t*
     uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * kNr * 2);
     const int64_t j0 = panel * kNr;
     const bool fast = !b.transposed && j0 + kNr <= n;
-    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packer
+    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packers
     if constexpr (kNr == internal::kAvx512Nr) {
-      if (avx512 && fast) {
+      if (avx512 && j0 + kNr <= n) {
         vector_granules = k / kGranule;
-        internal::PackBPanelAvx512(b.data + j0, b.stride, vector_granules * kGranulePairs, dst,
-                                   sq + j0, sq_stride);
+        if (b.transposed) {
+          internal::PackBPanelTransposedAvx512(b.data + j0 * b.stride, b.stride, vector_granules,
+                                               dst, sq + j0, sq_stride);
+        } else {
+          internal::PackBPanelAvx512(b.data + j0, b.stride, vector_granules * kGranulePairs, dst,
+                                     sq + j0, sq_stride);
+        }
       }
     }
     for (int64_t g = vector_granules, p0 = g * kGranulePairs; p0 < pairs;
@@ -487,6 +487,47 @@ int16_t RoundAccumulator(int64_t acc, int shift, Rounding rounding, uint32_t ran
   return static_cast<int16_t>(std::clamp<int64_t>(v, kFixedMin, kFixedMax));
 }
 
+namespace {
+
+using VectorRound = void (*)(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*);
+
+// The vector rounding kernel for `isa`, or null (portable, or shift <= 0: a plain clamp).
+VectorRound VectorRoundFor(Isa isa, int shift) {
+  if (shift <= 0) return nullptr;
+  isa = ResolveIsa(isa);
+  if (isa == Isa::kAvx512) return internal::RoundRowAvx512;
+  if (isa == Isa::kAvx2) return internal::RoundRowAvx2;
+  return nullptr;
+}
+
+// Rounds in[0, n) to out as RoundAccumulator does, element j drawing counter `counter0 + j` of
+// `key`: with the vector kernel where the counters do not cross a 2^32 block.
+void RoundSpan(const int64_t* in, int64_t n, int shift, Rounding rounding, uint64_t key,
+               uint64_t counter0, VectorRound vector_round, int16_t* out) {
+  const uint32_t counter_lo = static_cast<uint32_t>(counter0);
+  if (vector_round != nullptr &&
+      static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(n) <= (uint64_t{1} << 32)) {
+    vector_round(in, n, shift, rounding == Rounding::kStochastic,
+                 BlockKey(key, static_cast<uint32_t>(counter0 >> 32)), counter_lo, out);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t random = rounding == Rounding::kStochastic
+                                ? CounterRandom(key, counter0 + static_cast<uint64_t>(j))
+                                : 0;
+    out[j] = RoundAccumulator(in[j], shift, rounding, random);
+  }
+}
+
+}  // namespace
+
+void RoundAccumulators(std::span<const int64_t> acc, int shift, Rounding rounding,
+                       RandomStream stream, std::span<int16_t> out, Isa isa) {
+  const size_t n = std::min(acc.size(), out.size());
+  RoundSpan(acc.data(), static_cast<int64_t>(n), shift, rounding, stream.key, stream.offset,
+            VectorRoundFor(isa, shift), out.data());
+}
+
 absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, FixedFormat out_format,
                        const GemmOptions& options, int16_t* c, int64_t ldc) {
   if (absl::Status s = Validate(a, b, c, ldc); !s.ok()) return s;
@@ -497,32 +538,13 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
   const int64_t n = b.cols;
   const Rounding rounding = options.rounding;
   const RandomStream stream = options.stream;
-  using RoundRow = void (*)(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*);
-  RoundRow vector_round = nullptr;
-  if (shift > 0) {
-    const Isa isa = ResolveIsa(options.isa);
-    if (isa == Isa::kAvx512) vector_round = internal::RoundRowAvx512;
-    if (isa == Isa::kAvx2) vector_round = internal::RoundRowAvx2;
-  }
+  const VectorRound vector_round = VectorRoundFor(options.isa, shift);
   auto sink = [&](int64_t row0, int64_t col0, int64_t rows, int64_t cols, const int64_t* acc,
                   int64_t ldacc) {
     for (int64_t r = 0; r < rows; ++r) {
-      int16_t* out = c + (row0 + r) * ldc + col0;
-      const int64_t* in = acc + r * ldacc;
-      const uint64_t counter0 = stream.offset + static_cast<uint64_t>((row0 + r) * n + col0);
-      const uint32_t counter_lo = static_cast<uint32_t>(counter0);
-      if (vector_round != nullptr &&
-          static_cast<uint64_t>(counter_lo) + static_cast<uint64_t>(cols) <= (uint64_t{1} << 32)) {
-        vector_round(in, cols, shift, rounding == Rounding::kStochastic,
-                     BlockKey(stream.key, static_cast<uint32_t>(counter0 >> 32)), counter_lo, out);
-        continue;
-      }
-      for (int64_t j = 0; j < cols; ++j) {
-        const uint32_t random = rounding == Rounding::kStochastic
-                                    ? CounterRandom(stream.key, counter0 + static_cast<uint64_t>(j))
-                                    : 0;
-        out[j] = RoundAccumulator(in[j], shift, rounding, random);
-      }
+      RoundSpan(acc + r * ldacc, cols, shift, rounding, stream.key,
+                stream.offset + static_cast<uint64_t>((row0 + r) * n + col0), vector_round,
+                c + (row0 + r) * ldc + col0);
     }
   };
   Run(a, b, options, sink);

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "absl/status/status.h"
 #include "quant/counter_rng.h"
@@ -77,6 +78,12 @@ absl::Status FixedGemm(const FixedMatrixView& a, const FixedMatrixView& b, Fixed
 // Uses the same kernels as FixedGemm; `options.rounding` and `stream` are ignored.
 absl::Status FixedGemmExact(const FixedMatrixView& a, const FixedMatrixView& b,
                             const GemmOptions& options, int64_t* c, int64_t ldc);
+
+// Rounds exact accumulators acc[j] (`shift` more fractional bits than the output) into out[j],
+// j < min(acc.size(), out.size()), exactly as FixedGemm rounds an output row: element j draws
+// CounterRandom(stream.key, stream.offset + j). Vectorised like FixedGemm's rounding.
+void RoundAccumulators(std::span<const int64_t> acc, int shift, Rounding rounding,
+                       RandomStream stream, std::span<int16_t> out, Isa isa = Isa::kAuto);
 
 // The output rounding rule, exposed for tests and reference code: `acc` is an exact accumulator
 // with `shift` more fractional bits than the output (shift < 0 means fewer). Nearest rounds half

@@ -218,6 +218,19 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackAPanelAvx
   }
 }
 
+// Stores one K pair of a PackB panel (columns 0-15 in w0, 16-31 in w1) at `out` and adds each
+// column's lo^2 + hi^2 (<= 2^31, widened before adding) to acc[c / 8] lane c % 8.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline)) inline void StoreBRow(
+    __m512i w0, __m512i w1, uint32_t* out, __m512i acc[4]) {
+  _mm512_storeu_si512(out, w0);
+  _mm512_storeu_si512(out + 16, w1);
+  const __m512i s0 = _mm512_madd_epi16(w0, w0), s1 = _mm512_madd_epi16(w1, w1);
+  acc[0] = _mm512_add_epi64(acc[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s0)));
+  acc[1] = _mm512_add_epi64(acc[1], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s0, 1)));
+  acc[2] = _mm512_add_epi64(acc[2], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s1)));
+  acc[3] = _mm512_add_epi64(acc[3], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s1, 1)));
+}
+
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackBPanelAvx512(
     const int16_t* col0, int64_t stride, int64_t pairs, uint32_t* dst, int64_t* sq,
     int64_t sq_stride) {
@@ -234,17 +247,52 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackBPanelAvx
       const __m512i r0 = _mm512_loadu_si512(col0 + 2 * p * stride);
       const __m512i r1 = _mm512_loadu_si512(col0 + (2 * p + 1) * stride);
       const __m512i lo = _mm512_unpacklo_epi16(r0, r1), hi = _mm512_unpackhi_epi16(r0, r1);
-      const __m512i w0 = _mm512_permutex2var_epi32(lo, first, hi);
-      const __m512i w1 = _mm512_permutex2var_epi32(lo, second, hi);
-      _mm512_storeu_si512(dst + p * 32, w0);
-      _mm512_storeu_si512(dst + p * 32 + 16, w1);
-      const __m512i s0 = _mm512_madd_epi16(w0, w0), s1 = _mm512_madd_epi16(w1, w1);
-      acc[0] = _mm512_add_epi64(acc[0], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s0)));
-      acc[1] = _mm512_add_epi64(acc[1], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s0, 1)));
-      acc[2] = _mm512_add_epi64(acc[2], _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s1)));
-      acc[3] = _mm512_add_epi64(acc[3], _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s1, 1)));
+      StoreBRow(_mm512_permutex2var_epi32(lo, first, hi), _mm512_permutex2var_epi32(lo, second, hi),
+                dst + p * 32, acc);
     }
     int64_t* s = sq + (p0 / 8) * sq_stride;
+    for (int q = 0; q < 4; ++q) _mm512_storeu_si512(s + 8 * q, acc[q]);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void PackBPanelTransposedAvx512(
+    const int16_t* col0, int64_t stride, int64_t granules, uint32_t* dst, int64_t* sq,
+    int64_t sq_stride) {
+  static_assert(kAvx512Nr == 32);
+  for (int64_t g = 0; g < granules; ++g) {
+    // Column c's 16 elements of granule g are its 8 packed words, in order: an 8 x 8 transpose
+    // of 32-bit words per 8 columns turns them into 8 K pairs of those columns.
+    __m256i pairs[4][8];
+    for (int q = 0; q < 4; ++q) {
+      __m256i r[8];
+      for (int c = 0; c < 8; ++c) {
+        r[c] = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(col0 + (8 * q + c) * stride + 16 * g));
+      }
+      __m256i t[8], u[8];
+      for (int c = 0; c < 8; c += 2) {
+        t[c] = _mm256_unpacklo_epi32(r[c], r[c + 1]);
+        t[c + 1] = _mm256_unpackhi_epi32(r[c], r[c + 1]);
+      }
+      for (int c = 0; c < 8; c += 4) {
+        u[c] = _mm256_unpacklo_epi64(t[c], t[c + 2]);
+        u[c + 1] = _mm256_unpackhi_epi64(t[c], t[c + 2]);
+        u[c + 2] = _mm256_unpacklo_epi64(t[c + 1], t[c + 3]);
+        u[c + 3] = _mm256_unpackhi_epi64(t[c + 1], t[c + 3]);
+      }
+      for (int p = 0; p < 4; ++p) {
+        pairs[q][p] = _mm256_permute2x128_si256(u[p], u[p + 4], 0x20);
+        pairs[q][p + 4] = _mm256_permute2x128_si256(u[p], u[p + 4], 0x31);
+      }
+    }
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
+    for (int p = 0; p < 8; ++p) {
+      StoreBRow(_mm512_inserti64x4(_mm512_castsi256_si512(pairs[0][p]), pairs[1][p], 1),
+                _mm512_inserti64x4(_mm512_castsi256_si512(pairs[2][p]), pairs[3][p], 1),
+                dst + (8 * g + p) * 32, acc);
+    }
+    int64_t* s = sq + g * sq_stride;
     for (int q = 0; q < 4; ++q) _mm512_storeu_si512(s + 8 * q, acc[q]);
   }
 }
@@ -379,6 +427,7 @@ void GemmKernelAvx512(const int32_t*, const int16_t*, const int64_t*, int64_t, i
 void RoundRowAvx512(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 void PackAPanelAvx512(const int16_t*, int64_t, int64_t, uint32_t*, int64_t*, int64_t) {}
 void PackBPanelAvx512(const int16_t*, int64_t, int64_t, uint32_t*, int64_t*, int64_t) {}
+void PackBPanelTransposedAvx512(const int16_t*, int64_t, int64_t, uint32_t*, int64_t*, int64_t) {}
 void RoundRowAvx2(const int64_t*, int64_t, int, bool, uint32_t, uint32_t, int16_t*) {}
 }  // namespace orrery::quant::internal
 

@@ -62,6 +62,11 @@ void PackAPanelAvx512(const int16_t* row0, int64_t stride, int64_t granules, uin
 void PackBPanelAvx512(const int16_t* col0, int64_t stride, int64_t pairs, uint32_t* dst,
                       int64_t* sq, int64_t sq_stride);
 
+// As PackBPanelAvx512 for a transposed B: column c of the panel is the stored row
+// `col0 + c * stride`, its K elements contiguous; packs granules [0, granules).
+void PackBPanelTransposedAvx512(const int16_t* col0, int64_t stride, int64_t granules,
+                                uint32_t* dst, int64_t* sq, int64_t sq_stride);
+
 void GemmKernelAvx2(const int32_t* a, const int16_t* b, const int64_t* block_pairs, int64_t blocks,
                     int64_t* acc, int64_t ldacc, bool first);
 void GemmKernelAvx512(const int32_t* a, const int16_t* b, const int64_t* block_pairs,

@@ -38,6 +38,7 @@ class FixedDenseStep final : public LayerStep {
         wq_(b.units * b.inputs),
         bq_(b.bias.size()),
         acc_(b.batch * b.units),
+        yq_(b.batch * b.units),
         eq_(b.batch * b.units),
         dwq_(b.units * b.inputs),
         dsq_(b.diff_src.empty() ? 0 : b.batch * b.inputs) {}
@@ -57,17 +58,18 @@ class FixedDenseStep final : public LayerStep {
     if (!b_.bias.empty()) {
       Check(quant::Quantize(b_.bias, w_, rounding(), Stream(pass, kBias), bq_));
     }
-    for (int64_t i = 0; i < b_.batch; ++i) {
-      for (int64_t j = 0; j < b_.units; ++j) {
-        const int64_t k = i * b_.units + j;
-        int64_t acc = acc_[k];
-        if (!bq_.empty()) acc += static_cast<int64_t>(bq_[j]) * (int64_t{1} << a_.fl);
-        const int16_t q = quant::RoundAccumulator(
-            acc, w_.fl, rounding(),
-            quant::CounterRandom(out_stream.key, out_stream.offset + static_cast<uint64_t>(k)));
-        b_.dst[k] = Activate(quant::ToFloat(q, a_));
+    if (!bq_.empty()) {
+      for (int64_t i = 0; i < b_.batch; ++i) {
+        int64_t* row = acc_.data() + i * b_.units;
+        for (int64_t j = 0; j < b_.units; ++j) {
+          row[j] += static_cast<int64_t>(bq_[j]) * (int64_t{1} << a_.fl);
+        }
       }
     }
+    // Output k = i * units + j draws counter k of the output stream, as FixedGemm's outputs do.
+    quant::RoundAccumulators(acc_, w_.fl, rounding(), out_stream, yq_);
+    Check(quant::Dequantize(yq_, a_, b_.dst));
+    for (float& y : b_.dst) y = Activate(y);
   }
 
   void Backward(dnnl::stream& stream) override {
@@ -156,6 +158,7 @@ class FixedDenseStep final : public LayerStep {
   std::vector<int16_t> wq_;   // quantized weights, kept for diff_src
   std::vector<int16_t> bq_;
   std::vector<int64_t> acc_;  // exact forward sums
+  std::vector<int16_t> yq_;   // their rounding to <A>
   std::vector<int16_t> eq_;   // quantized errors
   std::vector<int16_t> dwq_;
   std::vector<int16_t> dsq_;

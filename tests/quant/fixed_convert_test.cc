@@ -47,7 +47,7 @@ std::vector<float> AwkwardValues(size_t n, uint32_t seed) {
 
 class ConvertPathsTest : public ::testing::TestWithParam<int> {};
 
-TEST_P(ConvertPathsTest, Avx2AndPortableAreBitIdenticalToScalar) {
+TEST_P(ConvertPathsTest, VectorAndPortableAreBitIdenticalToScalar) {
   if (!IsaSupported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks AVX2";
   const FixedFormat f = FixedFormat::WithFractionalBits(GetParam());
   for (size_t n :
@@ -55,9 +55,12 @@ TEST_P(ConvertPathsTest, Avx2AndPortableAreBitIdenticalToScalar) {
     const std::vector<float> x = AwkwardValues(n, static_cast<uint32_t>(n + 17));
     const RandomStream stream = RandomStream::For(5, 11).Advanced(3);
     for (Rounding r : {Rounding::kNearest, Rounding::kStochastic}) {
-      std::vector<int16_t> portable(n), avx2(n);
+      // kAvx512 has its own stochastic kernel (16 lanes).
+      std::vector<int16_t> portable(n), avx2(n), avx512(n);
       ASSERT_TRUE(Quantize(x, f, r, stream, portable, Isa::kPortable).ok());
       ASSERT_TRUE(Quantize(x, f, r, stream, avx2, Isa::kAvx2).ok());
+      const bool has_avx512 = IsaSupported(Isa::kAvx512);
+      if (has_avx512) ASSERT_TRUE(Quantize(x, f, r, stream, avx512, Isa::kAvx512).ok());
       for (size_t i = 0; i < n; ++i) {
         const int16_t scalar =
             r == Rounding::kNearest
@@ -65,6 +68,7 @@ TEST_P(ConvertPathsTest, Avx2AndPortableAreBitIdenticalToScalar) {
                 : RoundStochastic(x[i], f, CounterRandom(stream.key, stream.offset + i));
         ASSERT_EQ(portable[i], scalar) << "i=" << i << " x=" << x[i];
         ASSERT_EQ(avx2[i], scalar) << "i=" << i << " x=" << x[i];
+        if (has_avx512) ASSERT_EQ(avx512[i], scalar) << "avx512 i=" << i << " x=" << x[i];
       }
     }
     std::vector<int16_t> q(n);
@@ -100,7 +104,7 @@ TEST(ConvertTest, CounterCrossingA32BitBlockMatchesScalar) {
   const FixedFormat f = FixedFormat::WithFractionalBits(10);
   const std::vector<float> x = AwkwardValues(100, 4);
   const RandomStream stream{77, (uint64_t{1} << 32) - 40};
-  for (Isa isa : {Isa::kPortable, Isa::kAvx2}) {
+  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
     if (!IsaSupported(isa)) continue;
     std::vector<int16_t> q(x.size());
     ASSERT_TRUE(Quantize(x, f, Rounding::kStochastic, stream, q, isa).ok());

@@ -235,6 +235,32 @@ TEST(RoundAccumulatorTest, StochasticMeanIsUnbiased) {
   }
 }
 
+TEST(RoundAccumulatorsTest, MatchesTheScalarRuleOnEveryPathAcrossACounterBlock) {
+  std::mt19937_64 gen(5);
+  std::vector<int64_t> acc(37);
+  for (int64_t& v : acc) v = static_cast<int64_t>(gen() >> 20) - (int64_t{1} << 43);
+  acc[3] = int64_t{1} << 50;     // saturates high
+  acc[4] = -(int64_t{1} << 50);  // and low
+  for (int shift : {-2, 0, 7, 24, 40}) {
+    for (Rounding rounding : {Rounding::kNearest, Rounding::kStochastic}) {
+      // The second stream's counters cross a 2^32 block inside the span.
+      for (RandomStream stream : {RandomStream::For(3, 1), RandomStream::For(3, 1).Advanced(
+                                                               (uint64_t{1} << 32) - 20)}) {
+        std::vector<int16_t> want(acc.size());
+        for (size_t j = 0; j < acc.size(); ++j) {
+          want[j] = RoundAccumulator(acc[j], shift, rounding,
+                                     CounterRandom(stream.key, stream.offset + j));
+        }
+        for (Isa isa : SupportedIsas()) {
+          std::vector<int16_t> got(acc.size(), 99);
+          RoundAccumulators(acc, shift, rounding, stream, got, isa);
+          ASSERT_EQ(got, want) << IsaName(isa) << " shift=" << shift;
+        }
+      }
+    }
+  }
+}
+
 TEST(FixedGemmTest, OneWorkspaceServesCallsOfEveryShape) {
   std::mt19937 gen(5);
   GemmWorkspace workspace;
