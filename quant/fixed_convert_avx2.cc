@@ -6,6 +6,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "quant/simd_mix.h"
+
 // GCC 12's intrinsic headers trip -W(maybe-)uninitialized on their own _mm*_undefined_* helpers.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -30,14 +32,6 @@ ORRERY_AVX2_INLINE __m256 Saturate(__m256 v) {
 ORRERY_AVX2_INLINE __m256i PackToInt16(__m256 a, __m256 b) {
   const __m256i p = _mm256_packs_epi32(_mm256_cvtps_epi32(a), _mm256_cvtps_epi32(b));
   return _mm256_permute4x64_epi64(p, 0xD8);
-}
-
-ORRERY_AVX2_INLINE __m256i Mix32x8(__m256i h) {
-  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
-  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
-  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
-  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
-  return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
 }
 
 ORRERY_AVX2_INLINE __m256 StochasticLanes(__m256 x, __m256 scale, __m256i random) {
@@ -102,8 +96,6 @@ ORRERY_AVX512 void QuantizeStochasticAvx512(const float* in, int64_t n, FixedFor
   const __m512 lo = _mm512_set1_ps(static_cast<float>(kFixedMin));
   const __m512 hi = _mm512_set1_ps(static_cast<float>(kFixedMax));
   const __m512 one = _mm512_set1_ps(1.0f), ulp24 = _mm512_set1_ps(0x1p-24f);
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0x85EBCA6Bu));
-  const __m512i m2 = _mm512_set1_epi32(static_cast<int>(0xC2B2AE35u));
   __m512i h = _mm512_add_epi32(
       _mm512_mullo_epi32(
           _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first_counter)),
@@ -113,12 +105,7 @@ ORRERY_AVX512 void QuantizeStochasticAvx512(const float* in, int64_t n, FixedFor
   const __m512i step = _mm512_set1_epi32(static_cast<int>(16u * kCounterMultiplier));
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512i r = h;
-    r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
-    r = _mm512_mullo_epi32(r, m1);
-    r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 13));
-    r = _mm512_mullo_epi32(r, m2);
-    r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
+    const __m512i r = Mix32x16(h);
     const __m512 x = _mm512_loadu_ps(in + i);
     const __m512 s = _mm512_mul_ps(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), x), vs);
     const __m512 f = _mm512_roundscale_ps(s, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);

@@ -4,6 +4,7 @@
 #include "quant/counter_rng.h"
 #include "quant/fixed_format.h"
 #include "quant/fixed_gemm.h"
+#include "quant/simd_mix.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -325,11 +326,7 @@ __attribute__((target("avx2,fma"))) void RoundRowAvx2(const int64_t* acc, int64_
   for (; j + 8 <= n; j += 8) {
     __m256i r = h;
     if (stochastic) {
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
-      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0x85EBCA6Bu)));
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 13));
-      r = _mm256_mullo_epi32(r, _mm256_set1_epi32(static_cast<int>(0xC2B2AE35u)));
-      r = _mm256_xor_si256(r, _mm256_srli_epi32(r, 16));
+      r = Mix32x8(h);
       h = _mm256_add_epi32(h, step);
     }
     __m128i packed[2];
@@ -381,7 +378,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
       _mm512_add_epi32(_mm512_set1_epi64(counter_lo), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
   __m512i h = _mm512_add_epi32(_mm512_mullo_epi32(counters, mult), _mm512_set1_epi64(block_key));
   const __m512i step = _mm512_set1_epi64(static_cast<uint32_t>(8u * kCounterMultiplier));
-  const __m512i m1 = _mm512_set1_epi64(0x85EBCA6Bu), m2 = _mm512_set1_epi64(0xC2B2AE35u);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m512i v = _mm512_loadu_si512(acc + j);
@@ -389,12 +385,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void RoundRowAvx512(
     const __m512i rem = _mm512_and_si512(v, rem_mask);
     __mmask8 up;
     if (stochastic) {
-      __m512i r = h;
-      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
-      r = _mm512_mullo_epi32(r, m1);
-      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 13));
-      r = _mm512_mullo_epi32(r, m2);
-      r = _mm512_xor_si512(r, _mm512_srli_epi32(r, 16));
+      const __m512i r = Mix32x16(h);
       const __m512i threshold =
           shift <= 32 ? _mm512_sll_epi64(rem, to_threshold) : _mm512_srl_epi64(rem, to_threshold);
       up = _mm512_cmplt_epu64_mask(r, threshold);
