@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "base/multiversion.h"
 #include "server/fixed16_payload.h"
 
 namespace orrery::server {
@@ -158,8 +159,9 @@ size_t ElementBytes(const PayloadView& in) {
   return in.encoding == proto::FIXED16 ? sizeof(int16_t) : sizeof(float);
 }
 
-// The update of ApplyPayload over one contiguous run of FP32 or FIXED16 bytes.
-void ApplyRun(const char* p, proto::Encoding encoding, float inv, float scale, float momentum,
+// The update of ApplyPayload over one contiguous run of FP32 or FIXED16 bytes. The shard's loops
+// here are multiversioned (base/multiversion.h): the same arithmetic, wider vectors.
+ORRERY_MULTIVERSION void ApplyRun(const char* p, proto::Encoding encoding, float inv, float scale, float momentum,
               std::span<float> weights, std::span<float> velocity) {
   if (encoding == proto::FIXED16) {
     Apply(
@@ -180,7 +182,7 @@ void ApplyRun(const char* p, proto::Encoding encoding, float inv, float scale, f
       scale, momentum, weights, velocity);
 }
 
-bool AllFiniteBytes(const char* p, size_t n) {
+ORRERY_MULTIVERSION bool AllFiniteBytes(const char* p, size_t n) {
   // A float is NaN or Inf exactly when its exponent bits are all ones; the integer test
   // vectorises, std::isfinite on floats does not.
   uint32_t non_finite = 0;
@@ -192,7 +194,7 @@ bool AllFiniteBytes(const char* p, size_t n) {
   return non_finite == 0;
 }
 
-void AccumulateFloatBytes(const char* p, float scale, std::span<float> acc) {
+ORRERY_MULTIVERSION void AccumulateFloatBytes(const char* p, float scale, std::span<float> acc) {
   float* a = acc.data();
   const size_t n = acc.size();
   for (size_t i = 0; i < n; ++i) {
