@@ -86,6 +86,9 @@ struct ProcessInfo {
   int incarnation = 0;  // also the number of restarts made
   std::optional<ExitStatus> last_exit;
   std::string log_path;
+  // Local backend: what starting this process afresh would run (its spec, with the argv of its
+  // next restart). Other backends: none.
+  std::optional<ProcessSpec> relaunch;
 };
 
 using LineCallback = std::function<void(const OutputLine&)>;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/types/span.h"
 #include "base/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "scheduler/adopted_process.h"
 #include "scheduler/group_job_run.h"
 #include "scheduler/job_report.h"
@@ -47,6 +48,11 @@ struct JobScheduler::Entry {
   std::string adopted_failure;      // set: a shard or the evaluator ended while learners trained; all stop
   std::set<size_t> stop_requested;  // adopted processes this scheduler sent SIGTERM
   TimerId kill_timer = 0;
+  // Learners of a re-attached job that exited unfinished and that this daemon restarted (children
+  // of the local backend), by index in record.processes; their incarnations continue the
+  // record's count from incarnation_base.
+  std::map<size_t, ProcessId> relaunched;
+  std::map<ProcessId, int> incarnation_base;
 };
 
 namespace {
@@ -54,6 +60,40 @@ namespace {
 std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
+
+// ProcessRecord::relaunch: what a restarted daemon needs to start the process again.
+std::string RelaunchJson(const ProcessSpec& spec) {
+  return nlohmann::json{{"argv", spec.argv},
+                        {"env", spec.env},
+                        {"log_path", spec.log_path},
+                        {"working_dir", spec.working_dir}}
+      .dump();
+}
+
+absl::StatusOr<ProcessSpec> RelaunchSpec(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  ProcessSpec spec;
+  try {
+    spec.argv = j.at("argv").get<std::vector<std::string>>();
+    spec.env = j.at("env").get<std::map<std::string, std::string>>();
+    spec.log_path = j.at("log_path").get<std::string>();
+    spec.working_dir = j.at("working_dir").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat("stored relaunch spec is unreadable: ", e.what()));
+  }
+  if (spec.argv.empty()) return absl::DataLossError("stored relaunch spec has no argv");
+  return spec;
+}
+
+// Whether the learner `role` wrote its ORRERY_LEARNER_DONE line to its events file.
+bool SaidDone(const std::string& log_dir, const std::string& role) {
+  std::ifstream in(EventsFilePath(log_dir, role));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "ORRERY_LEARNER_DONE ")) return true;
+  }
+  return false;
+}
 
 // Whether the job's learners and evaluator append to events files (JobRun always does when it
 // has a log dir; the ranks of an mpi or slurm launch do where they can write to it).
@@ -198,6 +238,7 @@ void JobScheduler::Reattach(Entry& entry) {
   // how they ended when no scheduler saw it: a learner that has exited is no loss there.
   const bool local = r.backend == "local";
   std::vector<std::string> gone;
+  std::vector<size_t> learners_gone;  // local learners that exited while no scheduler ran
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> alive;
   for (size_t i = 0; i < r.processes.size(); ++i) {
     ProcessRecord& p = r.processes[i];
@@ -207,6 +248,7 @@ void JobScheduler::Reattach(Entry& entry) {
       alive.emplace_back(i, std::move(*adopted));
     } else if (local && IsLearner(p.role)) {
       p.exit = "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
+      learners_gone.push_back(i);
     } else {
       gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
       p.exit = "gone when the scheduler restarted (exit status unknown)";
@@ -238,6 +280,9 @@ void JobScheduler::Reattach(Entry& entry) {
   queue_.Hold(r.id, NeedOf(r));
   const int64_t id = r.id;
   for (auto& [index, process] : entry.adopted) process->OnExit([this, id] { OnAdoptedExit(id); });
+  if (!r.cancel_requested) {
+    for (size_t index : learners_gone) RelaunchLearner(entry, index);  // if it had not finished
+  }
   Persist(entry, /*with_processes=*/true);
   LOG(WARNING) << "job " << id << " (" << r.name << "): " << r.reason;
   if (r.cancel_requested) {  // the previous daemon was cancelling it
@@ -249,9 +294,12 @@ void JobScheduler::Reattach(Entry& entry) {
 
 void JobScheduler::StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which,
                                absl::Duration grace) {
+  for (const auto& [index, child] : entry.relaunched) {
+    if (which(entry.record.processes[index].role)) backends_.local->Stop(child, grace).IgnoreError();
+  }
   std::vector<size_t> targets;
   for (auto& [index, process] : entry.adopted) {
-    if (process->exited() || !which(entry.record.processes[index].role)) continue;
+    if (entry.relaunched.count(index) || process->exited() || !which(entry.record.processes[index].role)) continue;
     process->SignalGroup(SIGTERM).IgnoreError();
     entry.stop_requested.insert(index);
     targets.push_back(index);
@@ -317,23 +365,83 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
   }
 }
 
+bool JobScheduler::RelaunchLearner(Entry& entry, size_t index) {
+  JobRecord& r = entry.record;
+  ProcessRecord& p = r.processes[index];
+  if (!IsLearner(p.role) || p.relaunch.empty() || backends_.local == nullptr || r.backend != "local" ||
+      r.state != JobState::kRunning || r.cancel_requested || shutting_down_ || entry.stage != AdoptedStage::kTraining ||
+      !entry.adopted_failure.empty() || entry.relaunched.count(index) || SaidDone(r.log_dir, p.role)) {
+    return false;
+  }
+  if (!entry.spec) {
+    absl::StatusOr<JobSpec> spec = ParseJobSpec(r.spec_yaml, r.base_dir);
+    if (!spec.ok()) return false;
+    entry.spec = *std::move(spec);
+  }
+  const RestartPolicy& policy = entry.spec->restart;
+  if (p.incarnation >= policy.max_restarts) {
+    absl::StrAppend(&p.exit, "; not restarted: ", p.incarnation, " of its ", policy.max_restarts,
+                    " restart(s) (the spec's restart.max_restarts) are spent");
+    store_.PutProcess(r.id, p).IgnoreError();
+    return false;
+  }
+  absl::StatusOr<ProcessSpec> spec = RelaunchSpec(p.relaunch);
+  if (!spec.ok()) {
+    LOG(WARNING) << "job " << r.id << ": cannot restart " << p.role << ": " << spec.status();
+    return false;
+  }
+  spec->role = RolePrefix(r.id) + p.role;
+  spec->restart = policy;
+  spec->restart.max_restarts = policy.max_restarts - p.incarnation - 1;  // the backend makes the rest
+  absl::StatusOr<ProcessId> child = backends_.local->Start(*spec);
+  if (!child.ok()) {
+    LOG(WARNING) << "job " << r.id << ": cannot restart " << p.role << ": " << child.status();
+    absl::StrAppend(&p.exit, "; restarting it failed: ", child.status().message());
+    store_.PutProcess(r.id, p).IgnoreError();
+    return false;
+  }
+  const std::string ended = p.exit;
+  absl::StatusOr<ProcessInfo> info = backends_.local->Info(*child);
+  entry.relaunched[index] = *child;
+  entry.incarnation_base[*child] = p.incarnation + 1;
+  entry.process_index[*child] = index;
+  process_job_[{backends_.local, *child}] = r.id;
+  p.pid = info.ok() ? info->pid : 0;
+  p.start_ticks = p.pid > 0 ? ProcessStartTicks(p.pid).value_or(0) : 0;
+  p.incarnation += 1;
+  p.exit.clear();
+  store_.PutProcess(r.id, p).IgnoreError();
+  Changed(entry);
+  LOG(WARNING) << "job " << r.id << ": " << p.role << " " << ended
+               << " without finishing while re-attached; restarted it (pid " << p.pid << ", restart "
+               << p.incarnation << " of " << policy.max_restarts << ")";
+  return true;
+}
+
 void JobScheduler::OnAdoptedExit(int64_t id) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Entry& entry = *it->second;
   bool all = true;
   for (auto& [index, process] : entry.adopted) {
+    if (entry.relaunched.count(index)) continue;  // a child of this daemon now: the backend reports it
     if (process->exited()) {
       if (entry.record.processes[index].exit.empty()) {
+        const bool stopped = entry.stop_requested.count(index) > 0;
         entry.record.processes[index].exit =
-            entry.stop_requested.count(index) ? "exited (stop requested; status unknown: not a child of this scheduler)"
-                                              : "exited (status unknown: not a child of this scheduler)";
+            stopped ? "exited (stop requested; status unknown: not a child of this scheduler)"
+                    : "exited (status unknown: not a child of this scheduler)";
         store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
         Changed(entry);
+        if (!stopped && RelaunchLearner(entry, index)) all = false;
       }
     } else {
       all = false;
     }
+  }
+  for (const auto& [index, child] : entry.relaunched) {
+    absl::StatusOr<ProcessInfo> info = backends_.local->Info(child);
+    if (info.ok() && info->state != ProcessState::kExited) all = false;
   }
   if (entry.record.state != JobState::kRunning) return;
   if (!all) return AdvanceAdopted(entry);
@@ -558,6 +666,9 @@ void JobScheduler::OnStarted(int64_t id, const std::vector<ProcessId>& ids) {
     p.pid = info->pid;
     p.start_ticks = info->pid > 0 ? ProcessStartTicks(info->pid).value_or(0) : 0;
     p.incarnation = info->incarnation;
+    if (entry.backend == backends_.local && IsLearner(p.role) && info->relaunch) {
+      p.relaunch = RelaunchJson(*info->relaunch);
+    }
     entry.process_index[pid] = entry.record.processes.size();
     entry.record.processes.push_back(std::move(p));
     process_job_[{entry.backend, pid}] = id;
@@ -573,13 +684,16 @@ void JobScheduler::OnJobLine(int64_t id, const OutputLine& line) {
   auto index = entry.process_index.find(line.id);
   if (index != entry.process_index.end()) {
     ProcessRecord& p = entry.record.processes[index->second];
+    auto base_it = entry.incarnation_base.find(line.id);
+    const int base = base_it == entry.incarnation_base.end() ? 0 : base_it->second;
+    Backend* backend = base_it == entry.incarnation_base.end() ? entry.backend : backends_.local;
     // Restarted, or (a rank of a launch) it announced its pid: follow its pid.
-    if (p.incarnation != line.incarnation || (p.pid == 0 && p.exit.empty())) {
-      absl::StatusOr<ProcessInfo> info = entry.backend->Info(line.id);
-      if (info.ok() && info->pid > 0 && (info->pid != p.pid || info->incarnation != p.incarnation)) {
+    if (p.incarnation != base + line.incarnation || (p.pid == 0 && p.exit.empty())) {
+      absl::StatusOr<ProcessInfo> info = backend->Info(line.id);
+      if (info.ok() && info->pid > 0 && (info->pid != p.pid || base + info->incarnation != p.incarnation)) {
         p.pid = info->pid;
         p.start_ticks = ProcessStartTicks(info->pid).value_or(0);
-        p.incarnation = info->incarnation;
+        p.incarnation = base + info->incarnation;
         p.exit.clear();
         store_.PutProcess(id, p).IgnoreError();
         Changed(entry);
@@ -608,6 +722,7 @@ void JobScheduler::OnProcessExit(const Backend* backend, const ProcessExit& exit
   if (exit.stop_requested) absl::StrAppend(&p.exit, " (stop requested)");
   store_.PutProcess(entry.record.id, p).IgnoreError();
   Changed(entry);
+  if (entry.run == nullptr && !entry.relaunched.empty()) OnAdoptedExit(entry.record.id);  // re-attached
 }
 
 void JobScheduler::OnRunDone(int64_t id, absl::StatusOr<RunReport> result) {

@@ -129,6 +129,10 @@ class JobScheduler {
   void OnRunDone(int64_t id, absl::StatusOr<RunReport> result);
   void Reattach(Entry& entry);
   void OnAdoptedExit(int64_t id);
+  // Restarts record.processes[index], a learner of a re-attached local job that exited without
+  // finishing, from its stored spec, as a child of the local backend, while the job's restart
+  // policy allows. True when it was started.
+  bool RelaunchLearner(Entry& entry, size_t index);
   void AdvanceAdopted(Entry& entry);
   void StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which, absl::Duration grace);
   void FinishAdoptedFromEvents(Entry& entry);

@@ -1,6 +1,9 @@
 #include "scheduler/job_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <utility>
@@ -11,7 +14,8 @@
 namespace orrery::scheduler {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 2: processes.relaunch.
+constexpr int kSchemaVersion = 2;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,6 +45,7 @@ CREATE TABLE IF NOT EXISTS processes (
   start_ticks INTEGER NOT NULL,
   incarnation INTEGER NOT NULL,
   exit TEXT NOT NULL DEFAULT '',
+  relaunch TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (job_id, role)
 );
 )sql";
@@ -56,16 +61,17 @@ constexpr char kUpdateJob[] =
     " boot_id = ?17 WHERE id = ?18";
 // An upsert keeps the row (and so the order in which the job started its processes).
 constexpr char kPutProcess[] =
-    "INSERT INTO processes (job_id, role, pid, start_ticks, incarnation, exit) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    "INSERT INTO processes (job_id, role, pid, start_ticks, incarnation, exit, relaunch)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     " ON CONFLICT (job_id, role) DO UPDATE SET pid = excluded.pid, start_ticks = excluded.start_ticks,"
-    " incarnation = excluded.incarnation, exit = excluded.exit";
+    " incarnation = excluded.incarnation, exit = excluded.exit, relaunch = excluded.relaunch";
 constexpr char kDeleteProcesses[] = "DELETE FROM processes WHERE job_id = ?1";
 constexpr char kSelectJobs[] =
     "SELECT id, name, spec_yaml, base_dir, priority, slots, backend, state, reason, cancel_requested,"
     " reattached, submitted_ms, started_ms, finished_ms, log_dir, result_json, test_accuracy, boot_id"
     " FROM jobs ORDER BY id";
 constexpr char kSelectProcesses[] =
-    "SELECT job_id, role, pid, start_ticks, incarnation, exit FROM processes ORDER BY job_id, rowid";
+    "SELECT job_id, role, pid, start_ticks, incarnation, exit, relaunch FROM processes ORDER BY job_id, rowid";
 
 // Resets a prepared statement when the scope ends, whatever happened.
 class Reset {
@@ -93,6 +99,14 @@ std::string ColumnText(sqlite3_stmt* stmt, int column) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+  // The store holds the jobs' tokens (processes.relaunch): only its owner may read it. SQLite
+  // creates the -wal and -shm files with the main file's permissions; older ones are tightened.
+  for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
+    const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC | (file == path ? O_CREAT : 0), 0600);
+    if (fd < 0) continue;  // absent (-wal, -shm), or not openable: sqlite3_open_v2 says why
+    ::fchmod(fd, 0600);
+    ::close(fd);
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                            nullptr);
@@ -144,6 +158,8 @@ absl::Status JobStore::Init() {
   }
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   absl::Status st = Exec(kSchema);
+  // A version 1 store (from an older orrery) gains the column its table lacks.
+  if (st.ok() && current == 1) st = Exec("ALTER TABLE processes ADD COLUMN relaunch TEXT NOT NULL DEFAULT ''");
   if (st.ok()) st = Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion).c_str());
   if (!st.ok()) {
     Exec("ROLLBACK").IgnoreError();
@@ -213,6 +229,7 @@ absl::Status JobStore::WriteProcess(int64_t job_id, const ProcessRecord& p) {
   sqlite3_bind_int64(stmt, 4, static_cast<int64_t>(p.start_ticks));
   sqlite3_bind_int(stmt, 5, p.incarnation);
   BindText(stmt, 6, p.exit);
+  BindText(stmt, 7, p.relaunch);
   if (sqlite3_step(stmt) != SQLITE_DONE) return Error(absl::StrCat("store process ", p.role, " of job ", job_id));
   return absl::OkStatus();
 }
@@ -313,6 +330,7 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::LoadAll() {
     p.start_ticks = static_cast<uint64_t>(sqlite3_column_int64(stmt, 3));
     p.incarnation = sqlite3_column_int(stmt, 4);
     p.exit = ColumnText(stmt, 5);
+    p.relaunch = ColumnText(stmt, 6);
     jobs[j].processes.push_back(std::move(p));
   }
   if (rc != SQLITE_DONE) return Error("read processes");

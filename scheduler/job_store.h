@@ -24,6 +24,10 @@ struct ProcessRecord {
   uint64_t start_ticks = 0;  // field 22 of /proc/<pid>/stat: tells a reused pid apart
   int incarnation = 0;
   std::string exit;          // "" while it runs; else ExitStatus::ToString()
+  // A local learner's {"argv", "env", "log_path"} (JSON): what a restarted daemon runs to restart
+  // it if it crashes while re-attached. "" = none. Holds the job's token (in env): the store is
+  // the daemon's own file.
+  std::string relaunch;
 };
 
 struct JobRecord {

@@ -513,6 +513,8 @@ absl::StatusOr<ProcessInfo> LocalBackend::Info(ProcessId id) const {
   info.incarnation = proc->incarnation;
   info.last_exit = proc->last_exit;
   info.log_path = proc->spec.log_path;
+  info.relaunch = proc->spec;
+  info.relaunch->argv = proc->next_argv;
   return info;
 }
 

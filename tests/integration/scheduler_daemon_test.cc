@@ -370,6 +370,50 @@ TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult
   }
 }
 
+// A learner that crashes after the daemon came back is restarted by it, from the spec the first
+// daemon stored, as the job's restart policy says; the job then ends as if nothing had happened.
+TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheStoredSpec) {
+  StartDaemon(2);
+  const int64_t id = SubmitOk(TinyJobYaml("relaunch", "slow_learners: [{learner: 0, factor: 100}]\n"
+                                                      "restart: {max_restarts: 2, backoff_seconds: 0.1}\n"));
+  const proto::Job before = WaitUntilAllProcessesRun(id);
+  SignalDaemonAndWait(SIGKILL);
+  StartDaemon(2);
+  ASSERT_EQ(Get(id).state(), proto::JOB_RUNNING) << Get(id).reason();
+  int learner = 0;
+  for (const proto::JobProcess& p : before.processes()) {
+    if (p.role() == "learner-0") learner = p.pid();
+  }
+  ASSERT_GT(learner, 0);
+  ASSERT_TRUE(Alive(learner)) << "the learner must still be training when it is killed";
+  ASSERT_EQ(::kill(learner, SIGKILL), 0);
+  const proto::Job restarted = WaitFor(
+      id,
+      [learner](const proto::Job& j) {
+        for (const proto::JobProcess& p : j.processes()) {
+          if (p.role() == "learner-0" && p.pid() > 0 && p.pid() != learner) return true;
+        }
+        return j.finished_unix_ms() != 0;
+      },
+      "learner-0 running again under a new pid");
+  const proto::Job done = WaitUntilEnded(id);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  const nlohmann::json result = nlohmann::json::parse(done.result_json());
+  EXPECT_EQ(result["learners_finished"], 1);
+  EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
+  for (const proto::JobProcess& p : done.processes()) {
+    if (p.role() != "learner-0") continue;
+    EXPECT_NE(p.pid(), learner);
+    EXPECT_EQ(p.incarnation(), 1);
+    EXPECT_THAT(p.exit(), HasSubstr("exit code 0")) << "a child of the restarted daemon: its exit is known";
+  }
+  for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+  // The restarted learner's output went to its log file, through the daemon that started it.
+  const CliResult logs = Cli(absl::StrCat("logs ", id));
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, ::testing::ContainsRegex("learner-0 out\\| ORRERY_LEARNER_DONE "));
+}
+
 TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
   StartDaemon(2);
   const int64_t id = SubmitOk(SlowJobYaml("orphaned"));

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -83,7 +85,7 @@ TEST_F(JobStoreTest, UpdatesAndProcessesRoundTrip) {
     r.boot_id = "boot";
     r.processes = {{"server-0", 100, 5000, 0, ""}, {"learner-0", 101, 5001, 0, ""}};
     ASSERT_TRUE(store->UpdateWithProcesses(r).ok());
-    ProcessRecord learner{"learner-0", 102, 6000, 1, ""};
+    ProcessRecord learner{"learner-0", 102, 6000, 1, "", R"({"argv":["orrery","learner"]})"};
     ASSERT_TRUE(store->PutProcess(id, learner).ok());  // restarted: replaces by role
     ProcessRecord server{"server-0", 100, 5000, 0, "exit code 0"};
     ASSERT_TRUE(store->PutProcess(id, server).ok());
@@ -119,6 +121,51 @@ TEST_F(JobStoreTest, UpdatesAndProcessesRoundTrip) {
   EXPECT_EQ(r.processes[1].pid, 102);
   EXPECT_EQ(r.processes[1].start_ticks, 6000u);
   EXPECT_EQ(r.processes[1].incarnation, 1);
+  EXPECT_EQ(r.processes[1].relaunch, R"({"argv":["orrery","learner"]})");
+}
+
+// A store written by an orrery of schema version 1 (before processes.relaunch) opens, keeps what
+// it holds, and stores the new column from then on.
+TEST_F(JobStoreTest, AVersionOneStoreGainsTheRelaunchColumn) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const char* v1 = R"sql(
+CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, spec_yaml TEXT NOT NULL,
+  base_dir TEXT NOT NULL, priority INTEGER NOT NULL, slots INTEGER NOT NULL, backend TEXT NOT NULL,
+  state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', cancel_requested INTEGER NOT NULL DEFAULT 0,
+  reattached INTEGER NOT NULL DEFAULT 0, submitted_ms INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,
+  log_dir TEXT NOT NULL DEFAULT '', result_json TEXT NOT NULL DEFAULT '',
+  test_accuracy REAL NOT NULL DEFAULT 0, boot_id TEXT NOT NULL DEFAULT '');
+CREATE TABLE processes (job_id INTEGER NOT NULL REFERENCES jobs(id), role TEXT NOT NULL,
+  pid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, incarnation INTEGER NOT NULL,
+  exit TEXT NOT NULL DEFAULT '', PRIMARY KEY (job_id, role));
+INSERT INTO jobs (name, spec_yaml, base_dir, priority, slots, backend, state, submitted_ms)
+  VALUES ('old', 'name: old', '/jobs', 0, 2, 'local', 'running', 1700000000000);
+INSERT INTO processes (job_id, role, pid, start_ticks, incarnation) VALUES (1, 'learner-0', 42, 7, 0);
+PRAGMA user_version = 1;
+)sql";
+    ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  {
+    std::unique_ptr<JobStore> store = Open();
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<std::vector<JobRecord>> jobs = store->LoadAll();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    ASSERT_EQ(jobs->size(), 1u);
+    ASSERT_EQ((*jobs)[0].processes.size(), 1u);
+    EXPECT_EQ((*jobs)[0].processes[0].pid, 42);
+    EXPECT_EQ((*jobs)[0].processes[0].relaunch, "");
+    ProcessRecord learner = (*jobs)[0].processes[0];
+    learner.relaunch = R"({"argv":["x"]})";
+    ASSERT_TRUE(store->PutProcess(1, learner).ok());
+  }
+  std::unique_ptr<JobStore> store = Open();  // reopening a version 2 store alters nothing
+  absl::StatusOr<std::vector<JobRecord>> jobs = store->LoadAll();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ((*jobs)[0].processes[0].relaunch, R"({"argv":["x"]})");
 }
 
 TEST_F(JobStoreTest, UpdateOfAnUnknownJobIsNotFound) {
@@ -132,6 +179,27 @@ TEST_F(JobStoreTest, UnopenableFileIsAnErrorNamingIt) {
   absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open((dir_ / "no" / "such" / "dir.db").string());
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("dir.db"), std::string::npos) << store.status();
+}
+
+// It holds the jobs' tokens: readable by its owner only, its write-ahead log too.
+TEST_F(JobStoreTest, OnlyItsOwnerMayReadIt) {
+  {
+    std::unique_ptr<JobStore> store = Open();
+    JobRecord r = Job("secret", 0);
+    ASSERT_TRUE(store->Insert(&r).ok());
+    for (const std::string& file : {path_, path_ + "-wal"}) {
+      ASSERT_TRUE(fs::exists(file)) << file;
+      EXPECT_EQ(fs::status(file).permissions() & fs::perms::all,
+                fs::perms::owner_read | fs::perms::owner_write)
+          << file;
+    }
+  }
+  // A store an older orrery left readable by others is tightened when it is opened.
+  fs::permissions(path_, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                             fs::perms::others_read);
+  ASSERT_NE(Open(), nullptr);
+  EXPECT_EQ(fs::status(path_).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
 }
 
 TEST_F(JobStoreTest, UsesWriteAheadLogging) {
