@@ -414,6 +414,36 @@ TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheSto
   EXPECT_THAT(logs.out, ::testing::ContainsRegex("learner-0 out\\| ORRERY_LEARNER_DONE "));
 }
 
+// The same for a learner that died while no daemon ran: the restarted one finds it gone and
+// unfinished, and starts it again at once.
+TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneComesBack) {
+  StartDaemon(2);
+  const int64_t id = SubmitOk(TinyJobYaml("relaunch-down", "slow_learners: [{learner: 0, factor: 100}]\n"
+                                                           "restart: {max_restarts: 1, backoff_seconds: 0.1}\n"));
+  const proto::Job before = WaitUntilAllProcessesRun(id);
+  SignalDaemonAndWait(SIGKILL);
+  int learner = 0;
+  for (const proto::JobProcess& p : before.processes()) {
+    if (p.role() == "learner-0") learner = p.pid();
+  }
+  ASSERT_GT(learner, 0);
+  ASSERT_EQ(::kill(learner, SIGKILL), 0);
+  // Gone (a zombie counts as gone) before the new daemon looks, within a deadline.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (Alive(learner) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_FALSE(Alive(learner));
+  StartDaemon(2);
+  const proto::Job done = WaitUntilEnded(id);
+  ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+  EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
+  for (const proto::JobProcess& p : done.processes()) {
+    if (p.role() != "learner-0") continue;
+    EXPECT_NE(p.pid(), learner);
+    EXPECT_EQ(p.incarnation(), 1);
+    EXPECT_THAT(p.exit(), HasSubstr("exit code 0"));
+  }
+}
+
 TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
   StartDaemon(2);
   const int64_t id = SubmitOk(SlowJobYaml("orphaned"));
