@@ -48,6 +48,14 @@ using ::testing::HasSubstr;
 
 using namespace ::orrery::scheduler::testing;  // NOLINT(build/namespaces): the fixture's helpers
 
+// The recorded pid of the process `role` of `job`; 0 when there is none.
+int PidOf(const proto::Job& job, const std::string& role) {
+  for (const proto::JobProcess& p : job.processes()) {
+    if (p.role() == role) return p.pid();
+  }
+  return 0;
+}
+
 class SchedulerDaemonTest : public SchedulerDaemonFixture {};
 
 TEST_F(SchedulerDaemonTest, SubmittedJobRunsToSucceededWithLogsStatusAndMetrics) {
@@ -380,10 +388,7 @@ TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheSto
   SignalDaemonAndWait(SIGKILL);
   StartDaemon(2);
   ASSERT_EQ(Get(id).state(), proto::JOB_RUNNING) << Get(id).reason();
-  int learner = 0;
-  for (const proto::JobProcess& p : before.processes()) {
-    if (p.role() == "learner-0") learner = p.pid();
-  }
+  const int learner = PidOf(before, "learner-0");
   ASSERT_GT(learner, 0);
   ASSERT_TRUE(Alive(learner)) << "the learner must still be training when it is killed";
   ASSERT_EQ(::kill(learner, SIGKILL), 0);
@@ -422,10 +427,7 @@ TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneCo
                                                            "restart: {max_restarts: 1, backoff_seconds: 0.1}\n"));
   const proto::Job before = WaitUntilAllProcessesRun(id);
   SignalDaemonAndWait(SIGKILL);
-  int learner = 0;
-  for (const proto::JobProcess& p : before.processes()) {
-    if (p.role() == "learner-0") learner = p.pid();
-  }
+  const int learner = PidOf(before, "learner-0");
   ASSERT_GT(learner, 0);
   ASSERT_EQ(::kill(learner, SIGKILL), 0);
   // Gone (a zombie counts as gone) before the new daemon looks, within a deadline.
@@ -451,10 +453,7 @@ TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest
   SignalDaemonAndWait(SIGKILL);
   StartDaemon(2);
   ASSERT_EQ(Get(id).state(), proto::JOB_RUNNING) << Get(id).reason();
-  int evaluator = 0;
-  for (const proto::JobProcess& p : before.processes()) {
-    if (p.role() == "evaluator") evaluator = p.pid();
-  }
+  const int evaluator = PidOf(before, "evaluator");
   ASSERT_GT(evaluator, 0);
   ASSERT_EQ(::kill(evaluator, SIGKILL), 0);
   const proto::Job failed = WaitUntilEnded(id);
