@@ -40,7 +40,7 @@ using ::orrery::bench::Today;
 struct Flags {
   std::string results_dir = "bench/results";
   int threads = 1;
-  int repetitions = 5;
+  int repetitions = 9;
   std::string command;
 };
 
@@ -236,6 +236,14 @@ int main(int argc, char** argv) {
     }
   }
   flags.command = command.str();
+  // Repetitions of every benchmark run interleaved in random order, so that a slow stretch of a
+  // shared machine falls on ours and on the peer alike instead of on whichever ran then.
+  std::string interleave = "--benchmark_enable_random_interleaving=true";
+  bool interleave_given = false;
+  for (const char* arg : rest) {
+    interleave_given |= std::string(arg).rfind("--benchmark_enable_random_interleaving", 0) == 0;
+  }
+  if (!interleave_given) rest.insert(rest.begin() + 1, interleave.data());
   // oneDNN runs on OpenMP; give both sides the same thread count.
   omp_set_num_threads(flags.threads);
   int rest_argc = static_cast<int>(rest.size());
