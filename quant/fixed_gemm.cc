@@ -43,6 +43,11 @@ class Scratch {
     }
     return reinterpret_cast<T*>(data_.get());
   }
+  // What the last Get returned.
+  template <typename T>
+  T* Data() const {
+    return reinterpret_cast<T*>(data_.get());
+  }
 
  private:
   std::unique_ptr<std::byte[], FreeDeleter> data_;
@@ -116,128 +121,91 @@ inline uint32_t SquarePair(uint32_t word) {
   return static_cast<uint32_t>(lo * lo) + static_cast<uint32_t>(hi * hi);
 }
 
-// Word p of row i of A: (a[i][2p] | a[i][2p+1] << 16), the odd K tail paired with zero.
-uint32_t AWord(const FixedMatrixView& a, int64_t i, int64_t p) {
-  const int64_t k = a.cols;
-  const bool has_odd = 2 * p + 1 < k;
-  if (!a.transposed) {
-    const int16_t* e = a.data + i * a.stride + 2 * p;
-    return has_odd ? Load32(e) : Pair(e[0], 0);
-  }
-  return Pair(a.data[2 * p * a.stride + i], has_odd ? a.data[(2 * p + 1) * a.stride + i] : 0);
-}
+// An operand as the packers see it: `lines` lines of K elements (A's rows, B's columns), element
+// e of line l at data[l * line_stride + e * k_stride]. A packed panel is the same for both: per
+// K pair p, one word (e[2p] | e[2p+1] << 16) of each of its lines.
+struct KLines {
+  const int16_t* data;
+  int64_t lines, k, line_stride, k_stride;
 
-// Word p of column j of B: (b[2p][j] | b[2p+1][j] << 16).
-uint32_t BWord(const FixedMatrixView& b, int64_t j, int64_t p) {
-  const int64_t k = b.rows;
-  const bool has_odd = 2 * p + 1 < k;
-  if (b.transposed) {
-    const int16_t* e = b.data + j * b.stride + 2 * p;
-    return has_odd ? Load32(e) : Pair(e[0], 0);
+  static KLines RowsOf(const FixedMatrixView& a) {
+    return a.transposed ? KLines{a.data, a.rows, a.cols, 1, a.stride}
+                        : KLines{a.data, a.rows, a.cols, a.stride, 1};
   }
-  return Pair(b.data[2 * p * b.stride + j], has_odd ? b.data[(2 * p + 1) * b.stride + j] : 0);
-}
+  static KLines ColumnsOf(const FixedMatrixView& b) {
+    return b.transposed ? KLines{b.data, b.cols, b.rows, b.stride, 1}
+                        : KLines{b.data, b.cols, b.rows, 1, b.stride};
+  }
 
-// Packs A into panels of kMr rows: [panel][pair][kMr] words of two int16 (even k in the low
-// half), and writes sq[g * panels * kMr + i] = the sum of squares of row i over granule g
-// (padding rows are zero). One pass: the squares are taken from the words as they are stored.
-template <int kMr>
-ORRERY_MULTIVERSION void PackA(const FixedMatrixView& a, int64_t pairs, int32_t* out, int64_t* sq,
-                               bool avx512) {
+  // Word p of line l, the odd K tail paired with zero.
+  uint32_t Word(int64_t l, int64_t p) const {
+    const int16_t* e = data + l * line_stride + 2 * p * k_stride;
+    return Pair(e[0], 2 * p + 1 < k ? e[k_stride] : 0);
+  }
+};
+
+// Packs `v` into panels of kWidth lines: [panel][pair][kWidth] words, padding lines zero, and
+// writes sq[g * panels * kWidth + l] = the sum of squares of line l over granule g. One pass:
+// the squares are taken from the words as they are stored. With `avx512`, whole granules of
+// full panels go to the AVX-512 packers (gemm_kernels.h), the rest is done here.
+template <int kWidth>
+ORRERY_MULTIVERSION void PackLines(const KLines& v, int64_t pairs, uint32_t* out, int64_t* sq,
+                                   bool avx512) {
   constexpr int64_t kGranulePairs = kGranule / 2;
-  const int64_t m = a.rows, full = a.cols / 2;
-  const int64_t panels = (m + kMr - 1) / kMr, sq_stride = panels * kMr;
+  const int64_t full = v.k / 2;  // pairs with both elements
+  const int64_t panels = (v.lines + kWidth - 1) / kWidth, sq_stride = panels * kWidth;
   for (int64_t panel = 0; panel < panels; ++panel) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * kMr);
-    const int64_t i0 = panel * kMr;
-    const bool fast = !a.transposed && i0 + kMr <= m;
-    const int16_t* rows[kMr];
-    for (int r = 0; r < kMr; ++r) rows[r] = fast ? a.data + (i0 + r) * a.stride : nullptr;
-    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packer
-    if constexpr (kMr == internal::kAvx512Mr) {
-      if (avx512 && fast) {
-        vector_granules = a.cols / kGranule;
-        internal::PackAPanelAvx512(rows[0], a.stride, vector_granules, dst, sq + i0, sq_stride);
+    uint32_t* dst = out + panel * pairs * kWidth;
+    const int64_t l0 = panel * kWidth;
+    const bool whole = l0 + kWidth <= v.lines;
+    const int16_t* first = v.data + l0 * v.line_stride;
+    int64_t vector_granules = 0;  // whole granules (16 K elements) done by an AVX-512 packer
+    if (avx512 && whole && (kWidth == internal::kAvx512Mr || kWidth == internal::kAvx512Nr)) {
+      const int64_t granules = v.k / kGranule;
+      if (v.k_stride == 1) {
+        vector_granules = granules;
+        (kWidth == internal::kAvx512Mr ? internal::PackAPanelAvx512
+                                       : internal::PackBPanelTransposedAvx512)(
+            first, v.line_stride, granules, dst, sq + l0, sq_stride);
+      } else if (v.line_stride == 1 && kWidth == internal::kAvx512Nr) {
+        vector_granules = granules;
+        internal::PackBPanelAvx512(first, v.k_stride, granules * kGranulePairs, dst, sq + l0,
+                                   sq_stride);
       }
     }
     for (int64_t g = vector_granules, p0 = g * kGranulePairs; p0 < pairs;
          p0 += kGranulePairs, ++g) {
       const int64_t p1 = std::min(pairs, p0 + kGranulePairs);
-      uint64_t sums[kMr] = {};
+      uint64_t sums[kWidth] = {};
       int64_t p = p0;
-      if (fast) {
+      if (whole && v.k_stride == 1) {  // each line's pair is one load
         for (; p < std::min(p1, full); ++p) {
-          for (int r = 0; r < kMr; ++r) {
-            const uint32_t word = Load32(rows[r] + 2 * p);
-            dst[p * kMr + r] = word;
-            sums[r] += SquarePair(word);
+          for (int l = 0; l < kWidth; ++l) {
+            const uint32_t word = Load32(first + l * v.line_stride + 2 * p);
+            dst[p * kWidth + l] = word;
+            sums[l] += SquarePair(word);
+          }
+        }
+      } else if (whole && v.line_stride == 1) {  // the panel's lines side by side in two rows
+        for (; p < std::min(p1, full); ++p) {
+          const int16_t* r0 = first + 2 * p * v.k_stride;
+          const int16_t* r1 = r0 + v.k_stride;
+          for (int l = 0; l < kWidth; ++l) {
+            const uint32_t word = Pair(r0[l], r1[l]);
+            dst[p * kWidth + l] = word;
+            sums[l] += SquarePair(word);
           }
         }
       }
       for (; p < p1; ++p) {
-        for (int r = 0; r < kMr; ++r) {
-          const uint32_t word = i0 + r < m ? AWord(a, i0 + r, p) : 0;
-          dst[p * kMr + r] = word;
-          sums[r] += SquarePair(word);
+        for (int l = 0; l < kWidth; ++l) {
+          const uint32_t word = l0 + l < v.lines ? v.Word(l0 + l, p) : 0;
+          dst[p * kWidth + l] = word;
+          sums[l] += SquarePair(word);
         }
       }
-      int64_t* s = sq + g * sq_stride + i0;
-      for (int r = 0; r < kMr; ++r) s[r] = static_cast<int64_t>(sums[r]);
-    }
-  }
-}
-
-// Packs B into panels of kNr columns: [panel][pair][kNr][2] int16, and writes
-// sq[g * panels * kNr + j] = the sum of squares of column j over granule g.
-template <int kNr>
-ORRERY_MULTIVERSION void PackB(const FixedMatrixView& b, int64_t pairs, int16_t* out, int64_t* sq,
-                               bool avx512) {
-  constexpr int64_t kGranulePairs = kGranule / 2;
-  const int64_t k = b.rows, n = b.cols, full = k / 2;
-  const int64_t panels = (n + kNr - 1) / kNr, sq_stride = panels * kNr;
-  for (int64_t panel = 0; panel < panels; ++panel) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(out + panel * pairs * kNr * 2);
-    const int64_t j0 = panel * kNr;
-    const bool fast = !b.transposed && j0 + kNr <= n;
-    int64_t vector_granules = 0;  // whole granules (16 K elements) done by the AVX-512 packers
-    if constexpr (kNr == internal::kAvx512Nr) {
-      if (avx512 && j0 + kNr <= n) {
-        vector_granules = k / kGranule;
-        if (b.transposed) {
-          internal::PackBPanelTransposedAvx512(b.data + j0 * b.stride, b.stride, vector_granules,
-                                               dst, sq + j0, sq_stride);
-        } else {
-          internal::PackBPanelAvx512(b.data + j0, b.stride, vector_granules * kGranulePairs, dst,
-                                     sq + j0, sq_stride);
-        }
-      }
-    }
-    for (int64_t g = vector_granules, p0 = g * kGranulePairs; p0 < pairs;
-         p0 += kGranulePairs, ++g) {
-      const int64_t p1 = std::min(pairs, p0 + kGranulePairs);
-      uint64_t sums[kNr] = {};
-      int64_t p = p0;
-      if (fast) {
-        for (; p < std::min(p1, full); ++p) {
-          const int16_t* r0 = b.data + 2 * p * b.stride + j0;
-          const int16_t* r1 = r0 + b.stride;
-          uint32_t* d = dst + p * kNr;
-          for (int c = 0; c < kNr; ++c) {
-            const uint32_t word = Pair(r0[c], r1[c]);
-            d[c] = word;
-            sums[c] += SquarePair(word);
-          }
-        }
-      }
-      for (; p < p1; ++p) {
-        for (int c = 0; c < kNr; ++c) {
-          const uint32_t word = j0 + c < n ? BWord(b, j0 + c, p) : 0;
-          dst[p * kNr + c] = word;
-          sums[c] += SquarePair(word);
-        }
-      }
-      int64_t* s = sq + g * sq_stride + j0;
-      for (int c = 0; c < kNr; ++c) s[c] = static_cast<int64_t>(sums[c]);
+      int64_t* s = sq + g * sq_stride + l0;
+      for (int l = 0; l < kWidth; ++l) s[l] = static_cast<int64_t>(sums[l]);
     }
   }
 }
@@ -256,8 +224,8 @@ bool RunBlocked(const FixedMatrixView& a, const FixedMatrixView& b, Isa isa, int
   const int64_t m = a.rows, n = b.cols, k = a.cols;
   const int64_t pairs = (k + 1) / 2;
   const std::vector<int64_t> block_ends = internal::PackAndPlan(a, b, isa, &scratch);
-  const int32_t* a_packed = scratch.a_packed.Get<int32_t>(0);
-  const int16_t* b_packed = scratch.b_packed.Get<int16_t>(0);
+  const int32_t* a_packed = scratch.a_packed.Data<int32_t>();  // as PackAndPlan left them
+  const int16_t* b_packed = scratch.b_packed.Data<int16_t>();
   if (block_ends.empty()) return false;
   // Blocks grouped into chunks of at most kChunkPairs K pairs: one kernel call per chunk keeps a
   // B micro-panel of the chunk in L1/L2.
@@ -423,12 +391,14 @@ std::vector<int64_t> PackAndPlan(const FixedMatrixView& a, const FixedMatrixView
   int16_t* b_packed = scratch->b_packed.Get<int16_t>(b_panels * pairs * nr * 2);
   scratch->a_sq.resize(static_cast<size_t>(granules * a_panels * mr));
   scratch->b_sq.resize(static_cast<size_t>(granules * b_panels * nr));
+  uint32_t* a_words = reinterpret_cast<uint32_t*>(a_packed);
+  uint32_t* b_words = reinterpret_cast<uint32_t*>(b_packed);
   if (avx512) {
-    PackA<kAvx512Mr>(a, pairs, a_packed, scratch->a_sq.data(), true);
-    PackB<kAvx512Nr>(b, pairs, b_packed, scratch->b_sq.data(), true);
+    PackLines<kAvx512Mr>(KLines::RowsOf(a), pairs, a_words, scratch->a_sq.data(), true);
+    PackLines<kAvx512Nr>(KLines::ColumnsOf(b), pairs, b_words, scratch->b_sq.data(), true);
   } else {
-    PackA<kAvx2Mr>(a, pairs, a_packed, scratch->a_sq.data(), false);
-    PackB<kAvx2Nr>(b, pairs, b_packed, scratch->b_sq.data(), false);
+    PackLines<kAvx2Mr>(KLines::RowsOf(a), pairs, a_words, scratch->a_sq.data(), false);
+    PackLines<kAvx2Nr>(KLines::ColumnsOf(b), pairs, b_words, scratch->b_sq.data(), false);
   }
   return GreedyBlocks(scratch->a_sq.data(), a_panels * mr, scratch->b_sq.data(), b_panels * nr, k,
                       scratch);

@@ -401,6 +401,7 @@ bool JobScheduler::RelaunchLearner(Entry& entry, size_t index) {
     return false;
   }
   const std::string ended = p.exit;
+  entry.backend = backends_.local;  // a re-attached entry had none: its processes were adopted
   absl::StatusOr<ProcessInfo> info = backends_.local->Info(*child);
   entry.relaunched[index] = *child;
   entry.incarnation_base[*child] = p.incarnation + 1;
@@ -686,10 +687,9 @@ void JobScheduler::OnJobLine(int64_t id, const OutputLine& line) {
     ProcessRecord& p = entry.record.processes[index->second];
     auto base_it = entry.incarnation_base.find(line.id);
     const int base = base_it == entry.incarnation_base.end() ? 0 : base_it->second;
-    Backend* backend = base_it == entry.incarnation_base.end() ? entry.backend : backends_.local;
     // Restarted, or (a rank of a launch) it announced its pid: follow its pid.
     if (p.incarnation != base + line.incarnation || (p.pid == 0 && p.exit.empty())) {
-      absl::StatusOr<ProcessInfo> info = backend->Info(line.id);
+      absl::StatusOr<ProcessInfo> info = entry.backend->Info(line.id);
       if (info.ok() && info->pid > 0 && (info->pid != p.pid || base + info->incarnation != p.incarnation)) {
         p.pid = info->pid;
         p.start_ticks = ProcessStartTicks(info->pid).value_or(0);

@@ -145,7 +145,7 @@ def _recover_evals(log_dir):
     return evals
 
 
-def _log_time(line):
+def log_time(line):
     """Seconds since the epoch of a log line's leading timestamp (2026-11-23T01:07:55.044Z)."""
     try:
         stamp = line.split(" ", 1)[0].rstrip("Z")
@@ -168,11 +168,11 @@ def learner_start_offsets(log_dir):
         with open(os.path.join(log_dir, n), errors="replace") as f:
             for line in f:
                 if " started pid " in line:
-                    t = _log_time(line)
+                    t = log_time(line)
                     if t is not None:
                         starts.append(t)
                 elif "ORRERY_LEARNER_JOINED" in line:
-                    t = _log_time(line)
+                    t = log_time(line)
                     if t is not None:
                         joins.append(t)
                         break

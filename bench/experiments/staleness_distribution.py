@@ -34,7 +34,7 @@ NAME = "exp_staleness_distribution"
 OVERFLOW_BUCKET = 64  # server/staleness_stats.h: kBuckets = 65, the last counts τ >= 64
 
 
-def summarize(n, learners, metrics):
+def summarize(n, learners, metrics, log_dir):
     hist = metrics["staleness"]["histogram"]
     total = sum(hist)
     tail = sum(h for t, h in enumerate(hist) if t > 2 * n)
@@ -56,6 +56,7 @@ def summarize(n, learners, metrics):
     age_s = metrics.get("gradient_age_seconds", {}).get("mean", 0.0)
     return {
         "gradient_age_ms": round(1e3 * age_s, 3) if age_s else None,
+        "predicted_from_age_mean_over_n": age_prediction(log_dir, age_s, n, learners),
         "pull_ms_per_step": round(pull_ms, 3),
         "compute_ms_per_step": round(compute_ms, 3),
         "push_ms_per_step": round(push_ms, 3),
@@ -95,7 +96,7 @@ def age_prediction(log_dir, age_s, n, learners):
             for line in f:
                 if "ORRERY_LEARNER_DONE " not in line:
                     continue
-                end = lib._log_time(line)
+                end = lib.log_time(line)
                 try:
                     body = json.loads(line.split("ORRERY_LEARNER_DONE ", 1)[1])
                 except ValueError:
@@ -206,10 +207,7 @@ def main(argv):
             errors.append(error)
             rows.append({"n": n, "error": error, **info})
             continue
-        row = summarize(n, a.learners, metrics)
-        row["predicted_from_age_mean_over_n"] = age_prediction(
-            os.path.join(work, job["name"] + ".logs"),
-            metrics.get("gradient_age_seconds", {}).get("mean", 0.0), n, a.learners)
+        row = summarize(n, a.learners, metrics, os.path.join(work, job["name"] + ".logs"))
         row.update(info)
         rows.append(row)
     details["rows"] = rows

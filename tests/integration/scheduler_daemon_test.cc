@@ -48,6 +48,24 @@ using ::testing::HasSubstr;
 
 using namespace ::orrery::scheduler::testing;  // NOLINT(build/namespaces): the fixture's helpers
 
+// A job whose one learner trains for several seconds, restarted at most `max_restarts` times.
+std::string RestartableJobYaml(const std::string& name, int max_restarts) {
+  return TinyJobYaml(name, absl::StrCat("slow_learners: [{learner: 0, factor: 100}]\n"
+                                        "restart: {max_restarts: ", max_restarts, ", backoff_seconds: 0.1}\n"));
+}
+
+// The ended job `done` counts its learner finished, and learner-0, whose first process `old_pid`
+// died, ran once more and exited 0 as a child of the restarted daemon (so its exit is known).
+void ExpectLearnerRestartedAndFinished(const proto::Job& done, int old_pid) {
+  EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
+  for (const proto::JobProcess& p : done.processes()) {
+    if (p.role() != "learner-0") continue;
+    EXPECT_NE(p.pid(), old_pid);
+    EXPECT_EQ(p.incarnation(), 1);
+    EXPECT_THAT(p.exit(), HasSubstr("exit code 0"));
+  }
+}
+
 // The recorded pid of the process `role` of `job`; 0 when there is none.
 int PidOf(const proto::Job& job, const std::string& role) {
   for (const proto::JobProcess& p : job.processes()) {
@@ -382,8 +400,7 @@ TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult
 // daemon stored, as the job's restart policy says; the job then ends as if nothing had happened.
 TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheStoredSpec) {
   StartDaemon(2);
-  const int64_t id = SubmitOk(TinyJobYaml("relaunch", "slow_learners: [{learner: 0, factor: 100}]\n"
-                                                      "restart: {max_restarts: 2, backoff_seconds: 0.1}\n"));
+  const int64_t id = SubmitOk(RestartableJobYaml("relaunch", 2));
   const proto::Job before = WaitUntilAllProcessesRun(id);
   SignalDaemonAndWait(SIGKILL);
   StartDaemon(2);
@@ -392,26 +409,10 @@ TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheSto
   ASSERT_GT(learner, 0);
   ASSERT_TRUE(Alive(learner)) << "the learner must still be training when it is killed";
   ASSERT_EQ(::kill(learner, SIGKILL), 0);
-  const proto::Job restarted = WaitFor(
-      id,
-      [learner](const proto::Job& j) {
-        for (const proto::JobProcess& p : j.processes()) {
-          if (p.role() == "learner-0" && p.pid() > 0 && p.pid() != learner) return true;
-        }
-        return j.finished_unix_ms() != 0;
-      },
-      "learner-0 running again under a new pid");
   const proto::Job done = WaitUntilEnded(id);
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
-  const nlohmann::json result = nlohmann::json::parse(done.result_json());
-  EXPECT_EQ(result["learners_finished"], 1);
   EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
-  for (const proto::JobProcess& p : done.processes()) {
-    if (p.role() != "learner-0") continue;
-    EXPECT_NE(p.pid(), learner);
-    EXPECT_EQ(p.incarnation(), 1);
-    EXPECT_THAT(p.exit(), HasSubstr("exit code 0")) << "a child of the restarted daemon: its exit is known";
-  }
+  ExpectLearnerRestartedAndFinished(done, learner);
   for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
   // The restarted learner's output went to its log file, through the daemon that started it.
   const CliResult logs = Cli(absl::StrCat("logs ", id));
@@ -423,8 +424,7 @@ TEST_F(SchedulerDaemonTest, ALearnerCrashingAfterTheRestartIsRestartedFromTheSto
 // unfinished, and starts it again at once.
 TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneComesBack) {
   StartDaemon(2);
-  const int64_t id = SubmitOk(TinyJobYaml("relaunch-down", "slow_learners: [{learner: 0, factor: 100}]\n"
-                                                           "restart: {max_restarts: 1, backoff_seconds: 0.1}\n"));
+  const int64_t id = SubmitOk(RestartableJobYaml("relaunch-down", 1));
   const proto::Job before = WaitUntilAllProcessesRun(id);
   SignalDaemonAndWait(SIGKILL);
   const int learner = PidOf(before, "learner-0");
@@ -437,13 +437,7 @@ TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneCo
   StartDaemon(2);
   const proto::Job done = WaitUntilEnded(id);
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
-  EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
-  for (const proto::JobProcess& p : done.processes()) {
-    if (p.role() != "learner-0") continue;
-    EXPECT_NE(p.pid(), learner);
-    EXPECT_EQ(p.incarnation(), 1);
-    EXPECT_THAT(p.exit(), HasSubstr("exit code 0"));
-  }
+  ExpectLearnerRestartedAndFinished(done, learner);
 }
 
 TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
