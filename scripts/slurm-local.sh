@@ -27,10 +27,15 @@ stop() {
   rm -f "$dir/pids"
 }
 
+# A port nothing listens on, below the kernel's ephemeral range: the ports other programs get
+# from bind(0) (the servers of tests running beside this one) come from that range, and one of
+# them once took the port picked here before slurmd bound it. Not $1 (the other daemon's).
 free_port() {
-  local p
+  local p low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    p=$(( 20000 + RANDOM % 40000 ))
+    if [ "$low" -gt 12000 ]; then p=$(( 10000 + RANDOM % (low - 10000) )); else p=$(( 20000 + RANDOM % 40000 )); fi
+    [ "$p" = "${1:-}" ] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
@@ -66,11 +71,13 @@ echo $! >> "$dir/pids"
 
 # This node as slurmd itself sees it: "NodeName=vm CPUs=2 Boards=1 ... RealMemory=24105".
 node=$(/usr/sbin/slurmd -C 2>/dev/null | head -n 1 | cut -d' ' -f2-)
+ctld_port=$(free_port)
+d_port=$(free_port "$ctld_port")
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=orrerylocal
 SlurmctldHost=localhost(127.0.0.1)
-SlurmctldPort=$(free_port)
-SlurmdPort=$(free_port)
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
