@@ -48,9 +48,9 @@ struct JobScheduler::Entry {
   std::string adopted_failure;      // set: a shard or the evaluator ended while learners trained; all stop
   std::set<size_t> stop_requested;  // adopted processes this scheduler sent SIGTERM
   TimerId kill_timer = 0;
-  // Learners of a re-attached job that exited unfinished and that this daemon restarted (children
-  // of the local backend), by index in record.processes; their incarnations continue the
-  // record's count from incarnation_base.
+  // Learners of a re-attached job that exited unfinished, and shards of one with checkpoints that
+  // exited, that this daemon restarted (children of the local backend), by index in
+  // record.processes; their incarnations continue the record's count from incarnation_base.
   std::map<size_t, ProcessId> relaunched;
   std::map<ProcessId, int> incarnation_base;
 };
@@ -60,6 +60,7 @@ namespace {
 std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
+bool IsShard(const std::string& role) { return absl::StartsWith(role, "server-"); }
 
 // ProcessRecord::relaunch: what a restarted daemon needs to start the process again.
 std::string RelaunchJson(const ProcessSpec& spec) {
@@ -238,7 +239,7 @@ void JobScheduler::Reattach(Entry& entry) {
   // how they ended when no scheduler saw it: a learner that has exited is no loss there.
   const bool local = r.backend == "local";
   std::vector<std::string> gone;
-  std::vector<size_t> learners_gone;  // local learners that exited while no scheduler ran
+  std::vector<size_t> restartable_gone;  // local learners, and shards it can restart, gone while no scheduler ran
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> alive;
   for (size_t i = 0; i < r.processes.size(); ++i) {
     ProcessRecord& p = r.processes[i];
@@ -248,7 +249,10 @@ void JobScheduler::Reattach(Entry& entry) {
       alive.emplace_back(i, std::move(*adopted));
     } else if (local && IsLearner(p.role)) {
       p.exit = "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
-      learners_gone.push_back(i);
+      restartable_gone.push_back(i);
+    } else if (local && IsShard(p.role) && !p.relaunch.empty()) {  // stored only with checkpoints
+      p.exit = "exited while no scheduler ran (exit status unknown)";
+      restartable_gone.push_back(i);
     } else {
       gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
       p.exit = "gone when the scheduler restarted (exit status unknown)";
@@ -281,7 +285,7 @@ void JobScheduler::Reattach(Entry& entry) {
   const int64_t id = r.id;
   for (auto& [index, process] : entry.adopted) process->OnExit([this, id] { OnAdoptedExit(id); });
   if (!r.cancel_requested) {
-    for (size_t index : learners_gone) RelaunchLearner(entry, index);  // if it had not finished
+    for (size_t index : restartable_gone) Relaunch(entry, index);  // a learner: if it had not finished
   }
   Persist(entry, /*with_processes=*/true);
   LOG(WARNING) << "job " << id << " (" << r.name << "): " << r.reason;
@@ -322,8 +326,9 @@ void JobScheduler::StopAdopted(Entry& entry, const std::function<bool(const std:
 
 // Drives a re-attached local job to its end as JobRun would have: once every learner has exited,
 // SIGTERM asks the evaluator for its final evaluation; once the evaluator has exited, the shards
-// are stopped. A shard or the evaluator ending while learners train fails the job. Jobs launched
-// as one group (mpi, slurm) end by themselves: their ranks coordinate through their launcher.
+// are stopped. A shard it cannot restart (Relaunch) or the evaluator ending while learners train
+// fails the job. Jobs launched as one group (mpi, slurm) end by themselves: their ranks
+// coordinate through their launcher.
 void JobScheduler::AdvanceAdopted(Entry& entry) {
   JobRecord& r = entry.record;
   if (r.backend != "local" || r.state != JobState::kRunning || r.cancel_requested || shutting_down_ ||
@@ -365,12 +370,17 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
   }
 }
 
-bool JobScheduler::RelaunchLearner(Entry& entry, size_t index) {
+bool JobScheduler::Relaunch(Entry& entry, size_t index) {
   JobRecord& r = entry.record;
   ProcessRecord& p = r.processes[index];
-  if (!IsLearner(p.role) || p.relaunch.empty() || backends_.local == nullptr || r.backend != "local" ||
-      r.state != JobState::kRunning || r.cancel_requested || shutting_down_ || entry.stage != AdoptedStage::kTraining ||
-      !entry.adopted_failure.empty() || entry.relaunched.count(index) || SaidDone(r.log_dir, p.role)) {
+  const bool learner = IsLearner(p.role);
+  // A learner is restarted while the others train; a shard also while the evaluator evaluates
+  // the final weights, which it pulls from the shards.
+  const bool stage_allows = entry.stage == AdoptedStage::kTraining ||
+                            (!learner && entry.stage == AdoptedStage::kFinalEvaluation);
+  if (!(learner || IsShard(p.role)) || p.relaunch.empty() || backends_.local == nullptr || r.backend != "local" ||
+      r.state != JobState::kRunning || r.cancel_requested || shutting_down_ || !stage_allows ||
+      !entry.adopted_failure.empty() || entry.relaunched.count(index) || (learner && SaidDone(r.log_dir, p.role))) {
     return false;
   }
   if (!entry.spec) {
@@ -378,6 +388,8 @@ bool JobScheduler::RelaunchLearner(Entry& entry, size_t index) {
     if (!spec.ok()) return false;
     entry.spec = *std::move(spec);
   }
+  // Without a checkpoint a restarted shard would come back empty (JobRun does not restart it either).
+  if (!learner && !entry.spec->checkpoint) return false;
   const RestartPolicy& policy = entry.spec->restart;
   if (p.incarnation >= policy.max_restarts) {
     absl::StrAppend(&p.exit, "; not restarted: ", p.incarnation, " of its ", policy.max_restarts,
@@ -413,8 +425,8 @@ bool JobScheduler::RelaunchLearner(Entry& entry, size_t index) {
   p.exit.clear();
   store_.PutProcess(r.id, p).IgnoreError();
   Changed(entry);
-  LOG(WARNING) << "job " << r.id << ": " << p.role << " " << ended
-               << " without finishing while re-attached; restarted it (pid " << p.pid << ", restart "
+  LOG(WARNING) << "job " << r.id << ": " << p.role << " " << ended << (learner ? " without finishing" : "")
+               << " while re-attached; restarted it (pid " << p.pid << ", restart "
                << p.incarnation << " of " << policy.max_restarts << ")";
   return true;
 }
@@ -434,7 +446,7 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
                     : "exited (status unknown: not a child of this scheduler)";
         store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
         Changed(entry);
-        if (!stopped && RelaunchLearner(entry, index)) all = false;
+        if (!stopped && Relaunch(entry, index)) all = false;
       }
     } else {
       all = false;
@@ -673,6 +685,16 @@ void JobScheduler::OnStarted(int64_t id, const std::vector<ProcessId>& ids) {
     entry.process_index[pid] = entry.record.processes.size();
     entry.record.processes.push_back(std::move(p));
     process_job_[{entry.backend, pid}] = id;
+  }
+  // A shard's restart argv (its address, resuming from its checkpoint) is set once it is ready,
+  // which is before the learners start: store it as it stands by then.
+  if (entry.backend == backends_.local && entry.spec && entry.spec->checkpoint) {
+    for (const auto& [pid, index] : entry.process_index) {
+      ProcessRecord& p = entry.record.processes[index];
+      if (!IsShard(p.role)) continue;
+      absl::StatusOr<ProcessInfo> info = entry.backend->Info(pid);
+      if (info.ok() && info->relaunch) p.relaunch = RelaunchJson(*info->relaunch);
+    }
   }
   Persist(entry, /*with_processes=*/true);
   Changed(entry);

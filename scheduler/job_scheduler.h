@@ -129,10 +129,11 @@ class JobScheduler {
   void OnRunDone(int64_t id, absl::StatusOr<RunReport> result);
   void Reattach(Entry& entry);
   void OnAdoptedExit(int64_t id);
-  // Restarts record.processes[index], a learner of a re-attached local job that exited without
-  // finishing, from its stored spec, as a child of the local backend, while the job's restart
-  // policy allows. True when it was started.
-  bool RelaunchLearner(Entry& entry, size_t index);
+  // Restarts record.processes[index] of a re-attached local job from its stored spec, as a child
+  // of the local backend, while the job's restart policy allows: a learner that exited without
+  // finishing, or a shard of a job with checkpoints (it resumes from its checkpoint at its
+  // address). True when it was started.
+  bool Relaunch(Entry& entry, size_t index);
   void AdvanceAdopted(Entry& entry);
   void StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which, absl::Duration grace);
   void FinishAdoptedFromEvents(Entry& entry);

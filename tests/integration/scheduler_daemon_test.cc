@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <regex>
 #include <functional>
 #include <string>
 #include <thread>
@@ -74,7 +75,81 @@ int PidOf(const proto::Job& job, const std::string& role) {
   return 0;
 }
 
-class SchedulerDaemonTest : public SchedulerDaemonFixture {};
+// Waits until process `pid` is gone (a zombie counts as gone); false if it is not by `timeout`.
+bool GoneWithin(int pid, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (Alive(pid) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  return !Alive(pid);
+}
+
+class SchedulerDaemonTest : public SchedulerDaemonFixture {
+ protected:
+  // A shard of a job with checkpoints that dies while the job is re-attached (`after_restart`) or
+  // while no daemon runs is restarted by the daemon from the argv the first one stored: at the
+  // same address, from its checkpoint; the learner reconnects and the job ends as if nothing
+  // had happened.
+  void ExpectShardRestartedFromItsCheckpoint(bool after_restart) {
+    StartDaemon(2);
+    const std::string checkpoints = (dir_ / "checkpoints").string();
+    const int64_t id = SubmitOk(absl::StrCat(RestartableJobYaml("shard-relaunch", 1), "checkpoint: {dir: ", checkpoints,
+                                             ", every_seconds: 0.2}\n"));
+    const proto::Job before = WaitUntilAllProcessesRun(id);
+    // Killed once it has checkpointed a few updates, so that what it resumes from shows.
+    const int checkpointed = WaitForCheckpointedVersion(id, 2);
+    ASSERT_GE(checkpointed, 2) << "no checkpoint of version 2 or later within the deadline";
+    SignalDaemonAndWait(SIGKILL);
+    const int shard = PidOf(before, "server-0");
+    ASSERT_GT(shard, 0);
+    if (after_restart) StartDaemon(2);
+    ASSERT_TRUE(Alive(shard)) << "the shard must still be serving when it is killed";
+    ASSERT_EQ(::kill(shard, SIGKILL), 0);
+    if (!after_restart) {
+      ASSERT_TRUE(GoneWithin(shard, absl::Seconds(5))) << "before the new daemon looks";
+      StartDaemon(2);
+    }
+    const proto::Job done = WaitUntilEnded(id);
+    ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
+    EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
+    EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
+    for (const proto::JobProcess& p : done.processes()) {
+      if (p.role() == "server-0") {
+        EXPECT_NE(p.pid(), shard);
+        EXPECT_EQ(p.incarnation(), 1);
+        // A child of the restarted daemon, stopped by it at the end: its exit is known.
+        EXPECT_THAT(p.exit(), HasSubstr("exit code 0 (stop requested)"));
+      } else if (p.role() == "learner-0") {
+        EXPECT_EQ(p.incarnation(), 0) << "the learner rode out the shard's restart";
+      }
+    }
+    for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
+    // The restarted shard's output went to its log file, through the daemon that started it.
+    const CliResult logs = Cli(absl::StrCat("logs ", id));
+    EXPECT_EQ(logs.exit_code, 0) << logs.err;
+    std::smatch restored;
+    ASSERT_TRUE(std::regex_search(logs.out, restored, std::regex(R"(server-0 out\| ORRERY_SERVER_RESTORED .*"version":(\d+))")))
+        << logs.out;
+    EXPECT_GE(std::stoi(restored[1]), checkpointed) << "it resumed from an older checkpoint than it had written";
+  }
+
+  // Waits (up to 30 s) until shard 0 of job `id` has announced a checkpoint of `version` or
+  // later in its log file; returns the latest version announced by then.
+  int WaitForCheckpointedVersion(int64_t id, int version) {
+    const fs::path log = dir_ / "jobs-logs" / absl::StrCat("job-", id) / "server-0.log";
+    const std::regex line(R"(ORRERY_SERVER_CHECKPOINT \{"shard":0,"version":(\d+)\})");
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    int latest = -1;
+    while (latest < version && absl::Now() < deadline) {
+      std::ifstream in(log);
+      std::string text;
+      std::smatch m;
+      while (std::getline(in, text)) {
+        if (std::regex_search(text, m, line)) latest = std::max(latest, std::stoi(m[1]));
+      }
+      if (latest < version) absl::SleepFor(absl::Milliseconds(20));
+    }
+    return latest;
+  }
+};
 
 TEST_F(SchedulerDaemonTest, SubmittedJobRunsToSucceededWithLogsStatusAndMetrics) {
   StartDaemon(2);
@@ -430,14 +505,19 @@ TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneCo
   const int learner = PidOf(before, "learner-0");
   ASSERT_GT(learner, 0);
   ASSERT_EQ(::kill(learner, SIGKILL), 0);
-  // Gone (a zombie counts as gone) before the new daemon looks, within a deadline.
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  while (Alive(learner) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
-  ASSERT_FALSE(Alive(learner));
+  ASSERT_TRUE(GoneWithin(learner, absl::Seconds(5))) << "before the new daemon looks";
   StartDaemon(2);
   const proto::Job done = WaitUntilEnded(id);
   ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
   ExpectLearnerRestartedAndFinished(done, learner);
+}
+
+TEST_F(SchedulerDaemonTest, AShardCrashingAfterTheRestartIsRestartedFromItsCheckpoint) {
+  ExpectShardRestartedFromItsCheckpoint(/*after_restart=*/true);
+}
+
+TEST_F(SchedulerDaemonTest, AShardThatDiedWhileNoDaemonRanIsRestartedWhenOneComesBack) {
+  ExpectShardRestartedFromItsCheckpoint(/*after_restart=*/false);
 }
 
 TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
