@@ -48,9 +48,9 @@ struct JobScheduler::Entry {
   std::string adopted_failure;      // set: a shard or the evaluator ended while learners trained; all stop
   std::set<size_t> stop_requested;  // adopted processes this scheduler sent SIGTERM
   TimerId kill_timer = 0;
-  // Learners of a re-attached job that exited unfinished, and shards of one with checkpoints that
-  // exited, that this daemon restarted (children of the local backend), by index in
-  // record.processes; their incarnations continue the record's count from incarnation_base.
+  // Processes of a re-attached job that exited and that this daemon restarted (Relaunch: children
+  // of the local backend), by index in record.processes; their incarnations continue the
+  // record's count from incarnation_base.
   std::map<size_t, ProcessId> relaunched;
   std::map<ProcessId, int> incarnation_base;
 };
@@ -61,6 +61,7 @@ std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
 bool IsShard(const std::string& role) { return absl::StartsWith(role, "server-"); }
+bool IsEvaluator(const std::string& role) { return role == "evaluator"; }
 
 // ProcessRecord::relaunch: what a restarted daemon needs to start the process again.
 std::string RelaunchJson(const ProcessSpec& spec) {
@@ -239,7 +240,7 @@ void JobScheduler::Reattach(Entry& entry) {
   // how they ended when no scheduler saw it: a learner that has exited is no loss there.
   const bool local = r.backend == "local";
   std::vector<std::string> gone;
-  std::vector<size_t> restartable_gone;  // local learners, and shards it can restart, gone while no scheduler ran
+  std::vector<size_t> restartable_gone;  // local processes it may restart, gone while no scheduler ran
   std::vector<std::pair<size_t, std::unique_ptr<AdoptedProcess>>> alive;
   for (size_t i = 0; i < r.processes.size(); ++i) {
     ProcessRecord& p = r.processes[i];
@@ -250,7 +251,7 @@ void JobScheduler::Reattach(Entry& entry) {
     } else if (local && IsLearner(p.role)) {
       p.exit = "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
       restartable_gone.push_back(i);
-    } else if (local && IsShard(p.role) && !p.relaunch.empty()) {  // stored only with checkpoints
+    } else if (local && (IsShard(p.role) || IsEvaluator(p.role)) && !p.relaunch.empty()) {
       p.exit = "exited while no scheduler ran (exit status unknown)";
       restartable_gone.push_back(i);
     } else {
@@ -326,8 +327,8 @@ void JobScheduler::StopAdopted(Entry& entry, const std::function<bool(const std:
 
 // Drives a re-attached local job to its end as JobRun would have: once every learner has exited,
 // SIGTERM asks the evaluator for its final evaluation; once the evaluator has exited, the shards
-// are stopped. A shard it cannot restart (Relaunch) or the evaluator ending while learners train
-// fails the job. Jobs launched as one group (mpi, slurm) end by themselves: their ranks
+// are stopped. A shard or the evaluator that it cannot restart (Relaunch) ending while learners
+// train fails the job. Jobs launched as one group (mpi, slurm) end by themselves: their ranks
 // coordinate through their launcher.
 void JobScheduler::AdvanceAdopted(Entry& entry) {
   JobRecord& r = entry.record;
@@ -373,12 +374,12 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
 bool JobScheduler::Relaunch(Entry& entry, size_t index) {
   JobRecord& r = entry.record;
   ProcessRecord& p = r.processes[index];
-  const bool learner = IsLearner(p.role);
-  // A learner is restarted while the others train; a shard also while the evaluator evaluates
-  // the final weights, which it pulls from the shards.
+  const bool learner = IsLearner(p.role), shard = IsShard(p.role);
+  // A learner or the evaluator is restarted while the learners train; a shard also while the
+  // evaluator evaluates the final weights, which it pulls from the shards.
   const bool stage_allows = entry.stage == AdoptedStage::kTraining ||
-                            (!learner && entry.stage == AdoptedStage::kFinalEvaluation);
-  if (!(learner || IsShard(p.role)) || p.relaunch.empty() || backends_.local == nullptr || r.backend != "local" ||
+                            (shard && entry.stage == AdoptedStage::kFinalEvaluation);
+  if (!(learner || shard || IsEvaluator(p.role)) || p.relaunch.empty() || backends_.local == nullptr || r.backend != "local" ||
       r.state != JobState::kRunning || r.cancel_requested || shutting_down_ || !stage_allows ||
       !entry.adopted_failure.empty() || entry.relaunched.count(index) || (learner && SaidDone(r.log_dir, p.role))) {
     return false;
@@ -389,7 +390,7 @@ bool JobScheduler::Relaunch(Entry& entry, size_t index) {
     entry.spec = *std::move(spec);
   }
   // Without a checkpoint a restarted shard would come back empty (JobRun does not restart it either).
-  if (!learner && !entry.spec->checkpoint) return false;
+  if (shard && !entry.spec->checkpoint) return false;
   const RestartPolicy& policy = entry.spec->restart;
   if (p.incarnation >= policy.max_restarts) {
     absl::StrAppend(&p.exit, "; not restarted: ", p.incarnation, " of its ", policy.max_restarts,
@@ -679,7 +680,7 @@ void JobScheduler::OnStarted(int64_t id, const std::vector<ProcessId>& ids) {
     p.pid = info->pid;
     p.start_ticks = info->pid > 0 ? ProcessStartTicks(info->pid).value_or(0) : 0;
     p.incarnation = info->incarnation;
-    if (entry.backend == backends_.local && IsLearner(p.role) && info->relaunch) {
+    if (entry.backend == backends_.local && (IsLearner(p.role) || IsEvaluator(p.role)) && info->relaunch) {
       p.relaunch = RelaunchJson(*info->relaunch);
     }
     entry.process_index[pid] = entry.record.processes.size();

@@ -131,8 +131,8 @@ class JobScheduler {
   void OnAdoptedExit(int64_t id);
   // Restarts record.processes[index] of a re-attached local job from its stored spec, as a child
   // of the local backend, while the job's restart policy allows: a learner that exited without
-  // finishing, or a shard of a job with checkpoints (it resumes from its checkpoint at its
-  // address). True when it was started.
+  // finishing, the evaluator before the final evaluation, or a shard of a job with checkpoints
+  // (it resumes from its checkpoint at its address). True when it was started.
   bool Relaunch(Entry& entry, size_t index);
   void AdvanceAdopted(Entry& entry);
   void StopAdopted(Entry& entry, const std::function<bool(const std::string& role)>& which, absl::Duration grace);

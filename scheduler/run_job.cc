@@ -250,8 +250,12 @@ absl::Status JobRun::Impl::StartLearners() {
     spec.restart = job_.restart;
     specs.push_back(std::move(spec));
   }
-  specs.push_back(Spec("evaluator", WithEventsFile(EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1),
-                                                   options_.log_dir, "evaluator")));
+  // The evaluator holds nothing of the model: a restarted one evaluates the shards' weights as
+  // they stand (only its evaluation in progress is lost).
+  ProcessSpec evaluator = Spec("evaluator", WithEventsFile(EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1),
+                                                           options_.log_dir, "evaluator"));
+  evaluator.restart = job_.restart;
+  specs.push_back(std::move(evaluator));
   learners_start_ = Clock::now();
   ASSIGN_OR_RETURN(std::vector<ProcessId> ids, StartGroup(specs));
   for (int i = 0; i < job_.learners; ++i) learner_index_[ids[i]] = i;
@@ -416,6 +420,14 @@ void JobRun::Impl::OnExit(const ProcessExit& exit) {
     return;
   }
   if (exit.id == evaluator_) {
+    if (!exit.final()) {  // not asked to stop (it would not be restarted then): it comes back
+      ++report_.evaluator_restarts;
+      if (options_.progress) {
+        progress_.Print(absl::StrFormat("evaluator %s; restarting in %s", exit.status.ToString(),
+                                        absl::FormatDuration(exit.restart_delay)));
+      }
+      return;
+    }
     if (evaluator_asked_to_stop_ && final_eval_seen_) {
       StopEverything(absl::Seconds(10));
     } else if (!stopping_ || !exit.stop_requested) {
@@ -795,6 +807,7 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
   j["learners_failed"] = r.learners_failed;
   j["learners_evicted"] = r.learners_evicted;
   j["shard_restarts"] = r.shard_restarts;
+  j["evaluator_restarts"] = r.evaluator_restarts;
   j["updates_lost"] = r.updates_lost;
   j["checkpoint_failures"] = r.checkpoint_failures;
   if (!r.checkpoint_error.empty()) j["checkpoint_error"] = r.checkpoint_error;

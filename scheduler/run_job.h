@@ -82,6 +82,7 @@ struct RunReport {
   int learners_failed = 0;
   int learners_evicted = 0;      // failed learners the runner removed from the shards' accounting
   int shard_restarts = 0;        // shards that died and came back from their checkpoint
+  int evaluator_restarts = 0;    // times the evaluator died while the learners trained and came back
   // Updates a restarted shard lost (its version before the crash, as the learners last saw it,
   // minus the version of its checkpoint), summed over restarts: a lower bound, since learners see
   // a shard's version only when they pull.

@@ -261,6 +261,36 @@ TEST(RunJobTest, ShardThatCannotStartFailsTheJobWithItsReason) {
   EXPECT_TRUE(absl::StrContains(r.status().message(), "cannot listen on 203.0.113.1:0")) << r.status();
 }
 
+// The evaluator holds nothing of the model: killed mid-run, it is restarted by the policy, goes
+// on evaluating, and gives the final evaluation; the job succeeds and counts the restart.
+TEST(RunJobRestartTest, KilledEvaluatorIsRestartedByThePolicy) {
+  JobSpec job = MlpJob("async", 2);
+  job.slow_learners = {{1, 5.0}};  // room for the kill and the restart
+  job.eval_every = absl::Milliseconds(500);
+  job.restart.max_restarts = 1;
+  job.restart.backoff = absl::Milliseconds(100);
+  RunJobOptions o = Options("evaluator");
+  int kills = 0;
+  int evals_after_kill = 0;
+  int learners_done = 0;
+  bool final_eval = false;
+  o.on_line = [&](const OutputLine& line, Backend& backend) {
+    if (absl::StartsWith(line.text, "ORRERY_LEARNER_DONE ")) ++learners_done;
+    if (line.role.find("evaluator") == std::string::npos || !absl::StartsWith(line.text, "ORRERY_EVAL ")) return;
+    if (kills > 0) ++evals_after_kill;
+    final_eval |= line.text.find("\"final\":true") != std::string::npos;
+    if (kills == 0 && learners_done == 0 && backend.Signal(line.id, SIGKILL).ok()) ++kills;
+  };
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(kills, 1);
+  EXPECT_EQ(r->evaluator_restarts, 1);
+  EXPECT_TRUE(final_eval) << "the restarted evaluator gives the final evaluation";
+  EXPECT_GE(evals_after_kill, 1);
+  EXPECT_EQ(r->learners_finished, kLearners);
+  EXPECT_GT(r->test_accuracy, 0.6);
+}
+
 }  // namespace
 }  // namespace orrery::scheduler
 

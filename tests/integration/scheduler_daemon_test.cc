@@ -84,27 +84,27 @@ bool GoneWithin(int pid, absl::Duration timeout) {
 
 class SchedulerDaemonTest : public SchedulerDaemonFixture {
  protected:
-  // A shard of a job with checkpoints that dies while the job is re-attached (`after_restart`) or
-  // while no daemon runs is restarted by the daemon from the argv the first one stored: at the
-  // same address, from its checkpoint; the learner reconnects and the job ends as if nothing
-  // had happened.
-  void ExpectShardRestartedFromItsCheckpoint(bool after_restart) {
+  // A process of a job with checkpoints and a restart policy, `role` (server-0 or the evaluator),
+  // that dies while the job is re-attached (`after_restart`) or while no daemon runs is restarted
+  // by the daemon from the argv the first one stored (a shard at the same address, from its
+  // checkpoint); the learner rides it out and the job ends as if nothing had happened.
+  void ExpectRestartedByTheNewDaemon(const std::string& role, bool after_restart) {
     StartDaemon(2);
     const std::string checkpoints = (dir_ / "checkpoints").string();
-    const int64_t id = SubmitOk(absl::StrCat(RestartableJobYaml("shard-relaunch", 1), "checkpoint: {dir: ", checkpoints,
+    const int64_t id = SubmitOk(absl::StrCat(RestartableJobYaml("relaunched", 1), "checkpoint: {dir: ", checkpoints,
                                              ", every_seconds: 0.2}\n"));
     const proto::Job before = WaitUntilAllProcessesRun(id);
-    // Killed once it has checkpointed a few updates, so that what it resumes from shows.
+    // Killed once the shard has checkpointed a few updates, so that what it resumes from shows.
     const int checkpointed = WaitForCheckpointedVersion(id, 2);
     ASSERT_GE(checkpointed, 2) << "no checkpoint of version 2 or later within the deadline";
     SignalDaemonAndWait(SIGKILL);
-    const int shard = PidOf(before, "server-0");
-    ASSERT_GT(shard, 0);
+    const int victim = PidOf(before, role);
+    ASSERT_GT(victim, 0);
     if (after_restart) StartDaemon(2);
-    ASSERT_TRUE(Alive(shard)) << "the shard must still be serving when it is killed";
-    ASSERT_EQ(::kill(shard, SIGKILL), 0);
+    ASSERT_TRUE(Alive(victim)) << role << " must still be running when it is killed";
+    ASSERT_EQ(::kill(victim, SIGKILL), 0);
     if (!after_restart) {
-      ASSERT_TRUE(GoneWithin(shard, absl::Seconds(5))) << "before the new daemon looks";
+      ASSERT_TRUE(GoneWithin(victim, absl::Seconds(5))) << "before the new daemon looks";
       StartDaemon(2);
     }
     const proto::Job done = WaitUntilEnded(id);
@@ -112,19 +112,23 @@ class SchedulerDaemonTest : public SchedulerDaemonFixture {
     EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
     EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
     for (const proto::JobProcess& p : done.processes()) {
-      if (p.role() == "server-0") {
-        EXPECT_NE(p.pid(), shard);
+      if (p.role() == role) {
+        EXPECT_NE(p.pid(), victim);
         EXPECT_EQ(p.incarnation(), 1);
         // A child of the restarted daemon, stopped by it at the end: its exit is known.
         EXPECT_THAT(p.exit(), HasSubstr("exit code 0 (stop requested)"));
-      } else if (p.role() == "learner-0") {
-        EXPECT_EQ(p.incarnation(), 0) << "the learner rode out the shard's restart";
+      } else {
+        EXPECT_EQ(p.incarnation(), 0) << p.role() << " rode out the restart";
       }
     }
     for (const proto::JobProcess& p : before.processes()) EXPECT_FALSE(Alive(p.pid())) << p.role() << " survived";
-    // The restarted shard's output went to its log file, through the daemon that started it.
+    // The restarted process's output went to its log file, through the daemon that started it.
     const CliResult logs = Cli(absl::StrCat("logs ", id));
     EXPECT_EQ(logs.exit_code, 0) << logs.err;
+    if (role == "evaluator") {
+      EXPECT_THAT(logs.out, HasSubstr("evaluator out| ORRERY_EVAL {\"final\":true"));
+      return;
+    }
     std::smatch restored;
     ASSERT_TRUE(std::regex_search(logs.out, restored, std::regex(R"(server-0 out\| ORRERY_SERVER_RESTORED .*"version":(\d+))")))
         << logs.out;
@@ -513,11 +517,15 @@ TEST_F(SchedulerDaemonTest, ALearnerThatDiedWhileNoDaemonRanIsRestartedWhenOneCo
 }
 
 TEST_F(SchedulerDaemonTest, AShardCrashingAfterTheRestartIsRestartedFromItsCheckpoint) {
-  ExpectShardRestartedFromItsCheckpoint(/*after_restart=*/true);
+  ExpectRestartedByTheNewDaemon("server-0", /*after_restart=*/true);
 }
 
 TEST_F(SchedulerDaemonTest, AShardThatDiedWhileNoDaemonRanIsRestartedWhenOneComesBack) {
-  ExpectShardRestartedFromItsCheckpoint(/*after_restart=*/false);
+  ExpectRestartedByTheNewDaemon("server-0", /*after_restart=*/false);
+}
+
+TEST_F(SchedulerDaemonTest, AnEvaluatorCrashingAfterTheRestartIsRestartedFromTheStoredSpec) {
+  ExpectRestartedByTheNewDaemon("evaluator", /*after_restart=*/true);
 }
 
 TEST_F(SchedulerDaemonTest, AReattachedJobWhoseEvaluatorDiesFailsAndStopsTheRest) {
