@@ -1,6 +1,7 @@
 #include "server/aliased_serializer.h"
 
 #include <climits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -89,60 +90,65 @@ grpc::ByteBuffer SerializeAliased(std::shared_ptr<const google::protobuf::Messag
   return stream.Finish();
 }
 
+grpc::ByteBuffer SerializeWithAliasedChunks(const google::protobuf::MessageLite& head, int chunks_field,
+                                            std::span<const AliasedChunk> chunks, std::shared_ptr<const void> owner) {
+  using google::protobuf::io::CodedOutputStream;
+  using google::protobuf::internal::WireFormatLite;
+  // A chunk is {its head's fields, tensor_field: {the tensor's fields, data: the payload}}. The
+  // sizes count one byte per tag: the field numbers used (below 16) have one-byte tags.
+  size_t total = head.ByteSizeLong();
+  std::vector<size_t> tensor_sizes(chunks.size()), chunk_sizes(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const AliasedChunk& c = chunks[i];
+    tensor_sizes[i] = c.tensor->ByteSizeLong() + 1 + CodedOutputStream::VarintSize64(c.bytes) + c.bytes;
+    chunk_sizes[i] = c.head->ByteSizeLong() + 1 + CodedOutputStream::VarintSize64(tensor_sizes[i]) + tensor_sizes[i];
+    total += 1 + CodedOutputStream::VarintSize64(chunk_sizes[i]) + chunk_sizes[i];
+  }
+  if (total >= static_cast<size_t>(INT_MAX)) return grpc::ByteBuffer();
+  SliceStream stream(std::move(owner));
+  {
+    CodedOutputStream coded(&stream);
+    coded.EnableAliasing(true);
+    head.SerializeWithCachedSizes(&coded);  // sizes cached by ByteSizeLong above
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const AliasedChunk& c = chunks[i];
+      coded.WriteTag(WireFormatLite::MakeTag(chunks_field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+      coded.WriteVarint64(chunk_sizes[i]);
+      c.head->SerializeWithCachedSizes(&coded);
+      coded.WriteTag(WireFormatLite::MakeTag(c.tensor_field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+      coded.WriteVarint64(tensor_sizes[i]);
+      c.tensor->SerializeWithCachedSizes(&coded);
+      coded.WriteTag(WireFormatLite::MakeTag(proto::EncodedTensor::kDataFieldNumber,
+                                             WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
+      coded.WriteVarint64(c.bytes);
+      coded.WriteRawMaybeAliased(c.data, static_cast<int>(c.bytes));
+    }
+    if (coded.HadError()) return grpc::ByteBuffer();
+  }
+  return stream.Finish();
+}
+
 grpc::ByteBuffer SerializePullAnswer(std::shared_ptr<const PullAnswer> answer) {
   if (answer->aliased.empty()) {
     return SerializeAliased(std::shared_ptr<const google::protobuf::MessageLite>(
         answer, &answer->response));
   }
-  using google::protobuf::io::CodedOutputStream;
-  using google::protobuf::internal::WireFormatLite;
+  // PullResponse{version=1, chunks=2}, PullChunk{id=1, version=2, weights=3}: in field-number
+  // order, as protobuf writes them. The chunks' weights have no data in `response`.
   const proto::PullResponse& response = answer->response;
-  // Field by field in field-number order, as protobuf writes them: PullResponse{version=1,
-  // chunks=2}, PullChunk{id=1, version=2, weights=3}, EncodedTensor{..., data=4}. Each chunk's
-  // small fields are serialised by protobuf from a copy without the payload-bearing field. The
-  // sizes count one byte per tag: fields 2, 3 and 4 (below 16) have one-byte tags.
   proto::PullResponse head;
   head.set_version(response.version());
-  size_t total = head.ByteSizeLong();
   std::vector<proto::PullChunk> chunk_heads(static_cast<size_t>(response.chunks_size()));
-  std::vector<size_t> tensor_sizes(chunk_heads.size()), chunk_sizes(chunk_heads.size());
+  std::vector<AliasedChunk> chunks(chunk_heads.size());
   for (size_t i = 0; i < chunk_heads.size(); ++i) {
     const proto::PullChunk& chunk = response.chunks(static_cast<int>(i));
     chunk_heads[i] = chunk;
     chunk_heads[i].clear_weights();
-    const size_t data = size_t{answer->aliased[i].length} * sizeof(float);
-    tensor_sizes[i] = chunk.weights().ByteSizeLong() + 1 + CodedOutputStream::VarintSize64(data) +
-                      data;
-    chunk_sizes[i] = chunk_heads[i].ByteSizeLong() + 1 +
-                     CodedOutputStream::VarintSize64(tensor_sizes[i]) + tensor_sizes[i];
-    total += 1 + CodedOutputStream::VarintSize64(chunk_sizes[i]) + chunk_sizes[i];
+    const PullAnswer::Span& span = answer->aliased[i];
+    chunks[i] = AliasedChunk{&chunk_heads[i], proto::PullChunk::kWeightsFieldNumber, &chunk.weights(),
+                             answer->weights->data() + span.offset, size_t{span.length} * sizeof(float)};
   }
-  if (total >= static_cast<size_t>(INT_MAX)) return grpc::ByteBuffer();
-  SliceStream stream(answer);
-  {
-    CodedOutputStream coded(&stream);
-    coded.EnableAliasing(true);
-    head.SerializeWithCachedSizes(&coded);
-    for (size_t i = 0; i < chunk_heads.size(); ++i) {
-      const proto::PullChunk& chunk = response.chunks(static_cast<int>(i));
-      coded.WriteTag(WireFormatLite::MakeTag(proto::PullResponse::kChunksFieldNumber,
-                                             WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
-      coded.WriteVarint64(chunk_sizes[i]);
-      chunk_heads[i].SerializeWithCachedSizes(&coded);
-      coded.WriteTag(WireFormatLite::MakeTag(proto::PullChunk::kWeightsFieldNumber,
-                                             WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
-      coded.WriteVarint64(tensor_sizes[i]);
-      chunk.weights().SerializeWithCachedSizes(&coded);  // sizes cached by ByteSizeLong above
-      const PullAnswer::Span& span = answer->aliased[i];
-      const size_t data = size_t{span.length} * sizeof(float);
-      coded.WriteTag(WireFormatLite::MakeTag(proto::EncodedTensor::kDataFieldNumber,
-                                             WireFormatLite::WIRETYPE_LENGTH_DELIMITED));
-      coded.WriteVarint64(data);
-      coded.WriteRawMaybeAliased(answer->weights->data() + span.offset, static_cast<int>(data));
-    }
-    if (coded.HadError()) return grpc::ByteBuffer();
-  }
-  return stream.Finish();
+  return SerializeWithAliasedChunks(head, proto::PullResponse::kChunksFieldNumber, chunks, answer);
 }
 
 }  // namespace orrery::server

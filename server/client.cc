@@ -1,6 +1,14 @@
 #include "server/client.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <atomic>
 #include <functional>
 #include <thread>
 
@@ -12,7 +20,10 @@
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "glog/logging.h"
 #include "base/status_macros.h"
 #include "parameter_server.pb.h"
 #include "server/aliased_serializer.h"
@@ -32,6 +43,9 @@ const char kRegisterMethod[] = "/orrery.proto.ParameterServer/Register";
 const char kInitMethod[] = "/orrery.proto.ParameterServer/Init";
 const char kPullMethod[] = "/orrery.proto.ParameterServer/Pull";
 const char kPushMethod[] = "/orrery.proto.ParameterServer/Push";
+// How long Push waits for gRPC to let go of the gradient's memory before it closes the
+// connections (it lets go within microseconds of the answers unless a connection is stuck).
+constexpr absl::Duration kReleaseWait = absl::Seconds(1);
 const char kStatsMethod[] = "/orrery.proto.ParameterServer/Stats";
 const char kLeaveMethod[] = "/orrery.proto.ParameterServer/Leave";
 
@@ -80,10 +94,113 @@ double ShardStats::gradient_age_mean() const {
   return gradient_age_count == 0 ? 0.0 : gradient_age_sum / static_cast<double>(gradient_age_count);
 }
 
+// Shuts down (SHUT_RDWR) every TCP socket of this process connected to `endpoint` (host:port):
+// gRPC then sees its connection fail. Also those of other clients in this process to the same
+// shard (which reconnect and retry, as after a shard restart). Returns how many.
+int ShutDownSocketsTo(const std::string& endpoint) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos) return 0;
+  std::string host = endpoint.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), endpoint.c_str() + colon + 1, &hints, &found) != 0) return 0;
+  auto same = [found](const sockaddr_storage& peer) {
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+      if (a->ai_family == AF_INET && peer.ss_family == AF_INET6) {
+        // gRPC's sockets are IPv6 ones, an IPv4 peer mapped (::ffff:a.b.c.d).
+        const auto* x = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+        const auto* y = reinterpret_cast<const sockaddr_in6*>(&peer);
+        if (IN6_IS_ADDR_V4MAPPED(&y->sin6_addr) && x->sin_port == y->sin6_port &&
+            std::memcmp(&x->sin_addr, &y->sin6_addr.s6_addr[12], 4) == 0) {
+          return true;
+        }
+      }
+      if (a->ai_family != peer.ss_family) continue;
+      if (peer.ss_family == AF_INET) {
+        const auto* x = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+        const auto* y = reinterpret_cast<const sockaddr_in*>(&peer);
+        if (x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr) return true;
+      } else if (peer.ss_family == AF_INET6) {
+        const auto* x = reinterpret_cast<const sockaddr_in6*>(a->ai_addr);
+        const auto* y = reinterpret_cast<const sockaddr_in6*>(&peer);
+        if (x->sin6_port == y->sin6_port && std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(in6_addr)) == 0) {
+          return true;
+        }
+      }
+    }
+    return false;
+  };
+  int shut = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &fd)) continue;
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0 || !same(peer)) continue;
+    if (shutdown(fd, SHUT_RDWR) == 0) ++shut;
+  }
+  freeaddrinfo(found);
+  return shut;
+}
+
 class PsClient::Impl {
  public:
   Impl(ClientOptions options, ShardPlan plan, std::shared_ptr<grpc::ChannelCredentials> credentials)
-      : options_(std::move(options)), plan_(std::move(plan)) {
+      : options_(std::move(options)), plan_(std::move(plan)), credentials_(std::move(credentials)) {
+    chunk_versions_.assign(plan_.chunks().size(), 0);
+    Connect();
+  }
+  // Streams first: they hold calls on the channels below. Every Round has drained its calls.
+  ~Impl() {
+    push_streams_.reset();
+    void* tag = nullptr;
+    bool ok = false;
+    for (grpc::CompletionQueue* cq : {&cq_, &drive_cq_}) {
+      cq->Shutdown();
+      while (cq->Next(&tag, &ok)) {
+      }
+    }
+  }
+
+  // Closes every connection (and push stream) and opens new ones: gRPC then lets go of whatever
+  // it still held to send on the old ones. Only between calls.
+  void ResetConnections() {
+    // gRPC finishes no operation of a call whose bytes wait on a connection the shard stopped
+    // reading (not even once cancelled), and the connection lives as long as its calls: so the
+    // sockets are shut down under it first. That fails the write, and gRPC lets go of the rest.
+    for (const std::string& endpoint : options_.endpoints) ShutDownSocketsTo(endpoint);
+    push_streams_.reset();
+    generic_stubs_.clear();
+    channels_.clear();  // each client has connections of its own (a local subchannel pool)
+    Connect();
+  }
+
+  // Polls this client's connections (and push streams, so that cancelled ones finish and let go
+  // of their calls) until `done` returns true or `deadline` passes; whether it did.
+  bool DriveUntil(const std::function<bool()>& done, absl::Time deadline) {
+    while (!done()) {
+      const absl::Time now = absl::Now();
+      if (now >= deadline) return false;
+      const absl::Time until = std::min(deadline, now + absl::Milliseconds(1));
+      if (push_streams_ != nullptr) {
+        push_streams_->Poll(until);
+      } else {
+        void* tag = nullptr;
+        bool ok = false;
+        // An empty queue: polling it serves the connections' events, and returns no tag.
+        drive_cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(until));
+      }
+    }
+    return true;
+  }
+
+  // Opens a channel (and push stream) per shard.
+  void Connect() {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
     args.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
@@ -93,10 +210,9 @@ class PsClient::Impl {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     for (const std::string& endpoint : options_.endpoints) {
-      channels_.push_back(grpc::CreateCustomChannel(endpoint, credentials, args));
+      channels_.push_back(grpc::CreateCustomChannel(endpoint, credentials_, args));
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channels_.back()));
     }
-    chunk_versions_.assign(plan_.chunks().size(), 0);
     if (options_.push_streams) {
       std::vector<grpc::GenericStub*> stubs;
       for (const auto& g : generic_stubs_) stubs.push_back(g.get());
@@ -105,15 +221,6 @@ class PsClient::Impl {
       push_streams_ = std::make_unique<PushStreams>(
           std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
           options_.rpc_timeout);
-    }
-  }
-  // Streams first: they hold calls on the channels below. Every Round has drained its calls.
-  ~Impl() {
-    push_streams_.reset();
-    cq_.Shutdown();
-    void* tag = nullptr;
-    bool ok = false;
-    while (cq_.Next(&tag, &ok)) {
     }
   }
 
@@ -377,6 +484,8 @@ class PsClient::Impl {
 
   ClientOptions options_;
   ShardPlan plan_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  grpc::CompletionQueue drive_cq_;  // never given a call: DriveUntil polls through it
   std::vector<std::shared_ptr<grpc::Channel>> channels_;  // of shard i at index i
   std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
   grpc::CompletionQueue cq_;  // the unary calls' (Round)
@@ -601,8 +710,65 @@ std::vector<PsClient::ShardRestart> PsClient::TakeShardRestarts() {
   return std::exchange(restarts_, {});
 }
 
+// One push's payloads lent to gRPC, a loan per message (PsClient::Push).
+class PsClient::PushLoans {
+ public:
+  // The owner of the slices of one message to `shard` (on its push stream: `streamed`); the loan
+  // ends when gRPC has let go of every slice.
+  std::shared_ptr<const void> Lend(int shard, bool streamed) {
+    auto loan = std::make_shared<Loan>();
+    loan->shard = shard;
+    loan->streamed = streamed;
+    loans_.push_back(loan);
+    return std::shared_ptr<const void>(loan.get(), [loan](const void*) { loan->released.store(true); });
+  }
+  // The shard answered the push on its stream: every part sent on it was read.
+  void Answered(int shard) {
+    for (const auto& loan : loans_) loan->answered |= loan->streamed && loan->shard == shard;
+  }
+  bool AllReleasedOrAnswered() const {
+    for (const auto& loan : loans_) {
+      if (!loan->answered && !loan->released.load()) return false;
+    }
+    return true;
+  }
+
+ private:
+  struct Loan {
+    int shard = 0;
+    bool streamed = false;
+    bool answered = false;
+    std::atomic<bool> released{false};  // set on whichever thread gRPC drops the last slice
+  };
+  std::vector<std::shared_ptr<Loan>> loans_;
+};
+
 absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t samples,
                             float loss) {
+  // FP32 payloads are sent from `grads` itself, not copied (SerializeWithAliasedChunks). The
+  // caller may overwrite `grads` once Push returns, so by then gRPC must have read the last of
+  // those bytes: a message the shard answered was (it answers after reading all of it), even
+  // though gRPC keeps a push stream's last message referenced until the stream's next one; any
+  // other (a unary call, a push stream that failed or ran out of time) must first be let go of.
+  PushLoans loans;
+  absl::Status st = PushLending(step, grads, samples, loss, &loans);
+  auto released = [&loans] { return loans.AllReleasedOrAnswered(); };
+  if (!impl_->DriveUntil(released, absl::Now() + kReleaseWait)) {
+    // Only a connection that stopped taking bytes holds them this long: once it is closed,
+    // nothing more is sent from `grads`.
+    LOG(WARNING) << "a push's gradient was still queued for a shard " << absl::FormatDuration(kReleaseWait)
+                 << " after the push ended; closing this learner's connections";
+    impl_->ResetConnections();
+    if (!impl_->DriveUntil(released, absl::Now() + kReleaseWait)) {
+      LOG(WARNING) << "gRPC still held a push's gradient after its connections were closed";
+    }
+    ++wire_stats_.connection_resets;
+  }
+  return st;
+}
+
+absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, uint32_t samples, float loss,
+                                   PushLoans* loans) {
   const ShardPlan& plan = impl_->plan();
   if (grads.size() != plan.total_elements()) {
     return absl::InvalidArgumentError(absl::StrCat("Push got ", grads.size(),
@@ -630,8 +796,11 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       fresh[s] = streams->Open(s);
     }
   }
+  // FP32 payloads stay in `grads` (their messages' gradients have no data); FIXED16 ones are
+  // encoded into the message.
+  const bool lend = options.wire == proto::FP32 || options.wire == proto::ENCODING_UNSPECIFIED;
   // Part `part` of `parts` of shard s's push (the whole push when parts is 1), without
-  // credentials. The payloads are copied once, into the message.
+  // credentials.
   auto build = [&](int s, int part, int parts) -> absl::StatusOr<std::shared_ptr<proto::PushRequest>> {
     const std::vector<int>& chunks = plan.ChunksOfShard(s);
     // One base version per shard: the oldest among the chunks it pulled. A pull in parts may see
@@ -656,6 +825,11 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
       pc->mutable_id()->set_index(c.index);
       pc->set_base_version(base);
+      if (lend) {
+        pc->mutable_gradient()->set_encoding(proto::FP32);
+        pc->mutable_gradient()->set_element_count(static_cast<uint32_t>(c.length));
+        continue;
+      }
       Fixed16Encoding chunk_fixed16 = fixed16;
       chunk_fixed16.stream = stream.Advanced(c.offset);
       absl::Status encoded = EncodeFloats(grads.subspan(c.offset, c.length), options.wire,
@@ -668,15 +842,33 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
     }
     return request;
   };
-  // The whole push to shard s with credentials, serialised (its buffer points into the message),
-  // for the unary call.
+  // A built message's bytes: the payloads are slices of `grads` (lent to shard s's call: on its
+  // push stream, `streamed`) or of the message.
+  auto serialize = [&](std::shared_ptr<proto::PushRequest> message, int s, bool streamed) -> grpc::ByteBuffer {
+    if (!lend) return SerializeAliased(std::move(message));
+    proto::PushRequest head = *message;
+    head.clear_chunks();
+    std::vector<proto::PushChunk> chunk_heads(static_cast<size_t>(message->chunks_size()));
+    std::vector<AliasedChunk> chunks(chunk_heads.size());
+    for (size_t i = 0; i < chunk_heads.size(); ++i) {
+      const proto::PushChunk& chunk = message->chunks(static_cast<int>(i));
+      chunk_heads[i] = chunk;
+      chunk_heads[i].clear_gradient();
+      const absl::StatusOr<int> index = plan.FindChunk(chunk.id().tensor(), chunk.id().index());
+      const Chunk& c = plan.chunks()[*index];  // the message was built from the plan
+      chunks[i] = AliasedChunk{&chunk_heads[i], proto::PushChunk::kGradientFieldNumber, &chunk.gradient(),
+                               grads.data() + c.offset, c.length * sizeof(float)};
+    }
+    return SerializeWithAliasedChunks(head, proto::PushRequest::kChunksFieldNumber, chunks, loans->Lend(s, streamed));
+  };
+  // The whole push to shard s with credentials, serialised, for the unary call.
   std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   auto whole = [&](int s) -> absl::Status {
     if (messages[s] == nullptr) {
       ASSIGN_OR_RETURN(messages[s], build(s, 0, 1));
       SetCredentials(impl_->options(), messages[s].get());
-      requests[s] = SerializeAliased(messages[s]);
+      requests[s] = serialize(messages[s], s, /*streamed=*/false);
     }
     return absl::OkStatus();
   };
@@ -697,7 +889,7 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
       if (part == 0) sent_bytes[s] = 0;
       ASSIGN_OR_RETURN(std::shared_ptr<proto::PushRequest> message, build(s, part, parts[k]));
       if (part == 0 && fresh[s]) SetCredentials(impl_->options(), message.get());
-      grpc::ByteBuffer bytes = SerializeAliased(std::move(message));
+      grpc::ByteBuffer bytes = serialize(std::move(message), s, /*streamed=*/true);
       sent_bytes[s] += bytes.Length();
       return bytes;
     };
@@ -710,7 +902,10 @@ absl::Status PsClient::Push(int64_t step, std::span<const float> grads, uint32_t
         unary.push_back(s);  // the unary call is the authority on what went wrong
       } else {
         statuses[s] = results[k].status;
-        if (results[k].outcome == PushStreams::Outcome::kAnswered) ++answered_on_stream;
+        if (results[k].outcome == PushStreams::Outcome::kAnswered) {
+          ++answered_on_stream;
+          loans->Answered(s);  // on its stream: every part was read
+        }
       }
     }
   }

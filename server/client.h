@@ -119,6 +119,9 @@ struct WireStats {
   uint64_t streamed_shard_pushes = 0;  // shard pushes answered on a push stream, not a unary call
   uint64_t pulls = 0;
   uint64_t pull_bytes = 0;
+  // Pushes after which gRPC still held the gradient a second later (a connection that stopped
+  // taking bytes): the client then closed its connections and opened new ones (Push).
+  uint64_t connection_resets = 0;
 };
 
 // Not thread-safe: call from one thread at a time. Every call blocks the caller until all shards
@@ -145,6 +148,9 @@ class PsClient {
   // FAILED_PRECONDITION means the shards dropped this gradient (for example it belongs to a
   // hardsync step that completed without this learner after it was timed out); pull again from
   // start_clock(). A push may be applied on some shards and refused on others if they disagree.
+  // FP32 gradients are sent from `grads` itself, not copied; `grads` is free to overwrite once
+  // Push returns (which it does only once gRPC will read no more of it: after a push left queued
+  // on a connection to a shard that stopped reading, it shuts that connection down first).
   absl::Status Push(int64_t step, std::span<const float> grads, uint32_t samples, float loss);
 
   absl::StatusOr<PsStats> Stats();
@@ -173,6 +179,10 @@ class PsClient {
   class Impl;
   explicit PsClient(std::unique_ptr<Impl> impl);
   absl::Status RegisterAll(const std::vector<int>& shards);
+  class PushLoans;
+  // Push, with FP32 payloads sent from `grads` as slices lent to gRPC through `loans`.
+  absl::Status PushLending(int64_t step, std::span<const float> grads, uint32_t samples, float loss,
+                           PushLoans* loans);
   size_t BytesPerElement() const;  // of the wire encoding
   // Per shard, how many parts of about `part_bytes` its pull or push goes in (1: whole).
   std::vector<int> Parts(uint64_t part_bytes) const;

@@ -164,6 +164,15 @@ std::vector<PushStreams::Result> PushStreams::Push(const std::vector<int>& shard
   return results;
 }
 
+void PushStreams::Poll(absl::Time until) {
+  void* tag = nullptr;
+  bool ok = false;
+  const auto deadline = absl::ToChronoTime(until);
+  while (cq_.AsyncNext(&tag, &ok, deadline) == grpc::CompletionQueue::GOT_EVENT) {
+    Complete(static_cast<Op*>(tag), ok);  // no push waits on any of them now
+  }
+}
+
 void PushStreams::MaybeSend(Stream* s) {
   if (s->broken || !s->started || s->writing || !s->have_next) return;
   s->out = std::move(s->next);

@@ -64,6 +64,10 @@ class PushStreams {
   std::vector<Result> Push(const std::vector<int>& shards, const std::vector<int>& parts,
                            const PartSource& source, int64_t step, absl::Time deadline);
 
+  // Handles what comes back from gRPC until `until` with no push in flight: cancelled streams
+  // finish and are dropped, and a stream's last write completes.
+  void Poll(absl::Time until);
+
  private:
   struct Stream;
   struct Op;
