@@ -219,8 +219,10 @@ class PsClient::Impl {
       // A stream lives (under its call deadline) far longer than a push may take, and is
       // replaced before a push could outlive it.
       push_streams_ = std::make_unique<PushStreams>(
-          std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
-          options_.rpc_timeout);
+          std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout), options_.rpc_timeout,
+          [endpoints = options_.endpoints] {
+            for (const std::string& endpoint : endpoints) ShutDownSocketsTo(endpoint);
+          });
     }
   }
 

@@ -1,10 +1,12 @@
 #include "server/push_streams.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 
+#include "glog/logging.h"
 #include "parameter_server.pb.h"
 #include "server/status_util.h"
 
@@ -51,10 +53,11 @@ struct PushStreams::Stream {
 };
 
 PushStreams::PushStreams(std::vector<grpc::GenericStub*> stubs, absl::Duration lifetime,
-                         absl::Duration min_remaining)
+                         absl::Duration min_remaining, std::function<void()> unstick)
     : stubs_(std::move(stubs)),
       lifetime_(lifetime),
       min_remaining_(min_remaining),
+      unstick_(std::move(unstick)),
       supported_(stubs_.size(), true),
       current_(stubs_.size(), nullptr) {}
 
@@ -63,10 +66,22 @@ PushStreams::~PushStreams() {
     s->result = nullptr;
     if (!s->broken) Retire(s.get());
   }
+  const absl::Time unstick_at = absl::Now() + absl::Seconds(1);
   while (!streams_.empty()) {
     void* tag = nullptr;
     bool ok = false;
-    if (!cq_.Next(&tag, &ok)) break;  // not reached: the queue is shut down below
+    grpc::CompletionQueue::NextStatus next = grpc::CompletionQueue::SHUTDOWN;
+    if (unstick_) {
+      next = cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(unstick_at));
+    } else if (cq_.Next(&tag, &ok)) {
+      next = grpc::CompletionQueue::GOT_EVENT;
+    }
+    if (next == grpc::CompletionQueue::TIMEOUT) {
+      LOG(WARNING) << "push streams still busy a second after they were cancelled; ending their connections";
+      std::exchange(unstick_, nullptr)();
+      continue;
+    }
+    if (next != grpc::CompletionQueue::GOT_EVENT) break;  // not reached: the queue is shut down below
     Complete(static_cast<Op*>(tag), ok);
   }
   cq_.Shutdown();

@@ -41,8 +41,11 @@ class PushStreams {
 
   // `stubs[s]` (borrowed, outliving this) reaches shard s. A stream is reopened when less than
   // `min_remaining` of its `lifetime` (the call's deadline) is left.
+  // `unstick`, if set, is called once when the destructor has waited a second for gRPC: it
+  // must end the connections (gRPC returns no operation of a call whose bytes wait on a
+  // connection the shard stopped reading, not even once the call is cancelled).
   PushStreams(std::vector<grpc::GenericStub*> stubs, absl::Duration lifetime,
-              absl::Duration min_remaining);
+              absl::Duration min_remaining, std::function<void()> unstick = nullptr);
   // Cancels the open streams and waits until gRPC has returned every operation.
   ~PushStreams();
 
@@ -87,6 +90,7 @@ class PushStreams {
   std::vector<grpc::GenericStub*> stubs_;
   const absl::Duration lifetime_;
   const absl::Duration min_remaining_;
+  std::function<void()> unstick_;  // called once by the destructor when gRPC keeps it waiting
   grpc::CompletionQueue cq_;
   std::vector<bool> supported_;
   std::vector<Stream*> current_;                 // per shard, the stream to push on (or null)

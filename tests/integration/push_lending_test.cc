@@ -5,7 +5,9 @@
 #include <signal.h>
 
 #include <cmath>
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <string>
 #include <vector>
@@ -50,8 +52,9 @@ class PushLendingTest : public ::testing::Test {
   }
 
   // A client of a model of one tensor of `elements` floats, all 0.5 at first.
-  void Connect(size_t elements, absl::Duration rpc_timeout) {
+  void Connect(size_t elements, absl::Duration rpc_timeout, proto::Encoding wire = proto::FP32) {
     server::ClientOptions co;
+    co.wire = wire;
     co.endpoints = {address_};
     co.job_id = std::string("j");
     co.tensors = {{"w", elements}};
@@ -122,6 +125,23 @@ TEST_F(PushLendingTest, APushAStoppedShardLeftQueuedIsNotSentFromTheOverwrittenB
   absl::StatusOr<server::PsStats> stats = client_->Stats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->total.gradients_rejected_nonfinite, 0u);
+}
+
+// A FIXED16 push is encoded into its message, so Push does not wait for gRPC to let go of it: a
+// push stream can be left stuck behind a stopped shard. Destroying the client then ends that
+// connection instead of waiting for gRPC, which would wait for the shard.
+TEST_F(PushLendingTest, AClientWithAPushStuckBehindAStoppedShardIsDestroyedWithoutWaitingForTheShard) {
+  constexpr size_t kElements = 16 << 20;  // 32 MB as FIXED16: more than the connection's buffers
+  Connect(kElements, absl::Seconds(1), proto::FIXED16);
+  std::vector<float> w(kElements), g(kElements, 0.25f);
+  ASSERT_TRUE(client_->Pull(0, w).ok());
+  ASSERT_TRUE(backend_.Signal(shard_, SIGSTOP).ok());
+  EXPECT_FALSE(client_->Push(0, g, 1, 0.0f).ok());
+  std::future<void> destroyed = std::async(std::launch::async, [this] { client_.reset(); });
+  const bool in_time = destroyed.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  ASSERT_TRUE(backend_.Signal(shard_, SIGCONT).ok());  // lets a hung destructor finish, too
+  destroyed.wait();
+  EXPECT_TRUE(in_time) << "the client's destructor waited for the stopped shard";
 }
 
 }  // namespace
