@@ -305,6 +305,7 @@ absl::Status RunLearner(const LearnerOptions& o) {
                                        {"push_bytes", ps->wire_stats().push_bytes},
                                        {"pulls", ps->wire_stats().pulls},
                                        {"pull_bytes", ps->wire_stats().pull_bytes},
+                                       {"connection_resets", ps->wire_stats().connection_resets},
                                        {"pull_seconds", ToSeconds(pull_time)},
                                        {"compute_seconds", ToSeconds(compute_time)},
                                        {"push_seconds", ToSeconds(push_time)}});

@@ -64,6 +64,7 @@ void AddLearnerTraffic(const nlohmann::json& done, RunReport* report) {
   report->push_bytes += JsonGet<uint64_t>(done, "push_bytes", 0);
   report->pulls += JsonGet<uint64_t>(done, "pulls", 0);
   report->pull_bytes += JsonGet<uint64_t>(done, "pull_bytes", 0);
+  report->connection_resets += JsonGet<uint64_t>(done, "connection_resets", 0);
   report->learner_pull_seconds += JsonGet<double>(done, "pull_seconds", 0);
   report->learner_compute_seconds += JsonGet<double>(done, "compute_seconds", 0);
   report->learner_push_seconds += JsonGet<double>(done, "push_seconds", 0);

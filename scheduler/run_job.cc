@@ -817,7 +817,8 @@ std::string RunReportJson(const RunReport& r, const JobSpec& job) {
                {"pushes", r.pushes}, {"push_bytes", r.push_bytes},
                {"bytes_per_push", per(r.push_bytes, r.pushes)},
                {"pulls", r.pulls}, {"pull_bytes", r.pull_bytes},
-               {"bytes_per_pull", per(r.pull_bytes, r.pulls)}};
+               {"bytes_per_pull", per(r.pull_bytes, r.pulls)},
+               {"connection_resets", r.connection_resets}};
   j["learner_phases"] = {{"pull_seconds", r.learner_pull_seconds},
                          {"compute_seconds", r.learner_compute_seconds},
                          {"push_seconds", r.learner_push_seconds}};

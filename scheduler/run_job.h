@@ -100,6 +100,9 @@ struct RunReport {
   uint64_t push_bytes = 0;
   uint64_t pulls = 0;
   uint64_t pull_bytes = 0;
+  // Summed likewise: pushes after which a learner closed its connections because a shard had
+  // stopped reading what it sent (WireStats::connection_resets).
+  uint64_t connection_resets = 0;
   // Summed likewise: the learners' wall time inside Pull, computing a step (with a straggler's
   // stretch), and inside Push. Where a learner's cycle goes; with the staleness it says whether
   // a gradient's pull-to-push window spans the cycle (see bench/experiments).
