@@ -487,6 +487,11 @@ void JobScheduler::FinishAdoptedFromEvents(Entry& entry) {
     return Finish(entry, JobState::kFailed,
                   absl::StrCat("it ended after a scheduler restart: ", report.status().message()));
   }
+  // Restarts under either daemon: the record follows each process's incarnation.
+  for (const ProcessRecord& p : r.processes) {
+    if (IsShard(p.role)) report->shard_restarts += p.incarnation;
+    if (IsEvaluator(p.role)) report->evaluator_restarts += p.incarnation;
+  }
   r.result_json = RunReportJson(*report, *spec);
   r.test_accuracy = report->test_accuracy;
   Finish(entry, JobState::kSucceeded,

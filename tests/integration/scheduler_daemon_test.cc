@@ -110,7 +110,10 @@ class SchedulerDaemonTest : public SchedulerDaemonFixture {
     const proto::Job done = WaitUntilEnded(id);
     ASSERT_EQ(done.state(), proto::JOB_SUCCEEDED) << done.reason();
     EXPECT_GT(done.test_accuracy(), 0.3) << "chance is 0.1";
-    EXPECT_EQ(nlohmann::json::parse(done.result_json())["learners_finished"], 1);
+    const nlohmann::json result = nlohmann::json::parse(done.result_json());
+    EXPECT_EQ(result["learners_finished"], 1);
+    EXPECT_EQ(result["shard_restarts"], role == "server-0" ? 1 : 0);
+    EXPECT_EQ(result["evaluator_restarts"], role == "evaluator" ? 1 : 0);
     for (const proto::JobProcess& p : done.processes()) {
       if (p.role() == role) {
         EXPECT_NE(p.pid(), victim);
