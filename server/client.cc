@@ -173,11 +173,16 @@ class PsClient::Impl {
     // gRPC finishes no operation of a call whose bytes wait on a connection the shard stopped
     // reading (not even once cancelled), and the connection lives as long as its calls: so the
     // sockets are shut down under it first. That fails the write, and gRPC lets go of the rest.
-    for (const std::string& endpoint : options_.endpoints) ShutDownSocketsTo(endpoint);
+    ShutDownSockets();
     push_streams_.reset();
     generic_stubs_.clear();
     channels_.clear();  // each client has connections of its own (a local subchannel pool)
     Connect();
+  }
+
+  // Shuts down this process's sockets to the shards (ShutDownSocketsTo).
+  void ShutDownSockets() const {
+    for (const std::string& endpoint : options_.endpoints) ShutDownSocketsTo(endpoint);
   }
 
   // Polls this client's connections (and push streams, so that cancelled ones finish and let go
@@ -220,9 +225,7 @@ class PsClient::Impl {
       // replaced before a push could outlive it.
       push_streams_ = std::make_unique<PushStreams>(
           std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout), options_.rpc_timeout,
-          [endpoints = options_.endpoints] {
-            for (const std::string& endpoint : endpoints) ShutDownSocketsTo(endpoint);
-          });
+          [this] { ShutDownSockets(); });
     }
   }
 
@@ -802,8 +805,12 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
   // encoded into the message.
   const bool lend = options.wire == proto::FP32 || options.wire == proto::ENCODING_UNSPECIFIED;
   // Part `part` of `parts` of shard s's push (the whole push when parts is 1), without
-  // credentials.
-  auto build = [&](int s, int part, int parts) -> absl::StatusOr<std::shared_ptr<proto::PushRequest>> {
+  // credentials, and the plan's indices of its chunks in message order.
+  struct Built {
+    std::shared_ptr<proto::PushRequest> message;
+    std::span<const int> chunks;
+  };
+  auto build = [&](int s, int part, int parts) -> absl::StatusOr<Built> {
     const std::vector<int>& chunks = plan.ChunksOfShard(s);
     // One base version per shard: the oldest among the chunks it pulled. A pull in parts may see
     // updates between its parts; the gradient is then as stale as its oldest part.
@@ -842,35 +849,35 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
                                          c.index, ": ", encoded.message()));
       }
     }
-    return request;
+    return Built{std::move(request), std::span<const int>(chunks).subspan(first, end - first)};
   };
   // A built message's bytes: the payloads are slices of `grads` (lent to shard s's call: on its
   // push stream, `streamed`) or of the message.
-  auto serialize = [&](std::shared_ptr<proto::PushRequest> message, int s, bool streamed) -> grpc::ByteBuffer {
-    if (!lend) return SerializeAliased(std::move(message));
-    proto::PushRequest head = *message;
-    head.clear_chunks();
-    std::vector<proto::PushChunk> chunk_heads(static_cast<size_t>(message->chunks_size()));
-    std::vector<AliasedChunk> chunks(chunk_heads.size());
-    for (size_t i = 0; i < chunk_heads.size(); ++i) {
-      const proto::PushChunk& chunk = message->chunks(static_cast<int>(i));
-      chunk_heads[i] = chunk;
-      chunk_heads[i].clear_gradient();
-      const absl::StatusOr<int> index = plan.FindChunk(chunk.id().tensor(), chunk.id().index());
-      const Chunk& c = plan.chunks()[*index];  // the message was built from the plan
-      chunks[i] = AliasedChunk{&chunk_heads[i], proto::PushChunk::kGradientFieldNumber, &chunk.gradient(),
+  // (A lent message's chunks are moved out of it: it is left holding the other fields.)
+  auto serialize = [&](Built built, int s, bool streamed) -> grpc::ByteBuffer {
+    if (!lend) return SerializeAliased(std::move(built.message));
+    google::protobuf::RepeatedPtrField<proto::PushChunk> heads;
+    heads.Swap(built.message->mutable_chunks());
+    std::vector<std::unique_ptr<proto::EncodedTensor>> tensors(built.chunks.size());
+    std::vector<AliasedChunk> chunks(built.chunks.size());
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      tensors[i].reset(heads[static_cast<int>(i)].release_gradient());
+      const Chunk& c = plan.chunks()[built.chunks[i]];
+      chunks[i] = AliasedChunk{&heads[static_cast<int>(i)], proto::PushChunk::kGradientFieldNumber, tensors[i].get(),
                                grads.data() + c.offset, c.length * sizeof(float)};
     }
-    return SerializeWithAliasedChunks(head, proto::PushRequest::kChunksFieldNumber, chunks, loans->Lend(s, streamed));
+    return SerializeWithAliasedChunks(*built.message, proto::PushRequest::kChunksFieldNumber, chunks,
+                                      loans->Lend(s, streamed));
   };
   // The whole push to shard s with credentials, serialised, for the unary call.
-  std::vector<std::shared_ptr<proto::PushRequest>> messages(n);
+  std::vector<bool> built(n, false);
   std::vector<grpc::ByteBuffer> requests(n), responses(n);
   auto whole = [&](int s) -> absl::Status {
-    if (messages[s] == nullptr) {
-      ASSIGN_OR_RETURN(messages[s], build(s, 0, 1));
-      SetCredentials(impl_->options(), messages[s].get());
-      requests[s] = serialize(messages[s], s, /*streamed=*/false);
+    if (!built[s]) {
+      ASSIGN_OR_RETURN(Built message, build(s, 0, 1));
+      SetCredentials(impl_->options(), message.message.get());
+      requests[s] = serialize(std::move(message), s, /*streamed=*/false);
+      built[s] = true;
     }
     return absl::OkStatus();
   };
@@ -889,8 +896,8 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
         [&](size_t k, int part) -> absl::StatusOr<grpc::ByteBuffer> {
       const int s = streamed[k];
       if (part == 0) sent_bytes[s] = 0;
-      ASSIGN_OR_RETURN(std::shared_ptr<proto::PushRequest> message, build(s, part, parts[k]));
-      if (part == 0 && fresh[s]) SetCredentials(impl_->options(), message.get());
+      ASSIGN_OR_RETURN(Built message, build(s, part, parts[k]));
+      if (part == 0 && fresh[s]) SetCredentials(impl_->options(), message.message.get());
       grpc::ByteBuffer bytes = serialize(std::move(message), s, /*streamed=*/true);
       sent_bytes[s] += bytes.Length();
       return bytes;
