@@ -73,9 +73,18 @@ TEST_F(MpiBackendTest, EachRanksLinesReachItsOwnProcess) {
 }
 
 TEST_F(MpiBackendTest, AnnouncedExitCodesWinOverMpirunsStatus) {
-  const std::string script =
-      "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then echo 'ORRERY_RANK_EXIT {\"code\":3}'; exit 3; fi; "
-      "echo 'ORRERY_RANK_EXIT {\"code\":0}'";
+  // mpirun ends the whole launch once a rank exits non-zero, so rank 1 fails only after ranks 0
+  // and 2 have announced and exited (each leaves its pid in DIR; rank 1 waits, with a deadline,
+  // until both pids are gone). Without that wait, a loaded machine may start rank 2 after rank 1
+  // has failed, and mpirun kills it before it announces anything.
+  const std::string dir = testing::FreshDir("mpi_exit");
+  const std::string script = absl::StrCat(
+      "d=", dir, "; r=$OMPI_COMM_WORLD_RANK; "
+      "if [ $r != 1 ]; then echo 'ORRERY_RANK_EXIT {\"code\":0}'; echo $$ > $d/p$r.tmp; mv $d/p$r.tmp $d/p$r; exit 0; fi; "
+      "i=0; while [ $i -lt 1200 ]; do i=$((i+1)); "
+      "if [ -s $d/p0 ] && [ -s $d/p2 ] && ! kill -0 $(cat $d/p0) 2>/dev/null && ! kill -0 $(cat $d/p2) 2>/dev/null; "
+      "then break; fi; sleep 0.05; done; "
+      "echo 'ORRERY_RANK_EXIT {\"code\":3}'; exit 3");
   ASSERT_TRUE(backend_.StartGroup({Rank("r0", script), Rank("r1", script), Rank("r2", script)}).ok());
   ASSERT_TRUE(RunUntilAllExited()) << recorder_.Dump();
   EXPECT_TRUE(recorder_.exits["r0"].status.ok());
