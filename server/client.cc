@@ -552,12 +552,19 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
     rest.erase(rest.begin());
   }
   if (!rest.empty()) RETURN_IF_ERROR(client->RegisterAll(rest));
+  // A learner that died in the middle of a push (a crash, or a run stopped by Ctrl-C) may have
+  // pushed its last step to some shards only: it continues from the smallest clock, so that the
+  // shards that missed that step get it (the others answer ALREADY_EXISTS, which is success).
+  // The largest would let a hardsync shard complete that step without it.
+  client->start_clock_ = *std::min_element(client->registered_clock_.begin(),
+                                           client->registered_clock_.end());
   return client;
 }
 
 absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
   const int n = impl_->num_shards();
   shard_parts_.resize(n, false);
+  registered_clock_.resize(n, 0);
   std::vector<proto::RegisterRequest> requests(n);
   std::vector<proto::RegisterResponse> responses(n);
   for (int s : shards) {
@@ -580,6 +587,7 @@ absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
                                               responses[s].learner_id(), " instead of ",
                                               learner_id_));
     }
+    registered_clock_[s] = responses[s].clock();
     start_clock_ = std::max(start_clock_, responses[s].clock());
     shard_parts_[s] = responses[s].parts();
   }
@@ -943,6 +951,16 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
     auto again = impl_->Call(unknown, impl_->options().rpc_timeout, start, nullptr,
                              Impl::OnFailure::kLetFinish);
     for (int s : unknown) statuses[s] = absl::IsAlreadyExists(again[s]) ? absl::OkStatus() : again[s];
+  }
+  std::vector<int> refused;
+  for (int s = 0; s < n; ++s) {
+    if (absl::IsFailedPrecondition(statuses[s])) refused.push_back(s);
+  }
+  if (!refused.empty()) {
+    // The caller goes on from start_clock(): ask the shards that dropped this step where they
+    // are (registering again changes nothing for an active learner but tells its clock).
+    absl::Status st = RegisterAll(refused);
+    if (!st.ok()) LOG(WARNING) << "cannot learn the clock of the shards that refused a push: " << st;
   }
   RETURN_IF_ERROR(impl_->Combine(statuses, "Push"));
   ++wire_stats_.pushes;

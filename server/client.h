@@ -168,7 +168,10 @@ class PsClient {
   std::vector<ShardRestart> TakeShardRestarts();
 
   int learner_id() const { return learner_id_; }
-  // The clock to continue from: the largest clock the shards reported at (re-)registration.
+  // The clock to continue from: after Connect, the smallest clock the shards reported (a learner
+  // that died in the middle of a push pushes that step again to the shards that missed it); then
+  // raised to the largest clock reported by a shard that registered this learner again or
+  // refused a push with FAILED_PRECONDITION (e.g. it completed a hardsync step without it).
   int64_t start_clock() const { return start_clock_; }
   uint64_t total_elements() const;
   const proto::ModelLayout& layout() const;
@@ -190,6 +193,7 @@ class PsClient {
   std::unique_ptr<Impl> impl_;
   std::vector<uint64_t> shard_version_;  // per shard, the largest chunk version of the last pull
   std::vector<bool> shard_parts_;        // per shard: takes pulls and pushes in parts
+  std::vector<int64_t> registered_clock_;  // per shard, the clock of its last registration
   std::vector<ShardRestart> restarts_;
   int learner_id_ = -1;
   int64_t start_clock_ = 0;

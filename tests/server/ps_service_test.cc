@@ -18,6 +18,7 @@
 #include "server/client.h"
 #include "tests/server/shard_cluster.h"
 #include "server/shard_server.h"
+#include "server/sharding.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
@@ -199,6 +200,109 @@ TEST_F(PsServiceTest, HardsyncPullWaitsForTheOtherLearnerThroughRpc) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->total.version, 1u);
   EXPECT_EQ(stats->total.gradients_applied, 2u);
+}
+
+// Learner `learner`'s push of `step` (every element `g`, computed on version 0) delivered to
+// shard `shard` alone, straight into it: what a learner killed in the middle of a push leaves.
+absl::Status PushToOneShard(ShardServer& server, const PsClient& client, int shard, int learner,
+                            int64_t step, float g) {
+  absl::StatusOr<ShardPlan> plan = ShardPlan::Create(client.layout());
+  if (!plan.ok()) return plan.status();
+  proto::PushRequest r;
+  r.set_job_id(testing::kTestJob);
+  r.set_token(testing::kTestToken);
+  r.set_learner_id(learner);
+  r.set_step(step);
+  r.set_samples(8);
+  for (int i : plan->ChunksOfShard(shard)) {
+    const Chunk& c = plan->chunks()[i];
+    proto::PushChunk* pc = r.add_chunks();
+    pc->mutable_id()->set_tensor(plan->TensorName(c.tensor));
+    pc->mutable_id()->set_index(c.index);
+    pc->set_base_version(0);
+    const std::vector<float> v(c.length, g);
+    if (absl::Status st = EncodeFloats(v, proto::FP32, pc->mutable_gradient()); !st.ok()) return st;
+  }
+  return server.shard().Push(r).status();
+}
+
+// Both learners of a hardsync job die in the middle of their step-0 pushes, crosswise: learner 0's
+// reached shard 0 only, learner 1's shard 1 only (a run stopped by Ctrl-C can end so). Started
+// again, each continues from the smallest clock its shards report and pushes step 0 again; the
+// shard that has it already answers ALREADY_EXISTS. Every shard's step 0 then averages both
+// learners' gradients. (From the largest clock, each shard completed step 0 with one gradient:
+// the pull at clock 1 told it the missing learner had moved on.)
+TEST_F(PsServiceTest, LearnersThatDiedMidPushPushTheirStepAgainToTheShardsThatMissedIt) {
+  StartShards("hardsync", 2);
+  {
+    auto a = PsClient::Connect(Options(0));
+    auto b = PsClient::Connect(Options(1));
+    ASSERT_TRUE(a.ok() && b.ok());
+    const size_t n = (*a)->total_elements();
+    ASSERT_TRUE((*a)->Init(std::vector<float>(n, 1.0f)).ok());
+    std::vector<float> w(n);
+    ASSERT_TRUE((*a)->Pull(0, w).ok());
+    ASSERT_TRUE((*b)->Pull(0, w).ok());
+    ASSERT_TRUE(PushToOneShard(*servers_[0], **a, 0, 0, 0, 1.0f).ok());
+    ASSERT_TRUE(PushToOneShard(*servers_[1], **b, 1, 1, 0, 3.0f).ok());
+  }  // both "die" without leaving
+  auto a = PsClient::Connect(Options(0));
+  auto b = PsClient::Connect(Options(1));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->start_clock(), 0);
+  EXPECT_EQ((*b)->start_clock(), 0);
+  const size_t n = (*a)->total_elements();
+  std::vector<float> wa(n), wb(n);
+  ASSERT_TRUE((*a)->Pull((*a)->start_clock(), wa).ok());
+  ASSERT_TRUE((*b)->Pull((*b)->start_clock(), wb).ok());
+  ASSERT_TRUE((*a)->Push(0, std::vector<float>(n, 1.0f), 8, 1.0f).ok());
+  ASSERT_TRUE((*b)->Push(0, std::vector<float>(n, 3.0f), 8, 1.0f).ok());
+  ASSERT_TRUE((*a)->Pull(1, wa).ok());
+  for (size_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(wa[i], 1.0f - 0.5f * 2.0f) << i;
+  auto stats = (*a)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  for (const ShardStats& s : stats->shards) {
+    EXPECT_EQ(s.version, 1u) << "shard " << s.shard;
+    EXPECT_EQ(s.gradients_applied, 2u) << "shard " << s.shard;
+    EXPECT_EQ(s.samples_applied, 16u) << "shard " << s.shard;
+  }
+}
+
+// A learner dropped by one shard only (its timeout is shorter), which completed step 0 without
+// it, is started again: its push of step 0 is applied by the shard that still waited for it and
+// refused by the other (FAILED_PRECONDITION); start_clock() then says to go on from clock 1, so
+// the learner does not push step 0 over and over.
+TEST_F(PsServiceTest, APushRefusedByAShardThatMovedOnRaisesTheClockToContinueFrom) {
+  for (int s = 0; s < kShards; ++s) {
+    ServerOptions o = testing::TestShardOptions(s, kShards, "hardsync", 2);
+    if (s == 0) o.learner_timeout_seconds = 0.2;
+    testing::StartTestShard(o, &servers_, &endpoints_);
+    ASSERT_FALSE(HasFatalFailure());
+  }
+  auto b = PsClient::Connect(Options(1));
+  ASSERT_TRUE(b.ok());
+  const size_t n = (*b)->total_elements();
+  {
+    auto a = PsClient::Connect(Options(0));
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE((*a)->Init(std::vector<float>(n, 1.0f)).ok());
+  }  // learner 0 goes silent
+  std::vector<float> wb(n);
+  ASSERT_TRUE((*b)->Pull(0, wb).ok());
+  ASSERT_TRUE((*b)->Push(0, std::vector<float>(n, 3.0f), 8, 1.0f).ok());
+  // Shard 0 drops learner 0 and completes step 0 with learner 1's gradient alone.
+  ASSERT_TRUE(Eventually([&] { return servers_[0]->shard().DebugState().version == 1; }));
+  auto a = PsClient::Connect(Options(0));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->start_clock(), 0) << "shard 1 still waits for learner 0's step 0";
+  std::vector<float> wa(n);
+  ASSERT_TRUE((*a)->Pull(0, wa).ok());
+  absl::Status pushed = (*a)->Push(0, std::vector<float>(n, 1.0f), 8, 1.0f);
+  EXPECT_TRUE(absl::IsFailedPrecondition(pushed)) << pushed;
+  EXPECT_EQ((*a)->start_clock(), 1);
+  ASSERT_TRUE((*a)->Pull(1, wa).ok());
+  EXPECT_EQ(servers_[1]->shard().DebugState().version, 1u) << "shard 1 applied learner 0's step 0";
+  ASSERT_TRUE((*a)->Push(1, std::vector<float>(n, 1.0f), 8, 1.0f).ok());
 }
 
 TEST_F(PsServiceTest, WrongTokenOrJobIsRefused) {
