@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "cli/log_relay.h"
 #include "cli/mpi_rendezvous.h"
 #include "cli/rank_main.h"
 #include "scheduler/backends/file_rendezvous.h"
@@ -182,7 +183,18 @@ void AddRenderK8sCommand(CLI::App& app, Commands& commands) {
 
 }  // namespace
 
+void AddLogRelayCommand(CLI::App& app, Commands& commands) {
+  auto file = std::make_shared<std::string>(), role = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("log-relay", "Internal: carries a process's output into its log file once "
+                                                  "the scheduler that read it has gone (see cli/log_relay.h)");
+  cmd->group("");  // not listed in --help
+  cmd->add_option("--file", *file, "Log file to append to")->required();
+  cmd->add_option("--role", *role, "Role named on each line")->required();
+  cmd->callback([&commands, file, role] { commands.Set([file, role] { return RunLogRelay(*file, *role); }); });
+}
+
 void AddBackendCommands(CLI::App& app, Commands& commands) {
+  AddLogRelayCommand(app, commands);
   AddMpiRankCommand(app, commands);
   AddSlurmRankCommand(app, commands);
   AddRenderK8sCommand(app, commands);

@@ -10,12 +10,14 @@
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/mutex.h"
 #include "cli/commands.h"
+#include "cli/log_relay.h"
 
 int main(int argc, char** argv) {
   // Debian's abseil keeps a lock-order graph for every Mutex (its debug deadlock detector); in
   // shards and learners that bookkeeping costs 2-3% of the CPU (GraphCycles in profiles). The
   // tests keep it on, where a lock-order cycle should fail loudly.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  orrery::cli::RelayOutputIfItsReaderDies();  // before any output (see cli/log_relay.h)
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = google::GLOG_WARNING;

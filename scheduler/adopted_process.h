@@ -1,6 +1,7 @@
 // Processes that a scheduler daemon did not start itself: the survivors of an earlier daemon that
 // was killed or crashed. A restarted daemon finds them by pid and start time, watches them through
-// a pidfd and can signal them; it cannot read their output or exit codes (they are not its children).
+// a pidfd and can signal them; it cannot read their exit codes (they are not its children) or their
+// output (which they relay into their log files themselves, cli/log_relay.h).
 #pragma once
 
 #include <cstdint>

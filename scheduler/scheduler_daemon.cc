@@ -116,6 +116,7 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
   LocalBackend::Options backend_options;
   backend_options.kill_with_parent = false;  // jobs outlive a crashed daemon; the next re-attaches
   backend_options.ignore_sigpipe = true;
+  backend_options.relay_output_after_exit = true;  // what they print after our death reaches their logs
   backend_options.tail_lines = 50;
   LocalBackend backend(loop, backend_options);
   SchedulerBackends backends;

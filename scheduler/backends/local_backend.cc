@@ -211,6 +211,10 @@ absl::Status LocalBackend::Spawn(Proc& proc) {
     }
     bp::environment env = boost::this_process::environment();
     for (const auto& [key, value] : proc.spec.env) env[key] = value;
+    if (options_.relay_output_after_exit && !proc.spec.log_path.empty()) {
+      env["ORRERY_LOG_FILE"] = proc.spec.log_path;
+      env["ORRERY_LOG_ROLE"] = proc.spec.role;
+    }
     ChildSetup setup;
     setup.kill_with_parent = options_.kill_with_parent;
     setup.ignore_sigpipe = options_.ignore_sigpipe;

@@ -39,6 +39,10 @@ class LocalBackend final : public Backend {
     // read ends of their output pipes) their writes fail with EPIPE instead of killing them. The
     // scheduler daemon sets it together with kill_with_parent = false.
     bool ignore_sigpipe = false;
+    // Children with a log file get ORRERY_LOG_FILE and ORRERY_LOG_ROLE, with which an `orrery`
+    // process whose output pipes lose their reader (this process died) carries its output into
+    // the log file itself (cli/log_relay.h). The scheduler daemon sets it: its jobs outlive it.
+    bool relay_output_after_exit = false;
     // After a child is reaped, how long to wait for its pipes to reach end-of-file before
     // reporting the exit anyway.
     absl::Duration drain_timeout = absl::Seconds(2);

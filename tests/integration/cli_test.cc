@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -412,6 +413,64 @@ TEST(CliTest, ARunStoppedByCtrlCResumesFromItsCheckpointsToTheSameEnd) {
   EXPECT_LT(at_resume, 624 * 128) << "the first run was stopped before the end";
   EXPECT_NEAR(m.value("images_per_second", 0.0) * m.value("train_seconds", 0.0), 624 * 128 - at_resume, 1.0);
   EXPECT_GT(m.value("test_accuracy", 0.0), 0.7);
+  std::filesystem::remove_all(dir);
+}
+
+// A process the scheduler daemon started (ORRERY_LOG_FILE and ORRERY_LOG_ROLE set) whose output
+// pipe loses its reader, as when the daemon is killed: what it prints afterwards (here the line
+// saying why it failed) reaches its log file through `orrery log-relay`, formatted as the daemon
+// writes it, and it is not killed by SIGPIPE. The relay ends once the process has.
+TEST(CliTest, OutputAfterItsReaderDiedReachesTheLogFileThroughTheRelay) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-relay-", getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string log = (dir / "learner-0.log").string();
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(out[1], STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    setenv("ORRERY_LOG_FILE", log.c_str(), 1);
+    setenv("ORRERY_LOG_ROLE", "job-7/learner-0", 1);
+    // No shard listens on port 1: the learner fails after its (short) retry budget.
+    execl(ORRERY_BINARY, ORRERY_BINARY, "learner", "--servers", "127.0.0.1:1", "--model",
+          ORRERY_SOURCE_DIR "/examples/models/mlp.yaml", "--retry-budget", "2", "--rpc-timeout", "1",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  close(out[1]);
+  close(out[0]);  // the reader dies
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::string text;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && !absl::StrContains(text, "err| orrery learner:")) {
+    std::ifstream in(log);
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 err| orrery learner: Register on shard 0 (127.0.0.1:1)")) << text;
+  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 sys| its output reader (the scheduler) went away")) << text;
+  // The relay's pid is on its first line; it exits once the learner's ends of the pipes close.
+  const size_t at = text.find("log-relay pid ");
+  ASSERT_NE(at, std::string::npos) << text;
+  const pid_t relay = std::atoi(text.c_str() + at + 14);
+  ASSERT_GT(relay, 0);
+  auto gone_or_zombie = [relay] {  // a zombie waits for a reaper this test is not
+    std::ifstream stat(absl::StrCat("/proc/", relay, "/stat"));
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const size_t close = line.rfind(')');
+    return close == std::string::npos || line.compare(close, 3, ") Z") == 0;
+  };
+  bool gone = false;
+  for (const absl::Time end = absl::Now() + absl::Seconds(30); !gone && absl::Now() < end;) gone = gone_or_zombie();
+  EXPECT_TRUE(gone) << "the relay outlived its process";
   std::filesystem::remove_all(dir);
 }
 

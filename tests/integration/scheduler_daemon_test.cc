@@ -471,6 +471,11 @@ TEST_F(SchedulerDaemonTest, AJobReattachedAfterKillNineRunsToItsEndWithItsResult
   size_t from_events = 0;
   for (size_t at = logs.out.find(" evt| "); at != std::string::npos; at = logs.out.find(" evt| ", at + 1)) ++from_events;
   std::fprintf(stderr, "logs: %zu line(s) from events files\n", from_events);
+  // What the processes printed after the daemon died went on into their log files, relayed.
+  for (const char* role : {"learner-0", "server-0", "evaluator"}) {
+    EXPECT_THAT(logs.out, ::testing::ContainsRegex(absl::StrCat(role, " sys\\| its output reader \\(the scheduler\\) went away")))
+        << role << "\n" << logs.out;
+  }
   for (const proto::JobProcess& p : done.processes()) {
     if (p.role() != "learner-0") {
       EXPECT_THAT(p.exit(), HasSubstr("stop requested")) << p.role();

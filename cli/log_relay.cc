@@ -1,0 +1,161 @@
+#include "cli/log_relay.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "scheduler/backend.h"
+
+extern char** environ;
+
+namespace orrery::cli {
+namespace {
+
+constexpr int kRelayOut = 3, kRelayErr = 4;  // the relay's ends of the two pipes
+constexpr size_t kMaxLine = 65536;           // longer lines are split, as the backend does
+
+bool IsPipe(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
+void WriteAll(int fd, const std::string& s) {
+  const char* p = s.data();
+  size_t left = s.size();
+  while (left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;  // a full disk: the line is lost, the relay goes on
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
+}
+
+// Starts the relay on two new pipes and points stdout and stderr at them. Runs once, on the
+// watcher thread, after the reader of stderr went away.
+void StartRelay(const std::string& file, const std::string& role) {
+  std::array<int, 2> out{-1, -1}, err{-1, -1};
+  if (::pipe2(out.data(), O_CLOEXEC) != 0) return;
+  if (::pipe2(err.data(), O_CLOEXEC) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return;
+  }
+  // Copies numbered above 4, so that dup2 onto 3 and 4 cannot overwrite one with the other.
+  const int out_read = ::fcntl(out[0], F_DUPFD_CLOEXEC, 10), err_read = ::fcntl(err[0], F_DUPFD_CLOEXEC, 10);
+  ::close(out[0]);
+  ::close(err[0]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_read, kRelayOut);
+  posix_spawn_file_actions_adddup2(&actions, err_read, kRelayErr);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  std::string exe = "/proc/self/exe", cmd = "log-relay", file_flag = "--file", role_flag = "--role";
+  std::string file_arg = file, role_arg = role;
+  std::vector<char*> argv = {exe.data(), cmd.data(), file_flag.data(), file_arg.data(), role_flag.data(),
+                             role_arg.data(), nullptr};
+  pid_t pid = -1;
+  const int spawned = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_read);
+  ::close(err_read);
+  if (spawned != 0) {  // no relay: the output is lost, as it was without one
+    ::close(out[1]);
+    ::close(err[1]);
+    return;
+  }
+  ::dup2(out[1], STDOUT_FILENO);
+  ::dup2(err[1], STDERR_FILENO);
+  ::close(out[1]);
+  ::close(err[1]);
+}
+
+}  // namespace
+
+void RelayOutputIfItsReaderDies() {
+  const char* file_env = std::getenv("ORRERY_LOG_FILE");
+  const char* role_env = std::getenv("ORRERY_LOG_ROLE");
+  std::string file = file_env != nullptr ? file_env : "", role = role_env != nullptr ? role_env : "";
+  // Not passed on: a process this one starts has output of its own.
+  ::unsetenv("ORRERY_LOG_FILE");
+  ::unsetenv("ORRERY_LOG_ROLE");
+  if (file.empty() || role.empty() || !IsPipe(STDERR_FILENO)) return;
+  std::thread([file = std::move(file), role = std::move(role)] {
+    // The write end of a pipe polls POLLERR once its last reader has closed it.
+    struct pollfd p = {STDERR_FILENO, 0, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    if ((p.revents & POLLERR) != 0) StartRelay(file, role);
+  }).detach();
+}
+
+int RunLogRelay(const std::string& file, const std::string& role) {
+  ::setsid();  // out of the process's group: a signal to the group must not cut the last lines
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  const int log = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0) return 1;
+  WriteAll(log, scheduler::FormatLogRecord(absl::Now(), role, "sys",
+                                           absl::StrCat("its output reader (the scheduler) went away; ",
+                                                        "its output goes on here, through orrery log-relay pid ",
+                                                        ::getpid())) +
+                    "\n");
+  std::array<struct pollfd, 2> fds = {{{kRelayOut, POLLIN, 0}, {kRelayErr, POLLIN, 0}}};
+  std::array<std::string, 2> partial;
+  const std::array<const char*, 2> tags = {"out", "err"};
+  auto emit = [&](int i, absl::string_view text) {
+    WriteAll(log, scheduler::FormatLogRecord(absl::Now(), role, tags[i], text) + "\n");
+  };
+  int open = 2;
+  std::vector<char> buf(65536);
+  while (open > 0) {
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf.data(), buf.size());
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {  // EOF: every writer has closed it
+        if (!partial[i].empty()) emit(i, partial[i]);
+        partial[i].clear();
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+        continue;
+      }
+      partial[i].append(buf.data(), static_cast<size_t>(n));
+      size_t start = 0;
+      for (size_t nl; (nl = partial[i].find('\n', start)) != std::string::npos; start = nl + 1) {
+        emit(i, absl::string_view(partial[i]).substr(start, nl - start));
+      }
+      partial[i].erase(0, start);
+      while (partial[i].size() >= kMaxLine) {
+        emit(i, absl::string_view(partial[i]).substr(0, kMaxLine));
+        partial[i].erase(0, kMaxLine);
+      }
+    }
+  }
+  ::close(log);
+  return 0;
+}
+
+}  // namespace orrery::cli
