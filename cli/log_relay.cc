@@ -85,12 +85,18 @@ void StartRelay(const std::string& file, const std::string& role) {
   ::close(err[1]);
 }
 
+std::string& LogFile() {
+  static std::string* file = new std::string;
+  return *file;
+}
+
 }  // namespace
 
 void RelayOutputIfItsReaderDies() {
   const char* file_env = std::getenv("ORRERY_LOG_FILE");
   const char* role_env = std::getenv("ORRERY_LOG_ROLE");
   std::string file = file_env != nullptr ? file_env : "", role = role_env != nullptr ? role_env : "";
+  LogFile() = file;
   // Not passed on: a process this one starts has output of its own.
   ::unsetenv("ORRERY_LOG_FILE");
   ::unsetenv("ORRERY_LOG_ROLE");
@@ -102,6 +108,18 @@ void RelayOutputIfItsReaderDies() {
     }
     if ((p.revents & POLLERR) != 0) StartRelay(file, role);
   }).detach();
+}
+
+void RecordExitCode(int code) {
+  const std::string& file = LogFile();
+  if (file.empty()) return;
+  // Written aside and renamed, so that a reader never sees half of it.
+  const std::string path = file + ".exit", aside = absl::StrCat(path, ".", ::getpid());
+  const int fd = ::open(aside.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  WriteAll(fd, absl::StrCat("{\"pid\":", ::getpid(), ",\"code\":", code, "}\n"));
+  ::close(fd);
+  if (::rename(aside.c_str(), path.c_str()) != 0) ::unlink(aside.c_str());
 }
 
 int RunLogRelay(const std::string& file, const std::string& role) {

@@ -19,6 +19,11 @@ namespace orrery::cli {
 // starts the watcher thread. Call once, early in main.
 void RelayOutputIfItsReaderDies();
 
+// In a process started with ORRERY_LOG_FILE (by the scheduler daemon), writes its exit code to
+// LOG_FILE.exit ({"pid":P,"code":C}): a restarted daemon, whose child it is not, reads it there
+// (scheduler::RecordedExitCode). Nothing otherwise. Call once, as main returns.
+void RecordExitCode(int code);
+
 // `orrery log-relay`: copies the lines read from fd 3 (stdout) and fd 4 (stderr) into `file`,
 // formatted as the local backend's log records; returns the exit code once both reach EOF.
 int RunLogRelay(const std::string& file, const std::string& role);

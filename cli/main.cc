@@ -43,5 +43,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "orrery: %s (see orrery --help)\n", what.c_str());
     return 2;
   }
-  return commands.Run();
+  const int code = commands.Run();
+  orrery::cli::RecordExitCode(code);  // for a scheduler that re-attaches to this process
+  return code;
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/proc_stat.h"
+#include "nlohmann/json.hpp"
 #include "boost/asio/posix/stream_descriptor.hpp"
 
 namespace orrery::scheduler {
@@ -27,6 +28,17 @@ std::optional<uint64_t> ProcessStartTicks(int pid) {
   uint64_t ticks = 0;
   if (!absl::SimpleAtoi(fields[19], &ticks)) return std::nullopt;
   return ticks;
+}
+
+std::optional<int> RecordedExitCode(const std::string& log_path, int pid) {
+  std::ifstream in(log_path + ".exit");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("pid") || !j.contains("code") || !j["pid"].is_number_integer() ||
+      !j["code"].is_number_integer() || j["pid"].get<int64_t>() != pid) {
+    return std::nullopt;
+  }
+  return j["code"].get<int>();
 }
 
 std::string BootId() {

@@ -60,6 +60,13 @@ namespace {
 std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
+
+// The exit code a process of a local job the daemon adopted recorded beside its log
+// (LOG_DIR/ROLE.log.exit), if it returned from main.
+std::optional<int> AdoptedExitCode(const JobRecord& r, const ProcessRecord& p) {
+  if (r.log_dir.empty() || p.pid <= 0) return std::nullopt;
+  return RecordedExitCode(absl::StrCat(r.log_dir, "/", p.role, ".log"), p.pid);
+}
 bool IsShard(const std::string& role) { return absl::StartsWith(role, "server-"); }
 bool IsEvaluator(const std::string& role) { return role == "evaluator"; }
 
@@ -246,17 +253,21 @@ void JobScheduler::Reattach(Entry& entry) {
     ProcessRecord& p = r.processes[i];
     if (!p.exit.empty()) continue;  // it had exited, and the previous daemon saw how
     absl::StatusOr<std::unique_ptr<AdoptedProcess>> adopted = AdoptedProcess::Adopt(loop_, p.pid, p.start_ticks);
+    const std::optional<int> code = local ? AdoptedExitCode(r, p) : std::nullopt;
     if (adopted.ok()) {
       alive.emplace_back(i, std::move(*adopted));
     } else if (local && IsLearner(p.role)) {
-      p.exit = "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
+      p.exit = code ? absl::StrCat("exit code ", *code, " (while no scheduler ran)")
+                    : "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
       restartable_gone.push_back(i);
     } else if (local && (IsShard(p.role) || IsEvaluator(p.role)) && !p.relaunch.empty()) {
-      p.exit = "exited while no scheduler ran (exit status unknown)";
+      p.exit = code ? absl::StrCat("exit code ", *code, " (while no scheduler ran)")
+                    : "exited while no scheduler ran (exit status unknown)";
       restartable_gone.push_back(i);
     } else {
       gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
-      p.exit = "gone when the scheduler restarted (exit status unknown)";
+      p.exit = code ? absl::StrCat("exit code ", *code, " (gone when the scheduler restarted)")
+                    : "gone when the scheduler restarted (exit status unknown)";
     }
   }
   if (!gone.empty()) {
@@ -337,14 +348,17 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
     return;
   }
   bool learners = false, evaluator = false;
-  std::string ended;  // a shard or the evaluator that has exited
+  std::string ended, ended_exit;  // a shard or the evaluator that has exited, and how
   for (const ProcessRecord& p : r.processes) {
     const bool running = p.exit.empty();
     if (IsLearner(p.role)) {
       learners |= running;
     } else {
       if (p.role == "evaluator") evaluator |= running;
-      if (!running && ended.empty()) ended = p.role;
+      if (!running && ended.empty()) {
+        ended = p.role;
+        ended_exit = p.exit;
+      }
     }
   }
   auto all = [](const std::string&) { return true; };
@@ -353,7 +367,7 @@ void JobScheduler::AdvanceAdopted(Entry& entry) {
       if (learners) {
         if (ended.empty()) return;
         entry.adopted_failure = absl::StrCat(ended, " exited while the learners trained, after a scheduler restart "
-                                             "had re-attached to the job (exit status unknown: see ", ended, ".log)");
+                                             "had re-attached to the job (", ended_exit, "; see ", ended, ".log)");
         return StopAdopted(entry, all, options_.stop_grace);
       }
       if (evaluator) {
@@ -442,9 +456,14 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
     if (process->exited()) {
       if (entry.record.processes[index].exit.empty()) {
         const bool stopped = entry.stop_requested.count(index) > 0;
-        entry.record.processes[index].exit =
-            stopped ? "exited (stop requested; status unknown: not a child of this scheduler)"
-                    : "exited (status unknown: not a child of this scheduler)";
+        ProcessRecord& p = entry.record.processes[index];
+        if (const std::optional<int> code = AdoptedExitCode(entry.record, p)) {
+          // As the backend words a child's exit, from the code the process recorded.
+          p.exit = absl::StrCat("exit code ", *code, stopped ? " (stop requested)" : "");
+        } else {
+          p.exit = stopped ? "exited (stop requested; status unknown: not a child of this scheduler)"
+                           : "exited (status unknown: not a child of this scheduler, killed by a signal?)";
+        }
         store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
         Changed(entry);
         if (!stopped && Relaunch(entry, index)) all = false;
@@ -496,7 +515,7 @@ void JobScheduler::FinishAdoptedFromEvents(Entry& entry) {
   r.test_accuracy = report->test_accuracy;
   Finish(entry, JobState::kSucceeded,
          "ran to its end after a scheduler restart re-attached to it; the result is read from its learners' and "
-         "evaluator's events files (exit codes unknown)");
+         "evaluator's events files (exit codes: as the processes recorded them)");
 }
 
 absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, const std::string& base_dir,

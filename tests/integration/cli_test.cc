@@ -471,6 +471,10 @@ TEST(CliTest, OutputAfterItsReaderDiedReachesTheLogFileThroughTheRelay) {
   bool gone = false;
   for (const absl::Time end = absl::Now() + absl::Seconds(30); !gone && absl::Now() < end;) gone = gone_or_zombie();
   EXPECT_TRUE(gone) << "the relay outlived its process";
+  // And its exit code, for a restarted daemon whose child it is not.
+  std::ifstream exit_record(log + ".exit");
+  const std::string recorded((std::istreambuf_iterator<char>(exit_record)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(recorded, absl::StrCat("{\"pid\":", pid, ",\"code\":1}\n"));
   std::filesystem::remove_all(dir);
 }
 
