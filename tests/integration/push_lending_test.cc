@@ -51,7 +51,9 @@ class PushLendingTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  // A client of a model of one tensor of `elements` floats, all 0.5 at first.
+  // A client of a model of one tensor of `elements` floats, all 0.5 at first. The weights are
+  // sent by a client of its own with a generous deadline: a short `rpc_timeout`, which the tests
+  // of a stopped shard want for their push, is too short for a 64 MB Init on a loaded machine.
   void Connect(size_t elements, absl::Duration rpc_timeout, proto::Encoding wire = proto::FP32) {
     server::ClientOptions co;
     co.wire = wire;
@@ -59,12 +61,18 @@ class PushLendingTest : public ::testing::Test {
     co.job_id = std::string("j");
     co.tensors = {{"w", elements}};
     co.chunk_size = 16384;  // 64 KB payloads: sent from the caller's buffer
-    co.rpc_timeout = rpc_timeout;
+    co.rpc_timeout = absl::Seconds(60);
     co.retry_budget = absl::Seconds(10);
+    {
+      absl::StatusOr<std::unique_ptr<server::PsClient>> init = server::PsClient::Connect(co);
+      ASSERT_TRUE(init.ok()) << init.status();
+      const absl::Status st = (*init)->Init(std::vector<float>(elements, 0.5f));
+      ASSERT_TRUE(st.ok()) << st;
+    }
+    co.rpc_timeout = rpc_timeout;
     absl::StatusOr<std::unique_ptr<server::PsClient>> client = server::PsClient::Connect(co);
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
-    ASSERT_TRUE(client_->Init(std::vector<float>(elements, 0.5f)).ok());
   }
 
   // Every weight equals `want` (exactly: the arithmetic is on dyadic values).
@@ -106,7 +114,7 @@ TEST_F(PushLendingTest, TheShardAppliesWhatWasPushedThoughTheBufferIsOverwritten
 // overwritten next, is sent once the shard reads again; the client carries on over a new one.
 TEST_F(PushLendingTest, APushAStoppedShardLeftQueuedIsNotSentFromTheOverwrittenBuffer) {
   constexpr size_t kElements = 16 << 20;  // 64 MB: more than the connection's buffers hold
-  Connect(kElements, absl::Seconds(1));
+  Connect(kElements, absl::Seconds(3));  // the deadline of the stuck push, and of the one after
   std::vector<float> w(kElements), g(kElements, 0.25f);
   ASSERT_TRUE(client_->Pull(0, w).ok());
   ASSERT_TRUE(backend_.Signal(shard_, SIGSTOP).ok());
