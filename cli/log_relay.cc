@@ -58,6 +58,12 @@ void StartRelay(const std::string& file, const std::string& role) {
   const int out_read = ::fcntl(out[0], F_DUPFD_CLOEXEC, 10), err_read = ::fcntl(err[0], F_DUPFD_CLOEXEC, 10);
   ::close(out[0]);
   ::close(err[0]);
+  if (out_read < 0 || err_read < 0) {  // out of descriptors: no relay
+    for (int fd : {out_read, err_read, out[1], err[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return;
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out_read, kRelayOut);
