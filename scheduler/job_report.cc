@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -124,11 +125,22 @@ absl::StatusOr<RunReport> ReportFromEventsFiles(const JobSpec& job, const std::s
     }
     if (JsonGet<bool>(body, "final", false)) final_eval = body;
   }
+  // Updates lost to shard restarts: every learner reports each restart it saw, in order; the k-th
+  // report of shard s from each learner is the same restart (each learner sees every restart, on
+  // its next pull), and the one whose last pull was the newest saw the most lost.
+  std::map<std::pair<int, int>, uint64_t> lost_per_restart;  // (shard, k) -> the worst report
   for (int i = 0; i < job.learners; ++i) {
     const std::string role = absl::StrCat("learner-", i);
     std::optional<nlohmann::json> done;
+    std::map<int, int> seen;  // shard -> restarts this learner reported so far
     for (const auto& [tag, body] : ReadEvents(EventsFilePath(log_dir, role))) {
       if (tag == "ORRERY_LEARNER_DONE") done = body;
+      if (tag == "ORRERY_LEARNER_SHARD_RESTART") {
+        const int shard = JsonGet<int>(body, "shard", -1);
+        if (shard < 0) continue;
+        uint64_t& worst = lost_per_restart[{shard, seen[shard]++}];
+        worst = std::max(worst, JsonGet<uint64_t>(body, "updates_lost", 0));
+      }
     }
     if (done) {
       ++report.learners_finished;
@@ -149,6 +161,7 @@ absl::StatusOr<RunReport> ReportFromEventsFiles(const JobSpec& job, const std::s
                                            "; see evaluator.log)"));
   }
   FillFromFinalEval(*final_eval, &report);
+  for (const auto& [restart, lost] : lost_per_restart) report.updates_lost += lost;
   report.images_per_second = report.samples_applied / std::max(report.train_seconds, 1e-9);
   return report;
 }

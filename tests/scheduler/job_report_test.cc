@@ -52,6 +52,27 @@ class ReportFromEventsTest : public ::testing::Test {
   JobSpec job_;
 };
 
+// Each learner reports every shard restart it saw; a restart counts once, at its worst report.
+TEST_F(ReportFromEventsTest, UpdatesLostCountEachShardRestartOnceAtItsWorstReport) {
+  auto restart = [](int shard, int lost) {
+    return absl::StrCat(R"(ORRERY_LEARNER_SHARD_RESTART {"learner":0,"shard":)", shard, R"(,"updates_lost":)", lost, "}");
+  };
+  Append("evaluator", Eval(5, 0.71, true));
+  // Shard 0 restarted twice (learner 0 saw 3 then 5 updates lost, learner 1 saw 4 then 2), shard 1
+  // once (7 and 6).
+  Append("learner-0", restart(0, 3));
+  Append("learner-0", restart(1, 7));
+  Append("learner-0", restart(0, 5));
+  Append("learner-0", Done(4.0));
+  Append("learner-1", restart(0, 4));
+  Append("learner-1", restart(1, 6));
+  Append("learner-1", restart(0, 2));
+  Append("learner-1", Done(4.5));
+  absl::StatusOr<RunReport> report = ReportFromEventsFiles(job_, dir_.string(), 7.5);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->updates_lost, 4u + 5u + 7u);
+}
+
 TEST_F(ReportFromEventsTest, FinalEvaluationAndFinishedLearnersMakeTheReport) {
   Append("evaluator", Eval(2, 0.31, false));
   Append("evaluator", "glog noise that is not a tagged line");
