@@ -110,8 +110,9 @@ TEST_F(PushLendingTest, TheShardAppliesWhatWasPushedThoughTheBufferIsOverwritten
 }
 
 // A shard that stops reading leaves part of a large push queued on the connection when the
-// push's deadline passes: Push closes the connection before returning, so nothing of the buffer,
-// overwritten next, is sent once the shard reads again; the client carries on over a new one.
+// push's deadline passes: Push closes the connection before returning (unless gRPC let go of the
+// rest first), so nothing of the buffer, overwritten next, is sent once the shard reads again;
+// the client carries on over a new one.
 TEST_F(PushLendingTest, APushAStoppedShardLeftQueuedIsNotSentFromTheOverwrittenBuffer) {
   constexpr size_t kElements = 16 << 20;  // 64 MB: more than the connection's buffers hold
   Connect(kElements, absl::Seconds(3));  // the deadline of the stuck push, and of the one after
@@ -120,7 +121,10 @@ TEST_F(PushLendingTest, APushAStoppedShardLeftQueuedIsNotSentFromTheOverwrittenB
   ASSERT_TRUE(backend_.Signal(shard_, SIGSTOP).ok());
   const absl::Status stuck = client_->Push(0, g, 1, 0.0f);
   EXPECT_FALSE(stuck.ok());
-  EXPECT_EQ(client_->wire_stats().connection_resets, 1u) << "the queued bytes must be dropped with the connection";
+  // Usually gRPC still holds part of the push (queued behind the stopped shard) and Push closes
+  // the connection; on a loaded machine gRPC has now and then dropped the unsent rest of the
+  // cancelled call itself within Push's second of waiting, and no reset was needed.
+  EXPECT_LE(client_->wire_stats().connection_resets, 1u);
   std::fill(g.begin(), g.end(), kNaN);
   ASSERT_TRUE(backend_.Signal(shard_, SIGCONT).ok());
   // Whatever the shard received of the stopped push before its connection closed was not a
