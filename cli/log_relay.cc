@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "base/replace_file.h"
 #include "scheduler/backend.h"
 
 extern char** environ;
@@ -30,18 +31,6 @@ constexpr size_t kMaxLine = 65536;           // longer lines are split, as the b
 bool IsPipe(int fd) {
   struct stat st;
   return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
-}
-
-void WriteAll(int fd, const std::string& s) {
-  const char* p = s.data();
-  size_t left = s.size();
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;  // a full disk: the line is lost, the relay goes on
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
 }
 
 // Starts the relay on two new pipes and points stdout and stderr at them. Runs once, on the
@@ -119,13 +108,10 @@ void RelayOutputIfItsReaderDies() {
 void RecordExitCode(int code) {
   const std::string& file = LogFile();
   if (file.empty()) return;
-  // Written aside and renamed, so that a reader never sees half of it.
-  const std::string path = file + ".exit", aside = absl::StrCat(path, ".", ::getpid());
-  const int fd = ::open(aside.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return;
-  WriteAll(fd, absl::StrCat("{\"pid\":", ::getpid(), ",\"code\":", code, "}\n"));
-  ::close(fd);
-  if (::rename(aside.c_str(), path.c_str()) != 0) ::unlink(aside.c_str());
+  const std::string path = file + ".exit";
+  // Whole or not at all (a reader never sees half of it); a failure leaves the status unknown.
+  ReplaceFile(path, absl::StrCat(path, ".", ::getpid()), absl::StrCat("{\"pid\":", ::getpid(), ",\"code\":", code, "}\n"))
+      .IgnoreError();
 }
 
 int RunLogRelay(const std::string& file, const std::string& role) {
@@ -136,17 +122,13 @@ int RunLogRelay(const std::string& file, const std::string& role) {
   ::signal(SIGPIPE, SIG_IGN);
   const int log = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) return 1;
-  WriteAll(log, scheduler::FormatLogRecord(absl::Now(), role, "sys",
-                                           absl::StrCat("its output reader (the scheduler) went away; ",
-                                                        "its output goes on here, through orrery log-relay pid ",
-                                                        ::getpid())) +
-                    "\n");
+  scheduler::AppendLogRecord(log, absl::Now(), role, "sys",
+                             absl::StrCat("its output reader (the scheduler) went away; ",
+                                          "its output goes on here, through orrery log-relay pid ", ::getpid()));
   std::array<struct pollfd, 2> fds = {{{kRelayOut, POLLIN, 0}, {kRelayErr, POLLIN, 0}}};
   std::array<std::string, 2> partial;
   const std::array<const char*, 2> tags = {"out", "err"};
-  auto emit = [&](int i, absl::string_view text) {
-    WriteAll(log, scheduler::FormatLogRecord(absl::Now(), role, tags[i], text) + "\n");
-  };
+  auto emit = [&](int i, absl::string_view text) { scheduler::AppendLogRecord(log, absl::Now(), role, tags[i], text); };
   int open = 2;
   std::vector<char> buf(65536);
   while (open > 0) {

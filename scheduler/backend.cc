@@ -1,7 +1,9 @@
 #include "scheduler/backend.h"
 
 #include <string.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +28,20 @@ std::string FormatLogRecord(absl::Time time, absl::string_view role, absl::strin
                             absl::string_view text) {
   return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", time, absl::UTCTimeZone()), " ", role, " ", tag,
                       "| ", text);
+}
+
+void AppendLogRecord(int fd, absl::Time time, absl::string_view role, absl::string_view tag,
+                     absl::string_view text) {
+  const std::string record = FormatLogRecord(time, role, tag, text) + "\n";
+  const char* p = record.data();
+  size_t left = record.size();
+  while (left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    p += w;
+    left -= static_cast<size_t>(w);
+  }
 }
 
 std::string ExitStatus::ToString() const {

@@ -57,6 +57,11 @@ struct OutputLine {
 std::string FormatLogRecord(absl::Time time, absl::string_view role, absl::string_view tag,
                             absl::string_view text);
 
+// Appends that record and its newline to `fd` (a log file opened O_APPEND). A failed write (a full
+// disk) loses the record and nothing else: supervision goes on.
+void AppendLogRecord(int fd, absl::Time time, absl::string_view role, absl::string_view tag,
+                     absl::string_view text);
+
 // A process ended (or a process waiting to be restarted was given up by a stop). Reported after
 // all of its output lines.
 struct ProcessExit {

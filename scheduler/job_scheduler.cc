@@ -60,15 +60,20 @@ namespace {
 std::string RolePrefix(int64_t id) { return absl::StrCat("job", id, ":"); }
 
 bool IsLearner(const std::string& role) { return absl::StartsWith(role, "learner-"); }
-
-// The exit code a process of a local job the daemon adopted recorded beside its log
-// (LOG_DIR/ROLE.log.exit), if it returned from main.
-std::optional<int> AdoptedExitCode(const JobRecord& r, const ProcessRecord& p) {
-  if (r.log_dir.empty() || p.pid <= 0) return std::nullopt;
-  return RecordedExitCode(absl::StrCat(r.log_dir, "/", p.role, ".log"), p.pid);
-}
 bool IsShard(const std::string& role) { return absl::StartsWith(role, "server-"); }
 bool IsEvaluator(const std::string& role) { return role == "evaluator"; }
+
+// How a process the daemon did not start ended, as the backend words a child's exit ("exit code
+// 3") when it recorded its code beside its log (LOG_DIR/ROLE.log.exit: it returned from main),
+// followed by `context`; else `unknown`.
+std::string AdoptedExit(const JobRecord& r, const ProcessRecord& p, absl::string_view context,
+                        absl::string_view unknown) {
+  const std::optional<int> code = r.log_dir.empty() || p.pid <= 0
+                                      ? std::nullopt
+                                      : RecordedExitCode(absl::StrCat(r.log_dir, "/", p.role, ".log"), p.pid);
+  if (!code.has_value()) return std::string(unknown);
+  return absl::StrCat(ExitStatus{*code, 0}.ToString(), context);
+}
 
 // ProcessRecord::relaunch: what a restarted daemon needs to start the process again.
 std::string RelaunchJson(const ProcessSpec& spec) {
@@ -253,21 +258,19 @@ void JobScheduler::Reattach(Entry& entry) {
     ProcessRecord& p = r.processes[i];
     if (!p.exit.empty()) continue;  // it had exited, and the previous daemon saw how
     absl::StatusOr<std::unique_ptr<AdoptedProcess>> adopted = AdoptedProcess::Adopt(loop_, p.pid, p.start_ticks);
-    const std::optional<int> code = local ? AdoptedExitCode(r, p) : std::nullopt;
     if (adopted.ok()) {
       alive.emplace_back(i, std::move(*adopted));
     } else if (local && IsLearner(p.role)) {
-      p.exit = code ? absl::StrCat("exit code ", *code, " (while no scheduler ran)")
-                    : "exited while no scheduler ran (exit status unknown; its events file says whether it finished)";
+      p.exit = AdoptedExit(r, p, " (while no scheduler ran)",
+                           "exited while no scheduler ran (exit status unknown; its events file says whether it finished)");
       restartable_gone.push_back(i);
     } else if (local && (IsShard(p.role) || IsEvaluator(p.role)) && !p.relaunch.empty()) {
-      p.exit = code ? absl::StrCat("exit code ", *code, " (while no scheduler ran)")
-                    : "exited while no scheduler ran (exit status unknown)";
+      p.exit = AdoptedExit(r, p, " (while no scheduler ran)", "exited while no scheduler ran (exit status unknown)");
       restartable_gone.push_back(i);
     } else {
       gone.push_back(absl::StrCat(p.role, " (pid ", p.pid, ")"));
-      p.exit = code ? absl::StrCat("exit code ", *code, " (gone when the scheduler restarted)")
-                    : "gone when the scheduler restarted (exit status unknown)";
+      p.exit = AdoptedExit(r, p, " (gone when the scheduler restarted)",
+                           "gone when the scheduler restarted (exit status unknown)");
     }
   }
   if (!gone.empty()) {
@@ -457,14 +460,10 @@ void JobScheduler::OnAdoptedExit(int64_t id) {
       if (entry.record.processes[index].exit.empty()) {
         const bool stopped = entry.stop_requested.count(index) > 0;
         ProcessRecord& p = entry.record.processes[index];
-        if (const std::optional<int> code = AdoptedExitCode(entry.record, p)) {
-          // As the backend words a child's exit, from the code the process recorded.
-          p.exit = absl::StrCat("exit code ", *code, stopped ? " (stop requested)" : "");
-        } else {
-          p.exit = stopped ? "exited (stop requested; status unknown: not a child of this scheduler)"
-                           : "exited (status unknown: not a child of this scheduler, killed by a signal?)";
-        }
-        store_.PutProcess(id, entry.record.processes[index]).IgnoreError();
+        p.exit = AdoptedExit(entry.record, p, stopped ? " (stop requested)" : "",
+                             stopped ? "exited (stop requested; status unknown: not a child of this scheduler)"
+                                     : "exited (status unknown: not a child of this scheduler, killed by a signal?)");
+        store_.PutProcess(id, p).IgnoreError();
         Changed(entry);
         if (!stopped && Relaunch(entry, index)) all = false;
       }

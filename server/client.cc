@@ -6,10 +6,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
-#include <atomic>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include <grpcpp/completion_queue.h>
@@ -547,24 +548,23 @@ absl::StatusOr<std::unique_ptr<PsClient>> PsClient::Connect(const ClientOptions&
       new PsClient(std::make_unique<Impl>(options, std::move(plan), std::move(credentials))));
   client->learner_id_ = options.learner_id;
   std::vector<int> rest = client->impl_->AllShards();
-  if (options.learner_id == -1) {
-    RETURN_IF_ERROR(client->RegisterAll({0}));  // shard 0 assigns the id the others then use
-    rest.erase(rest.begin());
-  }
-  if (!rest.empty()) RETURN_IF_ERROR(client->RegisterAll(rest));
   // A learner that died in the middle of a push (a crash, or a run stopped by Ctrl-C) may have
   // pushed its last step to some shards only: it continues from the smallest clock, so that the
   // shards that missed that step get it (the others answer ALREADY_EXISTS, which is success).
   // The largest would let a hardsync shard complete that step without it.
-  client->start_clock_ = *std::min_element(client->registered_clock_.begin(),
-                                           client->registered_clock_.end());
+  int64_t smallest = std::numeric_limits<int64_t>::max();
+  if (options.learner_id == -1) {
+    RETURN_IF_ERROR(client->RegisterAll({0}, &smallest));  // shard 0 assigns the id the others then use
+    rest.erase(rest.begin());
+  }
+  if (!rest.empty()) RETURN_IF_ERROR(client->RegisterAll(rest, &smallest));
+  client->start_clock_ = smallest;
   return client;
 }
 
-absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
+absl::Status PsClient::RegisterAll(const std::vector<int>& shards, int64_t* smallest_clock) {
   const int n = impl_->num_shards();
   shard_parts_.resize(n, false);
-  registered_clock_.resize(n, 0);
   std::vector<proto::RegisterRequest> requests(n);
   std::vector<proto::RegisterResponse> responses(n);
   for (int s : shards) {
@@ -587,8 +587,8 @@ absl::Status PsClient::RegisterAll(const std::vector<int>& shards) {
                                               responses[s].learner_id(), " instead of ",
                                               learner_id_));
     }
-    registered_clock_[s] = responses[s].clock();
     start_clock_ = std::max(start_clock_, responses[s].clock());
+    if (smallest_clock != nullptr) *smallest_clock = std::min(*smallest_clock, responses[s].clock());
     shard_parts_[s] = responses[s].parts();
   }
   return absl::OkStatus();

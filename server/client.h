@@ -181,7 +181,9 @@ class PsClient {
  private:
   class Impl;
   explicit PsClient(std::unique_ptr<Impl> impl);
-  absl::Status RegisterAll(const std::vector<int>& shards);
+  // Registers with `shards`, raising start_clock_ to the largest clock they report; lowers
+  // `*smallest_clock`, if given, to the smallest.
+  absl::Status RegisterAll(const std::vector<int>& shards, int64_t* smallest_clock = nullptr);
   class PushLoans;
   // Push, with FP32 payloads sent from `grads` as slices lent to gRPC through `loans`.
   absl::Status PushLending(int64_t step, std::span<const float> grads, uint32_t samples, float loss,
@@ -193,7 +195,6 @@ class PsClient {
   std::unique_ptr<Impl> impl_;
   std::vector<uint64_t> shard_version_;  // per shard, the largest chunk version of the last pull
   std::vector<bool> shard_parts_;        // per shard: takes pulls and pushes in parts
-  std::vector<int64_t> registered_clock_;  // per shard, the clock of its last registration
   std::vector<ShardRestart> restarts_;
   int learner_id_ = -1;
   int64_t start_clock_ = 0;

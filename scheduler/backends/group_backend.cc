@@ -153,17 +153,7 @@ absl::StatusOr<std::vector<ProcessId>> GroupBackend::StartGroup(const std::vecto
 void GroupBackend::AppendToLog(Proc& proc, const std::string& tag, const std::string& text) {
   proc.tail.push_back(absl::StrCat(tag, "| ", text));
   while (proc.tail.size() > options_.tail_lines) proc.tail.pop_front();
-  if (proc.log_fd < 0) return;
-  const std::string record = FormatLogRecord(options_.now(), proc.spec.role, tag, text) + "\n";
-  const char* p = record.data();
-  size_t left = record.size();
-  while (left > 0) {
-    ssize_t w = ::write(proc.log_fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
+  if (proc.log_fd >= 0) AppendLogRecord(proc.log_fd, options_.now(), proc.spec.role, tag, text);
 }
 
 void GroupBackend::Note(Proc& proc, const std::string& text) { AppendToLog(proc, "sys", text); }

@@ -1,10 +1,14 @@
 // The orrery executable's contract: help for every subcommand, exit code 2 and one line on stderr
 // for bad usage, exit code 1 and one line for a failed command.
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -448,29 +452,34 @@ TEST(CliTest, OutputAfterItsReaderDiedReachesTheLogFileThroughTheRelay) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 1);
-  std::string text;
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (absl::Now() < deadline && !absl::StrContains(text, "err| orrery learner:")) {
+  auto read_log = [&log] {
     std::ifstream in(log);
-    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  // The relay names its pid on the line it writes first, as it starts.
+  std::string text = read_log();
+  for (const absl::Time end = absl::Now() + absl::Seconds(30);
+       text.find("log-relay pid ") == std::string::npos && absl::Now() < end; text = read_log()) {
+    absl::SleepFor(absl::Milliseconds(5));
   }
-  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 err| orrery learner: Register on shard 0 (127.0.0.1:1)")) << text;
-  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 sys| its output reader (the scheduler) went away")) << text;
-  // The relay's pid is on its first line; it exits once the learner's ends of the pipes close.
   const size_t at = text.find("log-relay pid ");
   ASSERT_NE(at, std::string::npos) << text;
   const pid_t relay = std::atoi(text.c_str() + at + 14);
   ASSERT_GT(relay, 0);
-  auto gone_or_zombie = [relay] {  // a zombie waits for a reaper this test is not
-    std::ifstream stat(absl::StrCat("/proc/", relay, "/stat"));
-    std::string line;
-    if (!std::getline(stat, line)) return true;
-    const size_t close = line.rfind(')');
-    return close == std::string::npos || line.compare(close, 3, ") Z") == 0;
-  };
-  bool gone = false;
-  for (const absl::Time end = absl::Now() + absl::Seconds(30); !gone && absl::Now() < end;) gone = gone_or_zombie();
+  // It exits once the learner's ends of the pipes close, after writing the last line: wait for
+  // that through a pidfd (it is not this test's child; a zombie counts as exited), then read the
+  // log whole.
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, relay, 0));
+  bool gone = pidfd < 0 && errno == ESRCH;  // already reaped
+  if (pidfd >= 0) {
+    pollfd p{pidfd, POLLIN, 0};
+    gone = poll(&p, 1, 30000) == 1;
+    close(pidfd);
+  }
   EXPECT_TRUE(gone) << "the relay outlived its process";
+  text = read_log();
+  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 err| orrery learner: Register on shard 0 (127.0.0.1:1)")) << text;
+  EXPECT_TRUE(absl::StrContains(text, " job-7/learner-0 sys| its output reader (the scheduler) went away")) << text;
   // And its exit code, for a restarted daemon whose child it is not.
   std::ifstream exit_record(log + ".exit");
   const std::string recorded((std::istreambuf_iterator<char>(exit_record)), std::istreambuf_iterator<char>());

@@ -17,6 +17,7 @@
 #include "parameter_server.grpc.pb.h"
 #include "server/client.h"
 #include "tests/server/shard_cluster.h"
+#include "tests/server/shard_test_util.h"
 #include "server/shard_server.h"
 #include "server/sharding.h"
 #include "server/tensor_codec.h"
@@ -208,22 +209,9 @@ absl::Status PushToOneShard(ShardServer& server, const PsClient& client, int sha
                             int64_t step, float g) {
   absl::StatusOr<ShardPlan> plan = ShardPlan::Create(client.layout());
   if (!plan.ok()) return plan.status();
-  proto::PushRequest r;
-  r.set_job_id(testing::kTestJob);
-  r.set_token(testing::kTestToken);
-  r.set_learner_id(learner);
-  r.set_step(step);
-  r.set_samples(8);
-  for (int i : plan->ChunksOfShard(shard)) {
-    const Chunk& c = plan->chunks()[i];
-    proto::PushChunk* pc = r.add_chunks();
-    pc->mutable_id()->set_tensor(plan->TensorName(c.tensor));
-    pc->mutable_id()->set_index(c.index);
-    pc->set_base_version(0);
-    const std::vector<float> v(c.length, g);
-    if (absl::Status st = EncodeFloats(v, proto::FP32, pc->mutable_gradient()); !st.ok()) return st;
-  }
-  return server.shard().Push(r).status();
+  return server.shard()
+      .Push(testing::UniformPush(*plan, shard, testing::kTestJob, testing::kTestToken, learner, step, g, 0))
+      .status();
 }
 
 // Both learners of a hardsync job die in the middle of their step-0 pushes, crosswise: learner 0's
