@@ -40,6 +40,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string what = e.what();
     if (what.empty()) what = e.get_name();
+    // CLI11 reads a mistyped subcommand as a stray argument and says only that one is required.
+    if (argc > 1 && argv[1][0] != '-' && app.get_subcommands().empty()) {
+      std::string known;
+      for (const CLI::App* sub : app.get_subcommands([](const CLI::App* a) {
+             return !a->get_group().empty();  // not the hidden ones
+           })) {
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+      }
+      what = "unknown subcommand '" + std::string(argv[1]) + "'; the subcommands are " + known;
+    }
     std::fprintf(stderr, "orrery: %s (see orrery --help)\n", what.c_str());
     return 2;
   }

@@ -130,6 +130,15 @@ TEST(CliTest, MissingSubcommandIsUsageError) {
   EXPECT_EQ(Lines(r.err), 1) << r.err;
 }
 
+TEST(CliTest, MistypedSubcommandIsUsageErrorNamingItAndTheKnownOnes) {
+  Result r = Orrery("sumbit job.yaml");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "unknown subcommand 'sumbit'")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "submit")) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.err, "log-relay")) << r.err;  // hidden
+}
+
 TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {
   Result r = Orrery("train --model /nonexistent/model.yaml");
   EXPECT_EQ(r.exit_code, 1);
