@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
-#include "base/replace_file.h"
+#include "scheduler/adopted_process.h"
 #include "scheduler/backend.h"
 
 extern char** environ;
@@ -26,7 +26,6 @@ namespace orrery::cli {
 namespace {
 
 constexpr int kRelayOut = 3, kRelayErr = 4;  // the relay's ends of the two pipes
-constexpr size_t kMaxLine = 65536;           // longer lines are split, as the backend does
 
 bool IsPipe(int fd) {
   struct stat st;
@@ -106,12 +105,7 @@ void RelayOutputIfItsReaderDies() {
 }
 
 void RecordExitCode(int code) {
-  const std::string& file = LogFile();
-  if (file.empty()) return;
-  const std::string path = file + ".exit";
-  // Whole or not at all (a reader never sees half of it); a failure leaves the status unknown.
-  ReplaceFile(path, absl::StrCat(path, ".", ::getpid()), absl::StrCat("{\"pid\":", ::getpid(), ",\"code\":", code, "}\n"))
-      .IgnoreError();
+  if (!LogFile().empty()) scheduler::RecordExitCode(LogFile(), ::getpid(), code);
 }
 
 int RunLogRelay(const std::string& file, const std::string& role) {
@@ -126,9 +120,8 @@ int RunLogRelay(const std::string& file, const std::string& role) {
                              absl::StrCat("its output reader (the scheduler) went away; ",
                                           "its output goes on here, through orrery log-relay pid ", ::getpid()));
   std::array<struct pollfd, 2> fds = {{{kRelayOut, POLLIN, 0}, {kRelayErr, POLLIN, 0}}};
-  std::array<std::string, 2> partial;
+  std::array<scheduler::LineSplitter, 2> lines;
   const std::array<const char*, 2> tags = {"out", "err"};
-  auto emit = [&](int i, absl::string_view text) { scheduler::AppendLogRecord(log, absl::Now(), role, tags[i], text); };
   int open = 2;
   std::vector<char> buf(65536);
   while (open > 0) {
@@ -138,26 +131,20 @@ int RunLogRelay(const std::string& file, const std::string& role) {
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      auto emit = [&](std::string text) {
+        scheduler::AppendLogRecord(log, absl::Now(), role, tags[i], text);
+      };
       const ssize_t n = ::read(fds[i].fd, buf.data(), buf.size());
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n <= 0) {  // EOF: every writer has closed it
-        if (!partial[i].empty()) emit(i, partial[i]);
-        partial[i].clear();
+        lines[i].Finish(emit);
         ::close(fds[i].fd);
         fds[i].fd = -1;
         --open;
         continue;
       }
-      partial[i].append(buf.data(), static_cast<size_t>(n));
-      size_t start = 0;
-      for (size_t nl; (nl = partial[i].find('\n', start)) != std::string::npos; start = nl + 1) {
-        emit(i, absl::string_view(partial[i]).substr(start, nl - start));
-      }
-      partial[i].erase(0, start);
-      while (partial[i].size() >= kMaxLine) {
-        emit(i, absl::string_view(partial[i]).substr(0, kMaxLine));
-        partial[i].erase(0, kMaxLine);
-      }
+      lines[i].Append(absl::string_view(buf.data(), static_cast<size_t>(n)),
+                      scheduler::kMaxOutputLineBytes, emit);  // split as the daemon splits
     }
   }
   ::close(log);

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/proc_stat.h"
+#include "base/replace_file.h"
 #include "nlohmann/json.hpp"
 #include "boost/asio/posix/stream_descriptor.hpp"
 
@@ -28,6 +29,12 @@ std::optional<uint64_t> ProcessStartTicks(int pid) {
   uint64_t ticks = 0;
   if (!absl::SimpleAtoi(fields[19], &ticks)) return std::nullopt;
   return ticks;
+}
+
+void RecordExitCode(const std::string& log_path, int pid, int code) {
+  const std::string path = log_path + ".exit";
+  ReplaceFile(path, absl::StrCat(path, ".", pid), absl::StrCat("{\"pid\":", pid, ",\"code\":", code, "}\n"))
+      .IgnoreError();
 }
 
 std::optional<int> RecordedExitCode(const std::string& log_path, int pid) {

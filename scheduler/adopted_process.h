@@ -23,9 +23,12 @@ std::optional<uint64_t> ProcessStartTicks(int pid);
 // /proc/sys/kernel/random/boot_id; "" if unreadable. Pids and start times mean nothing across boots.
 std::string BootId();
 
-// The exit code that process `pid` recorded beside its log file `log_path` as it returned from
-// main (LOG_PATH.exit, written by `orrery` processes the daemon started: cli/log_relay.h); nullopt
-// when there is none for that pid (killed by a signal, still running, or an older record).
+// Records, beside its log file `log_path`, that process `pid` returned `code` from main:
+// LOG_PATH.exit, {"pid":P,"code":C}, whole or not at all (a failure leaves the exit unknown).
+// Written by `orrery` processes the daemon started (cli/log_relay.h).
+void RecordExitCode(const std::string& log_path, int pid, int code);
+// The exit code that process `pid` recorded so; nullopt when there is none for that pid (killed by
+// a signal, still running, or an older record).
 std::optional<int> RecordedExitCode(const std::string& log_path, int pid);
 
 // Threads: construct, call and destroy on the loop's thread; `loop` must outlive it.

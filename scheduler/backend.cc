@@ -30,6 +30,31 @@ std::string FormatLogRecord(absl::Time time, absl::string_view role, absl::strin
                       "| ", text);
 }
 
+void LineSplitter::Append(absl::string_view data, size_t max_line_bytes,
+                          absl::FunctionRef<void(std::string)> line) {
+  partial_.append(data.data(), data.size());
+  size_t start = 0;
+  while (true) {
+    size_t newline = partial_.find('\n', start);
+    if (newline == std::string::npos) {
+      if (partial_.size() - start < max_line_bytes) break;
+      line(partial_.substr(start, max_line_bytes));
+      start += max_line_bytes;
+      continue;
+    }
+    line(partial_.substr(start, newline - start));
+    start = newline + 1;
+  }
+  partial_.erase(0, start);
+}
+
+void LineSplitter::Finish(absl::FunctionRef<void(std::string)> line) {
+  if (partial_.empty()) return;
+  std::string rest;
+  rest.swap(partial_);
+  line(std::move(rest));
+}
+
 void AppendLogRecord(int fd, absl::Time time, absl::string_view role, absl::string_view tag,
                      absl::string_view text) {
   const std::string record = FormatLogRecord(time, role, tag, text) + "\n";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -49,6 +50,22 @@ struct OutputLine {
   int incarnation = 0;  // 0 for the first start, k after the k-th restart
   Stream stream = Stream::kStdout;
   std::string text;
+};
+
+// The longest line a backend passes on whole, unless told otherwise (LocalBackend::Options).
+inline constexpr size_t kMaxOutputLineBytes = 65536;
+
+// Cuts a stream of output, read in pieces, into lines without their newlines. Append passes on
+// each line completed by `data`, and, of a line still without its newline, each max_line_bytes
+// once it has that many (a longer line is split); Finish passes on the rest at end-of-file.
+class LineSplitter {
+ public:
+  void Append(absl::string_view data, size_t max_line_bytes,
+              absl::FunctionRef<void(std::string)> line);
+  void Finish(absl::FunctionRef<void(std::string)> line);
+
+ private:
+  std::string partial_;
 };
 
 // One line of a process's log file, without its newline: "<UTC time to the ms> <role> <tag>| <text>",

@@ -76,7 +76,7 @@ struct LocalBackend::Run {
   pid_t pid = 0;
   std::array<std::unique_ptr<bp::async_pipe>, 2> pipes;
   std::array<std::array<char, 4096>, 2> buffers;
-  std::array<std::string, 2> partial;
+  std::array<LineSplitter, 2> lines;
   std::array<bool, 2> open = {true, true};
   bool reaped = false;
   bool finished = false;
@@ -259,27 +259,9 @@ void LocalBackend::ReadMore(const std::shared_ptr<Run>& run, int stream) {
 }
 
 void LocalBackend::Consume(Proc& proc, Run& run, int stream, const char* data, size_t n, bool eof) {
-  std::string& partial = run.partial[stream];
-  partial.append(data, n);
-  size_t start = 0;
-  while (true) {
-    size_t newline = partial.find('\n', start);
-    if (newline == std::string::npos) {
-      if (partial.size() - start < options_.max_line_bytes) break;
-      newline = start + options_.max_line_bytes;
-      DeliverLine(proc, run, stream, partial.substr(start, newline - start));
-      start = newline;
-      continue;
-    }
-    DeliverLine(proc, run, stream, partial.substr(start, newline - start));
-    start = newline + 1;
-  }
-  partial.erase(0, start);
-  if (eof && !partial.empty()) {
-    std::string rest;
-    rest.swap(partial);
-    DeliverLine(proc, run, stream, std::move(rest));
-  }
+  auto deliver = [&](std::string line) { DeliverLine(proc, run, stream, std::move(line)); };
+  run.lines[stream].Append(absl::string_view(data, n), options_.max_line_bytes, deliver);
+  if (eof) run.lines[stream].Finish(deliver);
 }
 
 void LocalBackend::DeliverLine(Proc& proc, const Run& run, int stream, std::string text) {

@@ -31,7 +31,7 @@ class LocalBackend final : public Backend {
  public:
   struct Options {
     size_t tail_lines = 200;         // lines kept per process for Tail()
-    size_t max_line_bytes = 65536;   // longer lines are split
+    size_t max_line_bytes = kMaxOutputLineBytes;  // longer lines are split
     // Children get SIGKILL if this process dies (PR_SET_PDEATHSIG, tied to the starting thread).
     // The scheduler daemon turns it off so that jobs survive a daemon restart.
     bool kill_with_parent = true;

@@ -106,7 +106,7 @@ struct SlurmBackend::TailFile {
   int rank = -1;  // -1: the batch script's own output
   Stream stream = Stream::kStdout;
   uint64_t offset = 0;
-  std::string partial;
+  LineSplitter lines;  // lines are not split, however long
 };
 
 struct SlurmBackend::Submission {
@@ -230,10 +230,10 @@ absl::Status SlurmBackend::Launch(GroupId group, const std::vector<ProcessSpec>&
   launch->group = group;
   launch->job.dir = dir;
   launch->job.state = "SUBMITTING";
-  launch->files.push_back(TailFile{dir + "/batch.out", -1, Stream::kStdout, 0, ""});
+  launch->files.push_back(TailFile{dir + "/batch.out", -1, Stream::kStdout, 0, {}});
   for (size_t r = 0; r < specs.size(); ++r) {
-    launch->files.push_back(TailFile{absl::StrCat(dir, "/task-", r, ".out"), static_cast<int>(r), Stream::kStdout, 0, ""});
-    launch->files.push_back(TailFile{absl::StrCat(dir, "/task-", r, ".err"), static_cast<int>(r), Stream::kStderr, 0, ""});
+    launch->files.push_back(TailFile{absl::StrCat(dir, "/task-", r, ".out"), static_cast<int>(r), Stream::kStdout, 0, {}});
+    launch->files.push_back(TailFile{absl::StrCat(dir, "/task-", r, ".err"), static_cast<int>(r), Stream::kStderr, 0, {}});
   }
   std::vector<std::string> argv = {Tool("sbatch"), "--parsable", "--job-name=" + name,
                                    absl::StrCat("--ntasks=", specs.size()), "--output=" + dir + "/batch.out",
@@ -387,17 +387,10 @@ void SlurmBackend::ReadOutput(GroupId group, bool final) {
     in.seekg(static_cast<std::streamoff>(file.offset));
     std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     file.offset += chunk.size();
-    file.partial += chunk;
-    size_t start = 0;
     std::vector<std::string> lines;
-    for (size_t nl; (nl = file.partial.find('\n', start)) != std::string::npos; start = nl + 1) {
-      lines.push_back(file.partial.substr(start, nl - start));
-    }
-    file.partial.erase(0, start);
-    if (final && !file.partial.empty()) {
-      lines.push_back(file.partial);
-      file.partial.clear();
-    }
+    auto collect = [&lines](std::string line) { lines.push_back(std::move(line)); };
+    file.lines.Append(chunk, std::string::npos, collect);
+    if (final) file.lines.Finish(collect);
     for (std::string& line : lines) {
       if (file.rank < 0) {
         LauncherLine(group, absl::StrCat("batch: ", line));
