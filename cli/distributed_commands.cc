@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "base/cpu_affinity.h"
 #include "cli/commands.h"
 #include "cli/output_file.h"
 #include "learner/distributed_learner.h"
@@ -31,6 +32,17 @@ std::string SelfPath(const char* fallback) {
 int Fail(const char* command, const absl::Status& status) {
   std::fprintf(stderr, "orrery %s: %s\n", command, std::string(status.message()).c_str());
   return 1;
+}
+
+constexpr const char* kCpusHelp =
+    "Bind this process (all its threads) to these cores, as taskset -c takes them: 1, 0-3, 0,2 "
+    "(default: every core it may use)";
+
+// The cores of a --cpus flag, or a usage error naming the flag.
+std::vector<int> CpusOf(const std::string& text) {
+  absl::StatusOr<std::vector<int>> cpus = ParseCpuList(text);
+  if (!cpus.ok()) throw CLI::ValidationError("--cpus", std::string(cpus.status().message()));
+  return *cpus;
 }
 
 void AddServerCommand(CLI::App& app, Commands& commands) {
@@ -62,7 +74,18 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--tls-cert", o->tls_cert, "Serve TLS with this PEM certificate (needs --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--tls-client-ca", o->tls_client_ca, "Mutual TLS: require client certificates signed by this PEM CA");
-  cmd->callback([&commands, o] { commands.Set([o] { return server::RunServer(*o); }); });
+  auto cpus_text = std::make_shared<std::string>();
+  CLI::Option* cpus_opt = cmd->add_option("--cpus", *cpus_text, kCpusHelp);
+  cmd->callback([&commands, o, cpus_text, cpus_opt] {
+    const std::vector<int> cpus = cpus_opt->count() > 0 ? CpusOf(*cpus_text) : std::vector<int>{};
+    commands.Set([o, cpus] {
+      if (!cpus.empty()) {
+        absl::Status st = BindProcessToCpus(cpus);
+        if (!st.ok()) return Fail("server", absl::Status(st.code(), absl::StrCat("--cpus: ", st.message())));
+      }
+      return server::RunServer(*o);
+    });
+  });
 }
 
 void AddLearnerCommand(CLI::App& app, Commands& commands) {
@@ -107,7 +130,10 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   CLI::Option* rounding_opt = cmd->add_option("--rounding", *rounding, "fixed16: rounding of every conversion and GEMM output: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();
   cmd->add_option("--wire", *wire, "Encoding of pushes and pulls: fp32 | fixed16 (half the bytes)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
   CLI::Option* wire_fl_opt = cmd->add_option("--wire-fl", *wire_fl, "fixed16 wire: FL of pushed gradients in [0, 30] (default: per chunk from its range)")->check(CLI::Range(0, 30));
-  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt] {
+  auto cpus_text = std::make_shared<std::string>();
+  CLI::Option* cpus_opt = cmd->add_option("--cpus", *cpus_text, absl::StrCat(kCpusHelp, "; --threads 0 then means one per core"));
+  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt, cpus_text, cpus_opt] {
+    const std::vector<int> cpus = cpus_opt->count() > 0 ? CpusOf(*cpus_text) : std::vector<int>{};
     // The strings passed IsMember, so parsing cannot fail.
     o->precision.compute = learner::ParseComputeFormat(*precision).value();
     o->precision.fixed.rounding = learner::ParseRounding(*rounding).value();
@@ -121,7 +147,13 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
       if (o->wire != proto::FIXED16) throw CLI::ValidationError("--wire-fl", "applies only with --wire fixed16");
       o->wire_fl = *wire_fl;
     }
-    commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget] {
+    commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget, cpus] {
+      if (!cpus.empty()) {
+        // Before OpenMP and gRPC start their threads; OpenMP sized its pool from every core.
+        absl::Status st = BindProcessToCpus(cpus);
+        if (!st.ok()) return Fail("learner", absl::Status(st.code(), absl::StrCat("--cpus: ", st.message())));
+        if (o->threads == 0) o->threads = static_cast<int>(cpus.size());
+      }
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
       o->rpc_timeout = absl::Seconds(*rpc_timeout);
       o->pull_timeout = absl::Seconds(*pull_timeout);

@@ -3,7 +3,10 @@
 // real client library (server/client.h).
 //   (a) Bandwidth: one learner (this process) pulls and pushes a 4 MB and a 64 MB float32 model
 //       against 1 and 2 shards; GB/s of payload for pull, push and the pull+push round trip,
-//       against iperf3's single-stream loopback bandwidth; with --zmq_ps and --grpc_ps, also the
+//       against iperf3's single-stream loopback bandwidth (unbound, and bound to cores as ours
+//       are: --bind_cpus, on by default, binds each shard and the learner to a core of its own
+//       while cores last, as `orrery server --cpus` does; the faster iperf3 counts); with
+//       --zmq_ps and --grpc_ps, also the
 //       round trip of a minimal parameter server over ZeroMQ (bench/peers/zmq_ps.cc) and over bare
 //       gRPC (bench/peers/grpc_ps.cc) at each size, in details.zmq_ps and details.grpc_ps.
 //   (b) Small-message rate: pushes/s of a 4 KB gradient to one shard with 1, 4 and 16 concurrent
@@ -17,7 +20,7 @@
 // Usage: bench_transport [--orrery=BUILD/cli/orrery] [--results_dir=DIR] [--rounds=N]
 //            [--seconds=S] [--push_seconds=S] [--iperf_seconds=S] [--sizes_mb=4,64]
 //            [--zmq_ps=PATH] [--grpc_ps=PATH] [--shards=1,2] [--learners=1,4,16] [--chunk_size=N] [--pull_part_kb=N] [--push_part_kb=N] [--parts_rounds=N]
-//            [--command=TEXT]
+//            [--bind_cpus=1|0] [--command=TEXT]
 // Without --orrery the shards are this program re-executed in a server role that calls the same
 // server::RunServer as `orrery server` (for builds where the CLI is not built).
 #include <unistd.h>
@@ -30,6 +33,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,6 +43,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "base/cpu_affinity.h"
 #include "bench/machine_info.h"
 #include "bench/transport/pusher_roles.h"
 #include "bench/transport/subprocess.h"
@@ -70,6 +75,9 @@ struct Flags {
   int64_t pull_part_kb = -1;  // -1: the client's default (ClientOptions::pull_part_bytes)
   int64_t push_part_kb = -1;  // -1: the client's default (ClientOptions::push_part_bytes)
   int parts_rounds = 3;       // (c): interleaved pairs per size
+  // (a): each shard bound to a core of its own (`orrery server --cpus`), and the learner (this
+  // process) to another when one is left; the peers' processes likewise.
+  bool bind_cpus = true;
   std::string log_dir;
 };
 
@@ -91,7 +99,7 @@ struct Shards {
 };
 
 absl::StatusOr<Shards> StartShards(const Flags& flags, int count, int learners,
-                                   const std::string& tag) {
+                                   const std::string& tag, const std::vector<int>& cpus = {}) {
   Shards s;
   for (int i = 0; i < count; ++i) {
     const std::string log = absl::StrCat(flags.log_dir, "/server_", tag, "_", i, ".log");
@@ -102,6 +110,7 @@ absl::StatusOr<Shards> StartShards(const Flags& flags, int count, int learners,
     // `orrery server`, or this program in the server role (the same RunServer, no CLI).
     argv.insert(argv.begin(), flags.orrery.empty() ? SelfExecutable() : flags.orrery);
     argv.insert(argv.begin() + 1, flags.orrery.empty() ? "--role=server" : "server");
+    if (!cpus.empty()) argv.insert(argv.end(), {"--cpus", std::to_string(cpus[i])});
     auto p = Subprocess::Start(argv, log);
     if (!p.ok()) return p.status();
     s.processes.push_back(std::move(*p));
@@ -144,11 +153,59 @@ double LearnerAndShardsCpuSeconds(const Shards& shards) {
 constexpr int kTensors = 4;
 constexpr int kWarmupRoundTrips = 5;
 
+// Where (a)'s processes run with --bind_cpus: shard i on core a[(1 + i) % n] of the n cores this
+// process may use, the learner on a[0] when no shard has it; nothing is bound on one core. On 2
+// cores: 1 shard on core 1 and the learner on core 0; 2 shards on cores 1 and 0 and the learner
+// free (bound beside a shard it ran slower).
+struct Placement {
+  std::vector<int> shard_cpus;      // empty: unbound
+  std::optional<int> learner_cpu;
+  std::string Describe() const {
+    if (shard_cpus.empty()) return "not bound to cores";
+    std::vector<std::string> s;
+    for (int c : shard_cpus) s.push_back(std::to_string(c));
+    return absl::StrCat("shards bound to core(s) ", absl::StrJoin(s, ", "), " (orrery server --cpus), ",
+                        learner_cpu ? absl::StrCat("the learner to core ", *learner_cpu) : "the learner not bound");
+  }
+};
+
+Placement PlaceProcesses(const Flags& flags, int num_shards) {
+  Placement p;
+  const absl::StatusOr<std::vector<int>> cores = AllowedCpus();
+  if (!flags.bind_cpus || !cores.ok() || cores->size() < 2) return p;
+  const size_t n = cores->size();
+  for (int i = 0; i < num_shards; ++i) p.shard_cpus.push_back((*cores)[(1 + i) % n]);
+  if (static_cast<size_t>(num_shards) < n) p.learner_cpu = (*cores)[0];
+  return p;
+}
+
+// Binds this whole process to one core for its lifetime, then gives it back every core it had.
+class ScopedBinding {
+ public:
+  explicit ScopedBinding(std::optional<int> cpu) {
+    if (!cpu) return;
+    absl::StatusOr<std::vector<int>> all = AllowedCpus();
+    if (!all.ok()) return;
+    if (BindProcessToCpus({*cpu}).ok()) all_ = *std::move(all);
+  }
+  ~ScopedBinding() {
+    if (!all_.empty()) (void)SetProcessAffinity(all_);
+  }
+  ScopedBinding(const ScopedBinding&) = delete;
+  ScopedBinding& operator=(const ScopedBinding&) = delete;
+
+ private:
+  std::vector<int> all_;
+};
+
 absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, int size_mb) {
   const uint64_t elements = (static_cast<uint64_t>(size_mb) << 20) / sizeof(float);
   const std::string tag = absl::StrCat(size_mb, "mb_s", num_shards);
-  absl::StatusOr<Shards> shards = StartShards(flags, num_shards, 1, tag);
+  const Placement placement = PlaceProcesses(flags, num_shards);
+  absl::StatusOr<Shards> shards = StartShards(flags, num_shards, 1, tag, placement.shard_cpus);
   if (!shards.ok()) return shards.status();
+  // Before the client starts gRPC's threads (the binding covers those that exist, too).
+  const ScopedBinding bound(placement.learner_cpu);
   server::ClientOptions options;
   options.endpoints = shards->endpoints;
   options.job_id = "transport";
@@ -218,20 +275,26 @@ struct Iperf3 {
 
 // iperf3's loopback bandwidth with one TCP stream, server and client as two processes like our
 // learner and shard, and the CPU time both spent (iperf3's own getrusage figures).
-absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags) {
+// With `cores` {client, server}, each of them bound to its core (iperf3 -A), as our learner and
+// shard are with --bind_cpus.
+absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags, std::optional<std::pair<int, int>> cores) {
   absl::StatusOr<int> port = FreeLoopbackPort();
   if (!port.ok()) return port.status();
-  auto server = Subprocess::Start({"/usr/bin/iperf3", "-s", "-1", "--forceflush", "-p",
-                                   std::to_string(*port)},
-                                  flags.log_dir + "/iperf3_server.log");
+  std::vector<std::string> server_argv = {"/usr/bin/iperf3", "-s", "-1", "--forceflush", "-p",
+                                          std::to_string(*port)};
+  std::vector<std::string> client_argv = {"/usr/bin/iperf3", "-c", "127.0.0.1", "-p",
+                                          std::to_string(*port), "-J", "-t",
+                                          absl::StrCat(flags.iperf_seconds)};
+  if (cores) {
+    server_argv.insert(server_argv.end(), {"-A", std::to_string(cores->second)});
+    client_argv.insert(client_argv.end(), {"-A", std::to_string(cores->first)});
+  }
+  auto server = Subprocess::Start(server_argv, flags.log_dir + "/iperf3_server.log");
   if (!server.ok()) return server.status();
   absl::StatusOr<std::string> ready =
       (*server)->ReadLineStartingWith("Server listening", milliseconds(10000));
   if (!ready.ok()) return absl::UnavailableError("iperf3 -s did not start listening");
-  auto client = Subprocess::Start(
-      {"/usr/bin/iperf3", "-c", "127.0.0.1", "-p", std::to_string(*port), "-J", "-t",
-       absl::StrCat(flags.iperf_seconds)},
-      flags.log_dir + "/iperf3_client.log");
+  auto client = Subprocess::Start(client_argv, flags.log_dir + "/iperf3_client.log");
   if (!client.ok()) return client.status();
   absl::StatusOr<std::string> out =
       (*client)->ReadAll(milliseconds(static_cast<int>(flags.iperf_seconds * 1000) + 20000));
@@ -269,7 +332,8 @@ std::vector<PeerPs> PeerPsList(const Flags& flags) {
   const std::string common =
       " parameter server and worker as two processes, one model, no sharding, no checks; weights "
       "and gradients sent without copying, the worker copies pulled weights into its buffer, the "
-      "server applies w -= lr*g; the best round, measured in the same rounds as ours";
+      "server applies w -= lr*g; server and worker bound to cores as our shard and learner are "
+      "(taskset); the best round, measured in the same rounds as ours";
   if (!flags.zmq_ps.empty()) {
     peers.push_back({"zmq_ps", flags.zmq_ps,
                      "bench/peers/zmq_ps.cc: a minimal ZeroMQ (libzmq 4.3, REQ/REP, one TCP "
@@ -289,16 +353,26 @@ struct PeerPsResult {
   int iterations = 0;
 };
 
+// The argv that runs `argv` bound to `cpu` (util-linux's taskset), or `argv` itself.
+std::vector<std::string> BoundTo(const std::optional<int>& cpu, std::vector<std::string> argv) {
+  if (cpu.has_value()) argv.insert(argv.begin(), {"/usr/bin/taskset", "-c", std::to_string(cpu.value())});
+  return argv;
+}
+
 absl::StatusOr<PeerPsResult> MeasurePeerPs(const Flags& flags, const PeerPs& peer, int size_mb) {
   const std::string bytes = std::to_string(static_cast<uint64_t>(size_mb) << 20);
   const std::string log = absl::StrCat(flags.log_dir, "/", peer.name, "_");
-  auto server = Subprocess::Start({peer.path, "server", bytes},
+  // Placed as our one shard and its learner are.
+  const Placement placement = PlaceProcesses(flags, 1);
+  std::optional<int> server_cpu;
+  if (!placement.shard_cpus.empty()) server_cpu = placement.shard_cpus[0];
+  auto server = Subprocess::Start(BoundTo(server_cpu, {peer.path, "server", bytes}),
                                   absl::StrCat(log, "server_", size_mb, "mb.log"));
   if (!server.ok()) return server.status();
   absl::StatusOr<std::string> ready = (*server)->ReadLineStartingWith("READY ", milliseconds(10000));
   if (!ready.ok()) return absl::UnavailableError(peer.name + " server did not start; see its log");
   auto worker = Subprocess::Start(
-      {peer.path, "worker", ready->substr(6), bytes, absl::StrCat(flags.seconds)},
+      BoundTo(placement.learner_cpu, {peer.path, "worker", ready->substr(6), bytes, absl::StrCat(flags.seconds)}),
       absl::StrCat(log, "worker_", size_mb, "mb.log"));
   if (!worker.ok()) return worker.status();
   absl::StatusOr<std::string> line = (*worker)->ReadLineStartingWith(
@@ -436,15 +510,24 @@ void RunBandwidth(Run& run) {
   // (peer, size) -> rounds
   std::map<std::pair<std::string, int>, std::vector<PeerPsResult>> peer_ps;
   std::map<std::pair<std::string, int>, std::string> peer_ps_errors;
+  // iperf3 runs as it would by itself and, when ours are bound to cores, bound the same way
+  // (client on the learner's core, server on the shard's); the faster of the two is the peer.
+  const Placement one_shard = PlaceProcesses(f, 1);
+  std::vector<std::optional<std::pair<int, int>>> iperf_placements = {std::nullopt};
+  if (one_shard.learner_cpu) iperf_placements.push_back({{*one_shard.learner_cpu, one_shard.shard_cpus[0]}});
+  std::vector<double> iperf_unbound_gbps, iperf_bound_gbps;
   for (int round = 0; round < f.rounds; ++round) {
-    absl::StatusOr<Iperf3> peer = MeasureIperf3(f);
-    if (peer.ok()) {
-      iperf_runs.push_back(*peer);
-      std::cerr << "round " << round << ": iperf3 " << peer->gbps << " GB/s, "
-                << peer->core_seconds_per_gb << " core-s/GB\n";
-    } else {
-      iperf_errors.push_back(std::string(peer.status().message()));
-      std::cerr << "iperf3: " << peer.status() << "\n";
+    for (const auto& cores : iperf_placements) {
+      absl::StatusOr<Iperf3> peer = MeasureIperf3(f, cores);
+      if (peer.ok()) {
+        iperf_runs.push_back(*peer);
+        (cores ? iperf_bound_gbps : iperf_unbound_gbps).push_back(peer->gbps);
+        std::cerr << "round " << round << ": iperf3" << (cores ? " (bound, -A)" : "") << " "
+                  << peer->gbps << " GB/s, " << peer->core_seconds_per_gb << " core-s/GB\n";
+      } else {
+        iperf_errors.push_back(std::string(peer.status().message()));
+        std::cerr << "iperf3: " << peer.status() << "\n";
+      }
     }
     for (int size : f.sizes_mb) {
       for (const PeerPs& p : peers) {
@@ -515,6 +598,9 @@ void RunBandwidth(Run& run) {
           {"warmup_round_trips", kWarmupRoundTrips},
           {"rounds", all},
           {"iperf3_gbps_rounds", iperf_gbps},
+          {"iperf3_unbound_gbps_rounds", iperf_unbound_gbps},
+          {"iperf3_bound_gbps_rounds", iperf_bound_gbps},
+          {"placement", PlaceProcesses(f, s).Describe()},
           // Where the time goes: both sides are CPU-bound on a small machine, so the CPU each
           // spends per GB bounds the ratio. ceiling = (all cores busy / our CPU per GB) / iperf3.
           {"cpu_core_seconds_per_gb", FigureOrNull(best.core_seconds_per_gb)},
@@ -527,11 +613,12 @@ void RunBandwidth(Run& run) {
                                         : Json(nullptr)},
           {"setup",
            "shards: separate `orrery server` processes (async, lambda=1) on 127.0.0.1; learner: "
-           "this process, PsClient (server/client.h), FP32 payloads; iperf3: -s -1 and -c "
-           "127.0.0.1 -J, one TCP stream, two processes"},
+           "this process, PsClient (server/client.h), FP32 payloads; placement as in `placement`; "
+           "iperf3: -s -1 and -c 127.0.0.1 -J, one TCP stream, two processes, unbound and (when "
+           "ours are bound) bound with -A like our learner and one shard, the faster counting"},
           {"statistic",
            "per round, the median over pull+push iterations of 2*model_bytes/(pull+push time); "
-           "the best round (likewise the best iperf3 round)"}};
+           "the best round (likewise the best iperf3 round, bound or not)"}};
       for (const PeerPs& p : peers) {
         PeerPsResult z;
         for (const PeerPsResult& r : peer_ps[{p.name, size}]) {
@@ -722,7 +809,14 @@ int main(int argc, char** argv) {
       else if (key == "--protocol") o.protocol = value;
       else if (key == "--learners") o.learners = std::atoi(value.c_str());
       else if (key == "--lr") o.lr = static_cast<float>(std::atof(value.c_str()));
-      else {
+      else if (key == "--cpus") {
+        absl::StatusOr<std::vector<int>> cpus = orrery::ParseCpuList(value);
+        absl::Status st = cpus.ok() ? orrery::BindProcessToCpus(*cpus) : cpus.status();
+        if (!st.ok()) {
+          std::cerr << "bench_transport --role=server: --cpus: " << st.message() << "\n";
+          return 2;
+        }
+      } else {
         std::cerr << "bench_transport --role=server: unknown flag " << key << "\n";
         return 2;
       }
@@ -756,6 +850,7 @@ int main(int argc, char** argv) {
     else if (key == "--pull_part_kb") flags.pull_part_kb = std::atoll(value.c_str());
     else if (key == "--push_part_kb") flags.push_part_kb = std::atoll(value.c_str());
     else if (key == "--parts_rounds") flags.parts_rounds = std::max(0, std::atoi(value.c_str()));
+    else if (key == "--bind_cpus") flags.bind_cpus = value != "0" && value != "false";
     else if (key == "--chunk_size") flags.chunk_size = static_cast<uint32_t>(std::atoi(value.c_str()));
     else {
       std::cerr << "bench_transport: unknown flag " << arg << " (see the header of bench_transport.cc)\n";

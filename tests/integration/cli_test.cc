@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "base/cpu_affinity.h"
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -137,6 +138,56 @@ TEST(CliTest, MistypedSubcommandIsUsageErrorNamingItAndTheKnownOnes) {
   EXPECT_TRUE(absl::StrContains(r.err, "unknown subcommand 'sumbit'")) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "submit")) << r.err;
   EXPECT_FALSE(absl::StrContains(r.err, "log-relay")) << r.err;  // hidden
+}
+
+TEST(CliTest, CpusFlagRefusesABadListAsUsageAndAnUnavailableCpuAsFailure) {
+  for (const char* role : {"server", "learner --servers 127.0.0.1:1 --model m.yaml"}) {
+    Result r = Orrery(absl::StrCat(role, " --cpus 5-2"));
+    EXPECT_EQ(r.exit_code, 2) << role;
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "--cpus: cpu list '5-2': '5-2' is a range that runs backwards")) << r.err;
+  }
+  // Cpu 1023 parses but is on no machine this runs on: refused before anything starts.
+  Result r = Orrery("server --listen 127.0.0.1:0 --cpus 1023");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "orrery server: --cpus: cpu 1023 is not available to this process (it may use ")) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.out, "ORRERY_SERVER_READY")) << r.out;
+}
+
+// Every thread of a shard started with --cpus runs on that core only (gRPC's own included).
+TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
+  const std::vector<int> allowed = orrery::AllowedCpus().value();
+  const std::string cpu = absl::StrCat(allowed.back());
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execl(ORRERY_BINARY, ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--cpus", cpu.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  const std::string ready = ::orrery::testing::ReadLine(out[0], absl::Seconds(30));
+  EXPECT_TRUE(absl::StartsWith(ready, "ORRERY_SERVER_READY ")) << ready;
+  int threads = 0;
+  for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (!absl::StartsWith(line, "Cpus_allowed_list:")) continue;
+      ++threads;
+      EXPECT_EQ(line, "Cpus_allowed_list:\t" + cpu) << task.path();
+    }
+  }
+  EXPECT_GT(threads, 1);  // gRPC's threads were there to check
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(out[0]);
 }
 
 TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {
