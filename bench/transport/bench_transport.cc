@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -284,7 +285,8 @@ absl::StatusOr<Iperf3> MeasureIperf3(const Flags& flags, std::optional<std::pair
                                           std::to_string(*port)};
   std::vector<std::string> client_argv = {"/usr/bin/iperf3", "-c", "127.0.0.1", "-p",
                                           std::to_string(*port), "-J", "-t",
-                                          absl::StrCat(flags.iperf_seconds)};
+                                          // whole seconds: iperf3 runs "-t 0.2" as its 10 s default
+                                          absl::StrCat(std::max(1L, std::lround(flags.iperf_seconds)))};
   if (cores) {
     server_argv.insert(server_argv.end(), {"-A", std::to_string(cores->second)});
     client_argv.insert(client_argv.end(), {"-A", std::to_string(cores->first)});

@@ -159,20 +159,11 @@ TEST(CliTest, CpusFlagRefusesABadListAsUsageAndAnUnavailableCpuAsFailure) {
 TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
   const std::vector<int> allowed = orrery::AllowedCpus().value();
   const std::string cpu = absl::StrCat(allowed.back());
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    close(out[1]);
-    execl(ORRERY_BINARY, ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--cpus", cpu.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  const std::string ready = ::orrery::testing::ReadLine(out[0], absl::Seconds(30));
+  const ::orrery::testing::PipedChild server =
+      ::orrery::testing::SpawnPiped({ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--cpus", cpu});
+  ASSERT_GT(server.pid, 0);
+  const pid_t pid = server.pid;
+  const std::string ready = ::orrery::testing::ReadLine(server.fd, absl::Seconds(30));
   EXPECT_TRUE(absl::StartsWith(ready, "ORRERY_SERVER_READY ")) << ready;
   int threads = 0;
   for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
@@ -187,7 +178,7 @@ TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
-  close(out[0]);
+  close(server.fd);
 }
 
 TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {
@@ -391,19 +382,12 @@ struct InterruptedRun {
 InterruptedRun RunAndInterrupt(const std::string& job, const std::string& logs,
                                const std::function<bool(const std::string&)>& when) {
   InterruptedRun r;
-  int err[2];
-  if (pipe(err) != 0) return r;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(err[1], STDERR_FILENO);
-    close(err[0]);
-    close(err[1]);
-    execl(ORRERY_BINARY, ORRERY_BINARY, "run", job.c_str(), "--log-dir", logs.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(err[1]);
+  const ::orrery::testing::PipedChild run = ::orrery::testing::SpawnPiped(
+      {ORRERY_BINARY, "run", job, "--log-dir", logs}, STDERR_FILENO);
+  if (run.pid < 0) return r;
+  const pid_t pid = run.pid;
   for (int i = 0; i < 1000; ++i) {
-    std::string line = ::orrery::testing::ReadLine(err[0], absl::Seconds(60));
+    std::string line = ::orrery::testing::ReadLine(run.fd, absl::Seconds(60));
     if (line.empty()) break;  // EOF, or a minute of silence
     if (when(line)) {
       r.err = line + "\n";
@@ -412,13 +396,13 @@ InterruptedRun RunAndInterrupt(const std::string& job, const std::string& logs,
     }
   }
   for (int i = 0; i < 1000; ++i) {
-    std::string next = ::orrery::testing::ReadLine(err[0], absl::Seconds(30));
+    std::string next = ::orrery::testing::ReadLine(run.fd, absl::Seconds(30));
     if (next.empty()) break;  // EOF (or half a minute of silence: the exit status says which)
     r.err += next + "\n";
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  close(err[0]);
+  close(run.fd);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }

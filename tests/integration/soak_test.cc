@@ -44,24 +44,15 @@ struct ServerProcess {
 };
 
 ServerProcess StartServer(int shard) {
-  int out[2];
-  if (pipe(out) != 0) return {};
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    close(out[1]);
-    const std::string s = absl::StrCat(shard), n = absl::StrCat(kShards), l = absl::StrCat(kLearners);
-    execl(ORRERY_BINARY, ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--shard", s.c_str(),
-          "--shards", n.c_str(), "--job", "soak", "--token", "soak-token", "--protocol", "async",
-          "--learners", l.c_str(), "--lr", "0.0001", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
+  const ::orrery::testing::PipedChild child = ::orrery::testing::SpawnPiped(
+      {ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--shard", absl::StrCat(shard), "--shards",
+       absl::StrCat(kShards), "--job", "soak", "--token", "soak-token", "--protocol", "async", "--learners",
+       absl::StrCat(kLearners), "--lr", "0.0001"});
   ServerProcess p;
-  p.pid = pid;
-  p.out = out[0];
-  const std::string line = ReadLine(out[0], absl::Seconds(30));
+  p.pid = child.pid;
+  p.out = child.fd;
+  if (child.pid < 0) return p;
+  const std::string line = ReadLine(child.fd, absl::Seconds(30));
   if (absl::StartsWith(line, "ORRERY_SERVER_READY ")) p.endpoint = line.substr(20);
   return p;
 }

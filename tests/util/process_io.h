@@ -1,5 +1,6 @@
-// Helpers for tests that drive real processes: reading a child's output line with a deadline,
-// and running a command line to completion with both streams captured.
+// Helpers for tests that drive real processes: starting one with an output stream piped back,
+// reading a child's output line with a deadline, and running a command line to completion with
+// both streams captured.
 #pragma once
 
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -34,6 +36,36 @@ inline std::string ReadLine(int fd, absl::Duration limit) {
     line.push_back(c);
   }
   return line;
+}
+
+// A child process whose `stream` (stdout or stderr) comes to this process through `fd`, the read
+// end of a pipe that the caller closes. pid -1 (and fd -1) when the pipe or the fork failed.
+struct PipedChild {
+  pid_t pid = -1;
+  int fd = -1;
+};
+
+// Starts argv[0] with `argv` (no shell), its `stream` (STDOUT_FILENO or STDERR_FILENO) piped back.
+inline PipedChild SpawnPiped(const std::vector<std::string>& argv, int stream = STDOUT_FILENO) {
+  std::vector<char*> args;  // built before the fork: the child only dups and execs
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int fds[2];
+  if (pipe(fds) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], stream);
+    close(fds[0]);
+    close(fds[1]);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  if (pid < 0) {
+    close(fds[0]);
+    return {};
+  }
+  return {pid, fds[0]};
 }
 
 struct CommandResult {
