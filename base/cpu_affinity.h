@@ -119,7 +119,7 @@ inline absl::Status BindProcessToCpus(const std::vector<int>& cpus) {
   const std::set<int> may(allowed->begin(), allowed->end());
   if (cpus.empty()) return absl::InvalidArgumentError("no cpus to bind to");
   for (int c : cpus) {
-    if (c < 0 || c >= CPU_SETSIZE || !may.count(c)) {
+    if (!may.count(c)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cpu ", c, " is not available to this process (it may use ", FormatCpuList(*allowed), ")"));
     }

@@ -79,6 +79,7 @@ struct Flags {
   // (a): each shard bound to a core of its own (`orrery server --cpus`), and the learner (this
   // process) to another when one is left; the peers' processes likewise.
   bool bind_cpus = true;
+  std::vector<int> cores;  // the cores this process may use, read once at start-up
   std::string log_dir;
 };
 
@@ -172,30 +173,31 @@ struct Placement {
 
 Placement PlaceProcesses(const Flags& flags, int num_shards) {
   Placement p;
-  const absl::StatusOr<std::vector<int>> cores = AllowedCpus();
-  if (!flags.bind_cpus || !cores.ok() || cores->size() < 2) return p;
-  const size_t n = cores->size();
-  for (int i = 0; i < num_shards; ++i) p.shard_cpus.push_back((*cores)[(1 + i) % n]);
-  if (static_cast<size_t>(num_shards) < n) p.learner_cpu = (*cores)[0];
+  const std::vector<int>& cores = flags.cores;
+  if (!flags.bind_cpus || cores.size() < 2) return p;
+  for (int i = 0; i < num_shards; ++i) p.shard_cpus.push_back(cores[(1 + i) % cores.size()]);
+  if (static_cast<size_t>(num_shards) < cores.size()) p.learner_cpu = cores[0];
   return p;
 }
 
-// Binds this whole process to one core for its lifetime, then gives it back every core it had.
+// Binds this whole process to `cpu` (if any) for its lifetime, then gives it back `all`.
 class ScopedBinding {
  public:
-  explicit ScopedBinding(std::optional<int> cpu) {
+  ScopedBinding(std::optional<int> cpu, const std::vector<int>& all) {
     if (!cpu) return;
-    absl::StatusOr<std::vector<int>> all = AllowedCpus();
-    if (!all.ok()) return;
-    if (BindProcessToCpus({*cpu}).ok()) all_ = *std::move(all);
+    status_ = BindProcessToCpus({*cpu});
+    if (status_.ok()) all_ = all;
   }
   ~ScopedBinding() {
     if (!all_.empty()) (void)SetProcessAffinity(all_);
   }
   ScopedBinding(const ScopedBinding&) = delete;
   ScopedBinding& operator=(const ScopedBinding&) = delete;
+  // Not OK when the binding failed: the process runs where it ran before.
+  const absl::Status& status() const { return status_; }
 
  private:
+  absl::Status status_;
   std::vector<int> all_;
 };
 
@@ -205,8 +207,10 @@ absl::StatusOr<Bandwidth> MeasureBandwidth(const Flags& flags, int num_shards, i
   const Placement placement = PlaceProcesses(flags, num_shards);
   absl::StatusOr<Shards> shards = StartShards(flags, num_shards, 1, tag, placement.shard_cpus);
   if (!shards.ok()) return shards.status();
-  // Before the client starts gRPC's threads (the binding covers those that exist, too).
-  const ScopedBinding bound(placement.learner_cpu);
+  // Before the client starts gRPC's threads (the binding covers those that exist, too). A failed
+  // binding fails the measurement rather than report as bound a learner that was not.
+  const ScopedBinding bound(placement.learner_cpu, flags.cores);
+  if (!bound.status().ok()) return bound.status();
   server::ClientOptions options;
   options.endpoints = shards->endpoints;
   options.job_id = "transport";
@@ -874,6 +878,7 @@ int main(int argc, char** argv) {
   }
   flags.log_dir = log_template;
   std::cerr << "bench_transport: process logs in " << flags.log_dir << "\n";
+  if (absl::StatusOr<std::vector<int>> cores = orrery::AllowedCpus(); cores.ok()) flags.cores = *std::move(cores);
   Run run{flags};
   if (!flags.sizes_mb.empty() && !flags.shards.empty()) RunBandwidth(run);
   if (!flags.learners.empty()) RunPushRate(run);
