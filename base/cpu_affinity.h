@@ -78,6 +78,15 @@ inline absl::StatusOr<std::vector<int>> AllowedCpus() {
   return cpus;
 }
 
+// How many cpus the calling thread may run on; 1 when the mask cannot be read. For deciding
+// whether a second thread can run beside this one (a process bound to one core gains nothing).
+inline int AllowedCpuCount() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return CPU_COUNT(&set);
+}
+
 // Sets the affinity mask of every thread of this process to `cpus` (valid cpu numbers), unchecked
 // against the current mask: how a process bound by BindProcessToCpus widens again (the kernel
 // still refuses cpus outside its cgroup). Threads started afterwards inherit it.

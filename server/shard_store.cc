@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_affinity.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
@@ -220,20 +221,23 @@ void ShardStore::Accumulate(const std::vector<PayloadView>& gradient, float scal
 
 namespace {
 
-// Updates of shards holding at least this many weights (2 MB) run on two threads: a large update
-// is memory-bound and one core does not draw all the memory bandwidth there is, and the learner
-// that pushed waits for it. Every element gets the same arithmetic either way, so the weights are
-// bit-for-bit the same. At 4 MB against one shard two threads made the round trip about 3% faster
-// in a hand A/B (bench_transport --sizes_mb=4 --shards=1 --learners= --parts_rounds=0, its
-// --orrery alternating between builds with each threshold, six pairs; a thread costs tens of
-// microseconds, the update 0.5 ms); the threshold was 16 MB before.
+// Updates of shards holding at least this many weights (2 MB) run on two threads when the shard
+// may use two cores: a large update is memory-bound and one core does not draw all the memory
+// bandwidth there is, and the learner that pushed waits for it. Every element gets the same
+// arithmetic either way, so the weights are bit-for-bit the same. At 4 MB against one unbound
+// shard two threads made the round trip about 3% faster in a hand A/B (bench_transport
+// --sizes_mb=4 --shards=1 --learners= --parts_rounds=0, its --orrery alternating between builds
+// with each threshold, six pairs; a thread costs tens of microseconds, the update 0.5 ms); the
+// threshold was 16 MB before. A shard bound to one core (orrery server --cpus 1) keeps to one
+// thread: there the second only shared the core, and the 4 MB update took 0.46-0.53 ms on two
+// threads against 0.31-0.39 ms on one (timed in the shard, three alternating pairs).
 constexpr size_t kTwoThreadElements = size_t{1} << 19;
 
 // body(first, end) over [0, n), in two halves on two threads when the update touches at least
-// kTwoThreadElements weights.
+// kTwoThreadElements weights and this thread may run on more than one cpu.
 template <typename Body>
 void Halves(size_t n, size_t elements, const Body& body) {
-  if (elements < kTwoThreadElements || n < 2) {
+  if (elements < kTwoThreadElements || n < 2 || AllowedCpuCount() < 2) {
     body(size_t{0}, n);
     return;
   }

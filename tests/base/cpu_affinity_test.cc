@@ -49,8 +49,10 @@ void BindAndCheckThenExit(int cpu, const std::vector<int>& all) {
   std::vector<int> later;
   std::thread([&] { later = AllowedCpus().value(); }).join();
   if (later != std::vector<int>({cpu})) std::_Exit(4);
+  if (AllowedCpuCount() != 1) std::_Exit(7);
   if (all.size() > 1 && BindProcessToCpus(all).ok()) std::_Exit(5);  // outside the narrowed mask
   if (!SetProcessAffinity(all).ok() || AllowedCpus().value() != all) std::_Exit(6);
+  if (AllowedCpuCount() != static_cast<int>(all.size())) std::_Exit(8);
   std::_Exit(0);
 }
 
