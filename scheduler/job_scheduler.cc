@@ -533,6 +533,12 @@ absl::StatusOr<JobRecord> JobScheduler::Submit(const std::string& spec_yaml, con
     }
     spec.backend = *kind;
   }
+  if (spec.bind == Binding::kCores) {
+    return absl::InvalidArgumentError(
+        "bind: cores is for `orrery run`, which has the machine to itself; the scheduler's jobs share its "
+        "cores and are not bound; use bind: none (for mpi jobs, orrery scheduler --mpirun-arg=--bind-to "
+        "--mpirun-arg=core binds their ranks)");
+  }
   switch (spec.backend) {
     case BackendKind::kLocal:
       if (backends_.local == nullptr) return absl::FailedPreconditionError("backend: this scheduler runs no local jobs");

@@ -311,7 +311,7 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
                                          "batch", "epochs", "seed", "target_accuracy", "slow_learners",
                                          "limit_train", "limit_test", "eval_every_seconds",
                                          "learner_timeout_seconds", "backend", "restart",
-                                         "checkpoint", "precision", "tls"}));
+                                         "checkpoint", "precision", "tls", "bind"}));
   JobSpec spec;
   bool has_name = false, has_model = false;
   for (const auto& [key, value] : entries) {
@@ -374,6 +374,9 @@ absl::StatusOr<JobSpec> ParseNode(const YAML::Node& root, const std::string& bas
     } else if (key == "tls") {
       spec.tls.emplace();
       RETURN_IF_ERROR(ParseTls(value, base_dir, &*spec.tls));
+    } else if (key == "bind") {
+      ASSIGN_OR_RETURN(spec.bind, Choice<Binding>(value, key, {{"none", Binding::kNone},
+                                                               {"cores", Binding::kCores}}));
     }
   }
   if (!has_name) return Invalid("name", "missing (every job needs a name)");
@@ -461,6 +464,8 @@ const char* BackendKindName(BackendKind kind) {
 }
 
 const char* NumberFormatName(NumberFormat format) { return format == NumberFormat::kFixed16 ? "fixed16" : "fp32"; }
+
+const char* BindingName(Binding binding) { return binding == Binding::kCores ? "cores" : "none"; }
 
 namespace {
 

@@ -82,6 +82,13 @@ struct PrecisionSpec {
 };
 inline constexpr int kMaxSpecFractionalBits = 15;
 
+// Key `bind`: where `orrery run` places the job's processes on this machine's cores.
+enum class Binding {
+  kNone,   // `none`: the operating system places them (and moves them)
+  kCores,  // `cores`: each process, every thread of it, on one core (RunJobOptions::cpus)
+};
+const char* BindingName(Binding binding);  // "none", "cores"
+
 // Every field is validated; defaults are those shown. Paths are absolute after parsing.
 struct JobSpec {
   std::string name;        // required; [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters
@@ -107,6 +114,9 @@ struct JobSpec {
   std::optional<CheckpointSpec> checkpoint;  // key `checkpoint`: {dir, every_seconds}
   std::optional<TlsSpec> tls;  // key `tls`: {ca, cert, key, mutual}
   PrecisionSpec precision;  // key `precision`: {wire, weights, compute, fl}
+  // Key `bind`. Only `orrery run` binds (it has the machine to itself); the scheduler daemon
+  // refuses `cores` (its jobs share the cores), and mpirun and srun bind with their own flags.
+  Binding bind = Binding::kNone;
 };
 
 // Parses a job spec from YAML text. Relative paths (model, data, checkpoint.dir) are resolved

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/cpu_affinity.h"
 #include "base/file_lock.h"
 #include "base/proc_stat.h"
 #include "base/progress_line.h"
@@ -88,6 +89,8 @@ class JobRun::Impl {
   void ShowProgress();
   void EvictLearner(const std::string& role, int learner_id);
   int LearnerThreads() const;
+  // `argv` with --cpus for the job's `process`-th process (RunJobOptions::cpus), or as it is.
+  std::vector<std::string> Bound(std::vector<std::string> argv, int process) const;
 
   const JobSpec job_;
   const RunJobOptions options_;
@@ -170,8 +173,16 @@ ProcessSpec JobRun::Impl::Spec(const std::string& role, std::vector<std::string>
   return spec;
 }
 
+std::vector<std::string> JobRun::Impl::Bound(std::vector<std::string> argv, int process) const {
+  if (options_.cpus.empty()) return argv;
+  const int cpu = options_.cpus[static_cast<size_t>(process) % options_.cpus.size()];
+  argv.insert(argv.end(), {"--cpus", absl::StrCat(cpu)});
+  return argv;
+}
+
 int JobRun::Impl::LearnerThreads() const {
   if (options_.threads_per_learner > 0) return options_.threads_per_learner;
+  if (!options_.cpus.empty()) return 0;  // one per bound core: the learner's one
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::max(1, cores / job_.learners);
 }
@@ -195,8 +206,9 @@ void JobRun::Impl::StartServers() {
   std::vector<ProcessSpec> specs;
   for (int s = 0; s < job_.servers; ++s) {
     ProcessSpec spec = Spec(absl::StrCat("server-", s),
-                            ServerArgv(job_, options_.orrery_binary, s,
-                                       absl::StrCat(options_.host, ":0"), options_.resume));
+                            Bound(ServerArgv(job_, options_.orrery_binary, s,
+                                             absl::StrCat(options_.host, ":0"), options_.resume),
+                                  s));
     // Without a checkpoint a restarted shard would come back empty: the job fails instead.
     if (job_.checkpoint) spec.restart = job_.restart;
     specs.push_back(std::move(spec));
@@ -222,8 +234,9 @@ void JobRun::Impl::OnServerReady(size_t shard, absl::StatusOr<LineMatch> match) 
   endpoints_[shard] = match->groups[1];
   // A restarted shard comes back at the address the learners already know.
   absl::Status st = backend_.SetRestartArgv(
-      server_ids_[shard], ServerArgv(job_, options_.orrery_binary, static_cast<int>(shard),
-                                     endpoints_[shard], /*resume=*/true));
+      server_ids_[shard], Bound(ServerArgv(job_, options_.orrery_binary, static_cast<int>(shard),
+                                           endpoints_[shard], /*resume=*/true),
+                                static_cast<int>(shard)));
   if (!st.ok()) return Fail(st);
   if (--servers_pending_ > 0) return;
   ready_waits_.clear();
@@ -245,14 +258,16 @@ absl::Status JobRun::Impl::StartLearners() {
   // Their tagged lines also go to files of their own, which outlive a crashed scheduler.
   for (int i = 0; i < job_.learners; ++i) {
     const std::string role = absl::StrCat("learner-", i);
-    ProcessSpec spec = Spec(role, WithEventsFile(LearnerArgv(job_, options_.orrery_binary, i, endpoints_, threads),
+    ProcessSpec spec = Spec(role, WithEventsFile(Bound(LearnerArgv(job_, options_.orrery_binary, i, endpoints_, threads),
+                                                       job_.servers + i),
                                                  options_.log_dir, role));
     spec.restart = job_.restart;
     specs.push_back(std::move(spec));
   }
   // The evaluator holds nothing of the model: a restarted one evaluates the shards' weights as
   // they stand (only its evaluation in progress is lost).
-  ProcessSpec evaluator = Spec("evaluator", WithEventsFile(EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1),
+  ProcessSpec evaluator = Spec("evaluator", WithEventsFile(Bound(EvaluatorArgv(job_, options_.orrery_binary, endpoints_, 1),
+                                                                 job_.servers + job_.learners),
                                                            options_.log_dir, "evaluator"));
   evaluator.restart = job_.restart;
   specs.push_back(std::move(evaluator));
@@ -769,9 +784,15 @@ std::vector<std::string> EvaluatorArgv(const JobSpec& job, const std::string& bi
 
 absl::StatusOr<RunReport> RunJob(const JobSpec& job, const RunJobOptions& options, int* stopped_by) {
   if (options.orrery_binary.empty()) return absl::InvalidArgumentError("RunJob: no orrery binary given");
+  RunJobOptions bound = options;
+  if (job.bind == Binding::kCores && bound.cpus.empty()) {
+    absl::StatusOr<std::vector<int>> cpus = AllowedCpus();
+    if (!cpus.ok()) return absl::Status(cpus.status().code(), absl::StrCat("bind: cores: ", cpus.status().message()));
+    bound.cpus = *std::move(cpus);
+  }
   EventLoop loop;
   LocalBackend backend(loop);
-  JobRun run(job, options, loop, backend);
+  JobRun run(job, bound, loop, backend);
   int interrupts = 0;
   loop.OnSignals({SIGINT, SIGTERM}, [&](int sig) {
     if (++interrupts == 1) {

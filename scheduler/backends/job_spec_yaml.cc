@@ -75,6 +75,7 @@ std::string JobSpecToYaml(const JobSpec& job) {
   out << YAML::Key << "compute" << YAML::Value << NumberFormatName(job.precision.compute);
   out << YAML::Key << "fl" << YAML::Value << job.precision.fl;
   out << YAML::EndMap;
+  out << YAML::Key << "bind" << YAML::Value << BindingName(job.bind);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

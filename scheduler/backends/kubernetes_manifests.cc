@@ -182,6 +182,11 @@ absl::StatusOr<std::vector<KubernetesObject>> RenderKubernetes(const JobSpec& jo
   if (!job.slow_learners.empty()) {
     return absl::InvalidArgumentError("slow_learners: straggler emulation is not supported on kubernetes");
   }
+  if (job.bind == Binding::kCores) {
+    return absl::InvalidArgumentError(
+        "bind: cores is for `orrery run`; on kubernetes the kubelet pins containers (CPU manager policy "
+        "static, with whole-CPU requests equal to limits)");
+  }
   std::ifstream model_in(job.model_path);
   std::stringstream model;
   model << model_in.rdbuf();

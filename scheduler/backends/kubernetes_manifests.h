@@ -39,7 +39,7 @@ struct KubernetesObject {
 std::string KubernetesName(const std::string& job_name);
 
 // Renders `job`, reading its model spec (errors: the model file unreadable, INVALID_ARGUMENT for
-// what Kubernetes cannot express: slow_learners). Objects come in apply order.
+// what Kubernetes cannot express: slow_learners, bind: cores). Objects come in apply order.
 absl::StatusOr<std::vector<KubernetesObject>> RenderKubernetes(const JobSpec& job,
                                                                 const KubernetesOptions& options);
 

@@ -8,14 +8,17 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <string>
 
 #include <gmock/gmock.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "base/cpu_affinity.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/backends/local_backend.h"
@@ -137,6 +140,45 @@ TEST(RunJobTest, LargeModelTrainsWithPullsAndPushesInParts) {
   ASSERT_GT(r->pulls, 0u);
   EXPECT_GT(static_cast<double>(r->pull_bytes) / static_cast<double>(r->pulls), model_bytes);
   EXPECT_GT(r->test_accuracy, 0.5);  // chance is 0.1
+}
+
+// A process's Cpus_allowed_list ("1", "0-1") from /proc; "" when it cannot be read.
+std::string CpusAllowed(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "Cpus_allowed_list:")) {
+      return std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
+    }
+  }
+  return "";
+}
+
+// bind: cores. Every process of the job runs on one core of those this test may use, round-robin
+// in the order shards, learners, evaluator, as read from /proc at the process's first output line
+// (each binds itself before it prints anything), and the job trains as usual.
+TEST(RunJobTest, BindCoresRunsEachProcessOnOneCoreRoundRobin) {
+  JobSpec job = MlpJob("async", 0.5);
+  job.bind = Binding::kCores;
+  const std::vector<int> cpus = AllowedCpus().value();
+  RunJobOptions o = Options("bind");
+  o.threads_per_learner = 0;  // bound: one compute thread per core
+  std::map<std::string, std::string> allowed;  // role -> its Cpus_allowed_list
+  o.on_line = [&allowed](const OutputLine& line, Backend& backend) {
+    if (allowed.count(line.role) > 0) return;
+    absl::StatusOr<ProcessInfo> info = backend.Info(line.id);
+    if (info.ok() && info->pid > 0) allowed[line.role] = CpusAllowed(info->pid);
+  };
+  absl::StatusOr<RunReport> r = RunJob(job, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->learners_finished, kLearners);
+  std::vector<std::string> roles = {"server-0", "server-1"};
+  for (int i = 0; i < kLearners; ++i) roles.push_back(absl::StrCat("learner-", i));
+  roles.push_back("evaluator");
+  for (size_t k = 0; k < roles.size(); ++k) {
+    EXPECT_EQ(allowed[roles[k]], absl::StrCat(cpus[k % cpus.size()])) << roles[k];
+  }
+  EXPECT_GT(r->test_accuracy, 0.5);
 }
 
 TEST(RunJobTest, SoftsyncUpdatesInGroupsOfC) {

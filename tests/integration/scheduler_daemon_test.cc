@@ -328,6 +328,10 @@ TEST_F(SchedulerDaemonTest, BadSpecIsRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr("this scheduler lends to jobs (orrery scheduler --memory)"));
 
+  st = Submit(absl::StrCat(TinyJobYaml("bound"), "bind: cores\n"), 0, &job);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("bind: cores is for `orrery run`"));
+
   EXPECT_TRUE(List().empty()) << "a refused job must not be stored";
 
   // The CLI: exit 1, one line naming the file and the field.

@@ -68,6 +68,7 @@ backend: slurm
 restart: {max_restarts: 3, backoff_seconds: 0.5, max_backoff_seconds: 4}
 checkpoint: {dir: ckpt, every_seconds: 30}
 precision: {wire: fixed16, weights: fp32, compute: fixed16, fl: 14}
+bind: cores
 )");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name, "demo");
@@ -102,6 +103,7 @@ precision: {wire: fixed16, weights: fp32, compute: fixed16, fl: 14}
   EXPECT_EQ(spec->precision.weights, NumberFormat::kFp32);
   EXPECT_EQ(spec->precision.compute, NumberFormat::kFixed16);
   EXPECT_EQ(spec->precision.fl, 14);
+  EXPECT_EQ(spec->bind, Binding::kCores);
 }
 
 TEST_F(JobSpecTest, OptionalKeysTakeDefaults) {
@@ -119,6 +121,7 @@ TEST_F(JobSpecTest, OptionalKeysTakeDefaults) {
   EXPECT_FALSE(spec->eval_every.has_value());
   EXPECT_FALSE(spec->checkpoint.has_value());
   EXPECT_TRUE(spec->slow_learners.empty());
+  EXPECT_EQ(spec->bind, Binding::kNone);
 }
 
 TEST_F(JobSpecTest, StalenessTypoIsNamedWithTheKey) {
@@ -167,6 +170,7 @@ TEST_F(JobSpecTest, BadValuesAreRejectedWithTheKeyNamed) {
   EXPECT_EQ(Error("limit_train: 0"), "limit_train: expected an integer >= 1, got '0'");
   EXPECT_EQ(Error("eval_every_seconds: -2"), "eval_every_seconds: expected a number of seconds > 0, got '-2'");
   EXPECT_EQ(Error("backend: yarn"), "backend: expected one of local, mpi, slurm, kubernetes, got 'yarn'");
+  EXPECT_EQ(Error("bind: core"), "bind: expected none or cores, got 'core'");
   EXPECT_EQ(Error("precision: {wire: fp16}"), "precision.wire: expected fp32 or fixed16, got 'fp16'");
   EXPECT_EQ(Error("precision: {weights: float}"), "precision.weights: expected fp32 or fixed16, got 'float'");
   EXPECT_EQ(Error("precision: {fl: 16}"), "precision.fl: expected an integer in [0, 15], got '16'");

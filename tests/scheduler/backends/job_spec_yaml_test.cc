@@ -42,6 +42,7 @@ void ExpectSame(const JobSpec& a, const JobSpec& b) {
   EXPECT_EQ(a.precision.wire, b.precision.wire);
   EXPECT_EQ(a.precision.weights, b.precision.weights);
   EXPECT_EQ(a.precision.compute, b.precision.compute);
+  EXPECT_EQ(a.bind, b.bind);
 }
 
 TEST(JobSpecYamlTest, EveryKeyRoundTrips) {
@@ -54,7 +55,7 @@ TEST(JobSpecYamlTest, EveryKeyRoundTrips) {
                            "limit_train: 1000\nlimit_test: 77\neval_every_seconds: 0.25\n"
                            "learner_timeout_seconds: 12.5\nbackend: slurm\n"
                            "restart: {max_restarts: 2, backoff_seconds: 0.5, max_backoff_seconds: 4}\n"
-                           "checkpoint: {dir: ckpt, every_seconds: 30}\n";
+                           "checkpoint: {dir: ckpt, every_seconds: 30}\nbind: cores\n";
   absl::StatusOr<JobSpec> original = ParseJobSpec(yaml, dir);
   ASSERT_TRUE(original.ok()) << original.status();
   absl::StatusOr<JobSpec> again = ParseJobSpec(JobSpecToYaml(*original), "/nonexistent");

@@ -177,6 +177,14 @@ TEST_F(KubernetesManifestsTest, SlowLearnersAreRefusedWithTheKeyNamed) {
   EXPECT_THAT(std::string(objects.status().message()), HasSubstr("slow_learners"));
 }
 
+TEST_F(KubernetesManifestsTest, BindCoresIsRefusedPointingAtTheKubelet) {
+  job_.bind = Binding::kCores;
+  absl::StatusOr<std::vector<KubernetesObject>> objects = RenderKubernetes(job_, options_);
+  ASSERT_EQ(objects.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(objects.status().message()), HasSubstr("bind: cores"));
+  EXPECT_THAT(std::string(objects.status().message()), HasSubstr("CPU manager policy static"));
+}
+
 TEST_F(KubernetesManifestsTest, WritesOneFilePerObjectAndAKustomization) {
   absl::StatusOr<std::vector<std::string>> written = WriteKubernetesManifests(Render(), dir_ + "/out");
   ASSERT_TRUE(written.ok()) << written.status();
