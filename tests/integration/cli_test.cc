@@ -158,6 +158,8 @@ TEST(CliTest, CpusFlagRefusesABadListAsUsageAndAnUnavailableCpuAsFailure) {
 // Every thread of a shard started with --cpus runs on that core only (gRPC's own included).
 TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
   const std::vector<int> allowed = orrery::AllowedCpus().value();
+  // On one core every thread is on it bound or not: nothing to tell apart.
+  if (allowed.size() < 2) GTEST_SKIP() << "needs two cores to tell a bound server from an unbound one";
   const std::string cpu = absl::StrCat(allowed.back());
   const ::orrery::testing::PipedChild server =
       ::orrery::testing::SpawnPiped({ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--cpus", cpu});
