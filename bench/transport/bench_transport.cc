@@ -511,6 +511,7 @@ void RunBandwidth(Run& run) {
   std::vector<Iperf3> iperf_runs;
   std::vector<std::string> iperf_errors;
   std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
+  std::map<std::pair<int, int>, std::vector<int>> ours_round;  // the round of each of those
   std::map<std::pair<int, int>, std::string> errors;
   const std::vector<PeerPs> peers = PeerPsList(f);
   // (peer, size) -> rounds
@@ -522,12 +523,14 @@ void RunBandwidth(Run& run) {
   std::vector<std::optional<std::pair<int, int>>> iperf_placements = {std::nullopt};
   if (one_shard.learner_cpu) iperf_placements.push_back({{*one_shard.learner_cpu, one_shard.shard_cpus[0]}});
   std::vector<double> iperf_unbound_gbps, iperf_bound_gbps;
+  std::vector<double> iperf_round_best(f.rounds, 0.0);  // per round, the faster iperf3 (0: none)
   for (int round = 0; round < f.rounds; ++round) {
     for (const auto& cores : iperf_placements) {
       absl::StatusOr<Iperf3> peer = MeasureIperf3(f, cores);
       if (peer.ok()) {
         iperf_runs.push_back(*peer);
         (cores ? iperf_bound_gbps : iperf_unbound_gbps).push_back(peer->gbps);
+        iperf_round_best[round] = std::max(iperf_round_best[round], peer->gbps);
         std::cerr << "round " << round << ": iperf3" << (cores ? " (bound, -A)" : "") << " "
                   << peer->gbps << " GB/s, " << peer->core_seconds_per_gb << " core-s/GB\n";
       } else {
@@ -562,6 +565,7 @@ void RunBandwidth(Run& run) {
                   << b->core_seconds_per_gb << " core-s/GB, " << b->cores_busy
                   << " cores busy\n";
         ours[{size, s}].push_back(*b);
+        ours_round[{size, s}].push_back(round);
       }
     }
   }
@@ -585,8 +589,17 @@ void RunBandwidth(Run& run) {
                        {"core_seconds_per_gb", b.core_seconds_per_gb},
                        {"cores_busy", b.cores_busy}});
       }
+      // Each round's figure against the iperf3 of the same round (the faster placement): one
+      // sample a side, so that an iperf3 spike in another round does not set the peer.
+      std::vector<double> paired;
+      for (size_t k = 0; k < runs.size(); ++k) {
+        const double p = iperf_round_best[ours_round[{size, s}][k]];
+        if (p > 0) paired.push_back(runs[k].round_trip_gbps / p);
+      }
       Json details = {
           {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},
+          {"paired_ratios", paired},
+          {"paired_ratio_median", paired.empty() ? Json(nullptr) : Json(Median(paired))},
           {"tensors", kTensors},
           {"chunk_elements", f.chunk_size},
           {"pull_part_bytes", f.pull_part_kb >= 0 ? static_cast<uint64_t>(f.pull_part_kb) << 10
@@ -624,7 +637,8 @@ void RunBandwidth(Run& run) {
            "ours are bound) bound with -A like our learner and one shard, the faster counting"},
           {"statistic",
            "per round, the median over pull+push iterations of 2*model_bytes/(pull+push time); "
-           "the best round (likewise the best iperf3 round, bound or not)"}};
+           "the best round (likewise the best iperf3 round, bound or not); paired_ratios: each "
+           "round's figure over the faster iperf3 of that round, and their median"}};
       for (const PeerPs& p : peers) {
         PeerPsResult z;
         for (const PeerPsResult& r : peer_ps[{p.name, size}]) {
