@@ -9,8 +9,9 @@ details.primitive_share_target is flagged "low"; a result gets a note when more 
 was busy in the second before it started (details.cpu_busy_before, which the experiments record)
 or, without that figure, when details.load_average_1m_before exceeds 1.5 x details.cores (a
 benchmark's own 2-thread runs alone bring the load near the core count), and a result measured
-against further peers (details.zmq_ps, details.grpc_ps) gets a note with each peer's figure. Unreadable files are
-listed, not fatal.
+against further peers (details.zmq_ps, details.grpc_ps) gets a note with each peer's figure, and
+one that carries details.paired_ratio_median a note with it. Unreadable files are listed, not
+fatal.
 Exit status 0 whatever the marks: this prints, it does not judge. Stdlib only.
 """
 
@@ -98,6 +99,10 @@ def main(argv):
                           f"{fmt_number(peer['round_trip_gbps'])} GB/s"
                           + (f"; ours {fmt_number(ours)}x of it" if isinstance(ours, (int, float))
                              else ""))
+        paired = d.get("paired_ratio_median")
+        if isinstance(paired, (int, float)):
+            notes.add(f"{r.get('name', path)}: paired by round (each round against its own "
+                      f"peer), median {fmt_number(paired)}x")
         load, cores = d.get("load_average_1m_before"), d.get("cores")
         busy = d.get("cpu_busy_before")
         if isinstance(busy, (int, float)):
