@@ -81,10 +81,8 @@ inline absl::StatusOr<std::vector<int>> AllowedCpus() {
 // How many cpus the calling thread may run on; 1 when the mask cannot be read. For deciding
 // whether a second thread can run beside this one (a process bound to one core gains nothing).
 inline int AllowedCpuCount() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return CPU_COUNT(&set);
+  absl::StatusOr<std::vector<int>> cpus = AllowedCpus();
+  return cpus.ok() ? static_cast<int>(cpus->size()) : 1;
 }
 
 // Sets the affinity mask of every thread of this process to `cpus` (valid cpu numbers), unchecked
@@ -123,10 +121,10 @@ inline absl::Status SetProcessAffinity(const std::vector<int>& cpus) {
 // a cgroup, taskset or the launcher may have narrowed them). Call it early, before thread pools
 // size themselves from the cores they see.
 inline absl::Status BindProcessToCpus(const std::vector<int>& cpus) {
+  if (cpus.empty()) return absl::InvalidArgumentError("no cpus to bind to");
   absl::StatusOr<std::vector<int>> allowed = AllowedCpus();
   if (!allowed.ok()) return allowed.status();
   const std::set<int> may(allowed->begin(), allowed->end());
-  if (cpus.empty()) return absl::InvalidArgumentError("no cpus to bind to");
   for (int c : cpus) {
     if (!may.count(c)) {
       return absl::FailedPreconditionError(absl::StrCat(

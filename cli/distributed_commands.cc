@@ -38,12 +38,29 @@ constexpr const char* kCpusHelp =
     "Bind this process (all its threads) to these cores, as taskset -c takes them: 1, 0-3, 0,2 "
     "(default: every core it may use)";
 
-// The cores of a --cpus flag, or a usage error naming the flag.
-std::vector<int> CpusOf(const std::string& text) {
-  absl::StatusOr<std::vector<int>> cpus = ParseCpuList(text);
-  if (!cpus.ok()) throw CLI::ValidationError("--cpus", std::string(cpus.status().message()));
-  return *cpus;
-}
+// A role's --cpus flag: Cpus() in the subcommand's callback (a bad list is a usage error naming
+// the flag), Bind() first thing when the role runs (a cpu it may not use fails it).
+class CpusFlag {
+ public:
+  CpusFlag(CLI::App* cmd, const std::string& help) : text_(std::make_shared<std::string>()) {
+    option_ = cmd->add_option("--cpus", *text_, help);
+  }
+  std::vector<int> Cpus() const {
+    if (option_->count() == 0) return {};
+    absl::StatusOr<std::vector<int>> cpus = ParseCpuList(*text_);
+    if (!cpus.ok()) throw CLI::ValidationError("--cpus", std::string(cpus.status().message()));
+    return *cpus;
+  }
+  static absl::Status Bind(const std::vector<int>& cpus) {
+    if (cpus.empty()) return absl::OkStatus();
+    absl::Status st = BindProcessToCpus(cpus);
+    return st.ok() ? st : absl::Status(st.code(), absl::StrCat("--cpus: ", st.message()));
+  }
+
+ private:
+  std::shared_ptr<std::string> text_;
+  CLI::Option* option_ = nullptr;
+};
 
 void AddServerCommand(CLI::App& app, Commands& commands) {
   auto o = std::make_shared<server::ServerOptions>();
@@ -74,15 +91,10 @@ void AddServerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--tls-cert", o->tls_cert, "Serve TLS with this PEM certificate (needs --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--tls-client-ca", o->tls_client_ca, "Mutual TLS: require client certificates signed by this PEM CA");
-  auto cpus_text = std::make_shared<std::string>();
-  CLI::Option* cpus_opt = cmd->add_option("--cpus", *cpus_text, kCpusHelp);
-  cmd->callback([&commands, o, cpus_text, cpus_opt] {
-    const std::vector<int> cpus = cpus_opt->count() > 0 ? CpusOf(*cpus_text) : std::vector<int>{};
-    commands.Set([o, cpus] {
-      if (!cpus.empty()) {
-        absl::Status st = BindProcessToCpus(cpus);
-        if (!st.ok()) return Fail("server", absl::Status(st.code(), absl::StrCat("--cpus: ", st.message())));
-      }
+  const CpusFlag cpus_flag(cmd, kCpusHelp);
+  cmd->callback([&commands, o, cpus_flag] {
+    commands.Set([o, cpus = cpus_flag.Cpus()] {
+      if (absl::Status st = CpusFlag::Bind(cpus); !st.ok()) return Fail("server", st);
       return server::RunServer(*o);
     });
   });
@@ -130,10 +142,9 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   CLI::Option* rounding_opt = cmd->add_option("--rounding", *rounding, "fixed16: rounding of every conversion and GEMM output: stochastic | nearest")->check(CLI::IsMember({"stochastic", "nearest"}))->capture_default_str();
   cmd->add_option("--wire", *wire, "Encoding of pushes and pulls: fp32 | fixed16 (half the bytes)")->check(CLI::IsMember({"fp32", "fixed16"}))->capture_default_str();
   CLI::Option* wire_fl_opt = cmd->add_option("--wire-fl", *wire_fl, "fixed16 wire: FL of pushed gradients in [0, 30] (default: per chunk from its range)")->check(CLI::Range(0, 30));
-  auto cpus_text = std::make_shared<std::string>();
-  CLI::Option* cpus_opt = cmd->add_option("--cpus", *cpus_text, absl::StrCat(kCpusHelp, "; --threads 0 then means one per core"));
-  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt, cpus_text, cpus_opt] {
-    const std::vector<int> cpus = cpus_opt->count() > 0 ? CpusOf(*cpus_text) : std::vector<int>{};
+  const CpusFlag cpus_flag(cmd, absl::StrCat(kCpusHelp, "; --threads 0 then means one per core"));
+  cmd->callback([&commands, o, servers, rpc_timeout, pull_timeout, retry_budget, precision, rounding, wire, wire_fl, fl, activation_fl, rounding_opt, wire_fl_opt, cpus_flag] {
+    const std::vector<int> cpus = cpus_flag.Cpus();
     // The strings passed IsMember, so parsing cannot fail.
     o->precision.compute = learner::ParseComputeFormat(*precision).value();
     o->precision.fixed.rounding = learner::ParseRounding(*rounding).value();
@@ -148,12 +159,9 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
       o->wire_fl = *wire_fl;
     }
     commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget, cpus] {
-      if (!cpus.empty()) {
-        // Before OpenMP and gRPC start their threads; OpenMP sized its pool from every core.
-        absl::Status st = BindProcessToCpus(cpus);
-        if (!st.ok()) return Fail("learner", absl::Status(st.code(), absl::StrCat("--cpus: ", st.message())));
-        if (o->threads == 0) o->threads = static_cast<int>(cpus.size());
-      }
+      // Before OpenMP and gRPC start their threads; OpenMP sized its pool from every core.
+      if (absl::Status st = CpusFlag::Bind(cpus); !st.ok()) return Fail("learner", st);
+      if (!cpus.empty() && o->threads == 0) o->threads = static_cast<int>(cpus.size());
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
       o->rpc_timeout = absl::Seconds(*rpc_timeout);
       o->pull_timeout = absl::Seconds(*pull_timeout);

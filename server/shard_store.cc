@@ -12,7 +12,7 @@ namespace orrery::server {
 
 ShardStore::ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
                        std::optional<FixedWeights> fixed)
-    : plan_(plan), shard_(shard), momentum_(momentum) {
+    : plan_(plan), shard_(shard), momentum_(momentum), two_cores_(AllowedCpuCount() >= 2) {
   if (fixed.has_value()) {
     fixed_ = std::make_unique<FixedMasterWeights>(fixed->format, fixed->rounding, shard_);
   }
@@ -230,14 +230,15 @@ namespace {
 // with each threshold, six pairs; a thread costs tens of microseconds, the update 0.5 ms); the
 // threshold was 16 MB before. A shard bound to one core (orrery server --cpus 1) keeps to one
 // thread: there the second only shared the core, and the 4 MB update took 0.46-0.53 ms on two
-// threads against 0.31-0.39 ms on one (timed in the shard, three alternating pairs).
+// threads against 0.31-0.39 ms on one (timed by hand with temporary timers in the shard, three
+// alternating pairs; no benchmark reports it).
 constexpr size_t kTwoThreadElements = size_t{1} << 19;
 
 // body(first, end) over [0, n), in two halves on two threads when the update touches at least
-// kTwoThreadElements weights and this thread may run on more than one cpu.
+// kTwoThreadElements weights and `two_cores` (the shard may run on more than one).
 template <typename Body>
-void Halves(size_t n, size_t elements, const Body& body) {
-  if (elements < kTwoThreadElements || n < 2 || AllowedCpuCount() < 2) {
+void Halves(bool two_cores, size_t n, size_t elements, const Body& body) {
+  if (!two_cores || elements < kTwoThreadElements || n < 2) {
     body(size_t{0}, n);
     return;
   }
@@ -249,7 +250,7 @@ void Halves(size_t n, size_t elements, const Body& body) {
 }  // namespace
 
 void ShardStore::AccumulateNow(const std::vector<PayloadView>& gradient, float scale) {
-  Halves(owned_.size(), weights_->size(), [&](size_t first, size_t end) {
+  Halves(two_cores_, owned_.size(), weights_->size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       AccumulatePayload(gradient[slot], scale,
@@ -281,7 +282,7 @@ void ShardStore::ApplyDeferred() {
   // and be averaged over one (x · 1 == x), so w −= scale·g (or v = μ·v + scale·g, w −= v) is the
   // same arithmetic without the accumulator's two passes.
   std::vector<float>& weights = WritableWeights();
-  Halves(owned_.size(), weights.size(), [&](size_t first, size_t end) {
+  Halves(two_cores_, owned_.size(), weights.size(), [&](size_t first, size_t end) {
     for (size_t slot = first; slot < end; ++slot) {
       const uint32_t length = plan_->chunks()[owned_[slot]].length;
       const uint64_t offset = local_offset_[slot];
@@ -303,7 +304,7 @@ void ShardStore::ApplyAccumulator(int count) {
   float* acc = accumulator_.data();
   float* v = velocity_.data();
   const float mu = momentum_;
-  Halves(n, n, [=](size_t first, size_t end) {
+  Halves(two_cores_, n, n, [=](size_t first, size_t end) {
     if (mu != 0.0f) {
       for (size_t i = first; i < end; ++i) {
         v[i] = mu * v[i] + acc[i] * inv;

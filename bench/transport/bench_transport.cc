@@ -138,6 +138,7 @@ struct Bandwidth {
   // CPU time (user + system) of the learner and the shards over the timed loop, per GB of
   // payload moved, and on average how many cores it kept busy.
   double core_seconds_per_gb = 0, cores_busy = 0;
+  int round = 0;  // of RunBandwidth, set there
 };
 
 // CPU seconds used so far by this process (the learner) and the shard processes; -1 when one of
@@ -276,6 +277,8 @@ struct Iperf3 {
   double gbps = 0;                 // received
   double core_seconds_per_gb = 0;  // client + server CPU time per GB received
   double cores_busy = 0;           // client + server CPU time / wall time
+  int round = 0;                   // of RunBandwidth, set there, and
+  bool bound = false;              // whether -A bound it to cores
 };
 
 // iperf3's loopback bandwidth with one TCP stream, server and client as two processes like our
@@ -511,7 +514,6 @@ void RunBandwidth(Run& run) {
   std::vector<Iperf3> iperf_runs;
   std::vector<std::string> iperf_errors;
   std::map<std::pair<int, int>, std::vector<Bandwidth>> ours;  // (size, shards) -> rounds
-  std::map<std::pair<int, int>, std::vector<int>> ours_round;  // the round of each of those
   std::map<std::pair<int, int>, std::string> errors;
   const std::vector<PeerPs> peers = PeerPsList(f);
   // (peer, size) -> rounds
@@ -522,15 +524,13 @@ void RunBandwidth(Run& run) {
   const Placement one_shard = PlaceProcesses(f, 1);
   std::vector<std::optional<std::pair<int, int>>> iperf_placements = {std::nullopt};
   if (one_shard.learner_cpu) iperf_placements.push_back({{*one_shard.learner_cpu, one_shard.shard_cpus[0]}});
-  std::vector<double> iperf_unbound_gbps, iperf_bound_gbps;
-  std::vector<double> iperf_round_best(f.rounds, 0.0);  // per round, the faster iperf3 (0: none)
   for (int round = 0; round < f.rounds; ++round) {
     for (const auto& cores : iperf_placements) {
       absl::StatusOr<Iperf3> peer = MeasureIperf3(f, cores);
       if (peer.ok()) {
+        peer->round = round;
+        peer->bound = cores.has_value();
         iperf_runs.push_back(*peer);
-        (cores ? iperf_bound_gbps : iperf_unbound_gbps).push_back(peer->gbps);
-        iperf_round_best[round] = std::max(iperf_round_best[round], peer->gbps);
         std::cerr << "round " << round << ": iperf3" << (cores ? " (bound, -A)" : "") << " "
                   << peer->gbps << " GB/s, " << peer->core_seconds_per_gb << " core-s/GB\n";
       } else {
@@ -564,8 +564,8 @@ void RunBandwidth(Run& run) {
                   << b->round_trip_gbps << " GB/s (" << b->iterations << " iterations), "
                   << b->core_seconds_per_gb << " core-s/GB, " << b->cores_busy
                   << " cores busy\n";
+        b->round = round;
         ours[{size, s}].push_back(*b);
-        ours_round[{size, s}].push_back(round);
       }
     }
   }
@@ -574,8 +574,13 @@ void RunBandwidth(Run& run) {
     if (r.gbps > peer_run.gbps) peer_run = r;
   }
   const double peer = peer_run.gbps;
-  std::vector<double> iperf_gbps;
-  for (const Iperf3& r : iperf_runs) iperf_gbps.push_back(r.gbps);
+  std::vector<double> iperf_gbps, iperf_unbound_gbps, iperf_bound_gbps;
+  std::vector<double> iperf_round_best(f.rounds, 0.0);  // per round, the faster iperf3 (0: none)
+  for (const Iperf3& r : iperf_runs) {
+    iperf_gbps.push_back(r.gbps);
+    (r.bound ? iperf_bound_gbps : iperf_unbound_gbps).push_back(r.gbps);
+    iperf_round_best[r.round] = std::max(iperf_round_best[r.round], r.gbps);
+  }
   const double cores = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   for (int size : f.sizes_mb) {
     for (int s : f.shards) {
@@ -592,9 +597,8 @@ void RunBandwidth(Run& run) {
       // Each round's figure against the iperf3 of the same round (the faster placement): one
       // sample a side, so that an iperf3 spike in another round does not set the peer.
       std::vector<double> paired;
-      for (size_t k = 0; k < runs.size(); ++k) {
-        const double p = iperf_round_best[ours_round[{size, s}][k]];
-        if (p > 0) paired.push_back(runs[k].round_trip_gbps / p);
+      for (const Bandwidth& b : runs) {
+        if (iperf_round_best[b.round] > 0) paired.push_back(b.round_trip_gbps / iperf_round_best[b.round]);
       }
       Json details = {
           {"model_bytes", uint64_t{static_cast<uint64_t>(size)} << 20},

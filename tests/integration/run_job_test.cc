@@ -14,7 +14,6 @@
 
 #include <gmock/gmock.h>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -26,6 +25,7 @@
 #include "scheduler/job_spec.h"
 #include "scheduler/line_waiter.h"
 #include "server/client.h"
+#include "tests/util/process_io.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -142,18 +142,6 @@ TEST(RunJobTest, LargeModelTrainsWithPullsAndPushesInParts) {
   EXPECT_GT(r->test_accuracy, 0.5);  // chance is 0.1
 }
 
-// A process's Cpus_allowed_list ("1", "0-1") from /proc; "" when it cannot be read.
-std::string CpusAllowed(int pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "Cpus_allowed_list:")) {
-      return std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
-    }
-  }
-  return "";
-}
-
 // bind: cores. Every process of the job runs on one core of those this test may use, round-robin
 // in the order shards, learners, evaluator, as read from /proc at the process's first output line
 // (each binds itself before it prints anything), and the job trains as usual.
@@ -168,7 +156,9 @@ TEST(RunJobTest, BindCoresRunsEachProcessOnOneCoreRoundRobin) {
   o.on_line = [&allowed](const OutputLine& line, Backend& backend) {
     if (allowed.count(line.role) > 0) return;
     absl::StatusOr<ProcessInfo> info = backend.Info(line.id);
-    if (info.ok() && info->pid > 0) allowed[line.role] = CpusAllowed(info->pid);
+    if (info.ok() && info->pid > 0) {
+      allowed[line.role] = ::orrery::testing::CpusAllowedList(absl::StrCat("/proc/", info->pid, "/status"));
+    }
   };
   absl::StatusOr<RunReport> r = RunJob(job, o);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -22,6 +22,19 @@
 
 namespace orrery::testing {
 
+// The Cpus_allowed_list ("1", "0-3") of the /proc status file at `status_path`
+// (/proc/PID/status, /proc/PID/task/TID/status); "" when it has none or cannot be read.
+inline std::string CpusAllowedList(const std::filesystem::path& status_path) {
+  std::ifstream in(status_path);
+  const std::string key = "Cpus_allowed_list:";
+  for (std::string line; std::getline(in, line);) {
+    if (line.compare(0, key.size(), key) != 0) continue;
+    const size_t value = line.find_first_not_of(" \t", key.size());
+    return value == std::string::npos ? "" : line.substr(value);
+  }
+  return "";
+}
+
 // Reads from `fd` until a newline, EOF or the deadline; returns the line without its newline.
 inline std::string ReadLine(int fd, absl::Duration limit) {
   std::string line;
