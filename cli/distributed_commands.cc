@@ -119,7 +119,7 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
   cmd->add_option("--limit-train", o->limit_train, "Use only the first N training images before slicing (0 = all)")->capture_default_str();
   cmd->add_option("--limit-test", o->limit_test, "Evaluator: only the first N test images (0 = all)")->capture_default_str();
   cmd->add_option("--slow", o->slow_factor, "Straggler emulation: each step's work (batch and compute, not the pull) takes this many times as long")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Compute threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Compute threads (0 = one per core this process may use, no more than its cgroup's CPU quota)")->capture_default_str();
   cmd->add_option("--chunk-size", o->chunk_size, "Elements per chunk (every process of the job must agree)")->capture_default_str();
   cmd->add_flag("--evaluator", o->evaluator, "Observe instead of train: evaluate pulled weights every --eval-every seconds; SIGTERM gives a final evaluation");
   cmd->add_option("--eval-every", o->eval_every_seconds, "Evaluator: seconds between evaluations")->capture_default_str();
@@ -161,7 +161,6 @@ void AddLearnerCommand(CLI::App& app, Commands& commands) {
     commands.Set([o, servers, rpc_timeout, pull_timeout, retry_budget, cpus] {
       // Before OpenMP and gRPC start their threads; OpenMP sized its pool from every core.
       if (absl::Status st = CpusFlag::Bind(cpus); !st.ok()) return Fail("learner", st);
-      if (!cpus.empty() && o->threads == 0) o->threads = static_cast<int>(cpus.size());
       o->servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
       o->rpc_timeout = absl::Seconds(*rpc_timeout);
       o->pull_timeout = absl::Seconds(*pull_timeout);

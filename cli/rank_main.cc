@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
+#include "base/cpu_quota.h"
 #include "base/random_token.h"
 #include "cli/commands.h"
 #include "nlohmann/json.hpp"
@@ -329,8 +330,9 @@ std::vector<std::string> RankRun::WithEvents(std::vector<std::string> argv) cons
 RankResult RankRun::RunLearner() {
   int learners_here = 0;
   for (int r = job_.servers; r < job_.servers + job_.learners; ++r) learners_here += hosts_[r] == host_;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = options_.threads > 0 ? options_.threads : std::max(1, cores / std::max(1, learners_here));
+  // The learners of this host share the cores this rank may keep busy (mpirun's or srun's binding,
+  // and its cgroup's CPU quota).
+  const int threads = options_.threads > 0 ? options_.threads : std::max(1, UsableCpuCount() / std::max(1, learners_here));
   // A learner has no signal handling of its own: SIGTERM ends it at once, as in a local run.
   sigset_t stop = StopSignals();
   pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);

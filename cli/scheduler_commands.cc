@@ -239,7 +239,7 @@ void AddDaemonCommand(CLI::App& app, Commands& commands) {
   CLI::App* cmd = app.add_subcommand("scheduler", "Run the scheduler daemon: a gRPC JobService that stores, queues and runs jobs");
   cmd->add_option("--listen", o->listen, "host:port for the JobService (port 0: the OS chooses)")->capture_default_str();
   cmd->add_option("--store", o->store_path, "SQLite file holding every job (created if missing)")->required();
-  cmd->add_option("--slots", o->slots, "Cores lent to jobs; a job holds servers + learners (0 = this machine's cores)")
+  cmd->add_option("--slots", o->slots, "Cores lent to jobs; a job holds servers + learners (0 = the cores this daemon may use, no more than its cgroup's CPU quota)")
       ->capture_default_str();
   cmd->add_option("--memory", o->memory_bytes,
                   "Memory lent to local jobs, such as 16GiB: a running local job holds its estimate and later ones "

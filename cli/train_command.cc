@@ -20,7 +20,7 @@ void AddTrainCommand(CLI::App& app, Commands& commands) {
   train->add_option("--batch", opts->batch, "Minibatch size")->capture_default_str();
   train->add_option("--lr", opts->lr, "Learning rate")->capture_default_str();
   train->add_option("--momentum", opts->momentum, "Momentum coefficient in [0, 1)")->capture_default_str();
-  train->add_option("--threads", opts->threads, "Compute threads (0 = all cores)")->capture_default_str();
+  train->add_option("--threads", opts->threads, "Compute threads (0 = one per core this process may use, no more than its cgroup's CPU quota)")->capture_default_str();
   train->add_option("--seed", opts->seed, "Seed for initialisation and shuffling")->capture_default_str();
   train->add_option("--limit-train", opts->limit_train, "Use only the first N training images (0 = all)")->capture_default_str();
   train->add_option("--limit-test", opts->limit_test, "Use only the first N test images (0 = all)")->capture_default_str();

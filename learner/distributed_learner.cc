@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "base/job_limits.h"
 #include "base/status_macros.h"
+#include "learner/compute_threads.h"
 #include "learner/model.h"
 #include "learner/model_graph.h"
 #include "learner/model_spec.h"
@@ -179,7 +180,7 @@ absl::Status ValidateLearnerOptions(const LearnerOptions& o) {
 absl::Status RunLearner(const LearnerOptions& o) {
   RETURN_IF_ERROR(ValidateLearnerOptions(o));
   ASSIGN_OR_RETURN(std::unique_ptr<Events> events, Events::Open(o.events_path));
-  if (o.threads > 0) omp_set_num_threads(o.threads);
+  const int threads = SetComputeThreads(o.threads);
 
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));
   Dataset slice;
@@ -200,7 +201,8 @@ absl::Status RunLearner(const LearnerOptions& o) {
   events->Emit("ORRERY_LEARNER_JOINED", {{"learner", ps->learner_id()},
                                          {"index", o.index},
                                          {"start_clock", ps->start_clock()},
-                                         {"examples", slice.count}});
+                                         {"examples", slice.count},
+                                         {"threads", threads}});
   // Every learner offers the same seeded weights; the first Init each shard sees wins.
   RETURN_IF_ERROR(ps->Init(model->params().flat()));
 
@@ -321,7 +323,7 @@ absl::Status RunEvaluator(const LearnerOptions& o) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  if (o.threads > 0) omp_set_num_threads(o.threads);
+  SetComputeThreads(o.threads);
   ASSIGN_OR_RETURN(std::unique_ptr<Events> events, Events::Open(o.events_path));
 
   ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(o));

@@ -5,7 +5,8 @@
 // protocol, so evaluation never stalls training.
 //
 // Both report on stdout with one machine-readable line per event, a tag then a JSON object:
-//   ORRERY_LEARNER_JOINED {"learner":<id the shards assigned>,"index":..,"start_clock":..}
+//   ORRERY_LEARNER_JOINED {"learner":<id the shards assigned>,"index":..,"start_clock":..,
+//                          "examples":..,"threads":<OpenMP threads it computes on>}
 //   ORRERY_LEARNER {"learner":..,"step":..,"steps":..,"loss":..,"images_per_second":..}
 //   ORRERY_LEARNER_DONE {"learner":..,"steps":..,"images":..,"seconds":..,"images_per_second":..,
 //                        "wire":"fp32"|"fixed16","pushes":..,"push_bytes":..,"pulls":..,"pull_bytes":..}
@@ -43,7 +44,7 @@ struct LearnerOptions {
   int64_t limit_train = 0;           // --limit-train: first N training images before slicing
   int64_t limit_test = 0;            // --limit-test (evaluator)
   double slow_factor = 1;            // --slow: each step's work (not its pull) takes this many times as long
-  int threads = 1;                   // --threads: OpenMP threads for compute (0 = default)
+  int threads = 1;                   // --threads: OpenMP threads for compute (0 = one per usable core, SetComputeThreads)
   uint32_t chunk_size = 16384;       // --chunk-size: elements per chunk (the job must agree)
   bool evaluator = false;            // --evaluator
   double eval_every_seconds = 10;    // --eval-every (evaluator)

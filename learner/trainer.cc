@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "base/progress_line.h"
 #include "base/status_macros.h"
+#include "learner/compute_threads.h"
 #include "learner/fixed_sgd.h"
 #include "learner/model.h"
 #include "learner/model_graph.h"
@@ -41,7 +42,7 @@ absl::Status ValidateOptions(const TrainOptions& o) {
 
 absl::StatusOr<TrainReport> Train(const TrainOptions& o) {
   RETURN_IF_ERROR(ValidateOptions(o));
-  if (o.threads > 0) omp_set_num_threads(o.threads);
+  SetComputeThreads(o.threads);
   const auto wall0 = Clock::now();
   ProgressLine progress;
 

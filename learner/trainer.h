@@ -19,7 +19,7 @@ struct TrainOptions {
   int batch = 64;
   float lr = 0.05f;
   float momentum = 0.9f;
-  int threads = 0;                              // 0 = OpenMP's default
+  int threads = 0;                              // 0 = one per usable core (SetComputeThreads)
   uint64_t seed = 1;
   int64_t limit_train = 0;                      // 0 = all 60,000 training images
   int64_t limit_test = 0;                       // 0 = all 10,000 test images

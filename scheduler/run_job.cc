@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/cpu_affinity.h"
+#include "base/cpu_quota.h"
 #include "base/file_lock.h"
 #include "base/proc_stat.h"
 #include "base/progress_line.h"
@@ -183,8 +184,9 @@ std::vector<std::string> JobRun::Impl::Bound(std::vector<std::string> argv, int 
 int JobRun::Impl::LearnerThreads() const {
   if (options_.threads_per_learner > 0) return options_.threads_per_learner;
   if (!options_.cpus.empty()) return 0;  // one per bound core: the learner's one
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, cores / job_.learners);
+  // The learners share the cores this process may keep busy (its children inherit its affinity
+  // and its cgroup's CPU quota).
+  return std::max(1, UsableCpuCount() / job_.learners);
 }
 
 // Backend::StartGroup, remembering every process it started as this job's, including those it

@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_quota.h"
 #include "base/file_lock.h"
 #include "base/proc_stat.h"
 #include "base/status_macros.h"
@@ -94,7 +95,7 @@ absl::Status RunSchedulerDaemon(const SchedulerDaemonOptions& options) {
 
   SchedulerOptions scheduler_options;
   scheduler_options.slots =
-      options.slots > 0 ? options.slots : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      options.slots > 0 ? options.slots : UsableCpuCount();
   // Unreadable MemTotal (not Linux): memory is not counted.
   scheduler_options.memory_bytes =
       options.memory_bytes > 0 ? options.memory_bytes : std::max<int64_t>(0, MemInfoBytes("MemTotal"));

@@ -137,8 +137,9 @@ class ShardStore {
   const ShardPlan* plan_;
   uint32_t shard_;
   float momentum_;
-  // Whether this process may run on two cores or more, read once when the store is made (the
-  // roles bind themselves, --cpus, before they make one): large updates then use two threads.
+  // Whether this process can keep two cores busy (its affinity mask and its cgroup's CPU quota,
+  // UsableCpuCount), read once when the store is made (the roles bind themselves, --cpus, before
+  // they make one): large updates then use two threads.
   bool two_cores_;
   std::vector<int> owned_;            // plan chunk indices, in flat order
   std::vector<uint64_t> local_offset_;  // per owned chunk, offset in weights_

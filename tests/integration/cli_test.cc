@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,9 +22,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "base/cpu_affinity.h"
+#include "base/cpu_quota.h"
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -179,6 +183,102 @@ TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
   int status = 0;
   waitpid(pid, &status, 0);
   close(server.fd);
+}
+
+// A cgroup of its own under this process's, granting one CPU's worth of time per period (v1's cpu
+// controller, or v2's where it is enabled for children): what a Kubernetes CPU limit of 1 or
+// `systemd-run -p CPUQuota=100%` sets. Empty reason() when made; removed when destroyed (the
+// processes run in it must have exited).
+class OneCpuQuotaCgroup {
+ public:
+  OneCpuQuotaCgroup() {
+    std::ifstream mountinfo_in("/proc/self/mountinfo"), cgroup_in("/proc/self/cgroup");
+    const std::string mountinfo((std::istreambuf_iterator<char>(mountinfo_in)), std::istreambuf_iterator<char>());
+    const std::string cgroups((std::istreambuf_iterator<char>(cgroup_in)), std::istreambuf_iterator<char>());
+    reason_ = "no cgroup cpu controller is mounted";
+    for (const orrery::CgroupMount& m : orrery::CpuCgroupMounts(mountinfo)) {
+      const std::optional<std::string> path = orrery::CgroupPathOf(cgroups, m.v2);
+      if (!path) continue;
+      const std::filesystem::path parent = orrery::CgroupDirectory(m, *path);
+      if (m.v2) {
+        std::ifstream controls(parent / "cgroup.subtree_control");
+        std::string enabled;
+        std::getline(controls, enabled);
+        if (!orrery::cgroup_internal::HasItem(absl::StrReplaceAll(enabled, {{" ", ","}}), "cpu")) {
+          reason_ = absl::StrCat("the cpu controller is not enabled for children of ", parent.string());
+          continue;
+        }
+      }
+      const std::filesystem::path dir = parent / absl::StrCat("orrery-test-", getpid());
+      std::error_code ec;
+      if (!std::filesystem::create_directory(dir, ec)) {
+        reason_ = absl::StrCat("cannot make a cgroup under ", parent.string(), ": ", ec.message());
+        continue;
+      }
+      dir_ = dir;
+      const bool set = m.v2 ? Write(dir / "cpu.max", "100000 100000")
+                            : Write(dir / "cpu.cfs_period_us", "100000") && Write(dir / "cpu.cfs_quota_us", "100000");
+      if (set) {
+        reason_.clear();
+        return;
+      }
+      reason_ = absl::StrCat("cannot set the quota of ", dir.string());
+      std::filesystem::remove(dir, ec);
+      dir_.clear();
+    }
+  }
+  ~OneCpuQuotaCgroup() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove(dir_, ec);
+  }
+  const std::string& reason() const { return reason_; }
+  // A shell command that moves itself into the cgroup, then runs `command`.
+  std::string Inside(const std::string& command) const {
+    return absl::StrCat("echo $$ > ", (dir_ / "cgroup.procs").string(), " && exec ", command);
+  }
+
+ private:
+  static bool Write(const std::filesystem::path& file, const std::string& text) {
+    std::ofstream out(file);
+    out << text << "\n";
+    out.flush();
+    return static_cast<bool>(out);
+  }
+  std::filesystem::path dir_;
+  std::string reason_;
+};
+
+// A CPU quota is a limit the affinity mask does not show: `orrery run` sizes its learners' compute
+// threads from the cores it can keep busy, so one learner gets one thread under a one-CPU quota
+// and one per core without it (read from the learner's ORRERY_LEARNER_JOINED event).
+TEST(CliTest, RunGivesLearnersNoMoreComputeThreadsThanTheCpuQuotaGrants) {
+  if (orrery::UsableCpuCount() < 2) GTEST_SKIP() << "needs two usable cores to tell a quota from none";
+  OneCpuQuotaCgroup cgroup;
+  if (!cgroup.reason().empty()) GTEST_SKIP() << cgroup.reason();
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / absl::StrCat("orrery-cli-quota-", getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "job.yaml") << "name: quota\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
+                                  << "servers: 1\nlearners: 1\nprotocol: async\nepochs: 1\nlimit_train: 1000\nlimit_test: 200\n";
+  const auto threads_of_learner = [&dir](const std::string& logs) {
+    std::ifstream events(std::filesystem::path(logs) / "learner-0.events");
+    for (std::string line; std::getline(events, line);) {
+      if (!absl::StartsWith(line, "ORRERY_LEARNER_JOINED ")) continue;
+      const nlohmann::json j = nlohmann::json::parse(line.substr(line.find(' ') + 1), nullptr, false);
+      return j.is_discarded() ? -1 : j.value("threads", -1);
+    }
+    return -1;
+  };
+  const std::string run = absl::StrCat(ORRERY_BINARY, " run --quiet ", (dir / "job.yaml").string(), " --log-dir ");
+  const std::string err = (dir / "err").string();
+  const Result limited = ::orrery::testing::RunCommand(
+      absl::StrCat("sh -c '", cgroup.Inside(run + (dir / "limited").string()), "'"), err);
+  ASSERT_EQ(limited.exit_code, 0) << limited.err;
+  EXPECT_EQ(threads_of_learner((dir / "limited").string()), 1);
+  const Result free = ::orrery::testing::RunCommand(run + (dir / "free").string(), err);
+  ASSERT_EQ(free.exit_code, 0) << free.err;
+  EXPECT_EQ(threads_of_learner((dir / "free").string()), orrery::UsableCpuCount());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {
