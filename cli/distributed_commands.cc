@@ -184,7 +184,7 @@ void AddRunCommand(CLI::App& app, Commands& commands, const char* argv0) {
   cmd->add_option("--metrics-out", *metrics_out, "Write metrics JSON here");
   cmd->add_option("--log-dir", *log_dir, "Per-process logs (default: orrery-runs/<job name>)");
   cmd->add_option("--timeout", *timeout, "Fail the job after this many seconds (0 = no limit)")->capture_default_str();
-  cmd->add_option("--threads", *threads, "Compute threads per learner (0 = cores / learners; with bind: cores, one)")->capture_default_str();
+  cmd->add_option("--threads", *threads, "Compute threads per learner (0 = usable cores / learners; with bind: cores, one)")->capture_default_str();
   cmd->add_flag("--quiet", *quiet, "No progress output");
   cmd->add_flag("--resume", *resume, "Continue a stopped job: the shards start from the checkpoints in the spec's checkpoint.dir, the learners from the clocks kept there");
   std::string self = SelfPath(argv0);

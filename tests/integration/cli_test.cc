@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "base/cpu_affinity.h"
@@ -30,6 +31,7 @@
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/metrics_scrape.h"
 #include "tests/util/process_io.h"
 
 namespace {
@@ -279,6 +281,109 @@ TEST(CliTest, RunGivesLearnersNoMoreComputeThreadsThanTheCpuQuotaGrants) {
   ASSERT_EQ(free.exit_code, 0) << free.err;
   EXPECT_EQ(threads_of_learner((dir / "free").string()), orrery::UsableCpuCount());
   std::filesystem::remove_all(dir);
+}
+
+// A child's stdout read to its end (or to `limit`, when the child is killed), split into lines,
+// and how it exited (-1: by a signal).
+struct Finished {
+  std::vector<std::string> lines;
+  int exit_code = -1;
+};
+Finished ReadToEnd(const ::orrery::testing::PipedChild& child, absl::Duration limit) {
+  Finished f;
+  std::string text;
+  const absl::Time end = absl::Now() + limit;
+  for (bool open = true; open && absl::Now() < end;) {
+    pollfd p{child.fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = read(child.fd, buf, sizeof(buf));
+    if (n > 0) text.append(buf, static_cast<size_t>(n));
+    open = n > 0 || (n < 0 && errno == EINTR);
+  }
+  if (absl::Now() >= end) kill(child.pid, SIGKILL);
+  close(child.fd);
+  int status = 0;
+  waitpid(child.pid, &status, 0);
+  f.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  f.lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  return f;
+}
+
+// The JSON of the last `tag` line among `lines` ("TAG {...}"); null when there is none.
+nlohmann::json LastTagged(const std::vector<std::string>& lines, const std::string& tag) {
+  nlohmann::json found;
+  for (const std::string& line : lines) {
+    if (absl::StartsWith(line, tag + " ")) found = nlohmann::json::parse(line.substr(tag.size() + 1), nullptr, false);
+  }
+  return found;
+}
+
+// "A new learner can join a running job", with real processes: a hardsync shard started for
+// λ = 2, its two learners training, and a third learner started by hand once they are past step
+// 20. It joins at the step being collected (not at 0: it would hold the others back), the shard
+// waits for its gradients from then on, it trains to the end of its budget, and every learner
+// finishes.
+TEST(CliTest, ALearnerStartedLaterJoinsARunningHardsyncJobAtItsStepAndTrains) {
+  const std::string model = absl::StrCat(ORRERY_SOURCE_DIR, "/examples/models/mlp.yaml");
+  ::orrery::testing::PipedChild server = ::orrery::testing::SpawnPiped(
+      {ORRERY_BINARY, "server", "--listen", "127.0.0.1:0", "--protocol", "hardsync", "--learners", "2", "--job", "late",
+       "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_GT(server.pid, 0);
+  const std::string metrics = ::orrery::testing::ReadLine(server.fd, absl::Seconds(30));
+  ASSERT_TRUE(absl::StartsWith(metrics, "ORRERY_SERVER_METRICS ")) << metrics;
+  const std::string ready = ::orrery::testing::ReadLine(server.fd, absl::Seconds(30));
+  ASSERT_TRUE(absl::StartsWith(ready, "ORRERY_SERVER_READY ")) << ready;
+  const std::string endpoint = ready.substr(ready.find(' ') + 1);
+  const auto learner = [&](int index, int learners) {
+    return ::orrery::testing::SpawnPiped({ORRERY_BINARY, "learner", "--servers", endpoint, "--job", "late", "--model",
+                                          model, "--index", absl::StrCat(index), "--learners", absl::StrCat(learners),
+                                          "--limit-train", "6000", "--batch", "16", "--epochs", "8",
+                                          "--report-every", "0.05", "--threads", "1"});
+  };
+  const ::orrery::testing::PipedChild first = learner(0, 2), second = learner(1, 2);
+  ASSERT_GT(first.pid, 0);
+  ASSERT_GT(second.pid, 0);
+  // Until learner 0 reports step 20 or more (each learner's budget: 8 * (3000 / 16) = 1496 steps,
+  // seconds of training: the late learner has time to start while the job runs).
+  std::vector<std::string> first_lines;
+  int64_t first_step = 0;
+  for (const absl::Time end = absl::Now() + absl::Seconds(60); first_step < 20 && absl::Now() < end;) {
+    first_lines.push_back(::orrery::testing::ReadLine(first.fd, end - absl::Now()));
+    const nlohmann::json progress = LastTagged({first_lines.back()}, "ORRERY_LEARNER");
+    if (progress.is_object()) first_step = progress.value("step", int64_t{0});
+  }
+  ASSERT_GE(first_step, 20) << "learner 0 did not get going";
+  const Finished late = ReadToEnd(learner(2, 3), absl::Seconds(120));
+  const Finished a = ReadToEnd(first, absl::Seconds(120)), b = ReadToEnd(second, absl::Seconds(120));
+  const std::string scraped = ::orrery::testing::ScrapeMetrics(metrics.substr(metrics.find(' ') + 1));
+  kill(server.pid, SIGTERM);
+  close(server.fd);
+  waitpid(server.pid, nullptr, 0);
+  EXPECT_EQ(late.exit_code, 0);
+  EXPECT_EQ(a.exit_code, 0);
+  EXPECT_EQ(b.exit_code, 0);
+  const nlohmann::json joined = LastTagged(late.lines, "ORRERY_LEARNER_JOINED");
+  ASSERT_TRUE(joined.is_object()) << absl::StrJoin(late.lines, "\n");
+  EXPECT_EQ(joined.value("learner", -1), 2);
+  // Joined at hardsync's current step: past learner 0's step 20 at the time, and short of the end.
+  EXPECT_GE(joined.value("start_clock", int64_t{-1}), 20);
+  EXPECT_LT(joined.value("start_clock", int64_t{-1}), 1496);
+  const nlohmann::json done = LastTagged(late.lines, "ORRERY_LEARNER_DONE");
+  ASSERT_TRUE(done.is_object()) << absl::StrJoin(late.lines, "\n");
+  EXPECT_GT(done.value("pushes", int64_t{0}), 0) << done.dump();
+  EXPECT_EQ(done.value("dropped", -1), 0) << done.dump();
+  for (const Finished* f : {&a, &b}) {
+    const nlohmann::json d = LastTagged(f->lines, "ORRERY_LEARNER_DONE");
+    ASSERT_TRUE(d.is_object());
+    EXPECT_EQ(d.value("steps", int64_t{0}), 1496) << d.dump();
+  }
+  // One update per step, each averaging every active learner's gradient: the late learner's
+  // gradients went into the 1496 steps (none applied on its own, none refused).
+  EXPECT_EQ(::orrery::testing::MetricValue(scraped, "orrery_shard_version"), 1496.0) << scraped;
+  EXPECT_EQ(::orrery::testing::MetricValue(scraped, "orrery_shard_gradients_applied_total"),
+            2 * 1496.0 + done.value("pushes", 0.0))
+      << scraped;
 }
 
 TEST(CliTest, MissingModelFileFailsWithOneLineNamingIt) {

@@ -2,12 +2,6 @@
 // rejected gradients and the staleness histogram follow what the shard did.
 #include "server/shard_metrics.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
 #include <limits>
 #include <string>
 
@@ -17,39 +11,12 @@
 #include "absl/strings/numbers.h"
 #include "server/client.h"
 #include "server/shard_server.h"
+#include "tests/util/metrics_scrape.h"
 
 namespace orrery::server {
 namespace {
 
 using ::testing::HasSubstr;
-
-// GET /metrics from host:port with HTTP/1.0 (the server closes the connection after answering).
-std::string Scrape(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port)) return "";
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buf[4096];
-      for (int i = 0; i < 10000; ++i) {  // bounded
-        const ssize_t n = read(fd, buf, sizeof buf);
-        if (n <= 0) break;
-        response.append(buf, static_cast<size_t>(n));
-      }
-    }
-  }
-  close(fd);
-  return response;
-}
 
 TEST(ShardMetricsTest, ScrapeShowsPushesPullsRejectionsAndStaleness) {
   ServerOptions o;
@@ -78,7 +45,7 @@ TEST(ShardMetricsTest, ScrapeShowsPushesPullsRejectionsAndStaleness) {
   g[7] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_FALSE((*client)->Push(3, g, 8, 1.0f).ok());
 
-  const std::string text = Scrape((*server)->metrics_address());
+  const std::string text = ::orrery::testing::ScrapeMetrics((*server)->metrics_address());
   ASSERT_THAT(text, HasSubstr("200 OK"));
   const std::string labels = "{job=\"metrics-job\",shard=\"0\"}";
   EXPECT_THAT(text, HasSubstr("orrery_shard_version" + labels + " 3"));
