@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "scheduler/backend.h"
 #include "scheduler/job_spec.h"
 
 namespace orrery::scheduler {
@@ -35,5 +36,11 @@ int JobRankCount(const JobSpec& job);
 RankRole RoleOfRank(const JobSpec& job, int rank);
 // Every rank's role, in rank order.
 std::vector<RankRole> JobRanks(const JobSpec& job);
+
+// What a launcher starts for `job`: S + L + 1 specs, one per rank (roles server-i, learner-i,
+// evaluator, each `role_prefix` + role), all running `<binary> <subcommand> <job_file>` ("mpi-rank",
+// "slurm-rank") with the token in the environment and OpenMP's idle threads sleeping (several
+// compute processes share the cores).
+std::vector<ProcessSpec> RankProcesses(const JobSpec& job, const RankJobOptions& o, const std::string& subcommand);
 
 }  // namespace orrery::scheduler

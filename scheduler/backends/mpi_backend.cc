@@ -123,23 +123,7 @@ void MpiBackend::StopGroup(GroupId group, absl::Duration grace) {
 }
 
 std::vector<ProcessSpec> MpiJobProcesses(const JobSpec& job, const MpiJobOptions& o) {
-  std::vector<std::string> argv = {o.binary, "mpi-rank", o.job_file};
-  if (!o.host.empty()) argv.insert(argv.end(), {"--host", o.host});
-  if (o.threads_per_learner > 0) argv.insert(argv.end(), {"--threads", absl::StrCat(o.threads_per_learner)});
-  // The ranks' events files go beside their logs, for a scheduler restarted after a crash.
-  if (!o.log_dir.empty()) argv.insert(argv.end(), {"--events-dir", o.log_dir});
-  std::vector<ProcessSpec> specs;
-  for (const RankRole& role : JobRanks(job)) {
-    ProcessSpec spec;
-    spec.role = o.role_prefix + role.name;
-    spec.argv = argv;
-    if (!o.token.empty()) spec.env["ORRERY_TOKEN"] = o.token;
-    // Several compute processes share the cores: OpenMP threads must sleep, not spin, when idle.
-    spec.env["OMP_WAIT_POLICY"] = "passive";
-    if (!o.log_dir.empty()) spec.log_path = absl::StrCat(o.log_dir, "/", role.name, ".log");
-    specs.push_back(std::move(spec));
-  }
-  return specs;
+  return RankProcesses(job, o, "mpi-rank");
 }
 
 }  // namespace orrery::scheduler

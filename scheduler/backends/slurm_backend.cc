@@ -437,22 +437,8 @@ void SlurmBackend::StopGroup(GroupId group, absl::Duration grace) {
 }
 
 std::vector<ProcessSpec> SlurmJobProcesses(const JobSpec& job, const SlurmJobOptions& o) {
-  std::vector<std::string> argv = {o.binary, "slurm-rank", o.job_file};
-  if (!o.host.empty()) argv.insert(argv.end(), {"--host", o.host});
-  if (o.threads_per_learner > 0) argv.insert(argv.end(), {"--threads", absl::StrCat(o.threads_per_learner)});
-  // The ranks' events files go beside their logs, for a scheduler restarted after a crash.
-  if (!o.log_dir.empty()) argv.insert(argv.end(), {"--events-dir", o.log_dir});
-  std::vector<ProcessSpec> specs;
-  for (const RankRole& role : JobRanks(job)) {
-    ProcessSpec spec;
-    spec.role = o.role_prefix + role.name;
-    spec.argv = argv;
-    if (!o.token.empty()) spec.env["ORRERY_TOKEN"] = o.token;
-    spec.env["ORRERY_JOB_NAME"] = job.name;
-    spec.env["OMP_WAIT_POLICY"] = "passive";
-    if (!o.log_dir.empty()) spec.log_path = absl::StrCat(o.log_dir, "/", role.name, ".log");
-    specs.push_back(std::move(spec));
-  }
+  std::vector<ProcessSpec> specs = RankProcesses(job, o, "slurm-rank");
+  for (ProcessSpec& spec : specs) spec.env["ORRERY_JOB_NAME"] = job.name;
   return specs;
 }
 
