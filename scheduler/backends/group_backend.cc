@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/adopted_process.h"
+#include "scheduler/backends/process_table.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -151,8 +152,7 @@ absl::StatusOr<std::vector<ProcessId>> GroupBackend::StartGroup(const std::vecto
 }
 
 void GroupBackend::AppendToLog(Proc& proc, const std::string& tag, const std::string& text) {
-  proc.tail.push_back(absl::StrCat(tag, "| ", text));
-  while (proc.tail.size() > options_.tail_lines) proc.tail.pop_front();
+  KeepTail(proc.tail, options_.tail_lines, absl::StrCat(tag, "| ", text));
   if (proc.log_fd >= 0) AppendLogRecord(proc.log_fd, options_.now(), proc.spec.role, tag, text);
 }
 
@@ -364,12 +364,7 @@ absl::StatusOr<ProcessInfo> GroupBackend::Info(ProcessId id) const {
   return info;
 }
 
-std::optional<ProcessId> GroupBackend::Find(const std::string& role) const {
-  for (const auto& [id, proc] : procs_) {
-    if (proc->spec.role == role) return id;
-  }
-  return std::nullopt;
-}
+std::optional<ProcessId> GroupBackend::Find(const std::string& role) const { return FindRole(procs_, role); }
 
 std::vector<ProcessInfo> GroupBackend::List() const {
   std::vector<ProcessInfo> out;
@@ -377,18 +372,11 @@ std::vector<ProcessInfo> GroupBackend::List() const {
   return out;
 }
 
-bool GroupBackend::AllExited() const {
-  for (const auto& [id, proc] : procs_) {
-    if (proc->state != ProcessState::kExited) return false;
-  }
-  return true;
-}
+bool GroupBackend::AllExited() const { return EveryProcessExited(procs_); }
 
 std::vector<std::string> GroupBackend::Tail(ProcessId id, size_t n) const {
   Proc* proc = Lookup(id);
-  if (proc == nullptr) return {};
-  size_t count = std::min(n, proc->tail.size());
-  return std::vector<std::string>(proc->tail.end() - static_cast<std::ptrdiff_t>(count), proc->tail.end());
+  return proc == nullptr ? std::vector<std::string>() : LastLines(proc->tail, n);
 }
 
 }  // namespace orrery::scheduler

@@ -27,6 +27,7 @@
 #include "boost/process/io.hpp"
 #include "boost/process/search_path.hpp"
 #include "boost/process/start_dir.hpp"
+#include "scheduler/backends/process_table.h"
 
 namespace orrery::scheduler {
 namespace bp = boost::process;
@@ -277,8 +278,7 @@ void LocalBackend::DeliverLine(Proc& proc, const Run& run, int stream, std::stri
 }
 
 void LocalBackend::AppendToLog(Proc& proc, const std::string& tag, const std::string& text) {
-  proc.tail.push_back(absl::StrCat(tag, "| ", text));
-  while (proc.tail.size() > options_.tail_lines) proc.tail.pop_front();
+  KeepTail(proc.tail, options_.tail_lines, absl::StrCat(tag, "| ", text));
   // A full disk must not stop supervision; the lines still reach listeners.
   if (proc.log_fd >= 0) AppendLogRecord(proc.log_fd, options_.now(), proc.spec.role, tag, text);
 }
@@ -495,12 +495,7 @@ absl::StatusOr<ProcessInfo> LocalBackend::Info(ProcessId id) const {
   return info;
 }
 
-std::optional<ProcessId> LocalBackend::Find(const std::string& role) const {
-  for (const auto& [id, proc] : procs_) {
-    if (proc->spec.role == role) return id;
-  }
-  return std::nullopt;
-}
+std::optional<ProcessId> LocalBackend::Find(const std::string& role) const { return FindRole(procs_, role); }
 
 std::vector<ProcessInfo> LocalBackend::List() const {
   std::vector<ProcessInfo> out;
@@ -508,18 +503,11 @@ std::vector<ProcessInfo> LocalBackend::List() const {
   return out;
 }
 
-bool LocalBackend::AllExited() const {
-  for (const auto& [id, proc] : procs_) {
-    if (proc->state != ProcessState::kExited) return false;
-  }
-  return true;
-}
+bool LocalBackend::AllExited() const { return EveryProcessExited(procs_); }
 
 std::vector<std::string> LocalBackend::Tail(ProcessId id, size_t n) const {
   Proc* proc = Lookup(id);
-  if (proc == nullptr) return {};
-  size_t count = std::min(n, proc->tail.size());
-  return std::vector<std::string>(proc->tail.end() - static_cast<std::ptrdiff_t>(count), proc->tail.end());
+  return proc == nullptr ? std::vector<std::string>() : LastLines(proc->tail, n);
 }
 
 }  // namespace orrery::scheduler
