@@ -143,6 +143,21 @@ inline absl::StatusOr<std::optional<double>> ParseCfsQuota(absl::string_view quo
   return std::optional<double>(static_cast<double>(quota) / static_cast<double>(period));
 }
 
+// The quota set at the cgroup directory `dir`, in cores; nullopt when none is, or when its files
+// cannot be read or parsed.
+inline std::optional<double> QuotaAt(const std::string& dir, bool v2) {
+  using cgroup_internal::ReadSmallFile;
+  absl::StatusOr<std::optional<double>> quota = std::optional<double>();
+  if (v2) {
+    if (std::optional<std::string> text = ReadSmallFile(dir + "/cpu.max")) quota = ParseCpuMax(*text);
+  } else {
+    const std::optional<std::string> text = ReadSmallFile(dir + "/cpu.cfs_quota_us");
+    const std::optional<std::string> period = ReadSmallFile(dir + "/cpu.cfs_period_us");
+    if (text && period) quota = ParseCfsQuota(*text, *period);
+  }
+  return quota.ok() ? *quota : std::nullopt;
+}
+
 // The smallest CPU quota, in cores, on this process's cgroup and its ancestors; nullopt when none
 // is set or none can be read. `root` is prefixed to every path read (/proc/self/..., the mount
 // points): "" for the machine itself, a directory laid out like it for tests. The v1 cpu
@@ -157,22 +172,12 @@ inline std::optional<double> CgroupCpuLimit(const std::string& root = "") {
     const auto m = std::find_if(mounts.begin(), mounts.end(), [v2](const CgroupMount& x) { return x.v2 == v2; });
     const std::optional<std::string> path = CgroupPathOf(*cgroups, v2);
     if (m == mounts.end() || !path) continue;
-    const std::string top = root + m->mount_point;
-    std::string dir = root + CgroupDirectory(*m, *path);
+    // From the cgroup's directory up to the mount point (CgroupDirectory returns one under it).
+    const size_t top = root.size() + m->mount_point.size();
     std::optional<double> limit;
-    for (int depth = 0; depth < 64; ++depth) {
-      absl::StatusOr<std::optional<double>> here = absl::InvalidArgumentError("unread");
-      if (v2) {
-        if (std::optional<std::string> text = ReadSmallFile(dir + "/cpu.max")) here = ParseCpuMax(*text);
-      } else {
-        const std::optional<std::string> quota = ReadSmallFile(dir + "/cpu.cfs_quota_us");
-        const std::optional<std::string> period = ReadSmallFile(dir + "/cpu.cfs_period_us");
-        if (quota && period) here = ParseCfsQuota(*quota, *period);
-      }
-      if (here.ok() && here->has_value()) limit = std::min(limit.value_or(**here), **here);
-      if (dir.size() <= top.size()) break;
-      dir = dir.substr(0, dir.rfind('/'));
-      if (dir.size() < top.size()) break;
+    for (std::string dir = root + CgroupDirectory(*m, *path);; dir.resize(dir.rfind('/'))) {
+      if (std::optional<double> quota = QuotaAt(dir, v2)) limit = std::min(limit.value_or(*quota), *quota);
+      if (dir.size() <= top) break;
     }
     return limit;
   }

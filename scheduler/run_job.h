@@ -26,7 +26,7 @@ struct RunJobOptions {
   std::string host = "127.0.0.1";  // shards listen here, on ports the OS chooses
   absl::Duration timeout = absl::InfiniteDuration();  // the whole job; then it fails
   absl::Duration start_timeout = absl::Seconds(60);   // for the shards' READY lines
-  int threads_per_learner = 0;  // 0: cores / learners (at least 1); bound: one per core
+  int threads_per_learner = 0;  // 0: usable cores / learners (at least 1); bound: one per core
   // Cores the job's processes are bound to (orrery server/learner --cpus), one core each,
   // round-robin: shard s gets cpus[s % n], learner i cpus[(S + i) % n], the evaluator
   // cpus[(S + L) % n]. Empty: none bound, unless the spec says `bind: cores` and RunJob fills it

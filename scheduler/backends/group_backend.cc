@@ -376,7 +376,7 @@ bool GroupBackend::AllExited() const { return EveryProcessExited(procs_); }
 
 std::vector<std::string> GroupBackend::Tail(ProcessId id, size_t n) const {
   Proc* proc = Lookup(id);
-  return proc == nullptr ? std::vector<std::string>() : LastLines(proc->tail, n);
+  return proc == nullptr ? std::vector<std::string>() : NewestLines(proc->tail, n);
 }
 
 }  // namespace orrery::scheduler

@@ -507,7 +507,7 @@ bool LocalBackend::AllExited() const { return EveryProcessExited(procs_); }
 
 std::vector<std::string> LocalBackend::Tail(ProcessId id, size_t n) const {
   Proc* proc = Lookup(id);
-  return proc == nullptr ? std::vector<std::string>() : LastLines(proc->tail, n);
+  return proc == nullptr ? std::vector<std::string>() : NewestLines(proc->tail, n);
 }
 
 }  // namespace orrery::scheduler

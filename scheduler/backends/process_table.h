@@ -36,8 +36,8 @@ inline void KeepTail(std::deque<std::string>& tail, size_t keep, std::string lin
   while (tail.size() > keep) tail.pop_front();
 }
 
-// The last `n` lines of `tail`, oldest first (Backend::Tail).
-inline std::vector<std::string> LastLines(const std::deque<std::string>& tail, size_t n) {
+// The newest `n` lines of `tail`, oldest first (Backend::Tail).
+inline std::vector<std::string> NewestLines(const std::deque<std::string>& tail, size_t n) {
   const size_t count = std::min(n, tail.size());
   return std::vector<std::string>(tail.end() - static_cast<std::ptrdiff_t>(count), tail.end());
 }

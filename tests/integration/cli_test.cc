@@ -31,6 +31,7 @@
 #include "base/file_lock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/job_report.h"
 #include "tests/util/metrics_scrape.h"
 #include "tests/util/process_io.h"
 
@@ -194,9 +195,8 @@ TEST(CliTest, ServerWithCpusRunsEveryThreadOnThoseCores) {
 class OneCpuQuotaCgroup {
  public:
   OneCpuQuotaCgroup() {
-    std::ifstream mountinfo_in("/proc/self/mountinfo"), cgroup_in("/proc/self/cgroup");
-    const std::string mountinfo((std::istreambuf_iterator<char>(mountinfo_in)), std::istreambuf_iterator<char>());
-    const std::string cgroups((std::istreambuf_iterator<char>(cgroup_in)), std::istreambuf_iterator<char>());
+    const std::string mountinfo = orrery::cgroup_internal::ReadSmallFile("/proc/self/mountinfo").value_or("");
+    const std::string cgroups = orrery::cgroup_internal::ReadSmallFile("/proc/self/cgroup").value_or("");
     reason_ = "no cgroup cpu controller is mounted";
     for (const orrery::CgroupMount& m : orrery::CpuCgroupMounts(mountinfo)) {
       const std::optional<std::string> path = orrery::CgroupPathOf(cgroups, m.v2);
@@ -250,6 +250,17 @@ class OneCpuQuotaCgroup {
   std::string reason_;
 };
 
+// The body of the last `tag` line among `lines` (scheduler::ParseTagged); null when there is none.
+nlohmann::json LastTagged(const std::vector<std::string>& lines, const std::string& tag) {
+  nlohmann::json found;
+  for (const std::string& line : lines) {
+    std::string line_tag;
+    nlohmann::json body;
+    if (orrery::scheduler::ParseTagged(line, &line_tag, &body) && line_tag == tag) found = std::move(body);
+  }
+  return found;
+}
+
 // A CPU quota is a limit the affinity mask does not show: `orrery run` sizes its learners' compute
 // threads from the cores it can keep busy, so one learner gets one thread under a one-CPU quota
 // and one per core without it (read from the learner's ORRERY_LEARNER_JOINED event).
@@ -262,14 +273,12 @@ TEST(CliTest, RunGivesLearnersNoMoreComputeThreadsThanTheCpuQuotaGrants) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "job.yaml") << "name: quota\nmodel: " << ORRERY_SOURCE_DIR << "/examples/models/mlp.yaml\n"
                                   << "servers: 1\nlearners: 1\nprotocol: async\nepochs: 1\nlimit_train: 1000\nlimit_test: 200\n";
-  const auto threads_of_learner = [&dir](const std::string& logs) {
+  const auto threads_of_learner = [](const std::string& logs) {
     std::ifstream events(std::filesystem::path(logs) / "learner-0.events");
-    for (std::string line; std::getline(events, line);) {
-      if (!absl::StartsWith(line, "ORRERY_LEARNER_JOINED ")) continue;
-      const nlohmann::json j = nlohmann::json::parse(line.substr(line.find(' ') + 1), nullptr, false);
-      return j.is_discarded() ? -1 : j.value("threads", -1);
-    }
-    return -1;
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(events, line);) lines.push_back(line);
+    const nlohmann::json joined = LastTagged(lines, "ORRERY_LEARNER_JOINED");
+    return joined.is_object() ? joined.value("threads", -1) : -1;
   };
   const std::string run = absl::StrCat(ORRERY_BINARY, " run --quiet ", (dir / "job.yaml").string(), " --log-dir ");
   const std::string err = (dir / "err").string();
@@ -310,14 +319,6 @@ Finished ReadToEnd(const ::orrery::testing::PipedChild& child, absl::Duration li
   return f;
 }
 
-// The JSON of the last `tag` line among `lines` ("TAG {...}"); null when there is none.
-nlohmann::json LastTagged(const std::vector<std::string>& lines, const std::string& tag) {
-  nlohmann::json found;
-  for (const std::string& line : lines) {
-    if (absl::StartsWith(line, tag + " ")) found = nlohmann::json::parse(line.substr(tag.size() + 1), nullptr, false);
-  }
-  return found;
-}
 
 // "A new learner can join a running job", with real processes: a hardsync shard started for
 // λ = 2, its two learners training, and a third learner started by hand once they are past step
@@ -346,11 +347,10 @@ TEST(CliTest, ALearnerStartedLaterJoinsARunningHardsyncJobAtItsStepAndTrains) {
   ASSERT_GT(second.pid, 0);
   // Until learner 0 reports step 20 or more (each learner's budget: 8 * (3000 / 16) = 1496 steps,
   // seconds of training: the late learner has time to start while the job runs).
-  std::vector<std::string> first_lines;
   int64_t first_step = 0;
   for (const absl::Time end = absl::Now() + absl::Seconds(60); first_step < 20 && absl::Now() < end;) {
-    first_lines.push_back(::orrery::testing::ReadLine(first.fd, end - absl::Now()));
-    const nlohmann::json progress = LastTagged({first_lines.back()}, "ORRERY_LEARNER");
+    const nlohmann::json progress =
+        LastTagged({::orrery::testing::ReadLine(first.fd, end - absl::Now())}, "ORRERY_LEARNER");
     if (progress.is_object()) first_step = progress.value("step", int64_t{0});
   }
   ASSERT_GE(first_step, 20) << "learner 0 did not get going";
