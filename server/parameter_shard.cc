@@ -622,8 +622,11 @@ absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
   if (!AllFinite(weights) || !AllFinite(velocity) || !AllFinite(accumulator)) {
     return absl::InvalidArgumentError("the checkpoint holds NaN or Inf values");
   }
-  if (c.pending_staleness_size() != c.pending()) {
-    return absl::InvalidArgumentError("the checkpoint's pending gradients do not add up");
+  if (c.pending_staleness_size() != c.pending() || (c.pending() > 0) != !accumulator.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the checkpoint's pending gradients do not add up (", c.pending(), " pending, ",
+        c.pending_staleness_size(), " staleness values, ", accumulator.size(),
+        " accumulated values)"));
   }
   SyncProtocol::Snapshot p;
   for (const proto::CheckpointLearner& l : c.learners()) {
@@ -637,7 +640,7 @@ absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
   StalenessStats staleness;
   if (!staleness.Restore({c.staleness_histogram().begin(), c.staleness_histogram().end()},
                          c.staleness_count(), c.staleness_sum(), c.staleness_max())) {
-    return absl::InvalidArgumentError("the checkpoint's staleness histogram has the wrong size");
+    return absl::InvalidArgumentError("the checkpoint's staleness statistics do not fit together (histogram size, count, max and sum)");
   }
 
   absl::MutexLock lock(&mu_);

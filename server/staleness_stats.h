@@ -27,9 +27,23 @@ class StalenessStats {
   double mean() const { return count_ == 0 ? 0.0 : sum_ / static_cast<double>(count_); }
   const std::vector<uint64_t>& histogram() const { return histogram_; }
 
-  // From checkpointed parts; false (and unchanged) when the histogram has the wrong size.
+  // From checkpointed parts; false (and unchanged) when they do not fit together as Record
+  // leaves them: the histogram's size, its total against `count`, its highest bucket against
+  // `max`, and `sum` finite and within [0, max * count].
   bool Restore(std::vector<uint64_t> histogram, uint64_t count, double sum, uint64_t max) {
     if (histogram.size() != static_cast<size_t>(kBuckets)) return false;
+    uint64_t total = 0;
+    int top = -1;
+    for (int t = 0; t < kBuckets; ++t) {
+      if (histogram[t] > UINT64_MAX - total) return false;
+      total += histogram[t];
+      if (histogram[t] > 0) top = t;
+    }
+    if (total != count) return false;
+    const uint64_t highest = static_cast<uint64_t>(top);  // the last bucket holds >= its index
+    const bool max_fits = top < 0 ? max == 0 : (top < kBuckets - 1 ? max == highest : max >= highest);
+    if (!max_fits) return false;
+    if (!(sum >= 0 && sum <= static_cast<double>(max) * static_cast<double>(count))) return false;
     histogram_ = std::move(histogram);
     count_ = count;
     sum_ = sum;

@@ -158,8 +158,9 @@ absl::Status SyncProtocol::CheckPush(int learner, int64_t step) const {
         "learner ", learner, " is not registered with this shard (never registered, left, or ",
         "dropped after a silence longer than the learner timeout); register again"));
   }
-  if (step < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("push step ", step, " is negative"));
+  if (step < 0 || step >= kMaxClock) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("push step ", step, " is out of range; use 0..", kMaxClock - 1));
   }
   const Learner& l = it->second;
   if (step <= l.last_pushed) {
@@ -195,8 +196,9 @@ absl::Status SyncProtocol::CheckPull(int learner, int64_t clock) const {
         "learner ", learner, " is not registered with this shard (never registered, left, or ",
         "dropped after a silence longer than the learner timeout); register again"));
   }
-  if (clock < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("pull clock ", clock, " is negative"));
+  if (clock < 0 || clock > kMaxClock) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pull clock ", clock, " is out of range; use 0..", kMaxClock));
   }
   return absl::OkStatus();
 }
@@ -251,10 +253,41 @@ absl::Status SyncProtocol::Load(const Snapshot& s, absl::Time now) {
   if (s.pending < 0 || s.step < 0 || s.next_id < 0 || s.ever_joined < 0) {
     return absl::InvalidArgumentError("negative protocol counters");
   }
+  if (s.step >= kMaxClock) {
+    return absl::InvalidArgumentError(absl::StrCat("hardsync step ", s.step, " is out of range"));
+  }
+  // What Join, RecordPush and OnUpdateApplied keep true; a snapshot that breaks it was not
+  // written by a shard (e.g. a hand-edited checkpoint) and would, once loaded, hand out an id
+  // twice or average gradients nobody pushed.
+  int pushed_current_step = 0;
   for (const auto& [id, learner] : s.learners) {
-    if (id < 0 || id > kMaxLearnerId || learner.clock < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("impossible learner ", id));
+    if (id < 0 || id >= kMaxLearnerId || learner.clock < 0 || learner.clock > kMaxClock ||
+        learner.last_pushed < -1 ||
+        learner.last_pushed >= learner.clock) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "impossible learner ", id, " (clock ", learner.clock, ", last pushed step ",
+          learner.last_pushed, ")"));
     }
+    if (spec_.kind == ProtocolKind::kHardSync && learner.last_pushed > s.step) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "learner ", id, " pushed step ", learner.last_pushed, " but hardsync is collecting step ",
+          s.step));
+    }
+    if (learner.last_pushed == s.step) ++pushed_current_step;
+  }
+  const int max_id = s.learners.empty() ? -1 : s.learners.rbegin()->first;
+  if (s.next_id <= max_id || s.next_id > kMaxLearnerId) {
+    return absl::InvalidArgumentError(absl::StrCat("the next learner id ", s.next_id,
+                                                   " is not above every learner's (", max_id, ")"));
+  }
+  if (s.ever_joined < static_cast<int>(s.learners.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(s.learners.size(), " learners listed but only ",
+                                                   s.ever_joined, " ever joined"));
+  }
+  if (spec_.kind == ProtocolKind::kHardSync && s.pending > pushed_current_step) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        s.pending, " gradients pending for hardsync step ", s.step, " but only ",
+        pushed_current_step, " learners pushed it"));
   }
   learners_ = s.learners;
   for (auto& [id, learner] : learners_) learner.last_seen = now;

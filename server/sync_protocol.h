@@ -44,6 +44,9 @@ absl::StatusOr<ProtocolSpec> ParseProtocol(absl::string_view text, int num_learn
 class SyncProtocol {
  public:
   static constexpr int kMaxLearnerId = 1 << 20;
+  // Steps and clocks above this are refused (from a push, a pull or a checkpoint): no job runs
+  // that many steps, and clock + 1 must not overflow.
+  static constexpr int64_t kMaxClock = int64_t{1} << 62;
 
   SyncProtocol(ProtocolSpec spec, int num_learners);
 

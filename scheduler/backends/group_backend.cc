@@ -10,25 +10,14 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/adopted_process.h"
 #include "scheduler/backends/process_table.h"
+#include "scheduler/job_report.h"
 
 namespace orrery::scheduler {
-namespace {
-
-// The JSON body of a line "TAG {...}", or nullopt.
-std::optional<nlohmann::json> Tagged(const std::string& text, const char* tag) {
-  if (!absl::StartsWith(text, tag) || text.size() <= strlen(tag) || text[strlen(tag)] != ' ') return std::nullopt;
-  nlohmann::json body = nlohmann::json::parse(text.substr(strlen(tag) + 1), nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object()) return std::nullopt;
-  return body;
-}
-
-}  // namespace
 
 struct GroupBackend::Proc {
   ProcessId id = 0;
@@ -165,12 +154,16 @@ void GroupBackend::RankLine(GroupId gid, int rank, Stream stream, std::string te
   if (proc == nullptr) return;
   if (!text.empty() && text.back() == '\r') text.pop_back();
   if (stream == Stream::kStdout) {
-    if (auto body = Tagged(text, "ORRERY_RANK")) {
-      proc->pid = body->value("pid", 0);
-      proc->host = body->value("host", "");
-      if (LocalRank(*proc)) proc->start_ticks = ProcessStartTicks(proc->pid).value_or(0);
-    } else if (auto exit = Tagged(text, "ORRERY_RANK_EXIT")) {
-      proc->announced_exit = exit->value("code", 0);
+    std::string tag;
+    nlohmann::json body;
+    if (ParseTagged(text, &tag, &body)) {
+      if (tag == "ORRERY_RANK") {
+        proc->pid = body.value("pid", 0);
+        proc->host = body.value("host", "");
+        if (LocalRank(*proc)) proc->start_ticks = ProcessStartTicks(proc->pid).value_or(0);
+      } else if (tag == "ORRERY_RANK_EXIT") {
+        proc->announced_exit = body.value("code", 0);
+      }
     }
   }
   AppendToLog(*proc, stream == Stream::kStdout ? "out" : "err", text);

@@ -137,6 +137,22 @@ TEST_F(CheckpointTest, MismatchedCheckpointIsRefusedAndChangesNothing) {
          const float nan = std::numeric_limits<float>::quiet_NaN();
          std::memcpy(c->mutable_weights()->data(), &nan, sizeof nan);
        }},
+      // States no shard writes (a hand-edited file): each would hand out a learner id twice,
+      // average a gradient nobody pushed or lose one that was.
+      {"next id", [](proto::ShardCheckpoint* c) { c->set_next_learner_id(2); }},
+      {"ever joined", [](proto::ShardCheckpoint* c) { c->set_ever_joined(3); }},
+      {"id range", [](proto::ShardCheckpoint* c) {
+         c->mutable_learners(3)->set_id(SyncProtocol::kMaxLearnerId);
+         c->set_next_learner_id(SyncProtocol::kMaxLearnerId + 1);
+       }},
+      {"pushed ahead of clock", [](proto::ShardCheckpoint* c) {
+         c->mutable_learners(0)->set_last_pushed(c->learners(0).clock());
+       }},
+      {"pending without gradient", [](proto::ShardCheckpoint* c) { c->clear_accumulator(); }},
+      {"gradient without pending", [](proto::ShardCheckpoint* c) {
+         c->set_pending(0);
+         c->clear_pending_staleness();
+       }},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
@@ -152,6 +168,37 @@ TEST_F(CheckpointTest, MismatchedCheckpointIsRefusedAndChangesNothing) {
   }
   // Nor into a shard that already trains.
   EXPECT_EQ(a.shard().Restore(good).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CheckpointTest, HardsyncCheckpointWithMorePendingThanPushersIsRefused) {
+  FakeLearners a(SmallConfig("hardsync", 3));
+  for (int i = 0; i < 3; ++i) a.Register(i);
+  a.Init(1.0f);
+  for (int l = 0; l < 2; ++l) {
+    a.Pull(l, 0);
+    ASSERT_TRUE(a.Push(l, 0, 0.5f, a.version()).ok());
+  }
+  absl::StatusOr<proto::ShardCheckpoint> good = a.shard().Checkpoint();
+  ASSERT_TRUE(good.ok()) << good.status();
+  ASSERT_EQ(good->pending(), 2);  // step 0 waits for learner 2
+  {
+    FakeLearners b(SmallConfig("hardsync", 3));
+    EXPECT_TRUE(b.shard().Restore(*good).ok());
+  }
+  proto::ShardCheckpoint three = *good;
+  three.set_pending(3);
+  three.add_pending_staleness(0);
+  proto::ShardCheckpoint ahead = *good;
+  ahead.mutable_learners(0)->set_last_pushed(1);
+  ahead.mutable_learners(0)->set_clock(2);
+  for (const proto::ShardCheckpoint& spoiled : {three, ahead}) {
+    FakeLearners b(SmallConfig("hardsync", 3));
+    const ShardState before = b.shard().DebugState();
+    absl::Status st = b.shard().Restore(spoiled);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_THAT(st.message(), HasSubstr("hardsync"));
+    EXPECT_TRUE(b.shard().DebugState() == before);
+  }
 }
 
 TEST_F(CheckpointTest, ShardServerCheckpointsAtAStopAndResumesFromIt) {

@@ -1,5 +1,8 @@
 #include "server/sync_protocol.h"
 
+#include <cstdint>
+#include <limits>
+
 #include <gtest/gtest.h>
 
 namespace orrery::server {
@@ -45,6 +48,34 @@ TEST(SyncProtocolTest, HardsyncIsDueOnlyWhenEveryActiveLearnerPushed) {
   EXPECT_EQ(p.hardsync_step(), 1);
   EXPECT_EQ(p.CheckPush(0, 0).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(p.CheckPush(0, 2).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SyncProtocolTest, StepsAndClocksBeyondTheMaximumAreRefusedSoClockPlusOneCannotOverflow) {
+  for (const char* protocol : {"async", "ssp:1", "hardsync"}) {
+    SCOPED_TRACE(protocol);
+    SyncProtocol p = Make(protocol, 1);
+    ASSERT_TRUE(p.Join(0, absl::UnixEpoch()).ok());
+    const SyncProtocol before = p;
+    for (int64_t bad : {int64_t{-1}, SyncProtocol::kMaxClock, std::numeric_limits<int64_t>::max()}) {
+      EXPECT_EQ(p.CheckPush(0, bad).code(), absl::StatusCode::kInvalidArgument) << bad;
+    }
+    EXPECT_EQ(p.CheckPull(0, SyncProtocol::kMaxClock + 1).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(p.CheckPull(0, std::numeric_limits<int64_t>::max()).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(p.CheckPull(0, SyncProtocol::kMaxClock).ok());
+    EXPECT_TRUE(p == before);
+  }
+  SyncProtocol p = Make("hardsync", 1);
+  SyncProtocol::Snapshot s;
+  s.step = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(p.Load(s, absl::UnixEpoch()).code(), absl::StatusCode::kInvalidArgument);
+  s.step = 0;
+  s.learners[0] = SyncProtocol::Learner{true, std::numeric_limits<int64_t>::max(), -1, absl::Time()};
+  s.next_id = 1;
+  s.ever_joined = 1;
+  EXPECT_EQ(p.Load(s, absl::UnixEpoch()).code(), absl::StatusCode::kInvalidArgument);
+  s.learners[0].clock = SyncProtocol::kMaxClock;
+  EXPECT_TRUE(p.Load(s, absl::UnixEpoch()).ok());
 }
 
 TEST(SyncProtocolTest, HardsyncWaitsForLambdaLearnersToJoinBeforeTheFirstUpdate) {
