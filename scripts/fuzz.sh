@@ -12,7 +12,7 @@ scripts/install-deps.sh fuzz
 cmake --build "$BUILD"
 mkdir -p "$BUILD/findings"
 status=0
-for target in job_spec model_spec tensor_decode pull_decode push_decode checkpoint idx; do
+for target in job_spec model_spec tensor_decode pull_decode push_decode checkpoint shard_ops idx; do
   work="$BUILD/corpus/$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
