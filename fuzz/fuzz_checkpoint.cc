@@ -31,6 +31,7 @@
 #include "server/sharding.h"
 #include "server/tensor_codec.h"
 #include "tests/server/layout_util.h"
+#include "tests/server/uniform_push.h"
 
 namespace {
 
@@ -74,22 +75,7 @@ std::unique_ptr<ParameterShard> NewShard(int variant, ManualClock* clock) {
 
 orrery::proto::PushRequest Push(const ShardPlan& plan, int learner, int64_t step, float g,
                                 uint64_t base) {
-  orrery::proto::PushRequest r;
-  r.set_job_id("fz");
-  r.set_learner_id(learner);
-  r.set_step(step);
-  r.set_samples(8);
-  r.set_loss(1.0f);
-  for (int i : plan.ChunksOfShard(0)) {
-    const orrery::server::Chunk& c = plan.chunks()[i];
-    auto* pc = r.add_chunks();
-    pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
-    pc->mutable_id()->set_index(c.index);
-    pc->set_base_version(base);
-    std::vector<float> v(c.length, g);
-    if (!orrery::server::EncodeFloats(v, orrery::proto::FP32, pc->mutable_gradient()).ok()) abort();
-  }
-  return r;
+  return orrery::server::testing::UniformPush(plan, 0, "fz", "", learner, step, g, base);
 }
 
 void Register(ParameterShard& shard, int learner) {

@@ -32,6 +32,7 @@
 #include "server/tensor_codec.h"
 #include "tests/server/layout_util.h"
 #include "tests/server/pieces_util.h"
+#include "tests/server/uniform_push.h"
 
 namespace {
 
@@ -285,21 +286,9 @@ class Driver {
   }
 
   orrery::proto::PushRequest Push(int learner, int64_t step, float g, uint64_t base) const {
-    orrery::proto::PushRequest r;
-    r.set_job_id("fz");
-    r.set_learner_id(learner);
-    r.set_step(step);
+    orrery::proto::PushRequest r = orrery::server::testing::UniformPush(
+        plan_, config_.shard_index, "fz", "", learner, step, g, base);
     r.set_samples(4);
-    r.set_loss(0.5f);
-    for (int i : plan_.ChunksOfShard(config_.shard_index)) {
-      const orrery::server::Chunk& c = plan_.chunks()[i];
-      auto* pc = r.add_chunks();
-      pc->mutable_id()->set_tensor(plan_.TensorName(c.tensor));
-      pc->mutable_id()->set_index(c.index);
-      pc->set_base_version(base);
-      std::vector<float> v(c.length, g);
-      if (!orrery::server::EncodeFloats(v, orrery::proto::FP32, pc->mutable_gradient()).ok()) Fail(__LINE__);
-    }
     return r;
   }
 

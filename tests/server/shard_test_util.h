@@ -14,32 +14,9 @@
 #include "server/sharding.h"
 #include "server/tensor_codec.h"
 #include "tests/server/layout_util.h"
+#include "tests/server/uniform_push.h"
 
 namespace orrery::server::testing {
-
-// A valid push to shard `shard` of `plan` by `learner` of its gradient for `step`, every element
-// `g`, computed on version `base` (8 samples, loss 1).
-inline proto::PushRequest UniformPush(const ShardPlan& plan, uint32_t shard, const std::string& job,
-                                      const std::string& token, int learner, int64_t step, float g,
-                                      uint64_t base) {
-  proto::PushRequest r;
-  r.set_job_id(job);
-  r.set_token(token);
-  r.set_learner_id(learner);
-  r.set_step(step);
-  r.set_samples(8);
-  r.set_loss(1.0f);
-  for (int i : plan.ChunksOfShard(shard)) {
-    const Chunk& c = plan.chunks()[i];
-    auto* pc = r.add_chunks();
-    pc->mutable_id()->set_tensor(plan.TensorName(c.tensor));
-    pc->mutable_id()->set_index(c.index);
-    pc->set_base_version(base);
-    std::vector<float> v(c.length, g);
-    EXPECT_TRUE(EncodeFloats(v, proto::FP32, pc->mutable_gradient()).ok());
-  }
-  return r;
-}
 
 inline proto::ModelLayout SmallLayout(uint32_t shards = 1) {
   return MakeLayout({{"w", 10}, {"b", 3}}, 4, shards);
