@@ -99,14 +99,11 @@ std::string ColumnText(sqlite3_stmt* stmt, int column) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
-  // The store holds the jobs' tokens (processes.relaunch): only its owner may read it. SQLite
-  // creates the -wal and -shm files with the main file's permissions; older ones are tightened.
-  for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
-    const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC | (file == path ? O_CREAT : 0), 0600);
-    if (fd < 0) continue;  // absent (-wal, -shm), or not openable: sqlite3_open_v2 says why
-    ::fchmod(fd, 0600);
-    ::close(fd);
-  }
+  // The store holds the jobs' tokens (processes.relaunch): only its owner may read it. A new
+  // store is created so; SQLite creates the -wal and -shm files with the main file's
+  // permissions. An existing store is tightened by Init once it is known to be ours.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) ::close(fd);  // else it exists, or is not creatable: sqlite3_open_v2 says why
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                            nullptr);
@@ -143,9 +140,7 @@ absl::Status JobStore::Init() {
   // Another process holding the file (a second daemon on the same store) gets a clear error
   // after a few seconds rather than corrupting anything.
   sqlite3_busy_timeout(db_, 5000);
-  RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
-  RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL"));
-  RETURN_IF_ERROR(Exec("PRAGMA foreign_keys = ON"));
+  RETURN_IF_ERROR(Exec("SELECT 1 FROM sqlite_master LIMIT 1"));  // "file is not a database"
   ASSIGN_OR_RETURN(sqlite3_stmt * version, Prepare("PRAGMA user_version"));
   int current = 0;
   {
@@ -156,6 +151,30 @@ absl::Status JobStore::Init() {
     return absl::FailedPreconditionError(absl::StrCat("job store ", path_, ": schema version ", current,
                                                       " is newer than this orrery's (", kSchemaVersion, ")"));
   }
+  if (current == 0) {
+    // Version 0 with tables in it: another program's database, given as --store by mistake.
+    // Refused before anything of it is changed (journal mode, permissions, tables).
+    ASSIGN_OR_RETURN(sqlite3_stmt * tables, Prepare("SELECT count(*) FROM sqlite_master"));
+    int count = 0;
+    {
+      Reset reset(tables);
+      if (sqlite3_step(tables) == SQLITE_ROW) count = sqlite3_column_int(tables, 0);
+    }
+    if (count > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job store ", path_, ": is an SQLite database of something else (", count,
+          " tables, no Orrery schema version); give the scheduler a new file or its own store"));
+    }
+  }
+  for (const std::string& file : {path_, path_ + "-wal", path_ + "-shm"}) {
+    const int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;  // absent (-wal, -shm)
+    ::fchmod(fd, 0600);
+    ::close(fd);
+  }
+  RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
+  RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL"));
+  RETURN_IF_ERROR(Exec("PRAGMA foreign_keys = ON"));
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   absl::Status st = Exec(kSchema);
   // A version 1 store (from an older orrery) gains the column its table lacks.

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -179,6 +180,54 @@ TEST_F(JobStoreTest, UnopenableFileIsAnErrorNamingIt) {
   absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open((dir_ / "no" / "such" / "dir.db").string());
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("dir.db"), std::string::npos) << store.status();
+}
+
+// Another program's SQLite database given as the store by mistake: refused, and left as it was
+// (no Orrery tables, journal mode, permissions).
+TEST_F(JobStoreTest, AnotherProgramsDatabaseIsRefusedAndLeftUnchanged) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE jobs (a, b); INSERT INTO jobs VALUES (1, 2);", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  fs::permissions(path_, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                             fs::perms::others_read);
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("something else"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
+  EXPECT_EQ(fs::status(path_).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::others_read);
+  EXPECT_FALSE(fs::exists(path_ + "-wal"));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  std::string tables, mode;
+  auto collect = [](void* out, int, char** values, char**) {
+    *static_cast<std::string*>(out) += std::string(values[0]) + ";";
+    return 0;
+  };
+  sqlite3_exec(db, "SELECT name FROM sqlite_master ORDER BY name", collect, &tables, nullptr);
+  sqlite3_exec(db, "PRAGMA journal_mode", collect, &mode, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(tables, "jobs;");
+  EXPECT_EQ(mode, "delete;");
+}
+
+// A file that is not a database at all: refused naming it.
+TEST_F(JobStoreTest, AFileThatIsNotADatabaseIsRefusedNamingIt) {
+  {
+    std::ofstream out(path_, std::ios::binary);
+    out << std::string(4096, 'x');
+  }
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("not a database"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
 }
 
 // It holds the jobs' tokens: readable by its owner only, its write-ahead log too.
