@@ -63,6 +63,11 @@ SyncProtocol::SyncProtocol(ProtocolSpec spec, int num_learners)
 absl::StatusOr<SyncProtocol::Joined> SyncProtocol::Join(int requested_id, absl::Time now) {
   int id = requested_id;
   if (id == -1) {
+    if (next_id_ >= kMaxLearnerId) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no learner ids left to assign (ids 0..", kMaxLearnerId - 1,
+          " are taken or were given out); register with an explicit id"));
+    }
     id = next_id_;
   } else if (id < 0 || id >= kMaxLearnerId) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -65,6 +65,14 @@ TEST(SyncProtocolTest, StepsAndClocksBeyondTheMaximumAreRefusedSoClockPlusOneCan
     EXPECT_TRUE(p.CheckPull(0, SyncProtocol::kMaxClock).ok());
     EXPECT_TRUE(p == before);
   }
+  {
+    // Ids given out (-1) stay below the maximum, so every snapshot a shard writes loads again.
+    SyncProtocol q = Make("async", 1);
+    ASSERT_TRUE(q.Join(SyncProtocol::kMaxLearnerId - 1, absl::UnixEpoch()).ok());
+    EXPECT_EQ(q.Join(-1, absl::UnixEpoch()).status().code(), absl::StatusCode::kResourceExhausted);
+    SyncProtocol r = Make("async", 1);
+    EXPECT_TRUE(r.Load(q.Save(), absl::UnixEpoch()).ok());
+  }
   SyncProtocol p = Make("hardsync", 1);
   SyncProtocol::Snapshot s;
   s.step = std::numeric_limits<int64_t>::max();
