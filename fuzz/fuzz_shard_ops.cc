@@ -10,6 +10,9 @@
 //   - an update applies exactly the gradients pending (at most one update per request): under
 //     softsync exactly c = max(1, floor(λ/n)) of them, under hardsync those of the collected step,
 //     at most one per learner, and a learner's accepted steps only go up;
+//   - where the update is plain fp32 SGD (no momentum, float weights), every weight moves by
+//     exactly minus the mean of the pending gradients, each scaled by α₀ or, under the inverse
+//     rule, by α₀ / max(1, τ);
 //   - a checkpoint restores to the same state.
 #include <algorithm>
 #include <cmath>
@@ -222,6 +225,13 @@ class Driver {
         } else {
           pushed_[learner].push_back(step);
           accepted_push_ = true;
+          // Its contribution to the update: α₀ (inverse: α₀ / max(1, τ)) times the gradient,
+          // τ = the shard's version when it arrived minus its base.
+          const uint64_t tau = before.version - base;
+          const double rate = config_.staleness_rule == "inverse"
+                                  ? config_.lr / static_cast<double>(std::max<uint64_t>(1, tau))
+                                  : config_.lr;
+          pending_terms_.push_back(rate * static_cast<double>(value));
         }
         break;
       }
@@ -358,6 +368,22 @@ class Driver {
         if (steps[i] <= steps[i - 1]) Fail(__LINE__);
       }
     }
+    // The update's arithmetic, where it is plain SGD in fp32 (no momentum, float weights): every
+    // weight moves by minus the mean of the pending gradients, each scaled by its rate. The
+    // gradients are uniform, so the weights stay uniform and one value says it.
+    if (pending_terms_.size() != applied) Fail(__LINE__);
+    if (config_.momentum == 0 && !config_.fixed_weights.has_value() && !last_.weights.empty()) {
+      double sum = 0;
+      for (double t : pending_terms_) sum += t;
+      const double expected = static_cast<double>(last_.weights[0]) - sum / static_cast<double>(applied);
+      for (float w : s.weights) {
+        if (std::abs(static_cast<double>(w) - expected) > 1e-5 * (1 + std::abs(expected))) {
+          fprintf(stderr, "weight %.9g, expected %.9g\n", w, expected);
+          Fail(__LINE__);
+        }
+      }
+    }
+    pending_terms_.clear();
   }
 
   ManualClock clock_;
@@ -370,6 +396,9 @@ class Driver {
   std::map<int, std::vector<int64_t>> pushed_;
   ShardState last_;
   bool accepted_push_ = false;  // by the request being checked
+  // Rate times gradient value of each pending gradient, since the last update (kept across a
+  // checkpoint-restore, as the shard keeps its accumulator).
+  std::vector<double> pending_terms_;
   // Gradients per update: c of softsync (async: 1), 1 for ssp, 0 for hardsync (every learner).
   int per_update_ = 0;
 };
