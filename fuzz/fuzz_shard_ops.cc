@@ -1,8 +1,11 @@
 // A parameter-server shard driven by any sequence of learners' requests (the order a network and
-// misbehaving or restarted learners can produce): registers (fresh, known, observer, out of
-// range), inits, whole and partial pulls at any clock, pushes (unary and in parts) of any step and
-// base version with finite or NaN gradients, leaves, silence past the learner timeout, stats, and
-// checkpoint-restore cycles. Checked after every request, under ASan/UBSan:
+// misbehaving or restarted learners can produce): registers (the job's ids, one beyond them, an
+// assigned one, an observer, another model), inits (NaN too), whole and partial pulls at any
+// clock, pushes (unary and in parts) of any step and base version with finite or NaN gradients,
+// leaves, silence past the learner timeout, cancelled pulls, stats, and checkpoint-restore cycles.
+// The first byte picks the shard: bit 0 its index of 2, bits 1-2 the protocol, bit 3 the inverse
+// rule, bit 4 momentum, bit 5 fixed16 master weights. Checked after every request, under
+// ASan/UBSan:
 //   - a refused push or init changes nothing (ShardState);
 //   - the version and the gradients applied never go down, and the weights stay finite;
 //   - every pull is answered exactly once (before Shutdown returns at the latest), an answered
