@@ -314,11 +314,17 @@ absl::StatusOr<std::vector<JobRecord>> JobStore::LoadAll() {
       r.base_dir = ColumnText(stmt, 3);
       r.priority = sqlite3_column_int(stmt, 4);
       r.slots = sqlite3_column_int(stmt, 5);
+      if (r.slots < 0) {
+        // Only an edited file holds one: the daemon would count it as slots freed.
+        return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", r.id, " holds ", r.slots,
+                                                " slots; fix or delete that row (the store was not changed)"));
+      }
       r.backend = ColumnText(stmt, 6);
       const std::string state = ColumnText(stmt, 7);
       std::optional<JobState> parsed = ParseJobState(state);
       if (!parsed) {
-        return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", r.id, " has unknown state '", state, "'"));
+        return absl::DataLossError(absl::StrCat("job store ", path_, ": job ", r.id, " has unknown state '", state,
+                                                "'; fix or delete that row (the store was not changed)"));
       }
       r.state = *parsed;
       r.reason = ColumnText(stmt, 8);

@@ -230,6 +230,30 @@ TEST_F(JobStoreTest, AFileThatIsNotADatabaseIsRefusedNamingIt) {
   EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
 }
 
+// A row no daemon writes (an edited file) is refused naming the job, and the store is unchanged.
+TEST_F(JobStoreTest, ARowWithAnUnknownStateOrNegativeSlotsIsRefusedNamingTheJob) {
+  int64_t id = 0;
+  {
+    std::unique_ptr<JobStore> store = Open();
+    JobRecord a = Job("a", 0);
+    ASSERT_TRUE(store->Insert(&a).ok());
+    id = a.id;
+  }
+  for (const char* edit : {"UPDATE jobs SET state = 'bogus'", "UPDATE jobs SET slots = -100"}) {
+    SCOPED_TRACE(edit);
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE jobs SET state = 'queued', slots = 3", nullptr, nullptr, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, edit, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    std::unique_ptr<JobStore> store = Open();
+    absl::StatusOr<std::vector<JobRecord>> jobs = store->LoadAll();
+    ASSERT_FALSE(jobs.ok());
+    EXPECT_EQ(jobs.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(jobs.status().message().find(absl::StrCat("job ", id)), std::string::npos) << jobs.status();
+  }
+}
+
 // It holds the jobs' tokens: readable by its owner only, its write-ahead log too.
 TEST_F(JobStoreTest, OnlyItsOwnerMayReadIt) {
   {
