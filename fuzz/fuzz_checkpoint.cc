@@ -1,5 +1,6 @@
-// A shard checkpoint as a restarted shard reads it: the file through ReadCheckpointFile
-// (server/checkpoint.h), its state through ParameterShard::Restore. Any bytes must be refused
+// A shard checkpoint as a restarted shard reads it: the file's bytes through ParseCheckpointFile
+// (server/checkpoint.h; what ReadCheckpointFile does once it has read them), its state through
+// ParameterShard::Restore. Any bytes must be refused
 // without a crash, and a refused checkpoint must change nothing; an accepted one must give a
 // shard that checkpoints back to the same state and goes on serving (registers, pulls, pushes,
 // expiry, stats) without a crash.
@@ -10,15 +11,11 @@
 //   1: as the payload of a file with a correct header, so the fuzzer reaches the state;
 //   2: as protobuf bytes merged into a valid checkpoint of that shard, so most of the state is
 //      consistent and one field at a time is not.
-#include <unistd.h>
-#include <zlib.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,9 +101,8 @@ void Pull(ParameterShard& shard, int learner, int64_t clock, uint32_t part = 0, 
 // A checkpoint of a shard that trained a little: every learner joined, two gradients of step 0
 // pushed (pending under hardsync, applied under the others), so the valid state is not trivial.
 const ShardCheckpoint& ValidCheckpoint(int variant) {
-  static ShardCheckpoint made[32];
-  static bool done[32] = {};
-  if (!done[variant]) {
+  static std::optional<ShardCheckpoint> made[32];
+  if (!made[variant]) {
     ManualClock clock;
     std::unique_ptr<ParameterShard> shard = NewShard(variant, &clock);
     for (int l = 0; l < kLearners; ++l) Register(*shard, l);
@@ -115,27 +111,12 @@ const ShardCheckpoint& ValidCheckpoint(int variant) {
     if (!shard->InitializeFromFlat(flat).ok()) abort();
     (void)shard->Push(Push(plan, 0, 0, 0.5f, 0));
     (void)shard->Push(Push(plan, 1, 0, -0.25f, 0));
-    auto c = shard->Checkpoint();
+    absl::StatusOr<ShardCheckpoint> c = shard->Checkpoint();
     if (!c.ok()) abort();
-    made[variant] = *c;
-    done[variant] = true;
+    made[variant] = std::move(*c);
   }
-  return made[variant];
+  return *made[variant];
 }
-
-std::string WithHeader(const std::string& payload) {
-  std::string file("ORRYCKP1", 8);
-  const uint64_t length = payload.size();
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32_z(0L, reinterpret_cast<const Bytef*>(payload.data()), payload.size()));
-  file.append(reinterpret_cast<const char*>(&length), sizeof length);
-  file.append(reinterpret_cast<const char*>(&crc), sizeof crc);
-  return file + payload;
-}
-
-// What Restore changes, as a comparable snapshot (ShardState has no learner timestamps that
-// differ: the clock does not move here).
-orrery::server::ShardState State(const ParameterShard& shard) { return shard.DebugState(); }
 
 }  // namespace
 
@@ -154,14 +135,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!c.MergeFromString(rest)) return 0;
     checkpoint = std::move(c);
   } else {
-    static const std::string path = "/tmp/orrery_fuzz_checkpoint." + std::to_string(::getpid());
-    {
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      const std::string bytes = mode == 0 ? rest : WithHeader(rest);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      if (!out) abort();
-    }
-    checkpoint = orrery::server::ReadCheckpointFile(path);
+    // The file's bytes as ReadCheckpointFile reads them, its header made by the writer's own
+    // CheckpointHeader in mode 1.
+    checkpoint = orrery::server::ParseCheckpointFile(
+        mode == 0 ? rest : orrery::server::CheckpointHeader(rest) + rest, "fuzz-input.ckpt");
     // Every refusal of a file that exists is DATA_LOSS (what a person acts on: the file is bad).
     if (!checkpoint.ok() && !absl::IsDataLoss(checkpoint.status())) abort();
     if (!checkpoint.ok()) return 0;
@@ -169,11 +146,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   ManualClock clock;
   std::unique_ptr<ParameterShard> shard = NewShard(variant, &clock);
-  const orrery::server::ShardState before = State(*shard);
+  // The clock does not move here, so the learners' last_seen compare equal too.
+  const orrery::server::ShardState before = shard->DebugState();
   const absl::Status restored = shard->Restore(*checkpoint);
   if (!restored.ok()) {
     if (restored.message().empty()) abort();
-    if (!(State(*shard) == before)) abort();  // a refused checkpoint changes nothing
+    if (!(shard->DebugState() == before)) abort();  // a refused checkpoint changes nothing
     return 0;
   }
 
@@ -182,7 +160,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!again.ok()) abort();
   std::unique_ptr<ParameterShard> copy = NewShard(variant, &clock);
   if (!copy->Restore(*again).ok()) abort();
-  if (!(State(*copy) == State(*shard))) abort();
+  if (!(copy->DebugState() == shard->DebugState())) abort();
 
   // And it serves: the job's learners, a fresh one and an observer come and go.
   const ShardPlan plan = *ShardPlan::Create(Layout());

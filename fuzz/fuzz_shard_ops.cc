@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -129,6 +130,7 @@ class Driver {
     if (!shard.ok()) Fail(__LINE__);
     shard_ = std::move(*shard);
     per_update_ = kProtocols[(variant >> 1) & 3].per_update;
+    last_ = shard_->DebugState();
   }
 
   void Run(Bytes& in) {
@@ -149,6 +151,7 @@ class Driver {
   }
 
  private:
+  // One request. The shard's state before it is `last_` (nothing runs between requests).
   void Step(Bytes& in) {
     accepted_push_ = false;
     const uint8_t op = in.Next() % 9;
@@ -176,9 +179,8 @@ class Driver {
           if (in.Next() == 0xfe) v[0] = NAN;
           if (!orrery::server::EncodeFloats(v, orrery::proto::FP32, ic->mutable_weights()).ok()) Fail(__LINE__);
         }
-        const ShardState before = shard_->DebugState();
         absl::StatusOr<orrery::proto::InitResponse> response = shard_->Init(r);
-        if ((!response.ok() || !response->accepted()) && !(shard_->DebugState() == before)) Fail(__LINE__);
+        if ((!response.ok() || !response->accepted()) && !(shard_->DebugState() == last_)) Fail(__LINE__);
         break;
       }
       case 2: {
@@ -210,13 +212,12 @@ class Driver {
       case 3:
       case 4: {
         const int64_t step = Clock(learner, in.Next());
-        const uint64_t version = shard_->DebugState().version;
+        const uint64_t version = last_.version;
         const uint64_t back = in.Next() % 4;
         const uint64_t base = back == 3 ? version + 1 : (version >= back ? version - back : 0);
         const uint8_t g = in.Next();
         const float value = g == 0xfd ? NAN : (static_cast<float>(g) - 128.0f) / 256.0f;
         orrery::proto::PushRequest r = Push(learner, step, value, base);
-        const ShardState before = shard_->DebugState();
         absl::StatusOr<orrery::proto::PushResponse> response;
         if (op == 3) {
           response = shard_->Push(r);
@@ -224,13 +225,15 @@ class Driver {
           response = PushInParts(r, 1 + in.Next() % 3);
         }
         if (!response.ok()) {
-          if (!(shard_->DebugState() == before)) Fail(__LINE__);  // a refused push changes nothing
+          if (!(shard_->DebugState() == last_)) Fail(__LINE__);  // a refused push changes nothing
         } else {
-          pushed_[learner].push_back(step);
+          // A learner's accepted steps only go up.
+          const auto [previous, first] = last_accepted_step_.try_emplace(learner, step);
+          if (!first && step <= std::exchange(previous->second, step)) Fail(__LINE__);
           accepted_push_ = true;
           // Its contribution to the update: α₀ (inverse: α₀ / max(1, τ)) times the gradient,
           // τ = the shard's version when it arrived minus its base.
-          const uint64_t tau = before.version - base;
+          const uint64_t tau = version - base;
           const double rate = config_.staleness_rule == "inverse"
                                   ? config_.lr / static_cast<double>(std::max<uint64_t>(1, tau))
                                   : config_.lr;
@@ -275,7 +278,6 @@ class Driver {
         // Carry on with the restored shard, as after a restart: parked pulls are answered by the
         // old one's shutdown.
         shard_->Shutdown();
-        old_.push_back(std::move(shard_));
         shard_ = std::move(*copy);
         parked_.clear();
         break;
@@ -285,11 +287,10 @@ class Driver {
 
   // A clock near the learner's own (most requests are plausible), or anywhere.
   int64_t Clock(int learner, uint8_t b) const {
-    const ShardState s = shard_->DebugState();
-    auto it = s.learners.find(learner);
-    const int64_t own = it == s.learners.end() ? 0 : it->second.clock;
+    auto it = last_.learners.find(learner);
+    const int64_t own = it == last_.learners.end() ? 0 : it->second.clock;
     switch (b % 8) {
-      case 0: return s.hardsync_step;
+      case 0: return last_.hardsync_step;
       case 1: return own > 0 ? own - 1 : 0;
       case 2: return own + 1;
       case 3: return static_cast<int64_t>(b) - 200;
@@ -366,11 +367,6 @@ class Driver {
         if (l.active && l.clock <= last_.hardsync_step) Fail(__LINE__);
       }
     }
-    for (const auto& [learner, steps] : pushed_) {
-      for (size_t i = 1; i < steps.size(); ++i) {
-        if (steps[i] <= steps[i - 1]) Fail(__LINE__);
-      }
-    }
     // The update's arithmetic, where it is plain SGD in fp32 (no momentum, float weights): every
     // weight moves by minus the mean of the pending gradients, each scaled by its rate. The
     // gradients are uniform, so the weights stay uniform and one value says it.
@@ -393,10 +389,9 @@ class Driver {
   const ShardConfig config_;
   const ShardPlan plan_;
   std::unique_ptr<ParameterShard> shard_;
-  std::vector<std::unique_ptr<ParameterShard>> old_;
   std::vector<ParameterShard::Ticket> parked_;
   std::vector<std::shared_ptr<PullRecord>> pulls_;
-  std::map<int, std::vector<int64_t>> pushed_;
+  std::map<int, int64_t> last_accepted_step_;  // per learner
   ShardState last_;
   bool accepted_push_ = false;  // by the request being checked
   // Rate times gradient value of each pending gradient, since the last update (kept across a

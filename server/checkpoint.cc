@@ -62,12 +62,7 @@ absl::Status WriteCheckpointFile(const std::string& path, const proto::ShardChec
   if (!checkpoint.SerializeToString(&payload)) {
     return absl::InternalError(absl::StrCat("cannot serialise the checkpoint for ", path));
   }
-  std::string header(kMagic, sizeof kMagic);
-  const uint64_t length = payload.size();
-  const uint32_t crc = Crc32(payload);
-  header.append(reinterpret_cast<const char*>(&length), sizeof length);
-  header.append(reinterpret_cast<const char*>(&crc), sizeof crc);
-
+  const std::string header = CheckpointHeader(payload);
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp);
@@ -96,7 +91,19 @@ absl::StatusOr<proto::ShardCheckpoint> ReadCheckpointFile(const std::string& pat
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  const std::string bytes = buffer.str();
+  return ParseCheckpointFile(buffer.str(), path);
+}
+
+std::string CheckpointHeader(std::string_view payload) {
+  std::string header(kMagic, sizeof kMagic);
+  const uint64_t length = payload.size();
+  const uint32_t crc = Crc32(payload);
+  header.append(reinterpret_cast<const char*>(&length), sizeof length);
+  header.append(reinterpret_cast<const char*>(&crc), sizeof crc);
+  return header;
+}
+
+absl::StatusOr<proto::ShardCheckpoint> ParseCheckpointFile(std::string_view bytes, const std::string& path) {
   auto corrupt = [&](const std::string& why) {
     return absl::DataLossError(absl::StrCat("checkpoint ", path, " is unusable: ", why));
   };
@@ -110,7 +117,7 @@ absl::StatusOr<proto::ShardCheckpoint> ReadCheckpointFile(const std::string& pat
     return corrupt(absl::StrCat("truncated or padded: the header says ", length,
                                 " bytes of state, the file holds ", bytes.size() - kHeader));
   }
-  const std::string_view payload = std::string_view(bytes).substr(kHeader);
+  const std::string_view payload = bytes.substr(kHeader);
   if (Crc32(payload) != crc) return corrupt("checksum mismatch (the file was damaged)");
   proto::ShardCheckpoint checkpoint;
   if (!checkpoint.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -26,5 +27,11 @@ absl::Status WriteCheckpointFile(const std::string& path, const proto::ShardChec
 // Reads and verifies `path`: NOT_FOUND when it does not exist, DATA_LOSS when it is truncated or
 // its checksum or contents are wrong.
 absl::StatusOr<proto::ShardCheckpoint> ReadCheckpointFile(const std::string& path);
+
+// The checks of ReadCheckpointFile on a file's bytes already read; `path` names it in errors.
+absl::StatusOr<proto::ShardCheckpoint> ParseCheckpointFile(std::string_view bytes, const std::string& path);
+
+// What precedes `payload` (a serialised ShardCheckpoint) in its file: magic, length, CRC-32.
+std::string CheckpointHeader(std::string_view payload);
 
 }  // namespace orrery::server

@@ -46,6 +46,15 @@ class JobStoreTest : public ::testing::Test {
     return r;
   }
 
+  // Runs `sql` on the store's file directly, as another program or a person would.
+  bool ExecSql(const std::string& sql) const {
+    sqlite3* db = nullptr;
+    const bool ok = sqlite3_open(path_.c_str(), &db) == SQLITE_OK &&
+                    sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
+    sqlite3_close(db);
+    return ok;
+  }
+
   fs::path dir_;
   std::string path_;
 };
@@ -185,14 +194,7 @@ TEST_F(JobStoreTest, UnopenableFileIsAnErrorNamingIt) {
 // Another program's SQLite database given as the store by mistake: refused, and left as it was
 // (no Orrery tables, journal mode, permissions).
 TEST_F(JobStoreTest, AnotherProgramsDatabaseIsRefusedAndLeftUnchanged) {
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE jobs (a, b); INSERT INTO jobs VALUES (1, 2);", nullptr,
-                           nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
+  ASSERT_TRUE(ExecSql("CREATE TABLE jobs (a, b); INSERT INTO jobs VALUES (1, 2);"));
   fs::permissions(path_, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                              fs::perms::others_read);
   absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(path_);
@@ -230,7 +232,7 @@ TEST_F(JobStoreTest, AFileThatIsNotADatabaseIsRefusedNamingIt) {
   EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
 }
 
-// A row no daemon writes (an edited file) is refused naming the job, and the store is unchanged.
+// A row no daemon writes (an edited file) is refused naming the job.
 TEST_F(JobStoreTest, ARowWithAnUnknownStateOrNegativeSlotsIsRefusedNamingTheJob) {
   int64_t id = 0;
   {
@@ -241,11 +243,8 @@ TEST_F(JobStoreTest, ARowWithAnUnknownStateOrNegativeSlotsIsRefusedNamingTheJob)
   }
   for (const char* edit : {"UPDATE jobs SET state = 'bogus'", "UPDATE jobs SET slots = -100"}) {
     SCOPED_TRACE(edit);
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "UPDATE jobs SET state = 'queued', slots = 3", nullptr, nullptr, nullptr), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, edit, nullptr, nullptr, nullptr), SQLITE_OK);
-    sqlite3_close(db);
+    ASSERT_TRUE(ExecSql("UPDATE jobs SET state = 'queued', slots = 3"));
+    ASSERT_TRUE(ExecSql(edit));
     std::unique_ptr<JobStore> store = Open();
     absl::StatusOr<std::vector<JobRecord>> jobs = store->LoadAll();
     ASSERT_FALSE(jobs.ok());
