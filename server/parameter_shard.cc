@@ -7,6 +7,7 @@
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/cpu_quota.h"
 #include "base/status_macros.h"
 #include "server/tensor_codec.h"
 
@@ -78,9 +79,15 @@ ParameterShard::ParameterShard(ShardConfig config, ProtocolSpec spec,
     : config_(std::move(config)),
       rule_(std::move(rule)),
       clock_(clock),
+      two_cores_(UsableCpuCount() >= 2),
       protocol_(std::move(spec), config_.num_learners) {}
 
 ParameterShard::~ParameterShard() { Shutdown(); }
+
+std::unique_ptr<ShardStore> ParameterShard::NewStore(const ShardPlan* plan) const {
+  return std::make_unique<ShardStore>(plan, config_.shard_index, config_.momentum, config_.fixed_weights,
+                                      two_cores_);
+}
 
 absl::Status ParameterShard::CheckCredentials(const std::string& job_id,
                                               const std::string& token) const {
@@ -104,8 +111,7 @@ absl::Status ParameterShard::SetLayoutLocked(const proto::ModelLayout& layout) {
   }
   ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::Create(layout));
   plan_ = std::make_unique<ShardPlan>(std::move(plan));
-  store_ = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum,
-                                        config_.fixed_weights);
+  store_ = NewStore(plan_.get());
   return absl::OkStatus();
 }
 
@@ -661,11 +667,9 @@ absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
     }
     ASSIGN_OR_RETURN(ShardPlan created, ShardPlan::Create(c.layout()));
     plan = std::make_unique<ShardPlan>(std::move(created));
-    store = std::make_unique<ShardStore>(plan.get(), config_.shard_index, config_.momentum,
-                                          config_.fixed_weights);
+    store = NewStore(plan.get());
   } else {
-    store = std::make_unique<ShardStore>(plan_.get(), config_.shard_index, config_.momentum,
-                                          config_.fixed_weights);
+    store = NewStore(plan_.get());
   }
   if (config_.momentum == 0) velocity.clear();
   RETURN_IF_ERROR(store->Restore(c.version(), std::move(weights), std::move(velocity),

@@ -173,10 +173,17 @@ class ParameterShard {
   // Applies a due update and collects every parked pull that became ready.
   void SettleLocked(std::vector<Completion>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void RunCompletions(std::vector<Completion> completions);
+  // An empty store of this shard's part of `plan`.
+  std::unique_ptr<ShardStore> NewStore(const ShardPlan* plan) const;
 
   const ShardConfig config_;
   const std::unique_ptr<LearningRateRule> rule_;
   Clock* const clock_;
+  // Whether this process can keep two cores busy (its affinity mask and its cgroup's CPU quota,
+  // UsableCpuCount), read once when the shard is made: the roles bind themselves (--cpus) before
+  // they make one, and a store made per layout or checkpoint would read /proc and the cgroup
+  // files again each time.
+  const bool two_cores_;
 
   mutable absl::Mutex mu_;
   // The plan and store are created once (with the layout) and never replaced; the store's

@@ -5,14 +5,13 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "base/cpu_quota.h"
 #include "server/tensor_codec.h"
 
 namespace orrery::server {
 
 ShardStore::ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
-                       std::optional<FixedWeights> fixed)
-    : plan_(plan), shard_(shard), momentum_(momentum), two_cores_(UsableCpuCount() >= 2) {
+                       std::optional<FixedWeights> fixed, bool two_cores)
+    : plan_(plan), shard_(shard), momentum_(momentum), two_cores_(two_cores) {
   if (fixed.has_value()) {
     fixed_ = std::make_unique<FixedMasterWeights>(fixed->format, fixed->rounding, shard_);
   }

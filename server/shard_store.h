@@ -56,10 +56,12 @@ struct FixedWeights {
 
 // Not thread-safe; ParameterShard locks. `plan` must outlive the store. `fixed` unset: float
 // weights; set: fixed16 master weights in that format (format.fl in [0, kMaxFractionalBits]).
+// `two_cores`: the process can keep two cores busy (UsableCpuCount() >= 2, which ParameterShard
+// reads once): large updates then run on two threads (shard_store.cc).
 class ShardStore {
  public:
   ShardStore(const ShardPlan* plan, uint32_t shard, float momentum,
-             std::optional<FixedWeights> fixed = std::nullopt);
+             std::optional<FixedWeights> fixed = std::nullopt, bool two_cores = false);
 
   uint32_t shard() const { return shard_; }
   uint64_t version() const { return version_; }
@@ -137,10 +139,7 @@ class ShardStore {
   const ShardPlan* plan_;
   uint32_t shard_;
   float momentum_;
-  // Whether this process can keep two cores busy (its affinity mask and its cgroup's CPU quota,
-  // UsableCpuCount), read once when the store is made (the roles bind themselves, --cpus, before
-  // they make one): large updates then use two threads.
-  bool two_cores_;
+  bool two_cores_;  // large updates on two threads
   std::vector<int> owned_;            // plan chunk indices, in flat order
   std::vector<uint64_t> local_offset_;  // per owned chunk, offset in weights_
   std::vector<int> local_slot_;       // per plan chunk, index in owned_ or -1
