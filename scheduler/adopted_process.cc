@@ -85,17 +85,15 @@ AdoptedProcess::AdoptedProcess(EventLoop& loop, int pid, int pidfd)
     : loop_(loop), pid_(pid), watch_(std::make_unique<Watch>(loop.context(), pidfd)) {}
 
 AdoptedProcess::~AdoptedProcess() {
-  *alive_ = false;
+  liveness_.Close();
   boost::system::error_code ignored;
   watch_->descriptor.cancel(ignored);
 }
 
 void AdoptedProcess::Arm() {
-  std::weak_ptr<bool> alive = alive_;
   // A pidfd becomes readable when its process terminates.
   watch_->descriptor.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                                [this, alive](const boost::system::error_code& ec) {
-                                  if (alive.expired() || !*alive.lock()) return;
+                                liveness_.Guard([this](const boost::system::error_code& ec) {
                                   if (ec == boost::asio::error::operation_aborted) return;
                                   exited_ = true;
                                   if (on_exit_) {
@@ -103,7 +101,7 @@ void AdoptedProcess::Arm() {
                                     on_exit_ = nullptr;
                                     fn();
                                   }
-                                });
+                                }));
 }
 
 void AdoptedProcess::OnExit(std::function<void()> on_exit) {
@@ -111,10 +109,7 @@ void AdoptedProcess::OnExit(std::function<void()> on_exit) {
     on_exit_ = std::move(on_exit);
     return;
   }
-  std::weak_ptr<bool> alive = alive_;
-  loop_.Post([alive, on_exit = std::move(on_exit)] {
-    if (!alive.expired() && *alive.lock()) on_exit();
-  });
+  loop_.Post(liveness_.Guard(std::move(on_exit)));
 }
 
 absl::Status AdoptedProcess::SignalGroup(int signal) {

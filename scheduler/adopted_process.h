@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -62,7 +63,7 @@ class AdoptedProcess {
   std::unique_ptr<Watch> watch_;
   bool exited_ = false;
   std::function<void()> on_exit_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

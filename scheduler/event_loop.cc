@@ -39,7 +39,7 @@ EventLoop::EventLoop()
           context_.get_executor())) {}
 
 EventLoop::~EventLoop() {
-  *alive_ = false;
+  liveness_.Close();
   for (auto& watch : signal_sets_) {
     boost::system::error_code ignored;
     watch.set->cancel(ignored);
@@ -72,9 +72,8 @@ TimerId EventLoop::RunEvery(absl::Duration period, std::function<void()> fn) {
 }
 
 void EventLoop::Arm(TimerId id) {
-  std::weak_ptr<bool> alive = alive_;
-  timers_.at(id)->timer.async_wait([this, alive, id](const boost::system::error_code& ec) {
-    if (ec || alive.expired() || !*alive.lock()) return;
+  timers_.at(id)->timer.async_wait(liveness_.Guard([this, id](const boost::system::error_code& ec) {
+    if (ec) return;
     auto it = timers_.find(id);
     if (it == timers_.end()) return;
     std::shared_ptr<Timer> timer = it->second;  // keeps fn alive if it cancels itself
@@ -86,7 +85,7 @@ void EventLoop::Arm(TimerId id) {
       timers_.erase(it);
       timer->fn();
     }
-  });
+  }));
 }
 
 void EventLoop::Cancel(TimerId id) { timers_.erase(id); }  // the timer's destructor cancels its wait
@@ -102,12 +101,11 @@ void EventLoop::OnSignals(const std::vector<int>& signals, std::function<void(in
 }
 
 void EventLoop::ArmSignals(size_t index) {
-  std::weak_ptr<bool> alive = alive_;
-  signal_sets_[index].set->async_wait([this, alive, index](const boost::system::error_code& ec, int signal) {
-    if (ec || alive.expired() || !*alive.lock()) return;
+  signal_sets_[index].set->async_wait(liveness_.Guard([this, index](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
     ArmSignals(index);
     signal_sets_[index].fn(signal);
-  });
+  }));
 }
 
 bool EventLoop::RunUntil(const std::function<bool()>& done, absl::Duration timeout) {

@@ -12,6 +12,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/signal_set.hpp"
 #include "boost/asio/steady_timer.hpp"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -68,7 +69,7 @@ class EventLoop {
   std::map<TimerId, std::shared_ptr<Timer>> timers_;
   TimerId next_timer_ = 1;
   std::vector<SignalWatch> signal_sets_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 // Asio installs its signal handlers without SA_RESTART, so a SIGCHLD or SIGTERM would make

@@ -19,7 +19,7 @@ GroupJobRun::GroupJobRun(JobSpec job, GroupRunOptions options, EventLoop& loop, 
     : job_(std::move(job)), options_(std::move(options)), loop_(loop), backend_(backend) {}
 
 GroupJobRun::~GroupJobRun() {
-  *alive_ = false;
+  liveness_.Close();
   backend_.RemoveListener(line_listener_);
   backend_.RemoveListener(exit_listener_);
 }
@@ -106,10 +106,7 @@ void GroupJobRun::FinishSoon(absl::Status failure) {
   if (finishing_) return;
   if (failure_.ok() && !failure.ok()) failure_ = std::move(failure);
   finishing_ = true;
-  std::weak_ptr<bool> alive = alive_;
-  loop_.Post([this, alive] {
-    if (!alive.expired() && *alive.lock()) Finish();
-  });
+  loop_.Post(liveness_.Guard([this] { Finish(); }));
 }
 
 void GroupJobRun::Finish() {

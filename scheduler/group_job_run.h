@@ -18,6 +18,7 @@
 #include "scheduler/backend.h"
 #include "scheduler/event_loop.h"
 #include "scheduler/job_spec.h"
+#include "scheduler/liveness.h"
 #include "scheduler/run_job.h"
 
 namespace orrery::scheduler {
@@ -74,7 +75,7 @@ class GroupJobRun final : public JobRunner {
   bool finishing_ = false;
   bool finished_ = false;
   RunReport report_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

@@ -145,7 +145,7 @@ JobScheduler::JobScheduler(EventLoop& loop, Backend& local, JobStore& store, Sch
     : JobScheduler(loop, LocalOnly(local), store, std::move(options)) {}
 
 JobScheduler::~JobScheduler() {
-  *alive_ = false;
+  liveness_.Close();
   for (auto& [backend, listener] : exit_listeners_) backend->RemoveListener(listener);
   for (auto& [id, entry] : jobs_) {
     if (entry->kill_timer) loop_.Cancel(entry->kill_timer);
@@ -637,12 +637,10 @@ absl::StatusOr<JobRecord> JobScheduler::Cancel(const std::string& job) {
 void JobScheduler::ScheduleSoon() {
   if (schedule_posted_) return;
   schedule_posted_ = true;
-  std::weak_ptr<bool> alive = alive_;
-  loop_.Post([this, alive] {
-    if (alive.expired() || !*alive.lock()) return;
+  loop_.Post(liveness_.Guard([this] {
     schedule_posted_ = false;
     Schedule();
-  });
+  }));
 }
 
 void JobScheduler::Schedule() {
@@ -876,10 +874,7 @@ WatchId JobScheduler::WatchLines(int64_t id, std::function<void(const std::strin
   const WatchId watch = next_watch_++;
   auto it = jobs_.find(id);
   if (it == jobs_.end() || IsTerminal(it->second->record.state)) {
-    std::weak_ptr<bool> alive = alive_;
-    loop_.Post([alive, end = std::move(end)] {
-      if (!alive.expired() && *alive.lock() && end) end();
-    });
+    if (end) loop_.Post(liveness_.Guard(std::move(end)));
     return watch;
   }
   line_watches_[watch] = LineWatch{id, std::move(line), std::move(end)};
@@ -927,12 +922,7 @@ void JobScheduler::MaybeShutdownDone() {
   }
   std::vector<std::function<void()>> callbacks;
   callbacks.swap(shutdown_done_);
-  std::weak_ptr<bool> alive = alive_;
-  for (auto& callback : callbacks) {
-    loop_.Post([alive, callback = std::move(callback)] {
-      if (!alive.expired() && *alive.lock()) callback();
-    });
-  }
+  for (auto& callback : callbacks) loop_.Post(liveness_.Guard(std::move(callback)));
 }
 
 }  // namespace orrery::scheduler

@@ -20,6 +20,7 @@
 #include "scheduler/event_loop.h"
 #include "scheduler/job_queue.h"
 #include "scheduler/job_store.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -162,7 +163,7 @@ class JobScheduler {
   bool schedule_posted_ = false;
   bool shutting_down_ = false;
   std::vector<std::function<void()>> shutdown_done_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

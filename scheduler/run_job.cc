@@ -33,6 +33,7 @@
 #include "scheduler/event_loop.h"
 #include "scheduler/job_report.h"
 #include "scheduler/line_waiter.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 namespace {
@@ -125,7 +126,7 @@ class JobRun::Impl {
   absl::Status LockLogDir();
   std::set<ProcessId> own_;        // every process of this job in the shared backend
   std::vector<WaitId> ready_waits_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 
   Clock::time_point start_ = Clock::now();
   Clock::time_point learners_start_;
@@ -150,7 +151,7 @@ class JobRun::Impl {
 };
 
 JobRun::Impl::~Impl() {
-  *alive_ = false;
+  liveness_.Close();
   backend_.RemoveListener(line_listener_);
   backend_.RemoveListener(exit_listener_);
   if (timeout_timer_) loop_.Cancel(timeout_timer_);
@@ -313,10 +314,7 @@ void JobRun::Impl::MaybeFinish() {
     if (info.ok() && info->state != ProcessState::kExited) return;
   }
   finishing_ = true;
-  std::weak_ptr<bool> alive = alive_;
-  loop_.Post([this, alive] {
-    if (!alive.expired() && *alive.lock()) Finish();
-  });
+  loop_.Post(liveness_.Guard([this] { Finish(); }));
 }
 
 void JobRun::Impl::OnEval(const nlohmann::json& body) {
@@ -505,7 +503,10 @@ void JobRun::Impl::CheckShards() {
     call->context.set_deadline(absl::ToChronoTime(now + std::min(options_.shard_timeout, absl::Seconds(10))));
     call->request.set_job_id(job_.name);
     call->request.set_token(token_);
-    std::weak_ptr<bool> alive = alive_;
+    auto answered = liveness_.Guard([this, s](bool ok) {
+      probing_[s] = false;
+      if (ok) shard_answered_[s] = absl::Now();
+    });
     {
       absl::MutexLock lock(&probes_->mu);
       probes_->live.insert(&call->context);
@@ -514,12 +515,8 @@ void JobRun::Impl::CheckShards() {
     // The destructor waits for it, so the loop (which outlives the run) is still there to post to.
     shard_stubs_[s]->async()->Stats(
         &call->context, &call->request, &call->response,
-        [this, loop = &loop_, probes = probes_, call, alive, s](grpc::Status st) {
-          loop->Post([this, alive, s, ok = st.ok()] {
-            if (alive.expired() || !*alive.lock()) return;
-            probing_[s] = false;
-            if (ok) shard_answered_[s] = absl::Now();
-          });
+        [loop = &loop_, probes = probes_, call, answered](grpc::Status st) {
+          loop->Post([answered, ok = st.ok()]() mutable { answered(ok); });
           absl::MutexLock lock(&probes->mu);
           probes->live.erase(&call->context);
         });

@@ -29,7 +29,7 @@ CommandRunner::CommandRunner(EventLoop& loop, LocalBackend::Options options)
     : loop_(loop), options_(std::move(options)) {}
 
 CommandRunner::~CommandRunner() {
-  *alive_ = false;
+  liveness_.Close();
   for (auto& [id, command] : commands_) {
     if (command->timer) loop_.Cancel(command->timer);
   }
@@ -45,15 +45,13 @@ void CommandRunner::Run(std::vector<std::string> argv, std::map<std::string, std
   command->max_lines = max_lines;
   command->done = std::move(done);
   Command* c = command.get();
-  std::weak_ptr<bool> alive = alive_;
   c->backend->AddLineListener([c](const OutputLine& line) {
     std::vector<std::string>& lines = line.stream == Stream::kStdout ? c->result.out : c->result.err;
     if (lines.size() < c->max_lines) lines.push_back(line.text);
   });
-  c->backend->AddExitListener([this, alive, id, c](const ProcessExit& exit) {
-    if (alive.expired() || !*alive.lock()) return;
+  c->backend->AddExitListener(liveness_.Guard([this, id, c](const ProcessExit& exit) {
     Finish(id, c->timed_out ? absl::DeadlineExceededError("timed out") : absl::OkStatus(), exit.status);
-  });
+  }));
   ProcessSpec spec;
   spec.role = "command";
   spec.argv = std::move(argv);
@@ -63,21 +61,17 @@ void CommandRunner::Run(std::vector<std::string> argv, std::map<std::string, std
   if (!pid.ok()) {
     // Reported from the loop, never inside Run.
     absl::Status error = absl::UnavailableError(pid.status().message());
-    loop_.Post([this, alive, id, error] {
-      if (alive.expired() || !*alive.lock()) return;
-      Finish(id, error, ExitStatus{});
-    });
+    loop_.Post(liveness_.Guard([this, id, error] { Finish(id, error, ExitStatus{}); }));
     return;
   }
   c->process = *pid;
-  c->timer = loop_.RunAfter(timeout, [this, alive, id] {
-    if (alive.expired() || !*alive.lock()) return;
+  c->timer = loop_.RunAfter(timeout, liveness_.Guard([this, id] {
     auto it = commands_.find(id);
     if (it == commands_.end()) return;
     it->second->timer = 0;
     it->second->timed_out = true;
     it->second->backend->Stop(it->second->process, absl::ZeroDuration()).IgnoreError();
-  });
+  }));
 }
 
 void CommandRunner::Finish(int64_t id, absl::Status run, ExitStatus exit) {
@@ -92,10 +86,7 @@ void CommandRunner::Finish(int64_t id, absl::Status run, ExitStatus exit) {
   CommandResult result = std::move(command->result);
   // The backend is inside its own exit callback: free it later, from the loop.
   finished_.push_back(std::move(command->backend));
-  std::weak_ptr<bool> alive = alive_;
-  loop_.Post([this, alive] {
-    if (!alive.expired() && *alive.lock()) finished_.clear();
-  });
+  loop_.Post(liveness_.Guard([this] { finished_.clear(); }));
   if (done) done(std::move(result));
 }
 

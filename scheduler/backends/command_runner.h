@@ -14,6 +14,7 @@
 #include "scheduler/backend.h"
 #include "scheduler/backends/local_backend.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -58,7 +59,7 @@ class CommandRunner {
   std::map<int64_t, std::unique_ptr<Command>> commands_;
   std::vector<std::unique_ptr<LocalBackend>> finished_;  // freed from the loop after their exit
   int64_t next_ = 1;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

@@ -53,7 +53,7 @@ GroupBackend::GroupBackend(EventLoop& loop, Options options) : loop_(loop), opti
 }
 
 GroupBackend::~GroupBackend() {
-  *alive_ = false;
+  liveness_.Close();
   for (auto& [id, proc] : procs_) {
     if (proc->kill_timer) loop_.Cancel(proc->kill_timer);
     if (proc->log_fd >= 0) ::close(proc->log_fd);
@@ -209,10 +209,8 @@ void GroupBackend::ReportEnded(GroupId gid, const ExitStatus& launcher, const st
   }
   if (waiting && group->reap_checks < kReapChecks) {
     ++group->reap_checks;
-    std::weak_ptr<bool> alive = alive_;
-    loop_.RunAfter(absl::Milliseconds(50), [this, alive, gid, launcher, error] {
-      if (!alive.expired() && *alive.lock()) ReportEnded(gid, launcher, error);
-    });
+    loop_.RunAfter(absl::Milliseconds(50),
+                   liveness_.Guard([this, gid, launcher, error] { ReportEnded(gid, launcher, error); }));
     return;
   }
   group->running = false;
@@ -301,15 +299,13 @@ absl::Status GroupBackend::Stop(ProcessId id, absl::Duration grace) {
   Note(*proc, absl::StrCat("stop requested: ", sig == SIGKILL ? "SIGKILL" : "SIGTERM", " to pid ", proc->pid));
   ::kill(proc->pid, sig);
   if (sig == SIGTERM) {
-    std::weak_ptr<bool> alive = alive_;
-    proc->kill_timer = loop_.RunAfter(grace, [this, alive, id] {
-      if (alive.expired() || !*alive.lock()) return;
+    proc->kill_timer = loop_.RunAfter(grace, liveness_.Guard([this, id] {
       Proc* proc = Lookup(id);
       if (proc == nullptr || proc->state == ProcessState::kExited || proc->announced_exit) return;
       proc->kill_timer = 0;
       Note(*proc, "grace period over: SIGKILL");
       ::kill(proc->pid, SIGKILL);
-    });
+    }));
   }
   return absl::OkStatus();
 }
@@ -336,12 +332,7 @@ void GroupBackend::MaybeReportStopped() {
   if (!stopping_all_ || stopped_callbacks_.empty() || !AllExited()) return;
   std::vector<std::function<void()>> callbacks;
   callbacks.swap(stopped_callbacks_);
-  std::weak_ptr<bool> alive = alive_;
-  for (auto& callback : callbacks) {
-    loop_.Post([alive, callback = std::move(callback)] {
-      if (!alive.expired() && *alive.lock()) callback();
-    });
-  }
+  for (auto& callback : callbacks) loop_.Post(liveness_.Guard(std::move(callback)));
 }
 
 absl::StatusOr<ProcessInfo> GroupBackend::Info(ProcessId id) const {

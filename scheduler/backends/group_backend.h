@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "scheduler/backend.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -109,7 +110,7 @@ class GroupBackend : public Backend {
   GroupId next_group_ = 1;
   bool stopping_all_ = false;
   std::vector<std::function<void()>> stopped_callbacks_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

@@ -122,7 +122,7 @@ LocalBackend::LocalBackend(EventLoop& loop, Options options)
 }
 
 LocalBackend::~LocalBackend() {
-  *alive_ = false;
+  liveness_.Close();
   boost::system::error_code ignored;
   sigchld_->cancel(ignored);
   for (auto& [id, proc] : procs_) {
@@ -143,12 +143,11 @@ LocalBackend::~LocalBackend() {
 }
 
 void LocalBackend::ArmSigchld() {
-  std::weak_ptr<bool> alive = alive_;
-  sigchld_->async_wait([this, alive](const boost::system::error_code& ec, int) {
-    if (ec || alive.expired() || !*alive.lock()) return;
+  sigchld_->async_wait(liveness_.Guard([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
     ArmSigchld();
     OnSigchld();
-  });
+  }));
 }
 
 LocalBackend::Proc* LocalBackend::Lookup(ProcessId id) const {
@@ -242,11 +241,10 @@ absl::Status LocalBackend::Spawn(Proc& proc) {
 }
 
 void LocalBackend::ReadMore(const std::shared_ptr<Run>& run, int stream) {
-  std::weak_ptr<bool> alive = alive_;
   run->pipes[stream]->async_read_some(
       boost::asio::buffer(run->buffers[stream]),
-      [this, alive, run, stream](const boost::system::error_code& ec, size_t n) {
-        if (alive.expired() || !*alive.lock() || !run->open[stream]) return;
+      liveness_.Guard([this, run, stream](const boost::system::error_code& ec, size_t n) {
+        if (!run->open[stream]) return;
         Proc* proc = Lookup(run->id);
         if (proc == nullptr) return;
         Consume(*proc, *run, stream, run->buffers[stream].data(), n, /*eof=*/bool(ec));
@@ -256,7 +254,7 @@ void LocalBackend::ReadMore(const std::shared_ptr<Run>& run, int stream) {
           return;
         }
         ReadMore(run, stream);
-      });
+      }));
 }
 
 void LocalBackend::Consume(Proc& proc, Run& run, int stream, const char* data, size_t n, bool eof) {
@@ -309,9 +307,7 @@ void LocalBackend::OnSigchld() {
   }
   for (const std::shared_ptr<Run>& run : reaped) {
     if (run->open[kOut] || run->open[kErr]) {
-      std::weak_ptr<bool> alive = alive_;
-      run->drain_timer = loop_.RunAfter(options_.drain_timeout, [this, alive, run] {
-        if (alive.expired() || !*alive.lock()) return;
+      run->drain_timer = loop_.RunAfter(options_.drain_timeout, liveness_.Guard([this, run] {
         run->drain_timer = 0;
         Proc* proc = Lookup(run->id);
         for (int s : {kOut, kErr}) {
@@ -320,7 +316,7 @@ void LocalBackend::OnSigchld() {
         }
         run->ClosePipes();
         MaybeFinish(run->id, run);
-      });
+      }));
     }
     MaybeFinish(run->id, run);
   }
@@ -471,12 +467,7 @@ void LocalBackend::MaybeReportStopped() {
   if (!stopping_all_ || stopped_callbacks_.empty() || !AllExited()) return;
   std::vector<std::function<void()>> callbacks;
   callbacks.swap(stopped_callbacks_);
-  std::weak_ptr<bool> alive = alive_;
-  for (auto& callback : callbacks) {
-    loop_.Post([alive, callback = std::move(callback)] {
-      if (!alive.expired() && *alive.lock()) callback();
-    });
-  }
+  for (auto& callback : callbacks) loop_.Post(liveness_.Guard(std::move(callback)));
 }
 
 absl::StatusOr<ProcessInfo> LocalBackend::Info(ProcessId id) const {

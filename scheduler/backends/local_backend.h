@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "scheduler/backend.h"
 #include "scheduler/event_loop.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -95,7 +96,7 @@ class LocalBackend final : public Backend {
   bool stopping_all_ = false;
   std::vector<std::function<void()>> stopped_callbacks_;
   // Handlers queued in the loop check this before touching the backend.
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 }  // namespace orrery::scheduler

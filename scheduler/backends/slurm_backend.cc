@@ -126,7 +126,7 @@ SlurmBackend::SlurmBackend(EventLoop& loop, Options options)
     : GroupBackend(loop, options.group), options_(std::move(options)), commands_(loop, options_.commands) {}
 
 SlurmBackend::~SlurmBackend() {
-  *alive_ = false;
+  liveness_.Close();
   std::vector<std::string> running;
   for (auto& [gid, launch] : launches_) {
     if (launch->poll_timer) loop().Cancel(launch->poll_timer);
@@ -246,13 +246,9 @@ absl::Status SlurmBackend::Launch(GroupId group, const std::vector<ProcessSpec>&
   launches_.emplace(group, std::move(launch));
   LauncherLine(group, absl::StrCat("slurm: ", absl::StrJoin(argv, " ")));
 
-  std::weak_ptr<bool> alive = alive_;
-  commands_.Run(argv, env, options_.command_timeout, [this, alive, group](CommandResult result) {
-    if (!alive.expired() && *alive.lock()) Submitted(group, std::move(result));
-  });
-  launches_[group]->poll_timer = loop().RunEvery(options_.poll_interval, [this, alive, group] {
-    if (!alive.expired() && *alive.lock()) Poll(group);
-  });
+  commands_.Run(argv, env, options_.command_timeout,
+                liveness_.Guard([this, group](CommandResult result) { Submitted(group, std::move(result)); }));
+  launches_[group]->poll_timer = loop().RunEvery(options_.poll_interval, liveness_.Guard([this, group] { Poll(group); }));
   return absl::OkStatus();
 }
 
@@ -287,10 +283,8 @@ void SlurmBackend::QueryQueue(GroupId group) {
   Submission& launch = *launches_[group];
   launch.query_in_flight = true;
   launch.next_query = absl::Now() + options_.squeue_interval;
-  std::weak_ptr<bool> alive = alive_;
   commands_.Run({Tool("squeue"), "--noheader", "--jobs=" + launch.job.job_id, "--format=%T|%r"}, ToolEnv(),
-                options_.command_timeout, [this, alive, group](CommandResult result) {
-                  if (alive.expired() || !*alive.lock()) return;
+                options_.command_timeout, liveness_.Guard([this, group](CommandResult result) {
                   auto it = launches_.find(group);
                   if (it == launches_.end() || it->second->concluding) return;
                   Submission& launch = *it->second;
@@ -316,17 +310,15 @@ void SlurmBackend::QueryQueue(GroupId group) {
                   launch.job.state = state;
                   launch.job.reason = reason;
                   if (Terminal(state)) Finished(group);
-                });
+                }));
 }
 
 void SlurmBackend::Finished(GroupId group) {
   Submission& launch = *launches_[group];
   if (launch.concluding) return;
   launch.concluding = true;
-  std::weak_ptr<bool> alive = alive_;
   commands_.Run({Tool("scontrol"), "--oneliner", "show", "job", launch.job.job_id}, ToolEnv(),
-                options_.command_timeout, [this, alive, group](CommandResult result) {
-                  if (alive.expired() || !*alive.lock()) return;
+                options_.command_timeout, liveness_.Guard([this, group](CommandResult result) {
                   std::optional<ExitStatus> status;
                   std::string state;
                   if (result.ok() && !result.out.empty()) {
@@ -341,8 +333,7 @@ void SlurmBackend::Finished(GroupId group) {
                   const std::string id = launches_[group]->job.job_id;
                   commands_.Run({Tool("sacct"), "--noheader", "--allocations", "--parsable2", "--jobs=" + id,
                                  "--format=State,ExitCode"},
-                                ToolEnv(), options_.command_timeout, [this, alive, group](CommandResult result) {
-                                  if (alive.expired() || !*alive.lock()) return;
+                                ToolEnv(), options_.command_timeout, liveness_.Guard([this, group](CommandResult result) {
                                   std::optional<ExitStatus> status;
                                   std::string state;
                                   if (result.ok() && !result.out.empty()) {
@@ -351,8 +342,8 @@ void SlurmBackend::Finished(GroupId group) {
                                     if (parts.size() > 1) status = ParseExitCode(parts[1]);
                                   }
                                   Conclude(group, status, state);
-                                });
-                });
+                                }));
+                }));
 }
 
 void SlurmBackend::Conclude(GroupId group, std::optional<ExitStatus> status, const std::string& final_state,
@@ -407,11 +398,9 @@ void SlurmBackend::Cancel(GroupId group, bool kill) {
   if (kill) argv.insert(argv.end(), {"--signal=KILL", "--full"});
   argv.push_back(launch.job.job_id);
   LauncherLine(group, absl::StrJoin(argv, " "));
-  std::weak_ptr<bool> alive = alive_;
-  commands_.Run(argv, ToolEnv(), options_.command_timeout, [this, alive, group](CommandResult result) {
-    if (alive.expired() || !*alive.lock() || result.ok()) return;
-    LauncherLine(group, result.Describe("scancel"));
-  });
+  commands_.Run(argv, ToolEnv(), options_.command_timeout, liveness_.Guard([this, group](CommandResult result) {
+    if (!result.ok()) LauncherLine(group, result.Describe("scancel"));
+  }));
 }
 
 void SlurmBackend::StopGroup(GroupId group, absl::Duration grace) {
@@ -424,15 +413,13 @@ void SlurmBackend::StopGroup(GroupId group, absl::Duration grace) {
   if (launch.job.job_id.empty()) return;  // sbatch has not answered; Submitted cancels
   Cancel(group, kill);
   if (!kill && launch.kill_timer == 0) {
-    std::weak_ptr<bool> alive = alive_;
-    launch.kill_timer = loop().RunAfter(grace, [this, alive, group] {
-      if (alive.expired() || !*alive.lock()) return;
+    launch.kill_timer = loop().RunAfter(grace, liveness_.Guard([this, group] {
       auto it = launches_.find(group);
       if (it == launches_.end() || it->second->concluding) return;
       it->second->kill_timer = 0;
       it->second->kill_requested = true;
       Cancel(group, /*kill=*/true);
-    });
+    }));
   }
 }
 

@@ -16,6 +16,7 @@
 #include "scheduler/backends/group_backend.h"
 #include "scheduler/backends/job_ranks.h"
 #include "scheduler/job_spec.h"
+#include "scheduler/liveness.h"
 
 namespace orrery::scheduler {
 
@@ -91,7 +92,7 @@ class SlurmBackend final : public GroupBackend {
   Options options_;
   CommandRunner commands_;
   std::map<GroupId, std::unique_ptr<Submission>> launches_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Liveness liveness_;
 };
 
 // What to start for `job` under Slurm: S + L + 1 specs, one per task (roles server-i,
