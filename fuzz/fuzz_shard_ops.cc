@@ -7,15 +7,18 @@
 // rule, bit 4 momentum, bit 5 fixed16 master weights. Checked after every request, under
 // ASan/UBSan:
 //   - a refused push or init changes nothing (ShardState);
-//   - the version and the gradients applied never go down, and the weights stay finite;
+//   - the version and the gradients applied never go down, the weights stay finite, and once
+//     set they change only in an update;
 //   - every pull is answered exactly once (before Shutdown returns at the latest), an answered
 //     pull's chunks never carry a version above the shard's;
 //   - an update applies exactly the gradients pending (at most one update per request): under
 //     softsync exactly c = max(1, floor(λ/n)) of them, under hardsync those of the collected step,
 //     at most one per learner, and a learner's accepted steps only go up;
-//   - where the update is plain fp32 SGD (no momentum, float weights), every weight moves by
-//     exactly minus the mean of the pending gradients, each scaled by α₀ or, under the inverse
-//     rule, by α₀ / max(1, τ);
+//   - the update's arithmetic: with m the mean of the pending gradients, each scaled by α₀ or,
+//     under the inverse rule, by α₀ / max(1, τ), every weight moves by exactly −m (momentum μ:
+//     the velocity becomes μ·v + m and the weight moves by minus that); with fixed16 master
+//     weights the result lies on the format's grid, in its range, within one ε of the exact
+//     value saturated to the range;
 //   - a checkpoint restores to the same state.
 #include <algorithm>
 #include <cmath>
@@ -32,6 +35,7 @@
 #include "absl/strings/string_view.h"
 #include "google/protobuf/stubs/logging.h"
 #include "parameter_server.pb.h"
+#include "quant/fixed_format.h"
 #include "server/clock.h"
 #include "server/parameter_shard.h"
 #include "server/push_decoder.h"
@@ -354,6 +358,8 @@ class Driver {
     const int pending_before = last_.pending + (accepted_push_ ? 1 : 0);
     if (s.version == last_.version) {
       if (applied != 0) Fail(__LINE__);
+      // Without an update the weights change only when they are first set.
+      if (last_.initialized && (s.weights != last_.weights || s.velocity != last_.velocity)) Fail(__LINE__);
       return;
     }
     if (s.version != last_.version + 1 || s.pending != 0) Fail(__LINE__);
@@ -367,22 +373,50 @@ class Driver {
         if (l.active && l.clock <= last_.hardsync_step) Fail(__LINE__);
       }
     }
-    // The update's arithmetic, where it is plain SGD in fp32 (no momentum, float weights): every
-    // weight moves by minus the mean of the pending gradients, each scaled by its rate. The
-    // gradients are uniform, so the weights stay uniform and one value says it.
     if (pending_terms_.size() != applied) Fail(__LINE__);
-    if (config_.momentum == 0 && !config_.fixed_weights.has_value() && !last_.weights.empty()) {
-      double sum = 0;
-      for (double t : pending_terms_) sum += t;
-      const double expected = static_cast<double>(last_.weights[0]) - sum / static_cast<double>(applied);
-      for (float w : s.weights) {
-        if (std::abs(static_cast<double>(w) - expected) > 1e-5 * (1 + std::abs(expected))) {
-          fprintf(stderr, "weight %.9g, expected %.9g\n", w, expected);
+    if (!last_.weights.empty()) CheckArithmetic(s, applied);
+    pending_terms_.clear();
+  }
+
+  static bool Near(double got, double expected) {
+    return std::abs(got - expected) <= 1e-5 * (1 + std::abs(expected));
+  }
+
+  // The update's arithmetic. The gradients are uniform, so each pending one is a single value
+  // (its rate times its gradient, pending_terms_) and their mean m is the same for every weight.
+  // In fp32, v' = μ·v + m and w' = w − v' (without momentum w' = w − m); with fixed16 master
+  // weights, w' is that value rounded to the format's grid: on the grid, in its range, and within
+  // one ε of the value saturated to the range (stochastic rounding picks the grid point below or
+  // above).
+  void CheckArithmetic(const ShardState& s, uint64_t applied) const {
+    double sum = 0;
+    for (double t : pending_terms_) sum += t;
+    const double mean = sum / static_cast<double>(applied);
+    const double mu = config_.momentum;
+    for (size_t i = 0; i < s.weights.size(); ++i) {
+      double step = mean;
+      if (mu != 0) {
+        step = mu * static_cast<double>(last_.velocity[i]) + mean;
+        if (!Near(s.velocity[i], step)) Fail(__LINE__);
+      }
+      const double exact = static_cast<double>(last_.weights[i]) - step;
+      const double w = s.weights[i];
+      if (!config_.fixed_weights.has_value()) {
+        if (!Near(w, exact)) {
+          fprintf(stderr, "weight %zu: %.9g, expected %.9g\n", i, w, exact);
           Fail(__LINE__);
         }
+        continue;
+      }
+      const orrery::quant::FixedFormat format = config_.fixed_weights->format;
+      const double q = std::ldexp(w, format.fl);
+      if (q != std::floor(q) || q < orrery::quant::kFixedMin || q > orrery::quant::kFixedMax) Fail(__LINE__);
+      const double saturated = std::clamp(exact, format.min_value(), format.max_value());
+      if (std::abs(w - saturated) > format.epsilon() * (1 + 1e-4)) {
+        fprintf(stderr, "fixed16 weight %zu: %.9g, unrounded %.9g\n", i, w, exact);
+        Fail(__LINE__);
       }
     }
-    pending_terms_.clear();
   }
 
   ManualClock clock_;
