@@ -660,17 +660,14 @@ absl::Status ParameterShard::Restore(const proto::ShardCheckpoint& c) {
   }
   // Validate everything on copies, then commit: a refused checkpoint changes nothing.
   std::unique_ptr<ShardPlan> plan;
-  std::unique_ptr<ShardStore> store;
   if (store_ == nullptr) {
     if (c.layout().num_shards() != config_.num_shards) {
       return mismatch("a layout for shards", c.layout().num_shards(), config_.num_shards);
     }
     ASSIGN_OR_RETURN(ShardPlan created, ShardPlan::Create(c.layout()));
     plan = std::make_unique<ShardPlan>(std::move(created));
-    store = NewStore(plan.get());
-  } else {
-    store = NewStore(plan_.get());
   }
+  std::unique_ptr<ShardStore> store = NewStore(plan != nullptr ? plan.get() : plan_.get());
   if (config_.momentum == 0) velocity.clear();
   RETURN_IF_ERROR(store->Restore(c.version(), std::move(weights), std::move(velocity),
                                  std::move(accumulator)));
