@@ -3,16 +3,37 @@
 # starting from fuzz/corpus/<target> and fuzz/regressions. Fails on any crash, leak, sanitizer
 # report or hang (an input taking over 10 s). Findings land in BUILD/findings/.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; `make fuzz FUZZ_SECONDS=N`)
+#        scripts/fuzz.sh --merge   the smallest set of inputs covering all that fuzz/corpus/<target>
+#          and BUILD/corpus/<target> cover (libFuzzer's -set_cover_merge) replaces the hash-named
+#          files of fuzz/corpus/<target>; named ones (seeds, kills_*) stay. Commit the result:
+#          `make test` replays fuzz/corpus through every target (tests/fuzz_replay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_PER_TARGET="${1:-60}"
 BUILD=build-fuzz
+TARGETS="job_spec model_spec tensor_decode pull_decode push_decode checkpoint shard_ops idx"
 scripts/install-deps.sh fuzz
 [ -f "$BUILD/build.ninja" ] || cmake -S fuzz -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++
 cmake --build "$BUILD"
+if [ "${1:-}" = "--merge" ]; then
+  for target in $TARGETS; do
+    kept=$(mktemp -d)
+    mkdir -p "$BUILD/corpus/$target"
+    "$BUILD/fuzz_$target" -set_cover_merge=1 -timeout=10 -rss_limit_mb=2048 "$kept" \
+      "fuzz/corpus/$target" "$BUILD/corpus/$target" > "$BUILD/$target.merge.log" 2>&1
+    find "fuzz/corpus/$target" -maxdepth 1 -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -delete
+    cp "$kept"/* "fuzz/corpus/$target/" 2>/dev/null || true
+    for named in "fuzz/corpus/$target"/*; do  # the merge's copy of a named input goes
+      [[ "$(basename "$named")" =~ ^[0-9a-f]{40}$ ]] || rm -f "fuzz/corpus/$target/$(sha1sum < "$named" | cut -c1-40)"
+    done
+    rm -rf "$kept"
+    echo "fuzz: $target keeps $(ls "fuzz/corpus/$target" | wc -l) inputs"
+  done
+  exit 0
+fi
+SECONDS_PER_TARGET="${1:-60}"
 mkdir -p "$BUILD/findings"
 status=0
-for target in job_spec model_spec tensor_decode pull_decode push_decode checkpoint shard_ops idx; do
+for target in $TARGETS; do
   work="$BUILD/corpus/$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
