@@ -9,6 +9,8 @@
 //   - a refused push or init changes nothing (ShardState);
 //   - the version and the gradients applied never go down, the weights stay finite, and once
 //     set they change only in an update;
+//   - a push whose base version is ahead of the shard is refused; a learner stops being active
+//     only when it leaves or when it was silent for longer than the timeout;
 //   - every pull is answered exactly once (before Shutdown returns at the latest), an answered
 //     pull's chunks never carry a version above the shard's;
 //   - an update applies exactly the gradients pending (at most one update per request): under
@@ -146,6 +148,7 @@ class Driver {
         if (!std::isfinite(w)) Fail(__LINE__);
       }
       CheckUpdate(s);
+      CheckDrops(s);
       last_ = s;
     }
     shard_->Shutdown();
@@ -160,6 +163,8 @@ class Driver {
     accepted_push_ = false;
     const uint8_t op = in.Next() % 9;
     const int learner = static_cast<int>(in.Next() % (kLearners + 2)) - 1;  // -1 .. λ
+    op_ = op;
+    op_learner_ = learner;
     switch (op) {
       case 0: {
         orrery::proto::RegisterRequest r;
@@ -231,6 +236,7 @@ class Driver {
         if (!response.ok()) {
           if (!(shard_->DebugState() == last_)) Fail(__LINE__);  // a refused push changes nothing
         } else {
+          if (base > version) Fail(__LINE__);  // a base from the future is refused
           // A learner's accepted steps only go up.
           const auto [previous, first] = last_accepted_step_.try_emplace(learner, step);
           if (!first && step <= std::exchange(previous->second, step)) Fail(__LINE__);
@@ -378,6 +384,20 @@ class Driver {
     pending_terms_.clear();
   }
 
+  // A learner stops being active only when it leaves, or at an expiry once it was silent for
+  // longer than the timeout.
+  void CheckDrops(const ShardState& s) {
+    for (const auto& [id, before] : last_.learners) {
+      if (!before.active) continue;
+      auto after = s.learners.find(id);
+      if (after != s.learners.end() && after->second.active) continue;
+      if (op_ == 5 && op_learner_ == id) continue;
+      if (op_ == 6 && clock_.Now() - before.last_seen > config_.learner_timeout) continue;
+      fprintf(stderr, "learner %d dropped by request %d\n", id, op_);
+      Fail(__LINE__);
+    }
+  }
+
   static bool Near(double got, double expected) {
     return std::abs(got - expected) <= 1e-5 * (1 + std::abs(expected));
   }
@@ -428,6 +448,8 @@ class Driver {
   std::map<int, int64_t> last_accepted_step_;  // per learner
   ShardState last_;
   bool accepted_push_ = false;  // by the request being checked
+  uint8_t op_ = 0;              // the request being checked
+  int op_learner_ = 0;          // and the learner it names
   // Rate times gradient value of each pending gradient, since the last update (kept across a
   // checkpoint-restore, as the shard keeps its accumulator).
   std::vector<double> pending_terms_;
