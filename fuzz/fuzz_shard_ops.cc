@@ -4,8 +4,9 @@
 // clock, pushes (unary and in parts) of any step and base version with finite or NaN gradients,
 // leaves, silence past the learner timeout, cancelled pulls, stats, and checkpoint-restore cycles.
 // The first byte picks the shard: bit 0 its index of 2, bits 1-2 the protocol, bit 3 the inverse
-// rule, bit 4 momentum, bit 5 fixed16 master weights. Checked after every request, under
-// ASan/UBSan:
+// rule, bit 4 momentum, bit 5 fixed16 master weights; bit 6 runs both shards of the job on the
+// same requests, each for its own chunks, and their protocols must agree after each one.
+// Checked after every request, under ASan/UBSan:
 //   - a refused push or init changes nothing (ShardState);
 //   - the version and the gradients applied never go down, the weights stay finite, and once
 //     set they change only in an update;
@@ -124,6 +125,14 @@ void PrintDifference(const ShardState& a, const ShardState& b) {
           b.gradients_applied, a.pushes, b.pushes);
 }
 
+// A shard's protocol after one request (bit 6): its state but the weights, and how many
+// pulls were answered so far.
+struct TraceEntry {
+  ShardState state;
+  uint64_t answered_pulls = 0;
+  bool operator==(const TraceEntry&) const = default;
+};
+
 struct PullRecord {
   int answers = 0;
 };
@@ -150,12 +159,18 @@ class Driver {
       CheckUpdate(s);
       CheckDrops(s);
       last_ = s;
+      if (trace_ != nullptr) trace_->push_back(Protocol(s));
     }
     shard_->Shutdown();
     for (const auto& record : pulls_) {
       if (record->answers != 1) Fail(__LINE__);  // every pull answered exactly once
     }
   }
+
+  // With a trace, Run appends what the shard's protocol state is after each request: its state
+  // but the weights, and how many pulls were answered.
+  void Trace(std::vector<TraceEntry>* trace) { trace_ = trace; }
+
 
  private:
   // One request. The shard's state before it is `last_` (nothing runs between requests).
@@ -179,13 +194,14 @@ class Driver {
         orrery::proto::InitRequest r;
         r.set_job_id("fz");
         const float value = static_cast<float>(in.Next()) / 64.0f;
+        const bool nan = in.Next() == 0xfe;  // one byte whatever the shard's chunks (bit 6)
         for (int i : plan_.ChunksOfShard(config_.shard_index)) {
           const orrery::server::Chunk& c = plan_.chunks()[i];
           auto* ic = r.add_chunks();
           ic->mutable_id()->set_tensor(plan_.TensorName(c.tensor));
           ic->mutable_id()->set_index(c.index);
           std::vector<float> v(c.length, value);
-          if (in.Next() == 0xfe) v[0] = NAN;
+          if (nan && i == plan_.ChunksOfShard(config_.shard_index).front()) v[0] = NAN;
           if (!orrery::server::EncodeFloats(v, orrery::proto::FP32, ic->mutable_weights()).ok()) Fail(__LINE__);
         }
         absl::StatusOr<orrery::proto::InitResponse> response = shard_->Init(r);
@@ -398,6 +414,19 @@ class Driver {
     }
   }
 
+  TraceEntry Protocol(ShardState s) const {
+    s.weights.clear();
+    s.accumulator.clear();
+    s.velocity.clear();
+    return TraceEntry{std::move(s), AnsweredPulls()};
+  }
+
+  uint64_t AnsweredPulls() const {
+    uint64_t n = 0;
+    for (const auto& record : pulls_) n += record->answers;
+    return n;
+  }
+
   static bool Near(double got, double expected) {
     return std::abs(got - expected) <= 1e-5 * (1 + std::abs(expected));
   }
@@ -448,6 +477,7 @@ class Driver {
   std::map<int, int64_t> last_accepted_step_;  // per learner
   ShardState last_;
   bool accepted_push_ = false;  // by the request being checked
+  std::vector<TraceEntry>* trace_ = nullptr;
   uint8_t op_ = 0;              // the request being checked
   int op_learner_ = 0;          // and the learner it names
   // Rate times gradient value of each pending gradient, since the last update (kept across a
@@ -463,8 +493,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool quiet = (google::protobuf::SetLogHandler(nullptr), true);
   (void)quiet;
   if (size < 1) return 0;
-  Bytes in(data + 1, size - 1);
-  Driver driver(data[0]);
-  driver.Run(in);
+  if ((data[0] & 64) == 0) {
+    Bytes in(data + 1, size - 1);
+    Driver driver(data[0]);
+    driver.Run(in);
+    return 0;
+  }
+  // Both shards of the job given the same requests, each for its own chunks: their protocols
+  // must agree after every request (versions, learners, hardsync step, pending gradients,
+  // staleness, answered pulls), whatever chunks each holds.
+  std::vector<TraceEntry> traces[2];
+  for (int index = 0; index < 2; ++index) {
+    Bytes in(data + 1, size - 1);
+    Driver driver(static_cast<uint8_t>((data[0] & ~1) | index));
+    driver.Trace(&traces[index]);
+    driver.Run(in);
+  }
+  for (size_t i = 0; i < traces[0].size(); ++i) {
+    if (i >= traces[1].size() || !(traces[0][i] == traces[1][i])) {
+      fprintf(stderr, "the shards disagree after request %zu:\n", i);
+      if (i < traces[1].size()) {
+        PrintDifference(traces[0][i].state, traces[1][i].state);
+        fprintf(stderr, "answered pulls %lu/%lu\n", traces[0][i].answered_pulls, traces[1][i].answered_pulls);
+      }
+      Fail(__LINE__);
+    }
+  }
+  if (traces[0].size() != traces[1].size()) Fail(__LINE__);
   return 0;
 }
