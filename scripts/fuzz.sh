@@ -3,8 +3,9 @@
 # starting from fuzz/corpus/<target> and fuzz/regressions. Fails on any crash, leak, sanitizer
 # report or hang (an input taking over 10 s). Findings land in BUILD/findings/.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; `make fuzz FUZZ_SECONDS=N`)
-#        scripts/fuzz.sh --merge   the smallest set of inputs covering all that fuzz/corpus/<target>
-#          and BUILD/corpus/<target> cover (libFuzzer's -set_cover_merge) replaces the hash-named
+#        scripts/fuzz.sh --merge [TARGET...]   for each target (default all): the smallest set of
+#          inputs covering all that fuzz/corpus/<target> and BUILD/corpus/<target> cover
+#          (libFuzzer's -set_cover_merge; its choice varies between runs) replaces the hash-named
 #          files of fuzz/corpus/<target>; named ones (seeds, kills_*) stay. Commit the result:
 #          `make test` replays fuzz/corpus through every target (tests/fuzz_replay).
 set -euo pipefail
@@ -15,7 +16,9 @@ scripts/install-deps.sh fuzz
 [ -f "$BUILD/build.ninja" ] || cmake -S fuzz -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++
 cmake --build "$BUILD"
 if [ "${1:-}" = "--merge" ]; then
-  for target in $TARGETS; do
+  shift
+  for target in ${*:-$TARGETS}; do
+    [[ " $TARGETS " == *" $target "* ]] || { echo "fuzz: no target $target (one of: $TARGETS)" >&2; exit 2; }
     kept=$(mktemp -d)
     mkdir -p "$BUILD/corpus/$target"
     "$BUILD/fuzz_$target" -set_cover_merge=1 -timeout=10 -rss_limit_mb=2048 "$kept" \
