@@ -171,7 +171,6 @@ class Driver {
   // but the weights, and how many pulls were answered.
   void Trace(std::vector<TraceEntry>* trace) { trace_ = trace; }
 
-
  private:
   // One request. The shard's state before it is `last_` (nothing runs between requests).
   void Step(Bytes& in) {
@@ -194,14 +193,14 @@ class Driver {
         orrery::proto::InitRequest r;
         r.set_job_id("fz");
         const float value = static_cast<float>(in.Next()) / 64.0f;
-        const bool nan = in.Next() == 0xfe;  // one byte whatever the shard's chunks (bit 6)
+        bool nan = in.Next() == 0xfe;  // into the first chunk; one byte whatever the chunks (bit 6)
         for (int i : plan_.ChunksOfShard(config_.shard_index)) {
           const orrery::server::Chunk& c = plan_.chunks()[i];
           auto* ic = r.add_chunks();
           ic->mutable_id()->set_tensor(plan_.TensorName(c.tensor));
           ic->mutable_id()->set_index(c.index);
           std::vector<float> v(c.length, value);
-          if (nan && i == plan_.ChunksOfShard(config_.shard_index).front()) v[0] = NAN;
+          if (std::exchange(nan, false)) v[0] = NAN;
           if (!orrery::server::EncodeFloats(v, orrery::proto::FP32, ic->mutable_weights()).ok()) Fail(__LINE__);
         }
         absl::StatusOr<orrery::proto::InitResponse> response = shard_->Init(r);
