@@ -57,8 +57,9 @@ struct CallIo {
   grpc::ByteBuffer* response = nullptr;
 };
 using IoFn = std::function<CallIo(int shard)>;
-// Pulls of at least this many bytes per shard run each shard's calls on a thread of their own.
-constexpr size_t kSpreadPullBytes = 1 << 20;
+// With several shards and at least this many bytes of the model per shard, each shard's pull and
+// push run on a thread of their own (Impl::spread()).
+constexpr size_t kSpreadBytes = 1 << 20;
 // Parts of one shard's pull on the wire at once: one being received while the last is decoded.
 constexpr int kPullPartsInFlight = 2;
 // Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
@@ -158,7 +159,7 @@ class PsClient::Impl {
   }
   // Streams first: they hold calls on the channels below. Every Round has drained its calls.
   ~Impl() {
-    push_streams_.reset();
+    push_groups_.clear();
     void* tag = nullptr;
     bool ok = false;
     for (grpc::CompletionQueue* cq : {&cq_, &drive_cq_}) {
@@ -175,7 +176,7 @@ class PsClient::Impl {
     // reading (not even once cancelled), and the connection lives as long as its calls: so the
     // sockets are shut down under it first. That fails the write, and gRPC lets go of the rest.
     ShutDownSockets();
-    push_streams_.reset();
+    push_groups_.clear();
     generic_stubs_.clear();
     channels_.clear();  // each client has connections of its own (a local subchannel pool)
     Connect();
@@ -193,8 +194,12 @@ class PsClient::Impl {
       const absl::Time now = absl::Now();
       if (now >= deadline) return false;
       const absl::Time until = std::min(deadline, now + absl::Milliseconds(1));
-      if (push_streams_ != nullptr) {
-        push_streams_->Poll(until);
+      if (!push_groups_.empty()) {
+        // Each group's queue in turn, for an equal share of the slice.
+        const absl::Duration share = (until - now) / static_cast<int64_t>(push_groups_.size());
+        for (size_t g = 0; g < push_groups_.size(); ++g) {
+          push_groups_[g]->Poll(now + share * static_cast<int64_t>(g + 1));
+        }
       } else {
         void* tag = nullptr;
         bool ok = false;
@@ -220,21 +225,63 @@ class PsClient::Impl {
       generic_stubs_.push_back(std::make_unique<grpc::GenericStub>(channels_.back()));
     }
     if (options_.push_streams) {
-      std::vector<grpc::GenericStub*> stubs;
-      for (const auto& g : generic_stubs_) stubs.push_back(g.get());
       // A stream lives (under its call deadline) far longer than a push may take, and is
       // replaced before a push could outlive it.
-      push_streams_ = std::make_unique<PushStreams>(
-          std::move(stubs), std::max(absl::Minutes(10), 4 * options_.rpc_timeout), options_.rpc_timeout,
-          [this] { ShutDownSockets(); });
+      auto group = [this](std::vector<grpc::GenericStub*> stubs) {
+        return std::make_unique<PushStreams>(std::move(stubs),
+                                             std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
+                                             options_.rpc_timeout, [this] { ShutDownSockets(); });
+      };
+      if (spread()) {
+        for (const auto& g : generic_stubs_) push_groups_.push_back(group({g.get()}));
+      } else {
+        std::vector<grpc::GenericStub*> stubs;
+        for (const auto& g : generic_stubs_) stubs.push_back(g.get());
+        push_groups_.push_back(group(std::move(stubs)));
+      }
     }
   }
 
   const ClientOptions& options() const { return options_; }
   const ShardPlan& plan() const { return plan_; }
   int num_shards() const { return static_cast<int>(generic_stubs_.size()); }
-  // Null when options().push_streams is off.
-  PushStreams* push_streams() const { return push_streams_.get(); }
+  size_t BytesPerElement() const { return options_.wire == proto::FIXED16 ? 2 : 4; }
+  // Whether each shard's pulls and pushes run on a thread of their own (the caller's thread takes
+  // the first shard): with several shards and answers so large that receiving and decoding them,
+  // or sending them, one shard after another on one thread would leave a core idle.
+  bool spread() const {
+    return num_shards() > 1 && plan_.total_elements() * BytesPerElement() / num_shards() >= kSpreadBytes;
+  }
+
+  // Whether pushes to shard s go on its push stream (push streams are on, and the shard has the
+  // method), and if so makes sure it has one: true in `*fresh` when it was opened just now, so
+  // that the next message on it is its first and must carry the job's credentials.
+  bool OpenPushStream(int s, bool* fresh) {
+    if (push_groups_.empty()) return false;
+    PushStreams& group = *push_groups_[spread() ? s : 0];
+    const int slot = spread() ? 0 : s;
+    if (!group.Supported(slot)) return false;
+    *fresh = group.Open(slot);
+    return true;
+  }
+
+  // PushStreams::Push on the streams of `shards`, opened with OpenPushStream; with spread(),
+  // each shard's on a thread of its own. One result per shards[k].
+  std::vector<PushStreams::Result> PushOnStreams(const std::vector<int>& shards, const std::vector<int>& parts,
+                                                 const PushStreams::PartSource& source, int64_t step,
+                                                 absl::Time deadline) {
+    if (!spread()) return push_groups_[0]->Push(shards, parts, source, step, deadline);
+    std::vector<PushStreams::Result> results(shards.size());
+    auto run = [&](size_t k) {
+      auto part_of_k = [&source, k](size_t, int part) { return source(k, part); };
+      results[k] = push_groups_[shards[k]]->Push({0}, {parts[k]}, part_of_k, step, deadline)[0];
+    };
+    std::vector<std::thread> threads;
+    for (size_t k = 1; k < shards.size(); ++k) threads.emplace_back(run, k);
+    if (!shards.empty()) run(0);
+    for (std::thread& t : threads) t.join();
+    return results;
+  }
   std::vector<int> AllShards() const {
     std::vector<int> all(generic_stubs_.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
@@ -495,7 +542,9 @@ class PsClient::Impl {
   std::vector<std::shared_ptr<grpc::Channel>> channels_;  // of shard i at index i
   std::vector<std::unique_ptr<grpc::GenericStub>> generic_stubs_;
   grpc::CompletionQueue cq_;  // the unary calls' (Round)
-  std::unique_ptr<PushStreams> push_streams_;
+  // The push streams (none when options().push_streams is off), in groups that one thread each
+  // drives: every shard's in one, or with spread() one group per shard.
+  std::vector<std::unique_ptr<PushStreams>> push_groups_;
 };
 
 namespace {
@@ -623,9 +672,9 @@ absl::Status PsClient::Init(std::span<const float> weights) {
   return impl_->Combine(statuses, "Init");
 }
 
-size_t PsClient::BytesPerElement() const {
-  return impl_->options().wire == proto::FIXED16 ? 2 : 4;
-}
+size_t PsClient::BytesPerElement() const { return impl_->BytesPerElement(); }
+
+bool PsClient::spreads_shards() const { return impl_->spread(); }
 
 std::vector<int> PsClient::Parts(uint64_t part_bytes) const {
   const ShardPlan& plan = impl_->plan();
@@ -688,9 +737,7 @@ absl::Status PsClient::Pull(int64_t clock, std::span<float> weights) {
     return st;
   };
   PartsFn count = [&](int s) { return parts[s]; };
-  // With several shards and a large model, each shard's answer is received and decoded on a
-  // thread of its own.
-  const bool spread = plan.total_elements() * BytesPerElement() / n >= kSpreadPullBytes;
+  const bool spread = impl_->spread();
   auto statuses = impl_->CallParts(impl_->AllShards(), impl_->options().pull_timeout, count,
                                    start, decode, spread);
   std::vector<int> unknown;
@@ -727,9 +774,11 @@ std::vector<PsClient::ShardRestart> PsClient::TakeShardRestarts() {
 class PsClient::PushLoans {
  public:
   // The owner of the slices of one message to `shard` (on its push stream: `streamed`); the loan
-  // ends when gRPC has let go of every slice.
+  // ends when gRPC has let go of every slice. Thread-safe (spread pushes lend on several threads);
+  // the other methods are called once those threads have joined.
   std::shared_ptr<const void> Lend(int shard, bool streamed) {
     auto loan = std::make_shared<Loan>();
+    absl::MutexLock lock(&mu_);
     loan->shard = shard;
     loan->streamed = streamed;
     loans_.push_back(loan);
@@ -753,6 +802,7 @@ class PsClient::PushLoans {
     bool answered = false;
     std::atomic<bool> released{false};  // set on whichever thread gRPC drops the last slice
   };
+  absl::Mutex mu_;
   std::vector<std::shared_ptr<Loan>> loans_;
 };
 
@@ -800,13 +850,13 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
       quant::RandomStream::For(static_cast<uint64_t>(learner_id_), static_cast<uint64_t>(step));
   // Shards reached by stream, and whether theirs was just opened: only a stream's first message
   // carries the credentials (the shard checks them once per stream).
-  PushStreams* streams = impl_->push_streams();
   std::vector<int> streamed;
   std::vector<bool> fresh(n, true);
   for (int s = 0; s < n; ++s) {
-    if (streams != nullptr && streams->Supported(s)) {
+    bool opened = true;
+    if (impl_->OpenPushStream(s, &opened)) {
       streamed.push_back(s);
-      fresh[s] = streams->Open(s);
+      fresh[s] = opened;
     }
   }
   // FP32 payloads stay in `grads` (their messages' gradients have no data); FIXED16 ones are
@@ -900,6 +950,7 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
     const std::vector<int> shard_parts = Parts(options.push_part_bytes);
     std::vector<int> parts;  // per streamed shard
     for (int s : streamed) parts.push_back(shard_parts[s]);
+    // With spread pushes, shard k's parts are made on its own thread: only its entries change.
     const PushStreams::PartSource source =
         [&](size_t k, int part) -> absl::StatusOr<grpc::ByteBuffer> {
       const int s = streamed[k];
@@ -910,7 +961,7 @@ absl::Status PsClient::PushLending(int64_t step, std::span<const float> grads, u
       sent_bytes[s] += bytes.Length();
       return bytes;
     };
-    const std::vector<PushStreams::Result> results = streams->Push(
+    const std::vector<PushStreams::Result> results = impl_->PushOnStreams(
         streamed, parts, source, step, absl::Now() + impl_->options().rpc_timeout);
     for (size_t k = 0; k < streamed.size(); ++k) {
       const int s = streamed[k];

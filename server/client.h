@@ -177,6 +177,10 @@ class PsClient {
   const proto::ModelLayout& layout() const;
   // Counts successful pushes and pulls only.
   const WireStats& wire_stats() const { return wire_stats_; }
+  // Whether each shard's pulls and pushes run on a thread of their own (several shards, and at
+  // least 1 MB of the model on the wire per shard), so that sending, receiving and decoding for
+  // one shard do not wait for another's on one core.
+  bool spreads_shards() const;
 
  private:
   class Impl;

@@ -223,6 +223,7 @@ TEST_F(PushStreamTest, ClientPushesInPartsWithTheSameResultAsWholePushes) {
   auto parted = PsClient::Connect(parted_options);
   auto whole = PsClient::Connect(whole_options);
   ASSERT_TRUE(parted.ok() && whole.ok());
+  EXPECT_FALSE((*parted)->spreads_shards());  // a small model: every shard on the caller's thread
   constexpr int kSteps = 4;
   TakeTurns(**parted, **whole, kSteps);
   if (HasFatalFailure()) return;
@@ -233,6 +234,33 @@ TEST_F(PushStreamTest, ClientPushesInPartsWithTheSameResultAsWholePushes) {
   for (const ShardStats& st : stats->shards) {
     EXPECT_EQ(st.gradients_applied, 2u * kSteps);
     EXPECT_EQ(st.pushes, 2u * kSteps);
+    EXPECT_EQ(st.version, 2u * kSteps);  // one update per push, not per part
+    EXPECT_EQ(st.gradients_rejected, 0u);
+  }
+}
+
+// A model of over 1 MB per shard has each shard's push made and sent on a thread of its own, as
+// its pulls are: every push still goes over the streams, in parts, applied once and exactly.
+TEST_F(PushStreamTest, PushesOfALargeModelRunOnAThreadPerShardWithTheSameResult) {
+  StartShards(3, "async", 2);
+  ClientOptions spread_options = Options();
+  spread_options.tensors = {{"w", 900000}, {"b", 10}};  // 3.6 MB, 1.2 MB per shard
+  spread_options.push_part_bytes = 256 << 10;           // 4-5 parts per shard
+  ClientOptions whole_options = spread_options;
+  whole_options.push_part_bytes = 0;
+  auto spread = PsClient::Connect(spread_options);
+  auto whole = PsClient::Connect(whole_options);
+  ASSERT_TRUE(spread.ok() && whole.ok());
+  ASSERT_TRUE((*spread)->spreads_shards());
+  constexpr int kSteps = 3;
+  TakeTurns(**spread, **whole, kSteps);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ((*spread)->wire_stats().streamed_shard_pushes, 3u * kSteps);
+  EXPECT_GT((*spread)->wire_stats().push_bytes, 4u * (*spread)->total_elements() * kSteps);
+  auto stats = (*spread)->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const ShardStats& st : stats->shards) {
+    EXPECT_EQ(st.gradients_applied, 2u * kSteps);
     EXPECT_EQ(st.version, 2u * kSteps);  // one update per push, not per part
     EXPECT_EQ(st.gradients_rejected, 0u);
   }
