@@ -47,7 +47,8 @@ struct ClientOptions {
   absl::Duration pull_timeout = absl::Minutes(10);  // a pull may wait for other learners
   absl::Duration retry_budget = absl::Seconds(30);  // total backoff spent retrying UNAVAILABLE
   // Push over PushStream (server/push_streams.h): one long-lived stream per shard, driven by the
-  // calling thread, instead of a unary Push call per shard and push. Shards without the method
+  // calling thread (with spreads_shards(), each shard's by a thread of its own), instead of a
+  // unary Push call per shard and push. Shards without the method
   // (UNIMPLEMENTED) and pushes whose stream broke go through the unary Push.
   bool push_streams = true;
   int64_t max_message_bytes = 512ll << 20;
