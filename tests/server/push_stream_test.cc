@@ -266,6 +266,31 @@ TEST_F(PushStreamTest, PushesOfALargeModelRunOnAThreadPerShardWithTheSameResult)
   }
 }
 
+// A spread push while one of the two shards is stopped: the push fails naming that shard once
+// the retry budget is spent, and the running shard, which judges its own part, applied it.
+TEST_F(PushStreamTest, ASpreadPushToAStoppedShardFailsNamingItWhileTheOtherShardAppliesItsPart) {
+  StartShards(2, "async", 1);
+  ClientOptions options = Options();
+  options.tensors = {{"w", 600000}};  // 2.4 MB, 1.2 MB per shard
+  options.rpc_timeout = absl::Seconds(10);
+  options.retry_budget = absl::Seconds(1);
+  std::unique_ptr<PsClient> client = InitializedClient(options);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->spreads_shards());
+  const size_t n = client->total_elements();
+  std::vector<float> w(n);
+  const std::vector<float> g(n, 1.0f);
+  ASSERT_TRUE(client->Pull(0, w).ok());
+  ASSERT_TRUE(client->Push(0, g, 1, 0.0f).ok());  // both streams open
+  ASSERT_TRUE(client->Pull(1, w).ok());
+  servers_[1]->Shutdown();
+  const absl::Status st = client->Push(1, g, 1, 0.0f);
+  EXPECT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("shard 1"));
+  EXPECT_EQ(servers_[0]->shard().DebugState().gradients_applied, 2u);
+  EXPECT_EQ(servers_[1]->shard().DebugState().gradients_applied, 1u);
+}
+
 // `push` cut into `parts` messages the way the client cuts it.
 std::vector<proto::PushRequest> Split(const proto::PushRequest& push, int parts) {
   std::vector<proto::PushRequest> out;
