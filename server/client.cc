@@ -60,6 +60,16 @@ using IoFn = std::function<CallIo(int shard)>;
 // With several shards and at least this many bytes of the model per shard, each shard's pull and
 // push run on a thread of their own (Impl::spread()).
 constexpr size_t kSpreadBytes = 1 << 20;
+namespace {
+// Runs fn(0) on the calling thread and fn(1) ... fn(count - 1) each on a thread of its own;
+// returns when all have returned.
+void OnThreadEach(size_t count, const std::function<void(size_t)>& fn) {
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < count; ++k) threads.emplace_back(fn, k);
+  if (count > 0) fn(0);
+  for (std::thread& t : threads) t.join();
+}
+}  // namespace
 // Parts of one shard's pull on the wire at once: one being received while the last is decoded.
 constexpr int kPullPartsInFlight = 2;
 // Runs on the calling thread when shard `shard` answered OK; may turn the answer into an error.
@@ -276,10 +286,7 @@ class PsClient::Impl {
       auto part_of_k = [&source, k](size_t, int part) { return source(k, part); };
       results[k] = push_groups_[shards[k]]->Push({0}, {parts[k]}, part_of_k, step, deadline)[0];
     };
-    std::vector<std::thread> threads;
-    for (size_t k = 1; k < shards.size(); ++k) threads.emplace_back(run, k);
-    if (!shards.empty()) run(0);
-    for (std::thread& t : threads) t.join();
+    OnThreadEach(shards.size(), run);
     return results;
   }
   std::vector<int> AllShards() const {
@@ -478,12 +485,7 @@ class PsClient::Impl {
       run(all);
       return out;
     }
-    std::vector<std::thread> threads;
-    for (size_t k = 1; k < shards.size(); ++k) {
-      threads.emplace_back([&run, k] { run({k}); });
-    }
-    run({0});
-    for (std::thread& t : threads) t.join();
+    OnThreadEach(shards.size(), [&run](size_t k) { run({k}); });
     return out;
   }
 
