@@ -163,7 +163,11 @@ int ShutDownSocketsTo(const std::string& endpoint) {
 class PsClient::Impl {
  public:
   Impl(ClientOptions options, ShardPlan plan, std::shared_ptr<grpc::ChannelCredentials> credentials)
-      : options_(std::move(options)), plan_(std::move(plan)), credentials_(std::move(credentials)) {
+      : options_(std::move(options)),
+        plan_(std::move(plan)),
+        spread_(options_.endpoints.size() > 1 &&
+                plan_.total_elements() * BytesPerElement() / options_.endpoints.size() >= kSpreadBytes),
+        credentials_(std::move(credentials)) {
     chunk_versions_.assign(plan_.chunks().size(), 0);
     Connect();
   }
@@ -242,7 +246,7 @@ class PsClient::Impl {
                                              std::max(absl::Minutes(10), 4 * options_.rpc_timeout),
                                              options_.rpc_timeout, [this] { ShutDownSockets(); });
       };
-      if (spread()) {
+      if (spread_) {
         for (const auto& g : generic_stubs_) push_groups_.push_back(group({g.get()}));
       } else {
         std::vector<grpc::GenericStub*> stubs;
@@ -259,17 +263,15 @@ class PsClient::Impl {
   // Whether each shard's pulls and pushes run on a thread of their own (the caller's thread takes
   // the first shard): with several shards and answers so large that receiving and decoding them,
   // or sending them, one shard after another on one thread would leave a core idle.
-  bool spread() const {
-    return num_shards() > 1 && plan_.total_elements() * BytesPerElement() / num_shards() >= kSpreadBytes;
-  }
+  bool spread() const { return spread_; }
 
   // Whether pushes to shard s go on its push stream (push streams are on, and the shard has the
   // method), and if so makes sure it has one: true in `*fresh` when it was opened just now, so
   // that the next message on it is its first and must carry the job's credentials.
   bool OpenPushStream(int s, bool* fresh) {
     if (push_groups_.empty()) return false;
-    PushStreams& group = *push_groups_[spread() ? s : 0];
-    const int slot = spread() ? 0 : s;
+    PushStreams& group = *push_groups_[spread_ ? s : 0];
+    const int slot = spread_ ? 0 : s;
     if (!group.Supported(slot)) return false;
     *fresh = group.Open(slot);
     return true;
@@ -280,7 +282,7 @@ class PsClient::Impl {
   std::vector<PushStreams::Result> PushOnStreams(const std::vector<int>& shards, const std::vector<int>& parts,
                                                  const PushStreams::PartSource& source, int64_t step,
                                                  absl::Time deadline) {
-    if (!spread()) return push_groups_[0]->Push(shards, parts, source, step, deadline);
+    if (!spread_) return push_groups_[0]->Push(shards, parts, source, step, deadline);
     std::vector<PushStreams::Result> results(shards.size());
     auto run = [&](size_t k) {
       auto part_of_k = [&source, k](size_t, int part) { return source(k, part); };
@@ -539,6 +541,7 @@ class PsClient::Impl {
 
   ClientOptions options_;
   ShardPlan plan_;
+  const bool spread_;  // spread(): fixed by the options and the model
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   grpc::CompletionQueue drive_cq_;  // never given a call: DriveUntil polls through it
   std::vector<std::shared_ptr<grpc::Channel>> channels_;  // of shard i at index i
